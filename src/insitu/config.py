@@ -1,0 +1,180 @@
+"""Typed, validated configuration dataclasses, serialisable to and from dicts, JSON and YAML.
+
+Every configuration object in insitu derives from :class:`Config`. A config is a plain dataclass
+whose ``validate`` method raises :class:`ConfigError` with a message that names the field, the bad
+value and what to change. Configs nest (a tile config holds a device config and IO configs);
+polymorphic fields (which device model) are serialised with a ``type`` key naming the class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = ["Config", "ConfigError", "register_config", "config_from_dict"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message says which field and what to change."""
+
+
+# name -> class, for configs that appear polymorphically (device models, update rules).
+_REGISTRY: dict[str, type["Config"]] = {}
+
+
+def register_config(cls: type["Config"]) -> type["Config"]:
+    """Class decorator: make ``cls`` constructible from a dict with ``{"type": cls.__name__}``."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def _closest(name: str, candidates) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+@dataclasses.dataclass
+class Config:
+    """Base class: validation on construction, conversion to/from dicts, JSON and YAML."""
+
+    polymorphic: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation helpers -------------------------------------------------------------------
+    def validate(self) -> None:  # overridden by subclasses
+        """Raise :class:`ConfigError` if a field is out of range."""
+
+    def _fail(self, field: str, message: str) -> None:
+        value = getattr(self, field, None)
+        raise ConfigError(f"{type(self).__name__}.{field} = {value!r}: {message}")
+
+    def _check_finite(self, *fields: str) -> None:
+        for field in fields:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self._fail(field, f"must be a number, got {type(value).__name__}.")
+            if not math.isfinite(value):
+                self._fail(field, "must be a finite number.")
+
+    def _check_positive(self, *fields: str) -> None:
+        self._check_finite(*fields)
+        for field in fields:
+            if getattr(self, field) <= 0:
+                self._fail(field, "must be > 0.")
+
+    def _check_non_negative(self, *fields: str) -> None:
+        self._check_finite(*fields)
+        for field in fields:
+            if getattr(self, field) < 0:
+                self._fail(field, "must be >= 0 (use 0 to switch it off).")
+
+    def _check_choice(self, field: str, choices) -> None:
+        value = getattr(self, field)
+        if value not in choices:
+            self._fail(field, f"must be one of {sorted(choices)}.{_closest(str(value), choices)}")
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-compatible dict (nested configs become dicts with a ``type`` key)."""
+        out: dict[str, Any] = {}
+        if self.polymorphic:
+            out["type"] = type(self).__name__
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, Config) else _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build from a dict as written by :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}.")
+        data = dict(data)
+        type_name = data.pop("type", None)
+        target = cls
+        if type_name is not None:
+            if type_name not in _REGISTRY:
+                raise ConfigError(
+                    f"Unknown config type '{type_name}'.{_closest(type_name, _REGISTRY)} "
+                    f"Known types: {sorted(_REGISTRY)}."
+                )
+            target = _REGISTRY[type_name]
+            if not issubclass(target, cls):
+                raise ConfigError(f"'{type_name}' is not a {cls.__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(
+                f"{target.__name__} has no field '{name}'.{_closest(name, fields)} "
+                f"Valid fields: {sorted(fields)}."
+            )
+        hints = typing.get_type_hints(target)
+        kwargs = {}
+        for name, value in data.items():
+            hint = hints.get(name)
+            sub = _config_class(hint)
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return target(**kwargs)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        import yaml  # local import keeps `import insitu` light
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Config":
+        """Read a config from a ``.json``, ``.yaml`` or ``.yml`` file."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A validated copy with some fields changed (like :func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_class(hint: Any) -> type[Config] | None:
+    """The Config subclass named by a type hint (``DeviceConfig`` or ``DeviceConfig | None``)."""
+    candidates = typing.get_args(hint) or (hint,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, Config):
+            return candidate
+    return None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build any registered config from a dict carrying its ``type``."""
+    return Config.from_dict(data)

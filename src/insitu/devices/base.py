@@ -1,0 +1,163 @@
+"""Device models: the response of one cross-point to update pulses.
+
+A *device config* (a validated dataclass, e.g. :class:`~insitu.devices.ConstantStepDevice`)
+describes a device family and its statistics. ``config.draw_parameters(shape, generator)`` draws
+the per-device parameters once (device-to-device variation); the tile keeps them as a buffer.
+``config.model()`` gives the :class:`DeviceModel` that applies pulses to weights with those
+parameters (cycle-to-cycle variation is drawn at every update).
+
+All pulsed families share one response, linear in the present weight (Gokmen & Vlasov 2016 use
+the constant-step special case; soft bounds and linear steps are the usual shapes of real devices):
+
+    step_up(w)   = dw_up   * (1 + slope_up   * w)      (potentiation, w grows)
+    step_down(w) = dw_down * (1 + slope_down * w)      (depression, w shrinks)
+
+then a hard clip to the device's own bounds [w_min_ij, w_max_ij]. ``n`` pulses of one sign have
+the closed form of that recursion (see :func:`apply_pulses`), so a device receiving many
+coincidences in one update costs the same as one receiving a single one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from ..config import Config
+
+__all__ = ["DeviceConfig", "DeviceModel", "PARAM_NAMES"]
+
+# Layout of the last axis of the per-device parameter tensor (out, in, len(PARAM_NAMES)).
+PARAM_NAMES = ("dw_up", "dw_down", "slope_up", "slope_down", "w_min", "w_max")
+DW_UP, DW_DOWN, SLOPE_UP, SLOPE_DOWN, W_MIN, W_MAX = range(len(PARAM_NAMES))
+
+
+@dataclasses.dataclass
+class DeviceConfig(Config):
+    """Base class of all device configs."""
+
+    polymorphic: ClassVar[bool] = True
+    #: True for the floating-point reference device: the tile then updates weights exactly.
+    is_ideal: ClassVar[bool] = False
+
+    def draw_parameters(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor | None:
+        """Draw the per-device parameters of an array of ``shape`` = (out, in).
+
+        Returns a tensor of shape ``(*shape, 6)`` laid out as :data:`PARAM_NAMES`, or ``None``
+        for an ideal device. The draws are made once, when the tile is built
+        (device-to-device variation), in a fixed order so that a seed fixes the devices.
+        """
+        return None
+
+    def model(self) -> "DeviceModel":
+        """The pulse response of this device family (stateless; parameters are passed in)."""
+        return DeviceModel(c2c=0.0, has_slope=False)
+
+
+class DeviceModel:
+    """The pulse response shared by the pulsed device families.
+
+    The per-device parameters live on the tile (a buffer saved with its state) and are passed to
+    every call, so the model itself holds only scalars.
+
+    Attributes:
+        c2c: relative cycle-to-cycle spread of a single step (Gaussian, per pulse).
+        has_slope: whether steps depend on the weight (selects the closed-form path).
+    """
+
+    def __init__(self, c2c: float, has_slope: bool):
+        self.c2c = float(c2c)
+        self.has_slope = bool(has_slope)
+
+    @staticmethod
+    def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """Clip weights to each device's bounds (what programming a target value achieves)."""
+        if params is None:
+            return weights
+        return torch.clamp(weights, params[..., W_MIN], params[..., W_MAX])
+
+    def apply_pulses(
+        self,
+        weights: torch.Tensor,
+        counts: torch.Tensor,
+        up: torch.Tensor,
+        params: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """New weights after ``counts`` pulses of one sign per device.
+
+        Args:
+            weights: present weights, any shape ``S``.
+            counts: number of coincidences per device, shape ``S``, >= 0 (float; an expected count
+                may be fractional for the deterministic update).
+            up: bool tensor of shape ``S``: True where the pulses potentiate (w grows).
+            params: per-device parameters of these devices, shape ``(*S, 6)``.
+            generator: draws the cycle-to-cycle noise; ``None`` means noise-free (expected value).
+
+        Returns:
+            The updated weights, shape ``S``.
+
+        ``n`` steps of ``w <- w + g (1 + s w)`` (``g`` the signed step at w = 0, ``s`` the slope) give
+        ``w_n = w_0 r + g (r - 1) / a`` with ``a = g s`` and ``r = (1 + a)^n``; for ``s = 0`` this is
+        ``w_0 + n g``. Cycle-to-cycle variation multiplies each step by ``(1 + c2c * xi)``; the sum of
+        ``n`` such steps adds a Gaussian of std ``c2c * |step(w_0)| * sqrt(n)`` (exact for constant
+        steps, first order in the slope otherwise). The clip to the bounds is applied once at the
+        end: pulses of one sign move monotonically, so this equals clipping after every pulse
+        except for the rare pulse whose noisy step changes sign.
+        """
+        p = params.unbind(-1)
+        signed_step = torch.where(up, p[DW_UP], -p[DW_DOWN])
+        if self.has_slope:
+            slope = torch.where(up, p[SLOPE_UP], p[SLOPE_DOWN])
+            a = signed_step * slope
+            growth = torch.expm1(counts * torch.log1p(a))
+            small = a.abs() < 1e-12
+            n_eff = torch.where(small, counts, growth / torch.where(small, torch.ones_like(a), a))
+            new = weights + weights * growth + signed_step * n_eff
+            step_at_w0 = signed_step * (1 + slope * weights)
+        else:
+            new = weights + signed_step * counts
+            step_at_w0 = signed_step
+        if generator is not None and self.c2c > 0:
+            noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+            new = new + noise * (self.c2c * step_at_w0.abs() * counts.sqrt())
+        return torch.clamp(new, p[W_MIN], p[W_MAX])
+
+    def apply_mixed(
+        self,
+        weights: torch.Tensor,
+        n_up: torch.Tensor,
+        n_down: torch.Tensor,
+        var_up: torch.Tensor,
+        var_down: torch.Tensor,
+        params: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Approximate response to a mix of up and down pulses whose order is unknown.
+
+        Used by the batched update: ``n_up``/``n_down`` are the expected numbers of potentiating
+        and depressing coincidences over a batch, ``var_up``/``var_down`` their variances. The steps
+        are evaluated at the present weight, the pulse-count noise and the cycle-to-cycle noise are
+        combined into one Gaussian with the matching variance, and the bounds are applied once.
+        """
+        p = params.unbind(-1)
+        step_up = p[DW_UP]
+        step_down = p[DW_DOWN]
+        if self.has_slope:
+            step_up = step_up * (1 + p[SLOPE_UP] * weights)
+            step_down = step_down * (1 + p[SLOPE_DOWN] * weights)
+        new = weights + step_up * n_up - step_down * n_down
+        if generator is not None:
+            c2c2 = self.c2c * self.c2c
+            # Var[sum of N steps s(1 + c2c xi)] = s^2 (Var N + c2c^2 E N) for random count N.
+            var = step_up.square() * (var_up + c2c2 * n_up) + step_down.square() * (var_down + c2c2 * n_down)
+            noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+            new = new + noise * var.sqrt()
+        return torch.clamp(new, p[W_MIN], p[W_MAX])

@@ -1,0 +1,125 @@
+"""Pulsed device families: constant step (Gokmen & Vlasov 2016), linear step, soft bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..config import register_config
+from .base import PARAM_NAMES, DeviceConfig, DeviceModel
+
+__all__ = ["ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice"]
+
+
+@dataclasses.dataclass
+class _PulsedDevice(DeviceConfig):
+    """Fields shared by all pulsed devices (the RPU device parameters of Gokmen & Vlasov 2016).
+
+    Attributes:
+        dw_min: mean weight change of one coincidence (``Δw_min``).
+        dw_min_dtod: device-to-device spread of the step, relative (std of the gain ``1 + dtod·ξ``).
+        dw_min_std: cycle-to-cycle spread of every single step, relative (std of ``1 + std·ξ``).
+        up_down: global up/down imbalance: ``dw_up = dw_min (1 + up_down)``,
+            ``dw_down = dw_min (1 - up_down)`` (before the device-to-device terms).
+        up_down_dtod: device-to-device spread of the imbalance, same units as ``up_down``.
+        w_max, w_min: mean weight bounds (``w_min`` < 0 < ``w_max``).
+        w_max_dtod, w_min_dtod: device-to-device spread of the bounds, relative.
+    """
+
+    dw_min: float = 0.001
+    dw_min_dtod: float = 0.3
+    dw_min_std: float = 0.3
+    up_down: float = 0.0
+    up_down_dtod: float = 0.0
+    w_max: float = 0.6
+    w_min: float = -0.6
+    w_max_dtod: float = 0.3
+    w_min_dtod: float = 0.3
+
+    def validate(self) -> None:
+        self._check_positive("dw_min", "w_max")
+        self._check_non_negative("dw_min_dtod", "dw_min_std", "up_down_dtod", "w_max_dtod", "w_min_dtod")
+        self._check_finite("up_down", "w_min")
+        if self.w_min >= 0:
+            self._fail("w_min", "must be < 0: the lower weight bound of a bipolar device (e.g. -0.6).")
+        if not -1 < self.up_down < 1:
+            self._fail("up_down", "must lie in (-1, 1): it is the relative up/down imbalance (e.g. 0.02).")
+        if self.dw_min >= min(self.w_max, -self.w_min):
+            self._fail("dw_min", f"must be smaller than the weight range (w_max={self.w_max}, w_min={self.w_min}).")
+
+    # Slopes of the step against the weight; zero for a constant step.
+    def _slopes(self, w_min: torch.Tensor, w_max: torch.Tensor, generator: torch.Generator):
+        zero = torch.zeros_like(w_min)
+        return zero, zero
+
+    def model(self) -> DeviceModel:
+        return DeviceModel(c2c=self.dw_min_std, has_slope=not isinstance(self, ConstantStepDevice))
+
+    def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+        def normal():
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        # Draw order is fixed so that the same seed gives the same devices.
+        gain = 1 + self.dw_min_dtod * normal()
+        imbalance = self.up_down + self.up_down_dtod * normal()
+        # A negative step is unphysical: such a device is stuck (step 0).
+        dw_up = (self.dw_min * (gain + imbalance)).clamp_min(0)
+        dw_down = (self.dw_min * (gain - imbalance)).clamp_min(0)
+        w_max = (self.w_max * (1 + self.w_max_dtod * normal())).clamp_min(self.dw_min)
+        w_min = (self.w_min * (1 + self.w_min_dtod * normal())).clamp_max(-self.dw_min)
+        slope_up, slope_down = self._slopes(w_min, w_max, generator)
+        params = torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max], dim=-1)
+        assert params.shape[-1] == len(PARAM_NAMES)
+        return params.contiguous()
+
+
+@register_config
+@dataclasses.dataclass
+class ConstantStepDevice(_PulsedDevice):
+    """Every coincidence moves the weight by a fixed (per-device) step until a hard bound.
+
+    The RPU device of Gokmen & Vlasov 2016 (Front. Neurosci. 10:333), whose defaults these are:
+    ``dw_min`` 0.001, bounds ±0.6, 30% device-to-device spread of the step and of the bounds,
+    30% cycle-to-cycle spread.
+    """
+
+
+@register_config
+@dataclasses.dataclass
+class LinearStepDevice(_PulsedDevice):
+    """The step shrinks linearly as the weight approaches its bound, then a hard bound.
+
+    ``step_up(w) = dw_up (1 - gamma_up w / w_max)`` and ``step_down(w) = dw_down (1 - gamma_down
+    w / w_min)``: ``gamma = 0`` is a constant step, ``gamma = 1`` reaches zero exactly at the bound
+    (soft bounds). ``gamma_dtod`` is the device-to-device spread of both gammas (absolute).
+    """
+
+    gamma_up: float = 0.5
+    gamma_down: float = 0.5
+    gamma_dtod: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_non_negative("gamma_up", "gamma_down", "gamma_dtod")
+
+    def _slopes(self, w_min, w_max, generator):
+        def gamma(mean):
+            g = mean + self.gamma_dtod * torch.randn(w_min.shape, generator=generator, device=w_min.device, dtype=w_min.dtype)
+            return g.clamp_min(0)
+
+        return -gamma(self.gamma_up) / w_max, -gamma(self.gamma_down) / w_min
+
+
+@register_config
+@dataclasses.dataclass
+class SoftBoundsDevice(_PulsedDevice):
+    """The step is proportional to the distance to the bound it moves towards.
+
+    ``step_up(w) = dw_up (1 - w / w_max)``, ``step_down(w) = dw_down (1 - w / w_min)``: the weight
+    approaches its bounds asymptotically, and the symmetry point (where up and down steps are
+    equal) lies between them.
+    """
+
+    def _slopes(self, w_min, w_max, generator):
+        return -1.0 / w_max, -1.0 / w_min

@@ -1,0 +1,161 @@
+"""Analog matrix-vector products with the non-idealities of the periphery.
+
+One function, :func:`analog_mvm`, serves the forward pass (``y = W x``) and the backward pass
+(``z = Wᵀ δ``) of a tile, each with its own :class:`IOConfig`. The order of operations follows
+the hardware (Gokmen & Vlasov 2016, §"analog noise"; Gokmen, Onen & Haensch 2017, §"noise and
+bound management"):
+
+1. noise management (digital): divide each input vector by ``max|x|`` so it uses the full DAC range;
+2. DAC: clip to ``±inp_bound`` and quantise to ``inp_bits``;
+3. the analog product ``x @ M``;
+4. additive Gaussian output noise of std ``out_noise`` (in units of the output when inputs are in
+   ``[-1, 1]``, i.e. relative to a full-scale input on one unit weight);
+5. saturation of the integrator/ADC at ``±out_bound``;
+6. ADC: quantise to ``out_bits`` over ``[-out_bound, out_bound]``;
+7. scale back by the noise-management factor;
+8. bound management (digital): while an output vector saturated, halve its input and repeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .config import Config, register_config
+
+__all__ = ["IOConfig", "analog_mvm"]
+
+NOISE_MANAGEMENT = ("none", "abs_max")
+BOUND_MANAGEMENT = ("none", "iterative")
+
+
+@register_config
+@dataclasses.dataclass
+class IOConfig(Config):
+    """Non-idealities of one direction (forward or backward) of the analog product.
+
+    Attributes:
+        is_perfect: switch every non-ideality off (an exact ``x @ M``).
+        inp_bound: DAC range: inputs are clipped to ``±inp_bound``; ``None`` for no clipping.
+        inp_bits: DAC resolution in bits (signed, ``2**bits - 1`` levels over ``±inp_bound``);
+            ``None`` for a continuous input.
+        out_noise: std of the additive Gaussian output noise (``σ``); 0 switches it off.
+        out_bound: output saturation ``α``: outputs are clipped to ``±out_bound``; ``None`` for none.
+        out_bits: ADC resolution in bits over ``±out_bound``; ``None`` for a continuous output.
+        noise_management: ``"none"`` or ``"abs_max"`` (scale inputs by ``max|x|`` and back).
+        bound_management: ``"none"`` or ``"iterative"`` (halve the input while outputs saturate).
+        max_bm_iterations: at most this many halvings (factor ``2**max_bm_iterations``).
+    """
+
+    is_perfect: bool = False
+    inp_bound: float | None = 1.0
+    inp_bits: int | None = None
+    out_noise: float = 0.0
+    out_bound: float | None = None
+    out_bits: int | None = None
+    noise_management: str = "none"
+    bound_management: str = "none"
+    max_bm_iterations: int = 10
+
+    def validate(self) -> None:
+        if self.inp_bound is not None:
+            self._check_positive("inp_bound")
+        if self.out_bound is not None:
+            self._check_positive("out_bound")
+        self._check_non_negative("out_noise")
+        for field, bound in (("inp_bits", self.inp_bound), ("out_bits", self.out_bound)):
+            bits = getattr(self, field)
+            if bits is None:
+                continue
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32:
+                self._fail(field, "must be an integer number of bits between 2 and 32, or None for no quantisation.")
+            if bound is None:
+                self._fail(field, f"needs a range to quantise: set {field.replace('bits', 'bound')} too.")
+        self._check_choice("noise_management", NOISE_MANAGEMENT)
+        self._check_choice("bound_management", BOUND_MANAGEMENT)
+        if not isinstance(self.max_bm_iterations, int) or self.max_bm_iterations < 1:
+            self._fail("max_bm_iterations", "must be an integer >= 1.")
+        if self.bound_management == "iterative" and self.out_bound is None:
+            self._fail("bound_management", "'iterative' needs an output bound: set out_bound.")
+
+    @classmethod
+    def perfect(cls) -> "IOConfig":
+        """Exact products, no noise, no bounds."""
+        return cls(is_perfect=True, inp_bound=None)
+
+
+def _quantize(values: torch.Tensor, bound: float, bits: int) -> torch.Tensor:
+    """Round to the nearest of ``2**bits - 1`` levels spanning ``[-bound, bound]``."""
+    step = bound / (2 ** (bits - 1) - 1)
+    return torch.round(values / step) * step
+
+
+def _one_pass(x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Steps 2-6 of the module docstring on inputs already scaled by noise/bound management."""
+    if io.inp_bound is not None:
+        x = torch.clamp(x, -io.inp_bound, io.inp_bound)
+        if io.inp_bits is not None:
+            x = _quantize(x, io.inp_bound, io.inp_bits)
+    y = x @ matrix
+    if io.out_noise > 0:
+        noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        y = y.add_(noise, alpha=io.out_noise)
+    if io.out_bound is not None:
+        y = torch.clamp(y, -io.out_bound, io.out_bound)
+        if io.out_bits is not None:
+            y = _quantize(y, io.out_bound, io.out_bits)
+    return y
+
+
+def analog_mvm(
+    x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The analog product ``x @ matrix`` with the non-idealities of ``io``.
+
+    Args:
+        x: input vectors, shape ``(batch, n_in)``; each row is one vector sent to the array.
+        matrix: the array as seen from this direction, shape ``(n_in, n_out)`` (``Wᵀ`` for the
+            forward pass of an ``(out, in)`` weight, ``W`` for the backward pass).
+        io: the non-idealities.
+        generator: draws the output noise.
+
+    Returns:
+        Tensor of shape ``(batch, n_out)``.
+    """
+    if io.is_perfect:
+        return x @ matrix
+    nm_scale = None
+    if io.noise_management == "abs_max":
+        nm_scale = x.abs().amax(dim=-1, keepdim=True)
+        # An all-zero input needs no scaling (and must not divide by zero).
+        nm_scale = torch.where(nm_scale > 0, nm_scale, torch.ones_like(nm_scale))
+        x = x / nm_scale
+    y = _one_pass(x, matrix, io, generator)
+    if io.bound_management == "iterative":
+        y = _bound_management(x, y, matrix, io, generator)
+    if nm_scale is not None:
+        y = y * nm_scale
+    return y
+
+
+def _bound_management(x, y, matrix, io: IOConfig, generator) -> torch.Tensor:
+    """Recompute saturated vectors with halved inputs (Gokmen, Onen & Haensch 2017).
+
+    Each vector is repeated, with a fresh noise draw as the hardware would, until none of its
+    outputs reaches the bound or ``max_bm_iterations`` halvings were made.
+    """
+    bound = io.out_bound
+    scale = torch.ones(x.shape[:-1] + (1,), device=x.device, dtype=x.dtype)
+    saturated = (y.abs() >= bound).any(dim=-1)
+    for _ in range(io.max_bm_iterations):
+        if not bool(saturated.any()):
+            break
+        rows = saturated.nonzero().squeeze(-1)
+        scale[rows] *= 2
+        y_rows = _one_pass(x[rows] / scale[rows], matrix, io, generator)
+        saturated = torch.zeros_like(saturated)
+        saturated[rows] = (y_rows.abs() >= bound).any(dim=-1)
+        y = y.clone() if y.requires_grad else y
+        y[rows] = y_rows * scale[rows]
+    return y

@@ -1,0 +1,145 @@
+"""``AnalogLinear``: a drop-in ``torch.nn.Linear`` whose weights live on an analog tile."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..tile import AnalogTile, TileConfig
+
+__all__ = ["AnalogLinear"]
+
+
+class _AnalogMatMul(torch.autograd.Function):
+    """Autograd bridge: forward and backward run on the tile; the weight gets no gradient.
+
+    The weight is an input only so that autograd calls ``backward`` even when ``x`` needs no
+    gradient (the first layer); ``backward`` stashes ``(x, δ)`` on the tile for the update.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, tile):
+        ctx.tile = tile
+        ctx.save_for_backward(x)
+        return tile.forward(x)
+
+    @staticmethod
+    def backward(ctx, d):
+        (x,) = ctx.saved_tensors
+        tile = ctx.tile
+        tile.stash(x, d)
+        grad_x = tile.backward(d) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None
+
+
+class AnalogLinear(nn.Module):
+    """``y = W x + b`` computed on a simulated cross-point array.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias.
+        config: the :class:`~insitu.tile.TileConfig` (device, IO, update); default the constant-step
+            RPU device of Gokmen & Vlasov 2016.
+        bias_on_array: store the bias as an extra array column driven by a constant input 1 (as in
+            the papers, where it sees the same device and IO non-idealities); otherwise it is a
+            digital floating-point parameter updated exactly by the optimizer.
+        seed: seed of the tile's generator (``None``: drawn from torch's global generator).
+        device, dtype: where the tile's state lives.
+
+    Shape:
+        input ``(*, in_features)``, output ``(*, out_features)``.
+
+    Weights are initialised like ``torch.nn.Linear`` (uniform in ``±1/sqrt(in_features)``) and
+    programmed onto the devices, clipped to each device's bounds. Train with
+    :class:`insitu.optim.AnalogSGD`: its ``step()`` applies the stashed updates on the tile.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        config: TileConfig | None = None,
+        bias_on_array: bool = True,
+        seed: int | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bias_on_array = bool(bias and bias_on_array)
+        columns = in_features + (1 if self.bias_on_array else 0)
+        self.tile = AnalogTile(out_features, columns, config, seed=seed, device=device, dtype=dtype)
+        if bias and not bias_on_array:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self._has_bias = bool(bias)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise as ``torch.nn.Linear`` does and program the result onto the tile."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        weight = torch.empty(self.out_features, self.in_features).uniform_(-bound, bound)
+        if self.bias_on_array:
+            bias = torch.empty(self.out_features, 1).uniform_(-bound, bound)
+            weight = torch.cat((weight, bias), dim=1)
+        elif self.bias is not None:
+            self.bias.uniform_(-bound, bound)
+        self.tile.set_weights(weight)
+
+    @property
+    def config(self) -> TileConfig:
+        return self.tile.config
+
+    def get_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(weight (out, in), bias (out,) or None)`` as floating-point copies."""
+        w = self.tile.get_weights()
+        if self.bias_on_array:
+            return w[:, :-1].contiguous(), w[:, -1].contiguous()
+        return w, None if self.bias is None else self.bias.detach().clone()
+
+    def set_weights(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Program ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` (clipped to the device bounds)."""
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(
+                f"set_weights: weight must have shape ({self.out_features}, {self.in_features}), got {tuple(weight.shape)}."
+            )
+        if self.bias_on_array:
+            if bias is None:
+                bias = self.tile.get_weights()[:, -1]
+            weight = torch.cat((weight, bias.reshape(-1, 1).to(weight)), dim=1)
+        elif bias is not None:
+            if self.bias is None:
+                raise ValueError("set_weights: this layer has no bias (bias=False).")
+            with torch.no_grad():
+                self.bias.copy_(bias)
+        self.tile.set_weights(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"AnalogLinear expected inputs with {self.in_features} features in the last dimension, "
+                f"got shape {tuple(x.shape)}."
+            )
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if self.bias_on_array:
+            x2 = torch.cat((x2, torch.ones(x2.shape[0], 1, device=x2.device, dtype=x2.dtype)), dim=1)
+        tile = self.tile
+        if not hasattr(tile.weight, "_insitu_tile"):
+            tile._link_parameter()
+        y = _AnalogMatMul.apply(x2, tile.weight, tile)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        where = "array" if self.bias_on_array else "digital"
+        bias = f"bias={where}" if self._has_bias else "bias=False"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {bias}"

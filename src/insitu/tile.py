@@ -1,0 +1,204 @@
+"""The analog tile: one resistive cross-point array with its periphery.
+
+A tile holds the weights (the devices' present state), the per-device parameters drawn when it
+was built, and its own random generator. It performs the three cycles of backpropagation the way
+the array does (Gokmen & Vlasov 2016, Fig. 1):
+
+* forward  ``y = W x``  through :func:`insitu.io.analog_mvm` with the forward IO config;
+* backward ``z = Wᵀ δ`` through the same function with the backward IO config;
+* update   ``W += -lr δ xᵀ`` in place, by the configured update rule and device model.
+
+The layers (:mod:`insitu.nn`) call ``forward``/``backward`` from autograd and stash ``x`` and
+``δ`` on the tile; :class:`insitu.optim.AnalogSGD` calls :meth:`AnalogTile.update`. No weight
+gradient is ever materialised, as on the hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import weakref
+
+import torch
+from torch import nn
+
+from .config import Config, ConfigError, register_config
+from .devices import ConstantStepDevice, DeviceConfig
+from .io import IOConfig, analog_mvm
+from .update import PulseUpdateConfig, UpdateCounters, exact_update, pulsed_update
+
+__all__ = ["TileConfig", "AnalogTile"]
+
+# More un-applied (x, δ) pairs than this means no AnalogSGD is stepping this tile.
+_PENDING_WARN = 10_000
+
+
+@register_config
+@dataclasses.dataclass
+class TileConfig(Config):
+    """Everything that defines a simulated array (aihwkit users know it as an ``RPUConfig``).
+
+    Attributes:
+        device: the device model of every cross-point.
+        forward: IO non-idealities of the forward pass ``y = W x``.
+        backward: IO non-idealities of the backward pass ``z = Wᵀ δ``.
+        update: how updates are turned into pulses.
+    """
+
+    device: DeviceConfig = dataclasses.field(default_factory=ConstantStepDevice)
+    forward: IOConfig = dataclasses.field(default_factory=IOConfig)
+    backward: IOConfig = dataclasses.field(default_factory=IOConfig)
+    update: PulseUpdateConfig = dataclasses.field(default_factory=PulseUpdateConfig)
+
+    def validate(self) -> None:
+        expected = {"device": DeviceConfig, "forward": IOConfig, "backward": IOConfig, "update": PulseUpdateConfig}
+        for field, kind in expected.items():
+            if not isinstance(getattr(self, field), kind):
+                self._fail(field, f"must be a {kind.__name__}, got {type(getattr(self, field)).__name__}.")
+
+
+class AnalogTile(nn.Module):
+    """A simulated cross-point array of ``out_features × in_features`` devices.
+
+    Args:
+        out_features: number of column lines (outputs of the forward pass).
+        in_features: number of row lines (inputs of the forward pass).
+        config: the :class:`TileConfig`.
+        seed: seed of the tile's generator; ``None`` draws one from torch's global generator, so
+            ``torch.manual_seed`` fixes it.
+        device, dtype: where and how the state is stored.
+
+    Shapes: ``forward`` takes ``(batch, in_features)`` and returns ``(batch, out_features)``;
+    ``backward`` the reverse.
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        in_features: int,
+        config: TileConfig | None = None,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        config = TileConfig() if config is None else config
+        if not isinstance(config, TileConfig):
+            raise ConfigError(f"config must be a TileConfig, got {type(config).__name__}.")
+        for name, value in (("out_features", out_features), ("in_features", in_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.config = config
+        self.out_features = out_features
+        self.in_features = in_features
+        device = torch.device("cpu") if device is None else torch.device(device)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self.seed)
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features, device=device, dtype=dtype))
+        params = config.device.draw_parameters((out_features, in_features), self.generator, device, dtype)
+        self.register_buffer("device_params", params)  # None for an ideal device
+        self.device_model = config.device.model()
+        self.counters = UpdateCounters()
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._link_parameter()
+
+    # -- linking the weight parameter to its tile (for the optimizer) ------------------------
+    def _link_parameter(self) -> None:
+        # A Parameter loses custom attributes when deep-copied; forward re-links it.
+        self.weight._insitu_tile = weakref.ref(self)
+
+    # -- weights ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_weights(self, weights: torch.Tensor) -> None:
+        """Program target weights, clipped to each device's bounds. Shape ``(out, in)``."""
+        if weights.shape != self.weight.shape:
+            raise ValueError(
+                f"set_weights: expected shape {tuple(self.weight.shape)} (out_features, in_features), "
+                f"got {tuple(weights.shape)}."
+            )
+        clipped = self.device_model.clip(weights.to(self.weight), self.device_params)
+        self.weight.copy_(clipped)
+
+    def get_weights(self) -> torch.Tensor:
+        """A copy of the present weights, shape ``(out, in)``."""
+        return self.weight.detach().clone()
+
+    # -- the three cycles ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Analog forward pass ``y = W x`` for each row of ``x`` ``(batch, in)`` -> ``(batch, out)``."""
+        return analog_mvm(x, self.weight.detach().t(), self.config.forward, self.generator)
+
+    def backward(self, d: torch.Tensor) -> torch.Tensor:
+        """Analog backward pass ``z = Wᵀ δ`` for each row of ``d`` ``(batch, out)`` -> ``(batch, in)``."""
+        return analog_mvm(d, self.weight.detach(), self.config.backward, self.generator)
+
+    def stash(self, x: torch.Tensor, d: torch.Tensor) -> None:
+        """Keep ``x`` ``(batch, in)`` and ``δ`` ``(batch, out)`` for the next :meth:`update`."""
+        self._pending.append((x, d))
+        if len(self._pending) == _PENDING_WARN:
+            warnings.warn(
+                f"{_PENDING_WARN} backward passes reached this analog tile without an update. Analog "
+                "weights are trained by insitu.optim.AnalogSGD (a torch optimizer leaves them unchanged); "
+                "call its step() after backward().",
+                stacklevel=2,
+            )
+
+    @torch.no_grad()
+    def update(self, lr: float) -> None:
+        """Apply the stashed ``(x, δ)`` pairs to the weights with learning rate ``lr``."""
+        if not self._pending:
+            return
+        if len(self._pending) == 1:
+            x, d = self._pending[0]
+        else:
+            x = torch.cat([p[0] for p in self._pending])
+            d = torch.cat([p[1] for p in self._pending])
+        self._pending.clear()
+        if self.device_params is None:
+            exact_update(self.weight, x, d, lr)
+            self.counters.rank1_updates += x.shape[0]
+            return
+        pulsed_update(
+            self.weight, self.device_params, self.device_model, x, d, lr,
+            self.config.device.dw_min, self.config.update, self.generator, self.counters,
+        )
+
+    def discard_pending(self) -> None:
+        """Drop stashed ``(x, δ)`` pairs without updating (e.g. after a diverged step)."""
+        self._pending.clear()
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "generator": self.generator.get_state(),
+            "counters": self.counters.to_dict(),
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        saved = TileConfig.from_dict(state["config"])
+        if saved != self.config:
+            raise ConfigError(
+                "This checkpoint was saved from a tile with a different config; build the layer with "
+                f"the saved config (TileConfig.from_dict(...)) before loading. Saved: {saved}; here: {self.config}."
+            )
+        self.seed = state["seed"]
+        self.generator.set_state(state["generator"])
+        self.counters = UpdateCounters(**state["counters"])
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.weight.device != self.generator.device:
+            # Generator state cannot move across devices: continue from a seed drawn from it.
+            new_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator).item())
+            self.generator = torch.Generator(device=self.weight.device)
+            self.generator.manual_seed(new_seed)
+        self._link_parameter()
+        return self
+
+    def extra_repr(self) -> str:
+        return f"out_features={self.out_features}, in_features={self.in_features}, device={type(self.config.device).__name__}"
