@@ -114,6 +114,7 @@ class DeviceModel:
         """
         p = params.unbind(-1)
         signed_step = torch.where(up, p[DW_UP], -p[DW_DOWN])
+        noisy = generator is not None and self.c2c > 0
         if self.has_slope:
             slope = torch.where(up, p[SLOPE_UP], p[SLOPE_DOWN])
             a = signed_step * slope
@@ -121,14 +122,44 @@ class DeviceModel:
             small = a.abs() < 1e-12
             n_eff = torch.where(small, counts, growth / torch.where(small, torch.ones_like(a), a))
             new = weights + weights * growth + signed_step * n_eff
-            step_at_w0 = signed_step * (1 + slope * weights)
+            if noisy:
+                noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+                new = new + noise * (self.c2c * (signed_step * (1 + slope * weights)).abs() * counts.sqrt())
+        elif noisy:
+            # n steps s (1 + c2c ξ_k) sum to s (n + c2c sqrt(n) ξ): the sign of s does not matter.
+            noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+            new = torch.addcmul(weights, signed_step, torch.addcmul(counts, noise, counts.sqrt(), value=self.c2c))
         else:
-            new = weights + signed_step * counts
-            step_at_w0 = signed_step
+            new = torch.addcmul(weights, signed_step, counts)
+        return torch.clamp(new, p[W_MIN], p[W_MAX])
+
+    def apply_signed_pulses(
+        self,
+        weights: torch.Tensor,
+        signed_counts: torch.Tensor,
+        params: torch.Tensor,
+        generator: torch.Generator | None,
+        counters=None,
+    ) -> torch.Tensor:
+        """:meth:`apply_pulses` with the direction carried by the sign of the counts.
+
+        ``signed_counts > 0`` potentiates, ``< 0`` depresses, shape ``S`` like ``weights``.
+        ``counters`` (optional) receives the number of coincidences.
+        """
+        n = signed_counts.abs()
+        if counters is not None:
+            counters.add_coincidences(n.sum())
+        if self.has_slope:
+            return self.apply_pulses(weights, n, signed_counts > 0, params, generator)
+        # Constant step, fused: w + step (c + c2c sqrt|c| ξ) with step the up or down magnitude.
+        p = params.unbind(-1)
+        step = torch.where(signed_counts > 0, p[DW_UP], p[DW_DOWN])
         if generator is not None and self.c2c > 0:
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            new = new + noise * (self.c2c * step_at_w0.abs() * counts.sqrt())
-        return torch.clamp(new, p[W_MIN], p[W_MAX])
+            # sqrt(n) as n / sqrt(max(n, 1)): exact for integer counts and faster than sqrt on CPU.
+            root = n * torch.rsqrt(n.clamp_min(1.0))
+            signed_counts = torch.addcmul(signed_counts, noise, root, value=self.c2c)
+        return torch.clamp(torch.addcmul(weights, step, signed_counts), p[W_MIN], p[W_MAX])
 
     def apply_mixed(
         self,

@@ -130,7 +130,7 @@ class AnalogLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self.bias_on_array:
-            x2 = torch.cat((x2, torch.ones(x2.shape[0], 1, device=x2.device, dtype=x2.dtype)), dim=1)
+            x2 = torch.nn.functional.pad(x2, (0, 1), value=1.0)  # the bias column's constant input
         tile = self.tile
         if not hasattr(tile.weight, "_insitu_tile"):
             tile._link_parameter()

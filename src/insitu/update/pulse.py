@@ -66,42 +66,68 @@ class PulseUpdateConfig(Config):
                 self._fail(field, "must be true or false.")
 
 
-@dataclasses.dataclass
 class UpdateCounters:
     """What the update cost the hardware, accumulated over the life of a tile.
 
     Attributes:
         rank1_updates: rank-1 (outer-product) writes performed on the array.
-        pulses: pulses sent on row and column lines together (stochastic updates only).
+        pulses: pulses sent on row and column lines together (expected number for the
+            deterministic and batched updates).
         coincidences: device steps triggered (sum over devices of coincidences).
+
+    Pulse and coincidence sums are accumulated as tensors so that counting never waits for the
+    device; they are converted when read.
     """
 
-    rank1_updates: int = 0
-    pulses: float = 0.0
-    coincidences: float = 0.0
+    def __init__(self, rank1_updates: int = 0, pulses: float = 0.0, coincidences: float = 0.0):
+        self.rank1_updates = int(rank1_updates)
+        self._pulses: list = [float(pulses)]
+        self._coincidences: list = [float(coincidences)]
+
+    def add_pulses(self, n) -> None:
+        self._pulses.append(n)
+        if len(self._pulses) > 4096:
+            self._pulses = [self.pulses]
+
+    def add_coincidences(self, n) -> None:
+        self._coincidences.append(n)
+        if len(self._coincidences) > 4096:
+            self._coincidences = [self.coincidences]
+
+    @property
+    def pulses(self) -> float:
+        return float(sum(float(v) for v in self._pulses))
+
+    @property
+    def coincidences(self) -> float:
+        return float(sum(float(v) for v in self._coincidences))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"rank1_updates": self.rank1_updates, "pulses": self.pulses, "coincidences": self.coincidences}
+
+    def __repr__(self) -> str:
+        return f"UpdateCounters({self.to_dict()})"
 
 
 def pulse_scales(x_max, d_max, lr: float, dw_min: float, config: PulseUpdateConfig):
-    """``(Cx, Cd, BL)`` for inputs whose largest magnitudes are ``x_max`` and ``d_max``.
+    """``(Cx, Cd, BL)`` for rank-1 updates whose inputs peak at ``x_max`` and ``d_max``.
 
-    ``x_max`` and ``d_max`` are tensors of shape ``(batch, 1)`` (per rank-1 update); the scales
-    are tensors of the same shape, BL an int or an int tensor.
+    ``x_max`` and ``d_max`` have shape ``(batch, 1)``. Returns scales that are floats or tensors of
+    shape ``(batch, 1)``, and BL as an int or an int tensor of shape ``(batch, 1)``.
     """
     bl = config.bl
     if config.dynamic_bl:
-        needed = torch.ceil(lr * x_max * d_max / dw_min).clamp(1, config.bl)
-        bl = needed
-        c = torch.sqrt(lr / (dw_min * needed))
+        bl = torch.ceil(lr * x_max * d_max / dw_min).clamp(1, config.bl)
+        c = torch.sqrt(lr / (dw_min * bl))
+        bl = bl.to(torch.int64)
     else:
         c = math.sqrt(lr / (dw_min * bl))
     if config.update_management:
-        # Both maxima positive is guaranteed by the caller (zero vectors are skipped).
-        m = torch.sqrt(d_max / x_max)
+        # Cx x_max = Cd d_max after rebalancing (Gokmen, Onen & Haensch 2017). The floor keeps a
+        # zero vector from producing 0/0: its probabilities stay 0.
+        m = torch.sqrt(d_max.clamp_min(1e-30) / x_max.clamp_min(1e-30))
         return c * m, c / m, bl
-    return c * torch.ones_like(x_max), c * torch.ones_like(d_max), bl
+    return c, c, bl
 
 
 def exact_update(weights: torch.Tensor, x: torch.Tensor, d: torch.Tensor, lr: float) -> None:
@@ -136,52 +162,75 @@ def pulsed_update(
         counters: updated in place.
     """
     with torch.no_grad():
-        x_max = x.abs().amax(dim=1, keepdim=True)
-        d_max = d.abs().amax(dim=1, keepdim=True)
-        active = ((x_max > 0) & (d_max > 0)).squeeze(1)
-        if not bool(active.all()):
-            x, d, x_max, d_max = x[active], d[active], x_max[active], d_max[active]
-        if x.shape[0] == 0:
-            return
+        x_abs, d_abs = x.abs(), d.abs()
+        x_max = d_max = None
+        if config.update_management or config.dynamic_bl:
+            x_max = x_abs.amax(dim=1, keepdim=True)
+            d_max = d_abs.amax(dim=1, keepdim=True)
         cx, cd, bl = pulse_scales(x_max, d_max, lr, dw_min, config)
-        px = (cx * x.abs()).clamp_max_(1)
-        pd = (cd * d.abs()).clamp_max_(1)
+        px = (x_abs * cx).clamp_max_(1)
+        pd = (d_abs * cd).clamp_max_(1)
         if config.pulse_type == "expected":
             _expected(weights, params, model, x, d, px, pd, bl, counters)
         elif config.mode == "batched":
             _batched(weights, params, model, x, d, px, pd, bl, generator, counters)
         else:
-            blist = bl.flatten().to(torch.int64).tolist() if torch.is_tensor(bl) else [bl] * x.shape[0]
-            for b in range(x.shape[0]):
-                _rank1_stochastic(weights, params, model, x[b], d[b], px[b], pd[b], blist[b], generator, counters)
+            lengths = bl.flatten().tolist() if torch.is_tensor(bl) else [bl] * x.shape[0]
+            x_sign, d_sign = x.sign(), d.sign()
+            for b, length in enumerate(lengths):
+                _rank1_stochastic(weights, params, model, x_sign[b], d_sign[b], px[b], pd[b], length, generator, counters)
 
 
-def _rank1_stochastic(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
+def _rank1_stochastic(weights, params, model, x_sign, d_sign, px, pd, bl, generator, counters) -> None:
     """One rank-1 pulse update: draw the trains, count coincidences, step the devices that fired.
 
-    Only cross-points whose row and column both fired at least once can change, so the
-    coincidence counts and the device response are computed on that sub-block alone. During
-    training the errors are small, few column lines fire, and the block is a small part of the
-    array; the result is the same as on the whole array.
+    Args:
+        x_sign, d_sign: signs of ``x`` (shape ``(in,)``) and ``δ`` (``(out,)``) as floats.
+        px, pd: firing probabilities of the row lines ``(in,)`` and column lines ``(out,)``.
+        bl: pulse-train length.
+
+    Only cross-points whose row line and column line both fired can change, so the coincidence
+    counts and the device response are computed on that sub-block alone (the result is the
+    same as on the whole array). Lines with probability 0 (zero inputs, e.g. MNIST background
+    pixels) cannot fire and draw no random numbers. During training the errors are small, few
+    column lines fire, and the block is a small part of the array.
     """
-    n_in = x.shape[0]
-    fire = torch.rand((bl, n_in + d.shape[0]), generator=generator, device=x.device, dtype=x.dtype) < torch.cat((px, pd))
-    fired = fire.any(dim=0)
-    rows = fired[:n_in].nonzero().squeeze(1)
-    cols = fired[n_in:].nonzero().squeeze(1)
+    device = px.device
+    col_trains = torch.rand((bl, pd.shape[0]), generator=generator, device=device) < pd
+    cols = col_trains.any(dim=0).nonzero().squeeze(1)
     counters.rank1_updates += 1
-    if rows.numel() == 0 or cols.numel() == 0:
-        counters.pulses += float(fire.sum())
+    if cols.numel() == 0:
+        counters.add_pulses(col_trains.sum())
         return
-    row_trains = fire[:, rows].to(x.dtype)
-    col_trains = fire[:, n_in + cols].to(x.dtype)
-    counts = col_trains.t() @ row_trains  # (n_cols, n_rows) coincidences per device
-    # ΔW = -lr δ xᵀ: the weight grows where the signs of δ_j and x_i differ.
-    up = (d[cols] > 0).unsqueeze(1) ^ (x[rows] > 0).unsqueeze(0)
-    block = (cols.unsqueeze(1), rows.unsqueeze(0))
-    weights[block] = model.apply_pulses(weights[block], counts, up, params[block], generator)
-    counters.pulses += float(row_trains.sum() + col_trains.sum())
-    counters.coincidences += float(counts.sum())
+    n_in = px.shape[0]
+    live = px.nonzero().squeeze(1)
+    sparse_rows = live.numel() < n_in // 2
+    if sparse_rows:
+        row_trains = torch.rand((bl, live.numel()), generator=generator, device=device) < px.index_select(0, live)
+        fired = row_trains.any(dim=0).nonzero().squeeze(1)
+        rows = live.index_select(0, fired)
+        row_trains = row_trains.index_select(1, fired)
+    else:
+        row_trains = torch.rand((bl, n_in), generator=generator, device=device) < px
+        rows = None
+    dtype = weights.dtype
+    # Signed coincidence counts: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
+    col_signed = col_trains.index_select(1, cols).to(dtype) * -d_sign.index_select(0, cols)
+    row_signed = row_trains.to(dtype) * (x_sign if rows is None else x_sign.index_select(0, rows))
+    counts = col_signed.t() @ row_signed  # (n_cols, n_rows)
+    counters.add_pulses(col_trains.sum() + row_trains.sum())
+    # Gather the block through flat indices: one small copy instead of whole weight rows.
+    flat = cols.unsqueeze(1) * n_in + (rows if rows is not None else torch.arange(n_in, device=device)).unsqueeze(0)
+    flat = flat.flatten()
+    w_flat = weights.view(-1)
+    block = model.apply_signed_pulses(
+        w_flat.index_select(0, flat).view(counts.shape),
+        counts,
+        params.view(-1, params.shape[-1]).index_select(0, flat).view(*counts.shape, params.shape[-1]),
+        generator,
+        counters,
+    )
+    w_flat.index_copy_(0, flat, block.flatten())
 
 
 def _signed_counts(x, d, px, pd, bl):
@@ -208,7 +257,8 @@ def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
         up = n_up > 0
         weights.copy_(model.apply_pulses(weights, n_up + n_down, up, params, None))
         counters.rank1_updates += 1
-        counters.coincidences += float(n_up.sum() + n_down.sum())
+        counters.add_pulses(((px[b].sum() + pd[b].sum()) * blen).sum())
+        counters.add_coincidences(n_up.sum() + n_down.sum())
 
 
 def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
@@ -226,5 +276,5 @@ def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> N
     weights.copy_(model.apply_mixed(weights, n_up, n_down, var_up, var_down, params, generator))
     counters.rank1_updates += x.shape[0]
     lengths = bl.squeeze(1) if torch.is_tensor(bl) else float(bl)
-    counters.pulses += float(((px.sum(1) + pd.sum(1)) * lengths).sum())  # expected number
-    counters.coincidences += float(n_up.sum() + n_down.sum())
+    counters.add_pulses(((px.sum(1) + pd.sum(1)) * lengths).sum())  # expected number
+    counters.add_coincidences(n_up.sum() + n_down.sum())
