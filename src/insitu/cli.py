@@ -1,0 +1,116 @@
+"""The ``insitu`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError
+
+
+def _int_list(ctx, param, value):
+    if value is None or isinstance(value, tuple):
+        return value
+    value = value.strip()
+    if value in ("", "none"):
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 10,20, got '{value}'.") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="insitu")
+def main() -> None:
+    """Simulate the training of neural networks on analog and sparse hardware."""
+
+
+@main.command()
+@click.option("--preset", default="gokmen-vlasov-2016", show_default=True, help="Tile preset (see `insitu presets`).")
+@click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or digits.")
+@click.option("--data-dir", default=None, help="Folder holding the dataset (else INSITU_DATA, the user cache, /usr/share/datasets).")
+@click.option("--download", is_flag=True, help="Download the dataset into the user cache if it is not found.")
+@click.option("--model", default="mlp", show_default=True, help="Network: mlp.")
+@click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Hidden layer widths.")
+@click.option("--activation", default="sigmoid", show_default=True, help="sigmoid, tanh or relu.")
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--lr", default=0.01, show_default=True, type=float, help="Learning rate.")
+@click.option("--lr-milestones", default="10,20", show_default=True, callback=_int_list, help="Epochs after which lr is multiplied by --lr-gamma.")
+@click.option("--lr-gamma", default=0.5, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
+@click.option("--update-mode", default=None, type=click.Choice(["sequential", "batched"]), help="Override the preset's update mode.")
+@click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
+@click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
+@click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(**opts) -> None:
+    """Train a network and record test error per epoch (results.json, checkpoint.pt, test_error.png)."""
+    import torch
+
+    from .data import DatasetError
+    from .training import TrainConfig, TrainingDiverged, run_training
+
+    if opts["threads"] is not None:
+        if opts["threads"] < 1:
+            raise click.BadParameter("must be >= 1.", param_hint="--threads")
+        torch.set_num_threads(opts["threads"])
+    try:
+        config = TrainConfig(
+            preset=opts["preset"],
+            dataset=opts["dataset"],
+            model=opts["model"],
+            hidden=opts["hidden"],
+            activation=opts["activation"],
+            epochs=opts["epochs"],
+            batch_size=opts["batch_size"],
+            lr=opts["lr"],
+            lr_milestones=opts["lr_milestones"],
+            lr_gamma=opts["lr_gamma"],
+            seed=opts["seed"],
+            subset=opts["subset"],
+            update_mode=opts["update_mode"],
+            bias_on_array=not opts["digital_bias"],
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    out_dir = opts["out_dir"] or f"runs/{config.preset}-{config.dataset}-b{config.batch_size}-s{config.seed}"
+    click.echo(f"insitu train: {config.preset} on {config.dataset} -> {out_dir}")
+    try:
+        results = run_training(
+            config, out_dir, data_dir=opts["data_dir"], download=opts["download"], resume=opts["resume"],
+            progress=not opts["no_progress"], log=click.echo,
+        )
+    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    last = results["epochs"][-1]
+    click.echo(f"done: test error {100 * last['test_error']:.2f}% after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]), show_default=True)
+def presets(name: str | None, fmt: str) -> None:
+    """List the presets, or print the full config of one."""
+    from .presets import PRESETS, get_preset
+
+    if name is None:
+        for key in sorted(PRESETS):
+            doc = (PRESETS[key].__doc__ or "").strip().splitlines()[0]
+            click.echo(f"{key:24s} {doc}")
+        return
+    try:
+        config = get_preset(name)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(config.to_yaml() if fmt == "yaml" else config.to_json())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,330 @@
+"""The training loop shared by the command line and (later) sweeps.
+
+:class:`TrainConfig` is everything that defines a run; :func:`run_training` trains, evaluates
+the test error after every epoch, and keeps three files in the run folder up to date, each
+written atomically (to a temporary file, then renamed), so an interrupted or failed run never
+leaves a corrupt file behind:
+
+* ``results.json``: config, status, per-epoch metrics, update counters;
+* ``checkpoint.pt``: everything needed to resume bit-identically (model incl. device state and
+  generators, optimizer, scheduler, data order);
+* ``test_error.png``: test error per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import Config, ConfigError, register_config
+from .optim import AnalogSGD
+from .tile import AnalogTile, TileConfig
+
+__all__ = ["TrainConfig", "TrainingDiverged", "run_training", "evaluate", "build_model"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing was written for the failing epoch."""
+
+
+@register_config
+@dataclasses.dataclass
+class TrainConfig(Config):
+    """What defines a training run.
+
+    Attributes:
+        preset: name of the tile preset (see ``insitu presets``).
+        dataset: ``mnist``, ``fashion-mnist`` or ``digits``.
+        model: ``mlp`` (fully connected).
+        hidden: widths of the hidden layers.
+        activation: hidden non-linearity.
+        epochs: number of passes over the training set.
+        batch_size: samples per update (1 in the 2016 paper).
+        lr: learning rate.
+        lr_milestones: epochs after which the learning rate is multiplied by ``lr_gamma``.
+        lr_gamma: that factor.
+        seed: seeds the model, the devices and the data order.
+        subset: train on this many randomly chosen training samples (``None``: all).
+        update_mode: override of the preset's update mode (``sequential``/``batched``), or ``None``.
+        bias_on_array: analog layers keep their bias as an array column.
+        eval_batch_size: test vectors per forward call (only speed; every vector is still one
+            analog product with its own noise).
+    """
+
+    preset: str = "gokmen-vlasov-2016"
+    dataset: str = "mnist"
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "sigmoid"
+    epochs: int = 30
+    batch_size: int = 1
+    lr: float = 0.01
+    lr_milestones: tuple[int, ...] = (10, 20)
+    lr_gamma: float = 0.5
+    seed: int = 0
+    subset: int | None = None
+    update_mode: str | None = None
+    bias_on_array: bool = True
+    eval_batch_size: int = 1000
+
+    def validate(self) -> None:
+        from .models import ACTIVATIONS
+        from .presets import PRESETS
+
+        self._check_choice("preset", PRESETS)
+        self._check_choice("model", ("mlp",))
+        self._check_choice("activation", ACTIVATIONS)
+        for field in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._fail(field, "must be an integer >= 1.")
+        self._check_positive("lr", "lr_gamma")
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            self._fail("hidden", "must be one or more positive layer widths, e.g. 256,128.")
+        if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
+            self._fail("lr_milestones", "must be positive epoch numbers, e.g. 10,20.")
+        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
+            self._fail("subset", "must be a positive number of samples, or None for the whole set.")
+        if self.update_mode is not None:
+            self._check_choice("update_mode", ("sequential", "batched"))
+
+    def tile_config(self) -> TileConfig:
+        from .presets import get_preset
+
+        config = get_preset(self.preset)
+        if self.update_mode is not None:
+            config = config.replace(update=config.update.replace(mode=self.update_mode))
+        return config
+
+
+def build_model(config: TrainConfig, input_dim: int, num_classes: int) -> nn.Module:
+    """The network of ``config`` for inputs of ``input_dim`` features and ``num_classes`` outputs."""
+    from .models import mlp
+
+    sizes = (input_dim, *config.hidden, num_classes)
+    return mlp(sizes, config.activation, config.tile_config(), bias_on_array=config.bias_on_array)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """``(error rate, mean cross-entropy)`` of ``model`` on ``x`` ``(N, D)``, labels ``y`` ``(N,)``."""
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    loss = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        wrong += int((logits.argmax(dim=1) != target).sum())
+        loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+    model.train(was_training)
+    return wrong / x.shape[0], loss / x.shape[0]
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    _atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def plot_test_error(path: Path, results: dict) -> None:
+    """PNG of test error (%) per epoch, one line per run given in ``results["epochs"]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in results["epochs"]]
+    errors = [100 * e["test_error"] for e in results["epochs"]]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.plot(epochs, errors, marker="o", ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    ax.set_yscale("log")
+    cfg = results["config"]
+    ax.set_title(f"{cfg['preset']} on {cfg['dataset']}, batch {cfg['batch_size']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def _layer_counters(model: nn.Module) -> dict:
+    return {name: m.counters.to_dict() for name, m in model.named_modules() if isinstance(m, AnalogTile)}
+
+
+def run_training(
+    config: TrainConfig,
+    out_dir: str | Path,
+    data=None,
+    data_dir: str | None = None,
+    download: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train as ``config`` says, writing results, checkpoints and the plot into ``out_dir``.
+
+    Args:
+        config: the run.
+        out_dir: run folder (created).
+        data: an already loaded :class:`insitu.data.Dataset` (else loaded by name).
+        data_dir, download: where to find the dataset / whether to download it.
+        resume: continue from ``out_dir/checkpoint.pt`` (its config must equal ``config``).
+        progress: show a progress bar.
+        log: where one-line epoch summaries go.
+
+    Returns:
+        The results dict (also in ``out_dir/results.json``).
+    """
+    from .data import load_dataset
+
+    out = Path(out_dir)
+    results_path, ckpt_path, plot_path = out / "results.json", out / "checkpoint.pt", out / "test_error.png"
+    if not resume and ckpt_path.exists():
+        raise FileExistsError(
+            f"{out} already holds a run (checkpoint.pt). Pass --resume to continue it, or choose another --out folder."
+        )
+    if resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"Cannot resume: no checkpoint.pt in {out}. Start the run without --resume.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if data is None:
+        data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
+    train_x, train_y = data.train_x, data.train_y
+    torch.manual_seed(config.seed)
+    model = build_model(config, train_x.shape[1], data.num_classes)
+    optimizer = AnalogSGD(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
+    order_generator = torch.Generator().manual_seed(config.seed)
+
+    from . import __version__
+
+    results = {
+        "insitu_version": __version__,
+        "status": "running",
+        "config": config.to_dict(),
+        "tile_config": config.tile_config().to_dict(),
+        "dataset": {"name": data.name, "source": str(data.source), "train": int(train_x.shape[0]), "test": int(data.test_x.shape[0])},
+        "epochs": [],
+    }
+    start_epoch = 0
+    if resume:
+        checkpoint = torch.load(ckpt_path, weights_only=False)
+        if checkpoint["config"] != config.to_dict():
+            raise ConfigError(
+                f"The checkpoint in {out} was made with a different config; resume with the same options. "
+                f"Saved: {checkpoint['config']}"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        order_generator.set_state(checkpoint["order_generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        results = checkpoint["results"]
+        results["status"] = "running"
+        start_epoch = checkpoint["epoch"]
+        log(f"resumed {out} after epoch {start_epoch}")
+
+    loss_fn = nn.CrossEntropyLoss()
+    n_train = train_x.shape[0]
+    batch = config.batch_size
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            order = torch.randperm(n_train, generator=order_generator)
+            xs, ys = train_x[order], train_y[order]
+            model.train()
+            loss_sum = 0.0
+            bar = _progress(n_train, epoch, config.epochs, progress)
+            for step, start in enumerate(range(0, n_train, batch)):
+                xb, yb = xs[start : start + batch], ys[start : start + batch]
+                loss = loss_fn(model(xb), yb)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(
+                        f"The training loss became {loss_value} at epoch {epoch + 1}, sample {start} "
+                        f"(lr {lr:g}). Lower the learning rate (--lr) or check the device and IO config; "
+                        "the last good epoch is kept in the checkpoint and results."
+                    )
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss_value * xb.shape[0]
+                if bar is not None:
+                    bar.update(xb.shape[0])
+                    if step % 200 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", refresh=False)
+            if bar is not None:
+                bar.close()
+            train_seconds = time.perf_counter() - started
+            test_error, test_loss = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
+            scheduler.step()
+            results["epochs"].append(
+                {
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "train_loss": loss_sum / n_train,
+                    "test_error": test_error,
+                    "test_loss": test_loss,
+                    "train_seconds": train_seconds,
+                    "seconds_per_sample": train_seconds / n_train,
+                }
+            )
+            results["counters"] = _layer_counters(model)
+            log(
+                f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  train loss {loss_sum / n_train:.4f}  "
+                f"test error {100 * test_error:.2f}%  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
+            )
+            if epoch + 1 == config.epochs:
+                results["status"] = "completed"
+            checkpoint = {
+                "epoch": epoch + 1,
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "order_generator": order_generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "results": results,
+            }
+            _atomic_write_bytes(ckpt_path, lambda tmp: torch.save(checkpoint, tmp))
+            write_json(results_path, results)
+            plot_test_error(plot_path, results)
+    except BaseException as exc:
+        for module in model.modules():
+            if isinstance(module, AnalogTile):
+                module.discard_pending()
+        results["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        write_json(results_path, results)
+        raise
+    return results
+
+
+def _progress(total: int, epoch: int, epochs: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, mininterval=1.0, leave=False)
