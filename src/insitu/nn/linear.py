@@ -52,8 +52,9 @@ class AnalogLinear(nn.Module):
     Shape:
         input ``(*, in_features)``, output ``(*, out_features)``.
 
-    Weights are initialised like ``torch.nn.Linear`` (uniform in ``±1/sqrt(in_features)``) and
-    programmed onto the devices, clipped to each device's bounds. Train with
+    Weights are initialised like ``torch.nn.Linear`` (uniform in ``±1/sqrt(in_features)``, drawn
+    from the tile's generator so ``seed`` fixes them) and programmed onto the devices, clipped to
+    each device's bounds. Train with
     :class:`insitu.optim.AnalogSGD`: its ``step()`` applies the stashed updates on the tile.
     """
 
@@ -85,12 +86,13 @@ class AnalogLinear(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise as ``torch.nn.Linear`` does and program the result onto the tile."""
         bound = 1.0 / math.sqrt(self.in_features)
-        weight = torch.empty(self.out_features, self.in_features).uniform_(-bound, bound)
+        gen = self.tile.generator  # the layer's seed fixes its initial weights too
+        weight = torch.empty(self.out_features, self.in_features, device=gen.device).uniform_(-bound, bound, generator=gen)
         if self.bias_on_array:
-            bias = torch.empty(self.out_features, 1).uniform_(-bound, bound)
+            bias = torch.empty(self.out_features, 1, device=gen.device).uniform_(-bound, bound, generator=gen)
             weight = torch.cat((weight, bias), dim=1)
         elif self.bias is not None:
-            self.bias.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound, generator=gen)
         self.tile.set_weights(weight)
 
     @property

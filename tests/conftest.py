@@ -1,0 +1,20 @@
+"""Shared test fixtures: the real datasets beside the repository, and single-threaded torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+#: ``shared/datasets`` sits beside the repository (the CI clone has it in the same place).
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    if not (SHARED_DATASETS / "mnist").is_dir():
+        pytest.fail(f"The shared datasets are missing: expected MNIST under {SHARED_DATASETS}/mnist.")
+    return SHARED_DATASETS
