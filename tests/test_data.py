@@ -19,10 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-try:
-    import insitu.data  # noqa: F401
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from insitu import data
 from insitu.data import (

@@ -280,24 +280,19 @@ def run_training(
             train_seconds = time.perf_counter() - started
             test_error, test_loss = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
             scheduler.step()
-            results["epochs"].append(
-                {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "train_loss": loss_sum / n_train,
-                    "test_error": test_error,
-                    "test_loss": test_loss,
-                    "train_seconds": train_seconds,
-                    "seconds_per_sample": train_seconds / n_train,
-                }
-            )
-            results["counters"] = _layer_counters(model)
-            log(
-                f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  train loss {loss_sum / n_train:.4f}  "
-                f"test error {100 * test_error:.2f}%  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
-            )
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": loss_sum / n_train,
+                "test_error": test_error,
+                "test_loss": test_loss,
+                "train_seconds": train_seconds,
+                "seconds_per_sample": train_seconds / n_train,
+            }
+            # The epoch counts only once its checkpoint is on disk: results and checkpoint agree.
+            committed = dict(results, epochs=results["epochs"] + [record], counters=_layer_counters(model))
             if epoch + 1 == config.epochs:
-                results["status"] = "completed"
+                committed["status"] = "completed"
             checkpoint = {
                 "epoch": epoch + 1,
                 "config": config.to_dict(),
@@ -306,18 +301,23 @@ def run_training(
                 "scheduler": scheduler.state_dict(),
                 "order_generator": order_generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "results": results,
+                "results": committed,
             }
             _atomic_write_bytes(ckpt_path, lambda tmp: torch.save(checkpoint, tmp))
+            results = committed
             write_json(results_path, results)
             plot_test_error(plot_path, results)
+            log(
+                f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  train loss {loss_sum / n_train:.4f}  "
+                f"test error {100 * test_error:.2f}%  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
+            )
     except BaseException as exc:
         for module in model.modules():
             if isinstance(module, AnalogTile):
                 module.discard_pending()
-        results["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        write_json(results_path, results)
+        failed = dict(results, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        failed["error"] = f"{type(exc).__name__}: {exc}"
+        write_json(results_path, failed)
         raise
     return results
 

@@ -1,0 +1,130 @@
+"""The training loop and CLI: results files, resume, determinism, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from insitu.cli import main
+from insitu.config import ConfigError
+from insitu.data import Dataset, load_dataset
+from insitu.training import TrainConfig, TrainingDiverged, run_training
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_dataset("digits")
+    return dataclasses.replace(data, train_x=data.train_x[:300], train_y=data.train_y[:300])
+
+
+def _config(**changes):
+    base = dict(dataset="digits", hidden=(16,), epochs=2, lr=0.05, lr_milestones=(1,), seed=7)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_run_writes_results_checkpoint_and_plot(tmp_path, digits):
+    results = run_training(_config(), tmp_path, data=digits, progress=False, log=lambda s: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert saved["status"] == "completed"
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+    assert [e["lr"] for e in saved["epochs"]] == [0.05, 0.025]  # halved after epoch 1
+    assert all(0 <= e["test_error"] <= 1 for e in saved["epochs"])
+    assert saved["counters"]["0.tile"]["rank1_updates"] == 2 * 300
+    assert (tmp_path / "checkpoint.pt").stat().st_size > 0
+    assert (tmp_path / "test_error.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_training(_config(), tmp_path, data=digits, progress=False, log=lambda s: None)
+
+
+def test_same_seed_gives_identical_runs(tmp_path, digits):
+    a = run_training(_config(epochs=1), tmp_path / "a", data=digits, progress=False, log=lambda s: None)
+    b = run_training(_config(epochs=1), tmp_path / "b", data=digits, progress=False, log=lambda s: None)
+    strip = lambda r: [{k: v for k, v in e.items() if "seconds" not in k} for e in r["epochs"]]  # noqa: E731
+    assert strip(a) == strip(b)
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor))
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path, digits):
+    full = run_training(_config(), tmp_path / "full", data=digits, progress=False, log=lambda s: None)
+
+    def stop_in_epoch_two(line):
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_config(), tmp_path / "cut", data=digits, progress=False, log=stop_in_epoch_two)
+    partial = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert partial["status"] == "interrupted" and len(partial["epochs"]) == 1
+    resumed = run_training(_config(), tmp_path / "cut", data=digits, resume=True, progress=False, log=lambda s: None)
+    assert [e["test_error"] for e in resumed["epochs"]] == [e["test_error"] for e in full["epochs"]]
+    assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in full["epochs"]]
+    with pytest.raises(ConfigError, match="different config"):
+        run_training(_config(lr=0.1), tmp_path / "cut", data=digits, resume=True, progress=False, log=lambda s: None)
+
+
+def test_nan_in_training_stops_with_a_clear_error_and_keeps_good_results(tmp_path, digits):
+    run_training(_config(epochs=1), tmp_path, data=digits, progress=False, log=lambda s: None)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    bad_x = digits.train_x.clone()
+    bad_x[150] = float("nan")
+    bad = dataclasses.replace(digits, train_x=bad_x)
+    with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
+        run_training(_config(epochs=2), tmp_path / "nan", data=bad, progress=False, log=lambda s: None)
+    saved = json.loads((tmp_path / "nan" / "results.json").read_text())
+    assert saved["status"] == "failed" and "TrainingDiverged" in saved["error"] and saved["epochs"] == []
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # other runs untouched
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ConfigError, match="lr"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(ConfigError, match="Did you mean 'gokmen-vlasov-2016'"):
+        TrainConfig(preset="gokmen-vlasov")
+    with pytest.raises(ConfigError, match="hidden"):
+        TrainConfig(hidden=(0,))
+
+
+def test_cli_train_and_errors(tmp_path, shared_datasets):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(
+        main, ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--subset", "100", "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "test error" in result.output and (out / "results.json").exists()
+
+    result = runner.invoke(main, ["train", "--lr", "-1", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "lr" in result.output
+
+    result = runner.invoke(main, ["train", "--preset", "gokmen-vlasov", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "Did you mean" in result.output
+
+    result = runner.invoke(main, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y"), "--no-progress"])
+    assert result.exit_code == 2 and "nowhere" in result.output
+    assert not (tmp_path / "y" / "results.json").exists()
+
+    result = runner.invoke(main, ["presets", "gokmen-vlasov-2016"])
+    assert result.exit_code == 0 and "dw_min: 0.001" in result.output and "out_noise: 0.06" in result.output
+
+
+def test_mnist_subset_run_through_the_cli(tmp_path, shared_datasets):
+    """The real MNIST files from shared/ through the whole CLI path (a small subset)."""
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["train", "--dataset", "mnist", "--data-dir", str(shared_datasets), "--subset", "500", "--hidden", "32",
+         "--epochs", "1", "--lr", "0.05", "--out", str(tmp_path / "m"), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert saved["dataset"] == {"name": "mnist", "source": saved["dataset"]["source"], "train": 500, "test": 10000}
+    assert saved["epochs"][0]["test_error"] < 0.9  # learned something from 500 samples
