@@ -11,14 +11,12 @@ import functools
 import gzip
 import http.server
 import struct
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 
 from insitu import data
 from insitu.data import (
