@@ -70,7 +70,7 @@ def test_weights_are_programmed_within_device_bounds():
     layer.set_weights(torch.full((10, 20), 5.0))
     w, _ = layer.get_weights()
     params = layer.tile.device_params
-    assert torch.equal(w, params[:, :20, 5])  # every weight sits at its own upper bound
+    assert torch.equal(w, params[5, :, :20])  # every weight sits at its own upper bound
 
 
 def _train(layer, steps, seed):

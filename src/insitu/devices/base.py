@@ -20,6 +20,7 @@ coincidences in one update costs the same as one receiving a single one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import torch
@@ -28,7 +29,8 @@ from ..config import Config
 
 __all__ = ["DeviceConfig", "DeviceModel", "PARAM_NAMES"]
 
-# Layout of the last axis of the per-device parameter tensor (out, in, len(PARAM_NAMES)).
+# Layout of the first axis of the per-device parameter tensor (len(PARAM_NAMES), out, in): each
+# parameter is a contiguous plane, so elementwise device math streams through memory.
 PARAM_NAMES = ("dw_up", "dw_down", "slope_up", "slope_down", "w_min", "w_max")
 DW_UP, DW_DOWN, SLOPE_UP, SLOPE_DOWN, W_MIN, W_MAX = range(len(PARAM_NAMES))
 
@@ -50,7 +52,7 @@ class DeviceConfig(Config):
     ) -> torch.Tensor | None:
         """Draw the per-device parameters of an array of ``shape`` = (out, in).
 
-        Returns a tensor of shape ``(*shape, 6)`` laid out as :data:`PARAM_NAMES`, or ``None``
+        Returns a tensor of shape ``(6, *shape)`` laid out as :data:`PARAM_NAMES`, or ``None``
         for an ideal device. The draws are made once, when the tile is built
         (device-to-device variation), in a fixed order so that a seed fixes the devices.
         """
@@ -81,7 +83,7 @@ class DeviceModel:
         """Clip weights to each device's bounds (what programming a target value achieves)."""
         if params is None:
             return weights
-        return torch.clamp(weights, params[..., W_MIN], params[..., W_MAX])
+        return torch.clamp(weights, params[W_MIN], params[W_MAX])
 
     def apply_pulses(
         self,
@@ -98,7 +100,7 @@ class DeviceModel:
             counts: number of coincidences per device, shape ``S``, >= 0 (float; an expected count
                 may be fractional for the deterministic update).
             up: bool tensor of shape ``S``: True where the pulses potentiate (w grows).
-            params: per-device parameters of these devices, shape ``(*S, 6)``.
+            params: per-device parameters of these devices, shape ``(6, *S)``.
             generator: draws the cycle-to-cycle noise; ``None`` means noise-free (expected value).
 
         Returns:
@@ -112,7 +114,7 @@ class DeviceModel:
         end: pulses of one sign move monotonically, so this equals clipping after every pulse
         except for the rare pulse whose noisy step changes sign.
         """
-        p = params.unbind(-1)
+        p = params
         signed_step = torch.where(up, p[DW_UP], -p[DW_DOWN])
         noisy = generator is not None and self.c2c > 0
         if self.has_slope:
@@ -152,43 +154,43 @@ class DeviceModel:
         if self.has_slope:
             return self.apply_pulses(weights, n, signed_counts > 0, params, generator)
         # Constant step, fused: w + step (c + c2c sqrt|c| ξ) with step the up or down magnitude.
-        p = params.unbind(-1)
+        p = params
         step = torch.where(signed_counts > 0, p[DW_UP], p[DW_DOWN])
         if generator is not None and self.c2c > 0:
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            # sqrt(n) as n / sqrt(max(n, 1)): exact for integer counts and faster than sqrt on CPU.
-            root = n * torch.rsqrt(n.clamp_min(1.0))
-            signed_counts = torch.addcmul(signed_counts, noise, root, value=self.c2c)
+            signed_counts = torch.addcmul(signed_counts, noise, n.sqrt(), value=self.c2c)
         return torch.clamp(torch.addcmul(weights, step, signed_counts), p[W_MIN], p[W_MAX])
 
     def apply_mixed(
         self,
         weights: torch.Tensor,
-        n_up: torch.Tensor,
-        n_down: torch.Tensor,
-        var_up: torch.Tensor,
-        var_down: torch.Tensor,
+        half_total: torch.Tensor,
+        half_signed: torch.Tensor,
         params: torch.Tensor,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Approximate response to a mix of up and down pulses whose order is unknown.
+        """Approximate response to many up and down pulses whose order is not simulated.
 
-        Used by the batched update: ``n_up``/``n_down`` are the expected numbers of potentiating
-        and depressing coincidences over a batch, ``var_up``/``var_down`` their variances. The steps
-        are evaluated at the present weight, the pulse-count noise and the cycle-to-cycle noise are
-        combined into one Gaussian with the matching variance, and the bounds are applied once.
+        Used by the batched update. With ``T`` the expected number of coincidences of a device
+        over the batch and ``S`` = (expected depressing) - (expected potentiating) ones, the
+        arguments are ``T / 2`` and ``S / 2``, so ``n_up = T/2 - S/2`` and ``n_down = T/2 + S/2``.
+        Steps are evaluated at the present weight; the coincidence counts are taken as Poisson
+        (variance = mean, which over-estimates the binomial variance by ``1 / (1 - p q)``, close
+        to 1 for the small probabilities of training) and the cycle-to-cycle noise adds
+        ``c2c² · step²`` per coincidence; the sum is drawn as one Gaussian and the bounds are
+        applied once.
         """
-        p = params.unbind(-1)
-        step_up = p[DW_UP]
-        step_down = p[DW_DOWN]
+        p = params
+        step_up, step_down = p[DW_UP], p[DW_DOWN]
         if self.has_slope:
             step_up = step_up * (1 + p[SLOPE_UP] * weights)
             step_down = step_down * (1 + p[SLOPE_DOWN] * weights)
-        new = weights + step_up * n_up - step_down * n_down
+        # mean = step_up n_up - step_down n_down
+        mean = torch.addcmul(half_total * (step_up - step_down), half_signed, step_up + step_down, value=-1)
         if generator is not None:
-            c2c2 = self.c2c * self.c2c
-            # Var[sum of N steps s(1 + c2c xi)] = s^2 (Var N + c2c^2 E N) for random count N.
-            var = step_up.square() * (var_up + c2c2 * n_up) + step_down.square() * (var_down + c2c2 * n_down)
+            up2, down2 = step_up.square(), step_down.square()
+            # var = (1 + c2c²)(step_up² n_up + step_down² n_down)
+            var = torch.addcmul(half_total * (up2 + down2), half_signed, up2 - down2, value=-1).clamp_min_(0)
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            new = new + noise * var.sqrt()
-        return torch.clamp(new, p[W_MIN], p[W_MAX])
+            mean = torch.addcmul(mean, noise, var.sqrt_(), value=math.sqrt(1 + self.c2c * self.c2c))
+        return torch.clamp(weights + mean, p[W_MIN], p[W_MAX])

@@ -69,9 +69,9 @@ class _PulsedDevice(DeviceConfig):
         w_max = (self.w_max * (1 + self.w_max_dtod * normal())).clamp_min(self.dw_min)
         w_min = (self.w_min * (1 + self.w_min_dtod * normal())).clamp_max(-self.dw_min)
         slope_up, slope_down = self._slopes(w_min, w_max, generator)
-        params = torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max], dim=-1)
-        assert params.shape[-1] == len(PARAM_NAMES)
-        return params.contiguous()
+        params = torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max], dim=0)
+        assert params.shape[0] == len(PARAM_NAMES)
+        return params
 
 
 @register_config

@@ -43,8 +43,8 @@ class PulseUpdateConfig(Config):
         mode: ``"sequential"``: a batch of B samples is B rank-1 pulse updates one after another,
             as the array performs them (the reference). ``"batched"``: one vectorised update per
             batch; each device's numbers of up and down coincidences are replaced by their exact
-            means and variances over the batch and applied as one Gaussian step at the present
-            weight (fast; its difference from the sequential update is measured in
+            means over the batch (Poisson variance) and applied as one Gaussian step at the
+            present weight (fast; its difference from the sequential update is measured in
             ``docs/update-modes.md``).
     """
 
@@ -151,7 +151,7 @@ def pulsed_update(
 
     Args:
         weights: the array, shape ``(out, in)``.
-        params: per-device parameters, shape ``(out, in, 6)``.
+        params: per-device parameters, shape ``(6, out, in)``.
         model: the device response.
         x: inputs, shape ``(batch, in)``.
         d: errors ``δ = ∂loss/∂y``, shape ``(batch, out)``.
@@ -218,19 +218,24 @@ def _rank1_stochastic(weights, params, model, x_sign, d_sign, px, pd, bl, genera
     col_signed = col_trains.index_select(1, cols).to(dtype) * -d_sign.index_select(0, cols)
     row_signed = row_trains.to(dtype) * (x_sign if rows is None else x_sign.index_select(0, rows))
     counts = col_signed.t() @ row_signed  # (n_cols, n_rows)
-    counters.add_pulses(col_trains.sum() + row_trains.sum())
-    # Gather the block through flat indices: one small copy instead of whole weight rows.
-    flat = cols.unsqueeze(1) * n_in + (rows if rows is not None else torch.arange(n_in, device=device)).unsqueeze(0)
-    flat = flat.flatten()
+    counters.add_pulses(col_trains.sum())
+    counters.add_pulses(row_trains.sum())
+    if rows is None:
+        # Whole weight rows of the fired outputs.
+        new = model.apply_signed_pulses(weights.index_select(0, cols), counts, params.index_select(1, cols), generator, counters)
+        weights.index_copy_(0, cols, new)
+        return
+    # Sparse inputs: gather just the block through flat indices, one small copy.
+    flat = (cols.unsqueeze(1) * n_in + rows.unsqueeze(0)).view(-1)
     w_flat = weights.view(-1)
     block = model.apply_signed_pulses(
         w_flat.index_select(0, flat).view(counts.shape),
         counts,
-        params.view(-1, params.shape[-1]).index_select(0, flat).view(*counts.shape, params.shape[-1]),
+        params.view(params.shape[0], -1).index_select(1, flat).view(params.shape[0], *counts.shape),
         generator,
         counters,
     )
-    w_flat.index_copy_(0, flat, block.flatten())
+    w_flat.index_copy_(0, flat, block.view(-1))
 
 
 def _signed_counts(x, d, px, pd, bl):
@@ -264,17 +269,17 @@ def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
 def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
     """Vectorised batch update (see :class:`PulseUpdateConfig`, ``mode="batched"``).
 
-    Coincidences of different samples are independent, so each device's up (down) count is a
-    sum of independent ``Binomial(BL, p_i q_j)`` terms; its mean and variance are exact and cost
-    one matrix product each. Treating the sum as Gaussian, evaluating the steps at the present
-    weight and clipping once are the approximations.
+    Coincidences of different samples are independent, so each device's expected numbers of
+    potentiating and depressing coincidences over the batch are exact sums; two matrix products
+    give them: ``T = Σ_b BL q_b p_bᵀ`` (all) and ``S = Σ_b BL (sign δ_b q_b)(sign x_b p_b)ᵀ``
+    (depressing minus potentiating). :meth:`DeviceModel.apply_mixed` turns them into one
+    Gaussian step per device; its docstring lists the approximations.
     """
-    n_up, n_down = _signed_counts(x, d, px, pd, bl)
-    # Var of Binomial(BL, p) = BL p (1 - p), p = p_i q_j; BL p² q² summed over the batch:
-    sq_up, sq_down = _signed_counts(x, d, px * px, pd * pd, bl)
-    var_up, var_down = n_up - sq_up, n_down - sq_down
-    weights.copy_(model.apply_mixed(weights, n_up, n_down, var_up, var_down, params, generator))
+    pd_bl = pd * (bl.to(pd.dtype) if torch.is_tensor(bl) else float(bl))
+    half_total = torch.mm(pd_bl.t(), px).mul_(0.5)
+    half_signed = torch.mm((pd_bl * d.sign()).t(), px * x.sign()).mul_(0.5)
+    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator))
     counters.rank1_updates += x.shape[0]
-    lengths = bl.squeeze(1) if torch.is_tensor(bl) else float(bl)
+    lengths = bl.squeeze(1).to(px.dtype) if torch.is_tensor(bl) else float(bl)
     counters.add_pulses(((px.sum(1) + pd.sum(1)) * lengths).sum())  # expected number
-    counters.add_coincidences(n_up.sum() + n_down.sum())
+    counters.add_coincidences(2 * half_total.sum())
