@@ -14,7 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from insitu import ConfigError, ConstantStepDevice, IdealDevice, LinearStepDevice, SoftBoundsDevice
+from insitu import (
+    ConfigError, ConstantStepDevice, IdealDevice, LinearStepDevice, PulseUpdateConfig, SoftBoundsDevice,
+)
 from insitu.devices import PARAM_NAMES, DeviceModel
 from insitu.tile import AnalogTile, TileConfig
 
@@ -38,6 +40,11 @@ AXIS = _param_axis()
 def plane(params: torch.Tensor, name: str) -> torch.Tensor:
     """The per-device values of parameter ``name``, shape (out, in)."""
     return params.select(AXIS, PARAM_NAMES.index(name))
+
+
+def make_params(**planes: torch.Tensor) -> torch.Tensor:
+    """A per-device parameter tensor in the library's layout from one tensor per name."""
+    return torch.stack([planes[name] for name in PARAM_NAMES], dim=AXIS)
 
 
 #: z-score used for every statistical tolerance.
@@ -282,6 +289,7 @@ def test_pulses_never_leave_each_devices_own_bounds(cls):
     for _ in range(30):  # many up pulses, some devices receive thousands in one call
         counts = torch.randint(0, 400, (100, 100), generator=g).float()
         w = model.apply_pulses(w, counts, torch.ones_like(w, dtype=torch.bool), params, g)
+        assert torch.isfinite(w).all(), f"{int((~torch.isfinite(w)).sum())} weights became NaN/inf"
         assert (w <= w_max).all(), "a device went above its own w_max"
         assert (w >= w_min).all()
     if cls is not SoftBoundsDevice:  # hard bounds are reached, soft ones only approached
@@ -289,12 +297,57 @@ def test_pulses_never_leave_each_devices_own_bounds(cls):
     for _ in range(30):
         counts = torch.randint(0, 400, (100, 100), generator=g).float()
         w = model.apply_signed_pulses(w, -counts, params, g)
+        assert torch.isfinite(w).all(), f"{int((~torch.isfinite(w)).sum())} weights became NaN/inf"
         assert (w >= w_min).all(), "a device went below its own w_min"
         assert (w <= w_max).all()
     if cls is not SoftBoundsDevice:
         assert (w == w_min).float().mean() > 0.9
     # The device bounds differ from device to device (so the check above is per device).
     assert w_max.std() > 0.1 * w_max.mean()
+
+
+@pytest.mark.parametrize("n", [0.0, 1.0, 3.0])
+def test_sloped_device_whose_step_exceeds_its_range_stays_finite(n):
+    """A device whose bound the draw clamped to ``dw_min`` (a -3.3 sigma bound at 30% spread)
+    can have a step larger than the distance from 0 to its bound: ``a = -dw/w_max < -1``.
+
+    Pulse by pulse the weight simply hits the bound and stays there; zero pulses change nothing.
+    The closed form must not produce NaN (``log1p(a)`` is undefined for ``a < -1``).
+    """
+    one = torch.ones(2, dtype=torch.float64)
+    params = make_params(
+        dw_up=0.011 * one, dw_down=0.011 * one, slope_up=-one / 0.01, slope_down=one / 0.01,
+        w_min=-0.01 * one, w_max=0.01 * one,
+    )
+    model = SoftBoundsDevice(dw_min=0.01).model()
+    w0 = torch.zeros(2, dtype=torch.float64)
+    counts = n * one
+    p = {name: plane(params, name) for name in PARAM_NAMES}
+    cfg = SoftBoundsDevice(dw_min=0.01)
+    for up in (True, False):
+        expected = one_by_one(cfg, p, w0, int(n), up)
+        got = model.apply_pulses(w0, counts, torch.full((2,), up), params, None)
+        assert torch.allclose(got, expected), f"apply_pulses(up={up}, n={n}): {got.tolist()} != {expected.tolist()}"
+        got = model.apply_signed_pulses(w0, counts if up else -counts, params, None)
+        assert torch.allclose(got, expected), f"apply_signed_pulses(up={up}, n={n}): {got.tolist()} != {expected.tolist()}"
+
+
+def test_soft_bounds_tile_with_default_spreads_keeps_finite_weights():
+    """The default 30% bound spread clamps a few bounds to dw_min in a 100x100 array; updating
+    such an array (sequential pulses and the expected update) must keep every weight finite."""
+    for pulse_type in ("stochastic", "expected"):
+        cfg = TileConfig(device=SoftBoundsDevice(), update=PulseUpdateConfig(pulse_type=pulse_type))
+        tile = AnalogTile(100, 100, cfg, seed=0)
+        params = tile.device_params
+        clamped = (plane(params, "w_max") <= 0.001) | (plane(params, "w_min") >= -0.001)
+        assert clamped.any(), "precondition: some bound was clamped to dw_min"
+        g = gen(0)
+        for _ in range(3):
+            tile.stash(torch.rand(4, 100, generator=g), 0.2 * torch.randn(4, 100, generator=g))
+            tile.update(0.01)
+        w = tile.get_weights()
+        assert torch.isfinite(w).all(), f"{pulse_type}: {int(torch.isnan(w).sum())} weights are NaN"
+        assert torch.isfinite(tile.forward(torch.rand(2, 100, generator=g))).all()
 
 
 def test_tile_updates_stay_within_device_bounds():
