@@ -333,14 +333,17 @@ def test_sloped_device_whose_step_exceeds_its_range_stays_finite(n):
 
 
 def test_soft_bounds_tile_with_default_spreads_keeps_finite_weights():
-    """The default 30% bound spread clamps a few bounds to dw_min in a 100x100 array; updating
-    such an array (sequential pulses and the expected update) must keep every weight finite."""
+    """The default 30% bound spread draws a few bounds closer to zero than two device steps in a
+    100x100 array (they are pulled out to two steps); updating such an array (sequential pulses
+    and the expected update) must keep every weight finite."""
     for pulse_type in ("stochastic", "expected"):
         cfg = TileConfig(device=SoftBoundsDevice(), update=PulseUpdateConfig(pulse_type=pulse_type))
         tile = AnalogTile(100, 100, cfg, seed=0)
         params = tile.device_params
-        clamped = (plane(params, "w_max") <= 0.001) | (plane(params, "w_min") >= -0.001)
-        assert clamped.any(), "precondition: some bound was clamped to dw_min"
+        clamped = (plane(params, "w_max") == 2 * plane(params, "dw_up")) | (
+            plane(params, "w_min") == -2 * plane(params, "dw_down")
+        )
+        assert clamped.any(), "precondition: some bound was pulled out to two steps"
         g = gen(0)
         for _ in range(3):
             tile.stash(torch.rand(4, 100, generator=g), 0.2 * torch.randn(4, 100, generator=g))
@@ -417,7 +420,7 @@ def test_soft_bounds_step_shrinks_towards_the_bound():
     assert abs(ws[4].item()) < 1e-12 and torch.isclose(up[4], down[4])
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(
     kind=st.sampled_from(["constant", "linear", "soft"]),
     n=st.integers(0, 250),

@@ -17,7 +17,9 @@ import math
 import pytest
 import torch
 
+
 from insitu import AnalogTile, ConstantStepDevice, IdealDevice, PulseUpdateConfig, TileConfig
+from insitu.config import ConfigError
 from insitu.update.pulse import pulse_scales
 
 Z = 5.0
@@ -39,10 +41,10 @@ def clean_device(**changes) -> ConstantStepDevice:
     return ConstantStepDevice(**fields)
 
 
-def make_tile(out=8, inp=6, seed=0, device=None, **update) -> AnalogTile:
+def make_tile(out=8, inp=6, seed=0, device=None, dtype=torch.float32, **update) -> AnalogTile:
     update.setdefault("bl", BL)
     cfg = TileConfig(device=device or clean_device(), update=PulseUpdateConfig(**update))
-    return AnalogTile(out, inp, cfg, seed=seed)
+    return AnalogTile(out, inp, cfg, seed=seed, dtype=dtype)
 
 
 def probabilities(x, d, lr, bl=BL, um=False):
@@ -173,9 +175,10 @@ def test_probability_clipping_saturates_the_update():
     dw = one_batch(tile, x[None], d[None], lr)
     torch.testing.assert_close(dw[certain], saturated[certain], rtol=1e-6, atol=0)
     # ... and the others average to the clipped expectation.
-    n = 3000
-    tile = make_tile(3, 4, seed=1)
-    w = one_batch(tile, x.expand(n, -1), d.expand(n, -1), lr)
+    n = 3000  # certain devices travel n BL dw_min = 30: widen the bounds, sum in float64
+    tile = make_tile(3, 4, seed=1, device=clean_device(w_max=100.0, w_min=-100.0), dtype=torch.float64)
+    w = one_batch(tile, x.double().expand(n, -1), d.double().expand(n, -1), lr)
+    assert w.abs().max() < 90
     p = pd[:, None] * px[None, :]
     check_mean(w / n, saturated.double(), (DW**2 * BL * p * (1 - p)).double(), n, "clipped")
 
@@ -266,9 +269,29 @@ def test_dynamic_bl_keeps_the_mean_with_fewer_pulses():
     assert counted[False] / counted[True] == pytest.approx(math.sqrt(bl_max), rel=1e-5)
 
 
+def test_dynamic_bl_requires_update_management_and_then_keeps_the_mean_exact():
+    """Shortening the train raises C = sqrt(lr / (dw_min BL)); only C_x C_d = lr / (dw_min BL) is
+    bounded by the BL rule, so without rebalancing the larger of x and δ would saturate its
+    probability. The config refuses that combination (aihwkit couples the two the same way)."""
+    with pytest.raises(ConfigError, match="dynamic_bl.*update_management=True"):
+        PulseUpdateConfig(dynamic_bl=True)
+    lr = 0.01  # fixed BL 10: C = 1, px = |x| <= 1, pd = |δ| <= 1, no clipping
+    x = torch.tensor([1.0, 0.3])
+    d = torch.tensor([0.05, -0.02])
+    target = -lr * d[:, None] * x[None, :]
+    for dynamic in (False, True):
+        tile = make_tile(2, 2, pulse_type="expected", dynamic_bl=dynamic, update_management=dynamic)
+        tile.stash(x[None], d[None])
+        tile.update(lr)
+        got = tile.get_weights()
+        assert torch.allclose(got, target, rtol=1e-5, atol=1e-10), (
+            f"dynamic_bl={dynamic}: {got.tolist()} instead of {target.tolist()}"
+        )
+
+
 def test_dynamic_bl_is_capped_by_the_configured_bl():
     x_max, d_max = torch.tensor([[1.0], [0.5]]), torch.tensor([[1.0], [0.002]])
-    _, _, bl = pulse_scales(x_max, d_max, 0.1, DW, PulseUpdateConfig(bl=20, dynamic_bl=True))
+    _, _, bl = pulse_scales(x_max, d_max, 0.1, DW, PulseUpdateConfig(bl=20, dynamic_bl=True, update_management=True))
     # ceil(0.1 * 1 * 1 / 0.001) = 100 -> capped at 20; ceil(0.1 * 0.5 * 0.002 / 0.001) = 1.
     assert bl.flatten().tolist() == [20, 1]
 
@@ -383,7 +406,7 @@ def test_counted_pulses_are_the_pulses_sent_on_rows_and_columns(kwargs):
 
 
 def test_rank1_counter_counts_samples_for_small_updates():
-    for kwargs in ({}, {"mode": "batched"}, {"pulse_type": "expected"}, {"dynamic_bl": True}):
+    for kwargs in ({}, {"mode": "batched"}, {"pulse_type": "expected"}, {"dynamic_bl": True, "update_management": True}):
         tile = make_tile(**kwargs)
         tile.stash(1e-6 * X.expand(7, -1), 1e-6 * D.expand(7, -1))  # no pulse will ever coincide
         tile.update(LR)

@@ -86,13 +86,21 @@ class IOConfig(Config):
 
 
 def _quantize(values: torch.Tensor, bound: float, bits: int) -> torch.Tensor:
-    """Round to the nearest of ``2**bits - 1`` levels spanning ``[-bound, bound]``."""
-    step = bound / (2 ** (bits - 1) - 1)
-    return torch.round(values / step) * step
+    """Round to the nearest of ``2**bits - 1`` levels spanning ``[-bound, bound]``.
+
+    Written as ``round(v L / bound) / L * bound`` so that the top level is exactly ``bound``.
+    """
+    levels = 2 ** (bits - 1) - 1
+    return torch.round(values * (levels / bound)) / levels * bound
 
 
-def _one_pass(x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Steps 2-6 of the module docstring on inputs already scaled by noise/bound management."""
+def _one_pass(x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: torch.Generator | None):
+    """Steps 2-6 of the module docstring on inputs already scaled by noise/bound management.
+
+    Returns ``(y, saturated)``: the outputs, and per vector whether any output reached the
+    bound (decided before the ADC, as the integrator saturates before conversion), or ``None``
+    when no bound is set.
+    """
     if io.inp_bound is not None:
         x = torch.clamp(x, -io.inp_bound, io.inp_bound)
         if io.inp_bits is not None:
@@ -101,11 +109,14 @@ def _one_pass(x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: to
     if io.out_noise > 0:
         noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         y = y.add_(noise, alpha=io.out_noise)
+    saturated = None
     if io.out_bound is not None:
+        if io.bound_management != "none":
+            saturated = (y.abs() >= io.out_bound).any(dim=-1)
         y = torch.clamp(y, -io.out_bound, io.out_bound)
         if io.out_bits is not None:
             y = _quantize(y, io.out_bound, io.out_bits)
-    return y
+    return y, saturated
 
 
 def analog_mvm(
@@ -131,31 +142,29 @@ def analog_mvm(
         # An all-zero input needs no scaling (and must not divide by zero).
         nm_scale = torch.where(nm_scale > 0, nm_scale, torch.ones_like(nm_scale))
         x = x / nm_scale
-    y = _one_pass(x, matrix, io, generator)
+    y, saturated = _one_pass(x, matrix, io, generator)
     if io.bound_management == "iterative":
-        y = _bound_management(x, y, matrix, io, generator)
+        y = _bound_management(x, y, saturated, matrix, io, generator)
     if nm_scale is not None:
         y = y * nm_scale
     return y
 
 
-def _bound_management(x, y, matrix, io: IOConfig, generator) -> torch.Tensor:
+def _bound_management(x, y, saturated, matrix, io: IOConfig, generator) -> torch.Tensor:
     """Recompute saturated vectors with halved inputs (Gokmen, Onen & Haensch 2017).
 
     Each vector is repeated, with a fresh noise draw as the hardware would, until none of its
     outputs reaches the bound or ``max_bm_iterations`` halvings were made.
     """
-    bound = io.out_bound
     scale = torch.ones(x.shape[:-1] + (1,), device=x.device, dtype=x.dtype)
-    saturated = (y.abs() >= bound).any(dim=-1)
     for _ in range(io.max_bm_iterations):
         if not bool(saturated.any()):
             break
         rows = saturated.nonzero().squeeze(-1)
         scale[rows] *= 2
-        y_rows = _one_pass(x[rows] / scale[rows], matrix, io, generator)
+        y_rows, sat_rows = _one_pass(x[rows] / scale[rows], matrix, io, generator)
         saturated = torch.zeros_like(saturated)
-        saturated[rows] = (y_rows.abs() >= bound).any(dim=-1)
+        saturated[rows] = sat_rows
         y = y.clone() if y.requires_grad else y
         y[rows] = y_rows * scale[rows]
     return y

@@ -119,7 +119,9 @@ class DeviceModel:
         noisy = generator is not None and self.c2c > 0
         if self.has_slope:
             slope = torch.where(up, p[SLOPE_UP], p[SLOPE_DOWN])
-            a = signed_step * slope
+            # a <= -1 would be a step that overshoots the bound it approaches; bounds are drawn
+            # to prevent it, the floor only guards the logarithm.
+            a = (signed_step * slope).clamp_min(-0.999)
             growth = torch.expm1(counts * torch.log1p(a))
             small = a.abs() < 1e-12
             n_eff = torch.where(small, counts, growth / torch.where(small, torch.ones_like(a), a))

@@ -66,8 +66,10 @@ class _PulsedDevice(DeviceConfig):
         # A negative step is unphysical: such a device is stuck (step 0).
         dw_up = (self.dw_min * (gain + imbalance)).clamp_min(0)
         dw_down = (self.dw_min * (gain - imbalance)).clamp_min(0)
-        w_max = (self.w_max * (1 + self.w_max_dtod * normal())).clamp_min(self.dw_min)
-        w_min = (self.w_min * (1 + self.w_min_dtod * normal())).clamp_max(-self.dw_min)
+        # A bound closer to zero than one step of its own device is unphysical (and makes the
+        # closed form of the soft-bounds response undefined): keep every bound two steps out.
+        w_max = torch.maximum(self.w_max * (1 + self.w_max_dtod * normal()), 2 * dw_up)
+        w_min = torch.minimum(self.w_min * (1 + self.w_min_dtod * normal()), -2 * dw_down)
         slope_up, slope_down = self._slopes(w_min, w_max, generator)
         params = torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max], dim=0)
         assert params.shape[0] == len(PARAM_NAMES)

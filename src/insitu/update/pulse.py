@@ -64,6 +64,13 @@ class PulseUpdateConfig(Config):
         for field in ("update_management", "dynamic_bl"):
             if not isinstance(getattr(self, field), bool):
                 self._fail(field, "must be true or false.")
+        if self.dynamic_bl and not self.update_management:
+            self._fail(
+                "dynamic_bl",
+                "needs update_management=True: the shortened train is chosen so that the rebalanced "
+                "probabilities Cx max|x| = Cd max|δ| stay <= 1; without rebalancing the larger side clips "
+                "and the mean update is too small (aihwkit couples the two the same way).",
+            )
 
 
 class UpdateCounters:
@@ -71,8 +78,9 @@ class UpdateCounters:
 
     Attributes:
         rank1_updates: rank-1 (outer-product) writes performed on the array.
-        pulses: pulses sent on row and column lines together (expected number for the
-            deterministic and batched updates).
+        pulses: pulses sent on row and column lines together, counted as their expected
+            number ``BL (Σ_i p_i + Σ_j q_j)`` per rank-1 update in every mode (the stochastic
+            update skips drawing row trains when no column fires, so it cannot count them).
         coincidences: device steps triggered (sum over devices of coincidences).
 
     Pulse and coincidence sums are accumulated as tensors so that counting never waits for the
@@ -170,6 +178,8 @@ def pulsed_update(
         cx, cd, bl = pulse_scales(x_max, d_max, lr, dw_min, config)
         px = (x_abs * cx).clamp_max_(1)
         pd = (d_abs * cd).clamp_max_(1)
+        lengths = bl.squeeze(1).to(px.dtype) if torch.is_tensor(bl) else float(bl)
+        counters.add_pulses(((px.sum(1) + pd.sum(1)) * lengths).sum())
         if config.pulse_type == "expected":
             _expected(weights, params, model, x, d, px, pd, bl, counters)
         elif config.mode == "batched":
@@ -200,7 +210,6 @@ def _rank1_stochastic(weights, params, model, x_sign, d_sign, px, pd, bl, genera
     cols = col_trains.any(dim=0).nonzero().squeeze(1)
     counters.rank1_updates += 1
     if cols.numel() == 0:
-        counters.add_pulses(col_trains.sum())
         return
     n_in = px.shape[0]
     live = px.nonzero().squeeze(1)
@@ -218,8 +227,6 @@ def _rank1_stochastic(weights, params, model, x_sign, d_sign, px, pd, bl, genera
     col_signed = col_trains.index_select(1, cols).to(dtype) * -d_sign.index_select(0, cols)
     row_signed = row_trains.to(dtype) * (x_sign if rows is None else x_sign.index_select(0, rows))
     counts = col_signed.t() @ row_signed  # (n_cols, n_rows)
-    counters.add_pulses(col_trains.sum())
-    counters.add_pulses(row_trains.sum())
     if rows is None:
         # Whole weight rows of the fired outputs.
         new = model.apply_signed_pulses(weights.index_select(0, cols), counts, params.index_select(1, cols), generator, counters)
@@ -262,7 +269,6 @@ def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
         up = n_up > 0
         weights.copy_(model.apply_pulses(weights, n_up + n_down, up, params, None))
         counters.rank1_updates += 1
-        counters.add_pulses(((px[b].sum() + pd[b].sum()) * blen).sum())
         counters.add_coincidences(n_up.sum() + n_down.sum())
 
 
@@ -280,6 +286,4 @@ def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> N
     half_signed = torch.mm((pd_bl * d.sign()).t(), px * x.sign()).mul_(0.5)
     weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator))
     counters.rank1_updates += x.shape[0]
-    lengths = bl.squeeze(1).to(px.dtype) if torch.is_tensor(bl) else float(bl)
-    counters.add_pulses(((px.sum(1) + pd.sum(1)) * lengths).sum())  # expected number
     counters.add_coincidences(2 * half_total.sum())
