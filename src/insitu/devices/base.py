@@ -77,6 +77,20 @@ class DeviceModel:
     def __init__(self, c2c: float, has_slope: bool):
         self.c2c = float(c2c)
         self.has_slope = bool(has_slope)
+        # Which parameter planes the response reads (the slopes only when steps depend on w).
+        self.planes = (DW_UP, DW_DOWN, SLOPE_UP, SLOPE_DOWN, W_MIN, W_MAX) if has_slope else (DW_UP, DW_DOWN, W_MIN, W_MAX)
+
+    def gather(self, params: torch.Tensor, select) -> list:
+        """The parameter planes this response reads, each passed through ``select``.
+
+        ``params`` has shape ``(6, out, in)``; ``select`` maps one ``(out, in)`` plane to the
+        devices being updated (e.g. some rows). Unread planes are ``None``. The result indexes
+        like ``params`` (``p[DW_UP]``), so the response functions accept either.
+        """
+        planes = [None] * len(PARAM_NAMES)
+        for k in self.planes:
+            planes[k] = select(params[k])
+        return planes
 
     @staticmethod
     def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
@@ -100,7 +114,8 @@ class DeviceModel:
             counts: number of coincidences per device, shape ``S``, >= 0 (float; an expected count
                 may be fractional for the deterministic update).
             up: bool tensor of shape ``S``: True where the pulses potentiate (w grows).
-            params: per-device parameters of these devices, shape ``(6, *S)``.
+            params: per-device parameters of these devices, shape ``(6, *S)`` (or the list of
+                planes returned by :meth:`gather`).
             generator: draws the cycle-to-cycle noise; ``None`` means noise-free (expected value).
 
         Returns:

@@ -178,70 +178,67 @@ def pulsed_update(
         cx, cd, bl = pulse_scales(x_max, d_max, lr, dw_min, config)
         px = (x_abs * cx).clamp_max_(1)
         pd = (d_abs * cd).clamp_max_(1)
-        lengths = bl.squeeze(1).to(px.dtype) if torch.is_tensor(bl) else float(bl)
-        counters.add_pulses(((px.sum(1) + pd.sum(1)) * lengths).sum())
+        if torch.is_tensor(bl):
+            counters.add_pulses(((px.sum(1) + pd.sum(1)) * bl.squeeze(1)).sum())
+        else:
+            counters.add_pulses(px.sum().add_(pd.sum()).mul_(bl))
         if config.pulse_type == "expected":
             _expected(weights, params, model, x, d, px, pd, bl, counters)
         elif config.mode == "batched":
             _batched(weights, params, model, x, d, px, pd, bl, generator, counters)
         else:
             lengths = bl.flatten().tolist() if torch.is_tensor(bl) else [bl] * x.shape[0]
-            x_sign, d_sign = x.sign(), d.sign()
+            # Signs of the coincidences: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
+            x_sign, d_neg_sign = x.sign(), d.sign().neg_()
+            # Inputs with many zeros (MNIST background pixels) update a block of the array only.
+            sparse = [2 * n < x.shape[1] for n in torch.count_nonzero(x, dim=1).tolist()]
             for b, length in enumerate(lengths):
-                _rank1_stochastic(weights, params, model, x_sign[b], d_sign[b], px[b], pd[b], length, generator, counters)
+                _rank1_stochastic(
+                    weights, params, model, px[b], pd[b], x_sign[b], d_neg_sign[b], length, sparse[b], generator, counters
+                )
 
 
-def _rank1_stochastic(weights, params, model, x_sign, d_sign, px, pd, bl, generator, counters) -> None:
+def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sparse, generator, counters) -> None:
     """One rank-1 pulse update: draw the trains, count coincidences, step the devices that fired.
 
     Args:
-        x_sign, d_sign: signs of ``x`` (shape ``(in,)``) and ``δ`` (``(out,)``) as floats.
         px, pd: firing probabilities of the row lines ``(in,)`` and column lines ``(out,)``.
+        x_sign, d_neg_sign: ``sign(x)`` and ``-sign(δ)``.
         bl: pulse-train length.
+        sparse: most inputs are zero; update only the block of rows that fired.
 
-    Only cross-points whose row line and column line both fired can change, so the coincidence
-    counts and the device response are computed on that sub-block alone (the result is the
-    same as on the whole array). Lines with probability 0 (zero inputs, e.g. MNIST background
-    pixels) cannot fire and draw no random numbers. During training the errors are small, few
-    column lines fire, and the block is a small part of the array.
+    Only outputs whose column line fired at least once can change, so the coincidence counts
+    and the device response are computed on those weight rows alone (and, for sparse inputs,
+    on the fired inputs alone); the result is the same as on the whole array. Column trains are
+    drawn first: when none fires (small errors, common late in training) nothing else is drawn.
+    Trains are laid out (lines, slots) so that selecting lines copies contiguous memory.
     """
-    device = px.device
-    col_trains = torch.rand((bl, pd.shape[0]), generator=generator, device=device) < pd
-    cols = col_trains.any(dim=0).nonzero().squeeze(1)
     counters.rank1_updates += 1
+    device = px.device
+    col_fire = torch.rand((pd.shape[0], bl), generator=generator, device=device) < pd.unsqueeze(1)
+    cols = col_fire.any(dim=1).nonzero().squeeze(1)
     if cols.numel() == 0:
         return
-    n_in = px.shape[0]
-    live = px.nonzero().squeeze(1)
-    sparse_rows = live.numel() < n_in // 2
-    if sparse_rows:
-        row_trains = torch.rand((bl, live.numel()), generator=generator, device=device) < px.index_select(0, live)
-        fired = row_trains.any(dim=0).nonzero().squeeze(1)
-        rows = live.index_select(0, fired)
-        row_trains = row_trains.index_select(1, fired)
-    else:
-        row_trains = torch.rand((bl, n_in), generator=generator, device=device) < px
-        rows = None
     dtype = weights.dtype
-    # Signed coincidence counts: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
-    col_signed = col_trains.index_select(1, cols).to(dtype) * -d_sign.index_select(0, cols)
-    row_signed = row_trains.to(dtype) * (x_sign if rows is None else x_sign.index_select(0, rows))
-    counts = col_signed.t() @ row_signed  # (n_cols, n_rows)
-    if rows is None:
-        # Whole weight rows of the fired outputs.
-        new = model.apply_signed_pulses(weights.index_select(0, cols), counts, params.index_select(1, cols), generator, counters)
+    row_fire = torch.rand((px.shape[0], bl), generator=generator, device=device) < px.unsqueeze(1)
+    col_trains = col_fire.index_select(0, cols).to(dtype).mul_(d_neg_sign.index_select(0, cols).unsqueeze(1))
+    if not sparse:
+        row_trains = row_fire.to(dtype).mul_(x_sign.unsqueeze(1))
+        counts = col_trains @ row_trains.t()  # (n_cols, in) signed coincidences
+        planes = model.gather(params, lambda plane: plane.index_select(0, cols))
+        new = model.apply_signed_pulses(weights.index_select(0, cols), counts, planes, generator, counters)
         weights.index_copy_(0, cols, new)
         return
-    # Sparse inputs: gather just the block through flat indices, one small copy.
-    flat = (cols.unsqueeze(1) * n_in + rows.unsqueeze(0)).view(-1)
+    rows = row_fire.any(dim=1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    row_trains = row_fire.index_select(0, rows).to(dtype).mul_(x_sign.index_select(0, rows).unsqueeze(1))
+    counts = col_trains @ row_trains.t()  # (n_cols, n_rows)
+    # Gather the block through flat indices: one small copy of weights and parameters.
+    flat = (cols * px.shape[0]).unsqueeze(1).add(rows).view(-1)
     w_flat = weights.view(-1)
-    block = model.apply_signed_pulses(
-        w_flat.index_select(0, flat).view(counts.shape),
-        counts,
-        params.view(params.shape[0], -1).index_select(1, flat).view(params.shape[0], *counts.shape),
-        generator,
-        counters,
-    )
+    planes = model.gather(params, lambda plane: plane.view(-1).index_select(0, flat).view(counts.shape))
+    block = model.apply_signed_pulses(w_flat.index_select(0, flat).view(counts.shape), counts, planes, generator, counters)
     w_flat.index_copy_(0, flat, block.view(-1))
 
 
