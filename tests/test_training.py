@@ -128,3 +128,24 @@ def test_mnist_subset_run_through_the_cli(tmp_path, shared_datasets):
     saved = json.loads((tmp_path / "m" / "results.json").read_text())
     assert saved["dataset"] == {"name": "mnist", "source": saved["dataset"]["source"], "train": 500, "test": 10000}
     assert saved["epochs"][0]["test_error"] < 0.9  # learned something from 500 samples
+
+
+def test_cli_tile_config_file_replaces_the_preset(tmp_path):
+    from insitu.presets import get_preset
+
+    custom = get_preset("gokmen-vlasov-2016")
+    custom = custom.replace(update=custom.update.replace(bl=31))
+    path = tmp_path / "tile.yaml"
+    custom.to_yaml(path)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(
+        main, ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--subset", "50",
+               "--tile-config", str(path), "--out", str(out), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["tile_config"]["update"]["bl"] == 31
+    path.write_text("device:\n  type: ConstantStepDevice\n  dw_min: -1\n")
+    result = runner.invoke(main, ["train", "--tile-config", str(path), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "dw_min" in result.output

@@ -43,6 +43,7 @@ def main() -> None:
 @click.option("--lr-gamma", default=0.5, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
+@click.option("--tile-config", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML/JSON TileConfig replacing the preset's (start from `insitu presets NAME > file.yaml`).")
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "batched"]), help="Override the preset's update mode.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
@@ -61,6 +62,11 @@ def train(**opts) -> None:
             raise click.BadParameter("must be >= 1.", param_hint="--threads")
         torch.set_num_threads(opts["threads"])
     try:
+        tile = None
+        if opts["tile_config"] is not None:
+            from .tile import TileConfig
+
+            tile = TileConfig.from_file(opts["tile_config"])
         config = TrainConfig(
             preset=opts["preset"],
             dataset=opts["dataset"],
@@ -76,6 +82,7 @@ def train(**opts) -> None:
             subset=opts["subset"],
             update_mode=opts["update_mode"],
             bias_on_array=not opts["digital_bias"],
+            tile=tile,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -58,6 +58,8 @@ class TrainConfig(Config):
         bias_on_array: analog layers keep their bias as an array column.
         eval_batch_size: test vectors per forward call (only speed; every vector is still one
             analog product with its own noise).
+        tile: a full tile config that replaces the preset's (e.g. from ``--tile-config FILE``);
+            ``preset`` then only names the starting point.
     """
 
     preset: str = "gokmen-vlasov-2016"
@@ -75,6 +77,7 @@ class TrainConfig(Config):
     update_mode: str | None = None
     bias_on_array: bool = True
     eval_batch_size: int = 1000
+    tile: TileConfig | None = None
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
@@ -96,11 +99,13 @@ class TrainConfig(Config):
             self._fail("subset", "must be a positive number of samples, or None for the whole set.")
         if self.update_mode is not None:
             self._check_choice("update_mode", ("sequential", "batched"))
+        if self.tile is not None and not isinstance(self.tile, TileConfig):
+            self._fail("tile", "must be a TileConfig (or None to use the preset).")
 
     def tile_config(self) -> TileConfig:
         from .presets import get_preset
 
-        config = get_preset(self.preset)
+        config = self.tile if self.tile is not None else get_preset(self.preset)
         if self.update_mode is not None:
             config = config.replace(update=config.update.replace(mode=self.update_mode))
         return config
