@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from insitu.cli import main
 from insitu.config import ConfigError
-from insitu.data import Dataset, load_dataset
+from insitu.data import load_dataset
 from insitu.training import TrainConfig, TrainingDiverged, run_training
 
 
