@@ -149,3 +149,16 @@ def test_cli_tile_config_file_replaces_the_preset(tmp_path):
     path.write_text("device:\n  type: ConstantStepDevice\n  dw_min: -1\n")
     result = runner.invoke(main, ["train", "--tile-config", str(path), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "dw_min" in result.output
+
+
+def test_cli_compare_plots_runs_and_prints_a_table(tmp_path, digits):
+    run_training(_config(epochs=1), tmp_path / "a", data=digits, progress=False, log=lambda s: None)
+    run_training(_config(epochs=1, seed=8), tmp_path / "b", data=digits, progress=False, log=lambda s: None)
+    runner = CliRunner()
+    out = tmp_path / "cmp.png"
+    result = runner.invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--label", "A", "--label", "B", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| A") or line.startswith("| B")]
+    assert len(rows) == 2 and out.read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(main, ["compare", str(tmp_path / "a"), "--label", "A", "--label", "B"])
+    assert result.exit_code == 2 and "one --label per run" in result.output

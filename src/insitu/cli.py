@@ -101,6 +101,39 @@ def train(**opts) -> None:
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--label", "labels", multiple=True, help="Legend label per run (default: folder name).")
+@click.option("--out", "out_path", default="comparison.png", show_default=True, help="PNG to write.")
+@click.option("--title", default="", help="Figure title.")
+def compare(runs, labels, out_path, title) -> None:
+    """Plot test error per epoch of several run folders and print a Markdown table."""
+    import json
+
+    from .training import plot_runs
+
+    if labels and len(labels) != len(runs):
+        raise click.UsageError(f"give one --label per run: {len(runs)} runs, {len(labels)} labels.")
+    loaded = []
+    for i, run in enumerate(runs):
+        results_path = Path(run) / "results.json"
+        if not results_path.exists():
+            raise click.UsageError(f"{run} has no results.json; is it a run folder of `insitu train`?")
+        loaded.append((labels[i] if labels else Path(run).name, json.loads(results_path.read_text())))
+    plot_runs(Path(out_path), loaded, title)
+    click.echo("| run | epochs | final test error | best test error | ms/sample |")
+    click.echo("| --- | ---: | ---: | ---: | ---: |")
+    for label, results in loaded:
+        epochs = results["epochs"]
+        if not epochs:
+            click.echo(f"| {label} | 0 | – | – | – |")
+            continue
+        best = min(e["test_error"] for e in epochs)
+        ms = 1e3 * sum(e["train_seconds"] for e in epochs) / sum(results["dataset"]["train"] for _ in epochs)
+        click.echo(f"| {label} | {len(epochs)} | {100 * epochs[-1]['test_error']:.2f}% | {100 * best:.2f}% | {ms:.3f} |")
+    click.echo(f"figure: {out_path}")
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]), show_default=True)
 def presets(name: str | None, fmt: str) -> None:

@@ -165,12 +165,43 @@ def plot_test_error(path: Path, results: dict) -> None:
     ax.plot(epochs, errors, marker="o", ms=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
-    ax.set_yscale("log")
+    _log_error_axis(ax)
     cfg = results["config"]
     ax.set_title(f"{cfg['preset']} on {cfg['dataset']}, batch {cfg['batch_size']}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def _log_error_axis(ax) -> None:
+    """Log scale with plain-number tick labels (2, 3, 5 rather than 2×10⁰)."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_runs(path: Path, runs: list[tuple[str, dict]], title: str = "") -> None:
+    """PNG comparing test error (%) per epoch of several runs, given as ``(label, results)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, results in runs:
+        epochs = [e["epoch"] for e in results["epochs"]]
+        ax.plot(epochs, [100 * e["test_error"] for e in results["epochs"]], marker="o", ms=2.5, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    _log_error_axis(ax)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
