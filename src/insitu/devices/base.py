@@ -185,17 +185,17 @@ class DeviceModel:
         half_signed: torch.Tensor,
         params: torch.Tensor,
         generator: torch.Generator | None,
+        count_variance: torch.Tensor | float = 1.0,
     ) -> torch.Tensor:
         """Approximate response to many up and down pulses whose order is not simulated.
 
-        Used by the batched update. With ``T`` the expected number of coincidences of a device
-        over the batch and ``S`` = (expected depressing) - (expected potentiating) ones, the
-        arguments are ``T / 2`` and ``S / 2``, so ``n_up = T/2 - S/2`` and ``n_down = T/2 + S/2``.
-        Steps are evaluated at the present weight; the coincidence counts are taken as Poisson
-        (variance = mean, which over-estimates the binomial variance by ``1 / (1 - p q)``, close
-        to 1 for the small probabilities of training) and the cycle-to-cycle noise adds
-        ``c2c² · step²`` per coincidence; the sum is drawn as one Gaussian and the bounds are
-        applied once.
+        Used by the batched update. With ``T`` the (conditional) expected number of coincidences
+        of a device over the batch and ``S`` = depressing minus potentiating ones, the arguments
+        are ``T / 2`` and ``S / 2``, so ``n_up = T/2 - S/2`` and ``n_down = T/2 + S/2``.
+        ``count_variance`` is the variance of the counts as a fraction of their mean (1 for
+        Poisson counts). Steps are evaluated at the present weight; the count noise and the
+        cycle-to-cycle noise (``c2c² · step²`` per coincidence) are drawn as one Gaussian, and
+        the bounds are applied once.
         """
         p = params
         step_up, step_down = p[DW_UP], p[DW_DOWN]
@@ -206,8 +206,9 @@ class DeviceModel:
         mean = torch.addcmul(half_total * (step_up - step_down), half_signed, step_up + step_down, value=-1)
         if generator is not None:
             up2, down2 = step_up.square(), step_down.square()
-            # var = (1 + c2c²)(step_up² n_up + step_down² n_down)
+            # var = (count_variance + c2c²)(step_up² n_up + step_down² n_down)
             var = torch.addcmul(half_total * (up2 + down2), half_signed, up2 - down2, value=-1).clamp_min_(0)
+            var = var * (count_variance + self.c2c * self.c2c)
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            mean = torch.addcmul(mean, noise, var.sqrt_(), value=math.sqrt(1 + self.c2c * self.c2c))
+            mean = torch.addcmul(mean, noise, var.sqrt_())
         return torch.clamp(weights + mean, p[W_MIN], p[W_MAX])

@@ -227,7 +227,7 @@ class _AnalogConvNd(nn.Module):
                 tile._link_parameter()
             outputs.append(_AnalogMatMul.apply(p, tile.weight, tile))
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # (N·L, M)
-        y = y.reshape(n, -1, self.out_channels).transpose(1, 2).reshape(n, self.out_channels, *out_size)
+        y = y.reshape(n, math.prod(out_size), self.out_channels).transpose(1, 2).reshape(n, self.out_channels, *out_size)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y

@@ -10,7 +10,7 @@ with the present analog weights, e.g. to evaluate or export a model trained on a
 from __future__ import annotations
 
 import copy
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .linear import AnalogLinear
 
 __all__ = ["convert_to_analog", "convert_to_digital"]
 
-ConfigChoice = Union[TileConfig, Callable[[str, nn.Module], Union[TileConfig, None]]]
+ConfigChoice = TileConfig | Callable[[str, nn.Module], TileConfig | None]
 
 _TO_ANALOG = {nn.Linear: AnalogLinear, nn.Conv1d: AnalogConv1d, nn.Conv2d: AnalogConv2d}
 
@@ -30,7 +30,10 @@ _TO_ANALOG = {nn.Linear: AnalogLinear, nn.Conv1d: AnalogConv1d, nn.Conv2d: Analo
 def _analog_layer(layer: nn.Module, config: TileConfig, bias_on_array: bool, name: str) -> nn.Module:
     weight = layer.weight.detach()
     has_bias = layer.bias is not None
-    common = dict(bias=has_bias, config=config, bias_on_array=bias_on_array, device=weight.device, dtype=weight.dtype)
+    common = {
+        "bias": has_bias, "config": config, "bias_on_array": bias_on_array,
+        "device": weight.device, "dtype": weight.dtype,
+    }
     if isinstance(layer, nn.Linear):
         new = AnalogLinear(layer.in_features, layer.out_features, **common)
     else:
@@ -50,7 +53,7 @@ def _analog_layer(layer: nn.Module, config: TileConfig, bias_on_array: bool, nam
 
 def _digital_layer(layer: nn.Module) -> nn.Module:
     weight, bias = layer.get_weights()
-    kind = dict(device=weight.device, dtype=weight.dtype)
+    kind = {"device": weight.device, "dtype": weight.dtype}
     if isinstance(layer, AnalogLinear):
         new = nn.Linear(layer.in_features, layer.out_features, bias=bias is not None, **kind)
     else:

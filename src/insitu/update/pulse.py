@@ -42,10 +42,10 @@ class PulseUpdateConfig(Config):
         dynamic_bl: shorten the pulse train for small updates (``BL = ceil(lr max|x| max|δ| / dw_min)``).
         mode: ``"sequential"``: a batch of B samples is B rank-1 pulse updates one after another,
             as the array performs them (the reference). ``"batched"``: one vectorised update per
-            batch; each device's numbers of up and down coincidences are replaced by their exact
-            means over the batch (Poisson variance) and applied as one Gaussian step at the
-            present weight (fast; its difference from the sequential update is measured in
-            ``docs/update-modes.md``).
+            batch: the pulse counts of the column lines are drawn exactly, the coincidences given
+            them as one Gaussian per device, applied at the present weight (fast; see
+            :func:`_batched` for the approximations and ``docs/update-modes.md`` for the measured
+            difference from the sequential update).
     """
 
     polymorphic = True
@@ -269,18 +269,53 @@ def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
         counters.add_coincidences(n_up.sum() + n_down.sum())
 
 
+def binomial(trials, p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Exact ``Binomial(trials, p)`` draws, vectorised, by inverting the CDF.
+
+    ``trials`` is an int or a tensor broadcastable to ``p``. Costs a few elementwise operations
+    per possible count and stops at the largest count drawn, so it is fast when ``trials · p``
+    is small, as for the pulse trains of error signals (``torch.binomial`` is ~10x slower here).
+    """
+    u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    n_max = int(trials.max()) if torch.is_tensor(trials) else int(trials)
+    q = 1 - p
+    ratio = p / q.clamp_min(1e-12)
+    pmf = q**trials  # P(k = 0)
+    cdf = pmf.clone()
+    k = torch.zeros_like(p)
+    for j in range(n_max):
+        above = u > cdf
+        if not bool(above.any()):
+            break
+        k += above
+        # P(k = j + 1) = P(k = j) (n - j) / (j + 1) · p / q
+        pmf = pmf * ratio * ((trials - j) / (j + 1) if not torch.is_tensor(trials) else ((trials - j).clamp_min(0) / (j + 1)))
+        cdf = cdf + pmf
+    return k
+
+
 def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
     """Vectorised batch update (see :class:`PulseUpdateConfig`, ``mode="batched"``).
 
-    Coincidences of different samples are independent, so each device's expected numbers of
-    potentiating and depressing coincidences over the batch are exact sums; two matrix products
-    give them: ``T = Σ_b BL q_b p_bᵀ`` (all) and ``S = Σ_b BL (sign δ_b q_b)(sign x_b p_b)ᵀ``
-    (depressing minus potentiating). :meth:`DeviceModel.apply_mixed` turns them into one
-    Gaussian step per device; its docstring lists the approximations.
+    The coincidences of a device are ``c_ji = Σ_b Σ_n A_bi^n B_bj^n`` (row trains ``A``, column
+    trains ``B``). Devices on one column line share its train, so their counts are correlated;
+    with inputs near full scale (``p ≈ 1``) a whole row of weights moves by the same count. To
+    keep that, the number of pulses ``k_bj`` each column line fires in each sample is drawn
+    exactly (binomial); given ``k``, the counts of different devices are independent, with mean
+    ``Σ_b k_bj p_bi`` and variance ``Σ_b k_bj p_bi (1 - p_bi)``, three matrix products. The
+    correlation through shared *row* trains (important only when error probabilities approach
+    1) is dropped, and :meth:`DeviceModel.apply_mixed` applies the rest as one Gaussian step.
     """
-    pd_bl = pd * (bl.to(pd.dtype) if torch.is_tensor(bl) else float(bl))
-    half_total = torch.mm(pd_bl.t(), px).mul_(0.5)
-    half_signed = torch.mm((pd_bl * d.sign()).t(), px * x.sign()).mul_(0.5)
-    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator))
+    trials = bl if not torch.is_tensor(bl) else bl.to(pd.dtype)
+    k = binomial(trials, pd, generator)  # (batch, out) pulses fired by each column line
+    k_signed = k * d.sign()  # depressing where sign(δ) = sign(x)
+    x_signed = px * x.sign()
+    half_total = torch.mm(k.t(), px).mul_(0.5)
+    half_signed = torch.mm(k_signed.t(), x_signed).mul_(0.5)
+    residual = torch.mm(k.t(), px * (1 - px))
+    # Fraction of the count's mean that is its residual variance (1 for Poisson-like counts,
+    # 0 when every row line fires in every slot).
+    fraction = residual.div_((2 * half_total).clamp_min(1e-30))
+    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, fraction))
     counters.rank1_updates += x.shape[0]
     counters.add_coincidences(2 * half_total.sum())
