@@ -162,3 +162,22 @@ def test_cli_compare_plots_runs_and_prints_a_table(tmp_path, digits):
     assert len(rows) == 2 and out.read_bytes()[:4] == b"\x89PNG"
     result = runner.invoke(main, ["compare", str(tmp_path / "a"), "--label", "A", "--label", "B"])
     assert result.exit_code == 2 and "one --label per run" in result.output
+
+
+def test_cnn_2017_model_shapes_and_a_short_run(tmp_path, shared_datasets):
+    from insitu.models import cnn_2017
+    from insitu.nn import AnalogConv2d
+
+    analog = cnn_2017(config=TrainConfig().tile_config())
+    assert sum(isinstance(m, AnalogConv2d) for m in analog.modules()) == 2
+    assert analog(torch.rand(3, 784)).shape == (3, 10)
+    with pytest.raises(ValueError, match="at least 16"):
+        cnn_2017((1, 8, 8))
+    result = CliRunner().invoke(
+        main,
+        ["train", "--model", "cnn-2017", "--activation", "tanh", "--dataset", "mnist", "--data-dir", str(shared_datasets),
+         "--subset", "20", "--epochs", "1", "--update-mode", "batched", "--out", str(tmp_path / "cnn"), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cnn" / "results.json").read_text())
+    assert saved["counters"]["1.tiles.0"]["rank1_updates"] == 20 * 24 * 24  # one per patch, as mapped in the paper

@@ -33,7 +33,7 @@ def main() -> None:
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or digits.")
 @click.option("--data-dir", default=None, help="Folder holding the dataset (else INSITU_DATA, the user cache, /usr/share/datasets).")
 @click.option("--download", is_flag=True, help="Download the dataset into the user cache if it is not found.")
-@click.option("--model", default="mlp", show_default=True, help="Network: mlp.")
+@click.option("--model", default="mlp", show_default=True, help="Network: mlp or cnn-2017 (Gokmen, Onen & Haensch 2017; with --activation tanh).")
 @click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Hidden layer widths.")
 @click.option("--activation", default="sigmoid", show_default=True, help="sigmoid, tanh or relu.")
 @click.option("--epochs", default=30, show_default=True, type=int)

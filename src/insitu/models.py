@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from .nn import AnalogLinear
+from .nn import AnalogConv2d, AnalogLinear
 from .tile import TileConfig
 
-__all__ = ["mlp", "ACTIVATIONS"]
+__all__ = ["mlp", "cnn_2017", "MODELS", "ACTIVATIONS"]
+
+#: Named networks accepted by ``insitu train --model``.
+MODELS = ("mlp", "cnn-2017")
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -40,3 +43,48 @@ def mlp(
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def cnn_2017(
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+    activation: str = "tanh",
+    config: TileConfig | None = None,
+    bias_on_array: bool = True,
+) -> nn.Sequential:
+    """The CNN of Gokmen, Onen & Haensch 2017 (Front. Neurosci. 11:538).
+
+    conv 5×5, 16 maps -> max-pool 2 -> conv 5×5, 32 maps -> max-pool 2 -> fully connected
+    512 -> 128 -> ``num_classes``, ``tanh`` after every layer but the last (for 28×28 inputs the
+    flattened size is 32·4·4 = 512). The input is ``(N, C·H·W)`` flattened, as the datasets
+    provide it, or ``(N, C, H, W)``. ``config=None`` builds plain torch layers.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation '{activation}'; choose one of {sorted(ACTIVATIONS)}.")
+    channels, height, width = image_shape
+    if min(height, width) < 16:
+        raise ValueError(
+            f"cnn-2017 needs images of at least 16×16 pixels (two 5×5 convolutions and two 2×2 poolings); "
+            f"got {height}×{width}. Use --model mlp for small images such as digits."
+        )
+    flat = 32 * ((((height - 4) // 2) - 4) // 2) * ((((width - 4) // 2) - 4) // 2)
+
+    def conv(c_in, c_out):
+        if config is None:
+            return nn.Conv2d(c_in, c_out, 5)
+        return AnalogConv2d(c_in, c_out, 5, config=config, bias_on_array=bias_on_array)
+
+    def linear(n_in, n_out):
+        if config is None:
+            return nn.Linear(n_in, n_out)
+        return AnalogLinear(n_in, n_out, config=config, bias_on_array=bias_on_array)
+
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Unflatten(1, image_shape),
+        conv(channels, 16), act(), nn.MaxPool2d(2),
+        conv(16, 32), act(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        linear(flat, 128), act(),
+        linear(128, num_classes),
+    )

@@ -44,8 +44,9 @@ class TrainConfig(Config):
     Attributes:
         preset: name of the tile preset (see ``insitu presets``).
         dataset: ``mnist``, ``fashion-mnist`` or ``digits``.
-        model: ``mlp`` (fully connected).
-        hidden: widths of the hidden layers.
+        model: ``mlp`` (fully connected, widths ``hidden``) or ``cnn-2017`` (the CNN of Gokmen,
+            Onen & Haensch 2017; use ``activation="tanh"`` as the paper does).
+        hidden: widths of the hidden layers of the ``mlp``.
         activation: hidden non-linearity.
         epochs: number of passes over the training set.
         batch_size: samples per update (1 in the 2016 paper).
@@ -84,7 +85,9 @@ class TrainConfig(Config):
         from .presets import PRESETS
 
         self._check_choice("preset", PRESETS)
-        self._check_choice("model", ("mlp",))
+        from .models import MODELS
+
+        self._check_choice("model", MODELS)
         self._check_choice("activation", ACTIVATIONS)
         for field in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, field)
@@ -111,11 +114,13 @@ class TrainConfig(Config):
         return config
 
 
-def build_model(config: TrainConfig, input_dim: int, num_classes: int) -> nn.Module:
-    """The network of ``config`` for inputs of ``input_dim`` features and ``num_classes`` outputs."""
-    from .models import mlp
+def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The network of ``config`` for images of ``image_shape`` and ``num_classes`` outputs."""
+    from .models import cnn_2017, mlp
 
-    sizes = (input_dim, *config.hidden, num_classes)
+    if config.model == "cnn-2017":
+        return cnn_2017(image_shape, num_classes, config.activation, config.tile_config(), config.bias_on_array)
+    sizes = (math.prod(image_shape), *config.hidden, num_classes)
     return mlp(sizes, config.activation, config.tile_config(), bias_on_array=config.bias_on_array)
 
 
@@ -249,7 +254,7 @@ def run_training(
         data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
     train_x, train_y = data.train_x, data.train_y
     torch.manual_seed(config.seed)
-    model = build_model(config, train_x.shape[1], data.num_classes)
+    model = build_model(config, data.image_shape, data.num_classes)
     optimizer = AnalogSGD(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
     order_generator = torch.Generator().manual_seed(config.seed)
