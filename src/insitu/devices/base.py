@@ -20,7 +20,6 @@ coincidences in one update costs the same as one receiving a single one.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import torch
