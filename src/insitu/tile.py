@@ -43,18 +43,33 @@ class TileConfig(Config):
         forward: IO non-idealities of the forward pass ``y = W x``.
         backward: IO non-idealities of the backward pass ``z = Wᵀ δ``.
         update: how updates are turned into pulses.
+        devices_per_weight: devices in each unit cell (``#d`` of Gokmen, Onen & Haensch 2017).
+            All devices of a cell receive the same pulses in parallel; each has its own
+            device-to-device parameters and cycle-to-cycle noise, so both variations shrink as
+            ``1/sqrt(#d)`` in the weight.
+        cell_readout: ``"mean"`` (the weight is the devices' average; same weight range) or
+            ``"sum"`` (their sum: ``#d`` times the range, and the pulse probabilities are scaled
+            so that the expected update stays ``lr δ xᵀ``).
     """
 
     device: DeviceConfig = dataclasses.field(default_factory=ConstantStepDevice)
     forward: IOConfig = dataclasses.field(default_factory=IOConfig)
     backward: IOConfig = dataclasses.field(default_factory=IOConfig)
     update: PulseUpdateConfig = dataclasses.field(default_factory=PulseUpdateConfig)
+    devices_per_weight: int = 1
+    cell_readout: str = "mean"
 
     def validate(self) -> None:
         expected = {"device": DeviceConfig, "forward": IOConfig, "backward": IOConfig, "update": PulseUpdateConfig}
         for field, kind in expected.items():
             if not isinstance(getattr(self, field), kind):
                 self._fail(field, f"must be a {kind.__name__}, got {type(getattr(self, field)).__name__}.")
+        n = self.devices_per_weight
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            self._fail("devices_per_weight", "must be an integer >= 1 (the number of devices in each unit cell).")
+        if n > 1 and self.device.is_ideal:
+            self._fail("devices_per_weight", "must be 1 for an IdealDevice (exact weights need no averaging).")
+        self._check_choice("cell_readout", ("mean", "sum"))
 
 
 class AnalogTile(nn.Module):
@@ -97,8 +112,11 @@ class AnalogTile(nn.Module):
         self.seed = int(seed)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.seed)
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features, device=device, dtype=dtype))
-        params = config.device.draw_parameters((out_features, in_features), self.generator, device, dtype)
+        # A unit cell of several devices adds a trailing axis: (out, in, devices_per_weight).
+        cell = (config.devices_per_weight,) if config.devices_per_weight > 1 else ()
+        shape = (out_features, in_features, *cell)
+        self.weight = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+        params = config.device.draw_parameters(shape, self.generator, device, dtype)
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
@@ -113,27 +131,42 @@ class AnalogTile(nn.Module):
     # -- weights ------------------------------------------------------------------------------
     @torch.no_grad()
     def set_weights(self, weights: torch.Tensor) -> None:
-        """Program target weights, clipped to each device's bounds. Shape ``(out, in)``."""
-        if weights.shape != self.weight.shape:
+        """Program target weights, clipped to each device's bounds. Shape ``(out, in)``.
+
+        In a multi-device cell every device is programmed to the target (``mean`` readout) or
+        to ``target / #d`` (``sum`` readout).
+        """
+        if tuple(weights.shape) != (self.out_features, self.in_features):
             raise ValueError(
-                f"set_weights: expected shape {tuple(self.weight.shape)} (out_features, in_features), "
+                f"set_weights: expected shape ({self.out_features}, {self.in_features}) (out_features, in_features), "
                 f"got {tuple(weights.shape)}."
             )
-        clipped = self.device_model.clip(weights.to(self.weight), self.device_params)
-        self.weight.copy_(clipped)
+        target = weights.to(self.weight)
+        if self.weight.dim() == 3:
+            if self.config.cell_readout == "sum":
+                target = target / self.config.devices_per_weight
+            target = target.unsqueeze(-1).expand_as(self.weight)
+        self.weight.copy_(self.device_model.clip(target, self.device_params))
+
+    def effective_weights(self) -> torch.Tensor:
+        """The weights the array computes with, shape ``(out, in)`` (a cell's mean or sum)."""
+        w = self.weight.detach()
+        if w.dim() == 3:
+            return w.mean(-1) if self.config.cell_readout == "mean" else w.sum(-1)
+        return w
 
     def get_weights(self) -> torch.Tensor:
         """A copy of the present weights, shape ``(out, in)``."""
-        return self.weight.detach().clone()
+        return self.effective_weights().clone()
 
     # -- the three cycles ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Analog forward pass ``y = W x`` for each row of ``x`` ``(batch, in)`` -> ``(batch, out)``."""
-        return analog_mvm(x, self.weight.detach().t(), self.config.forward, self.generator)
+        return analog_mvm(x, self.effective_weights().t(), self.config.forward, self.generator)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Analog backward pass ``z = Wᵀ δ`` for each row of ``d`` ``(batch, out)`` -> ``(batch, in)``."""
-        return analog_mvm(d, self.weight.detach(), self.config.backward, self.generator)
+        return analog_mvm(d, self.effective_weights(), self.config.backward, self.generator)
 
     def stash(self, x: torch.Tensor, d: torch.Tensor) -> None:
         """Keep ``x`` ``(batch, in)`` and ``δ`` ``(batch, out)`` for the next :meth:`update`."""
@@ -161,9 +194,13 @@ class AnalogTile(nn.Module):
             exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[0]
             return
+        # With a summed cell every coincidence moves the weight by #d steps: scale the pulses.
+        step = self.config.device.dw_min
+        if self.config.cell_readout == "sum":
+            step *= self.config.devices_per_weight
         pulsed_update(
             self.weight, self.device_params, self.device_model, x, d, lr,
-            self.config.device.dw_min, self.config.update, self.generator, self.counters,
+            step, self.config.update, self.generator, self.counters,
         )
 
     def discard_pending(self) -> None:

@@ -158,8 +158,9 @@ def pulsed_update(
     """Apply ``ΔW ≈ -lr Σ_b δ_b x_bᵀ`` to ``weights`` in place through device pulses.
 
     Args:
-        weights: the array, shape ``(out, in)``.
-        params: per-device parameters, shape ``(6, out, in)``.
+        weights: the array, shape ``(out, in)``, or ``(out, in, n)`` for unit cells of ``n``
+            devices per weight (every device of a cell receives the same pulses).
+        params: per-device parameters, shape ``(6, *weights.shape)``.
         model: the device response.
         x: inputs, shape ``(batch, in)``.
         d: errors ``δ = ∂loss/∂y``, shape ``(batch, out)``.
@@ -224,7 +225,7 @@ def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sp
     col_trains = col_fire.index_select(0, cols).to(dtype).mul_(d_neg_sign.index_select(0, cols).unsqueeze(1))
     if not sparse:
         row_trains = row_fire.to(dtype).mul_(x_sign.unsqueeze(1))
-        counts = col_trains @ row_trains.t()  # (n_cols, in) signed coincidences
+        counts = _per_device(col_trains @ row_trains.t(), weights)  # (n_cols, in) signed coincidences
         planes = model.gather(params, lambda plane: plane.index_select(0, cols))
         new = model.apply_signed_pulses(weights.index_select(0, cols), counts, planes, generator, counters)
         weights.index_copy_(0, cols, new)
@@ -233,13 +234,23 @@ def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sp
     if rows.numel() == 0:
         return
     row_trains = row_fire.index_select(0, rows).to(dtype).mul_(x_sign.index_select(0, rows).unsqueeze(1))
-    counts = col_trains @ row_trains.t()  # (n_cols, n_rows)
+    counts = _per_device(col_trains @ row_trains.t(), weights)  # (n_cols, n_rows)
     # Gather the block through flat indices: one small copy of weights and parameters.
     flat = (cols * px.shape[0]).unsqueeze(1).add(rows).view(-1)
-    w_flat = weights.view(-1)
-    planes = model.gather(params, lambda plane: plane.view(-1).index_select(0, flat).view(counts.shape))
-    block = model.apply_signed_pulses(w_flat.index_select(0, flat).view(counts.shape), counts, planes, generator, counters)
-    w_flat.index_copy_(0, flat, block.view(-1))
+    cell = weights.shape[2:]  # () or (devices per weight,)
+    block_shape = (cols.numel(), rows.numel(), *cell)
+
+    def select(plane):
+        return plane.reshape(-1, *cell).index_select(0, flat).view(block_shape)
+
+    planes = model.gather(params, select)
+    block = model.apply_signed_pulses(select(weights), counts, planes, generator, counters)
+    weights.view(-1, *cell).index_copy_(0, flat, block.view(-1, *cell))
+
+
+def _per_device(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Broadcast per-cross-point ``values`` ``(out, in)`` over the devices of multi-device cells."""
+    return values.unsqueeze(-1) if weights.dim() == 3 else values
 
 
 def _signed_counts(x, d, px, pd, bl):
@@ -263,8 +274,8 @@ def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
     for b in range(x.shape[0]):
         blen = bl[b] if torch.is_tensor(bl) else bl
         n_up, n_down = _signed_counts(x[b : b + 1], d[b : b + 1], px[b : b + 1], pd[b : b + 1], blen)
-        up = n_up > 0
-        weights.copy_(model.apply_pulses(weights, n_up + n_down, up, params, None))
+        up = _per_device(n_up > 0, weights)
+        weights.copy_(model.apply_pulses(weights, _per_device(n_up + n_down, weights), up, params, None))
         counters.rank1_updates += 1
         counters.add_coincidences(n_up.sum() + n_down.sum())
 
@@ -316,6 +327,7 @@ def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> N
     # Fraction of the count's mean that is its residual variance (1 for Poisson-like counts,
     # 0 when every row line fires in every slot).
     fraction = residual.div_((2 * half_total).clamp_min(1e-30))
+    half_total, half_signed, fraction = (_per_device(t, weights) for t in (half_total, half_signed, fraction))
     weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, fraction))
     counters.rank1_updates += x.shape[0]
     counters.add_coincidences(2 * half_total.sum())
