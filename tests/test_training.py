@@ -176,8 +176,12 @@ def test_cnn_2017_model_shapes_and_a_short_run(tmp_path, shared_datasets):
     result = CliRunner().invoke(
         main,
         ["train", "--model", "cnn-2017", "--activation", "tanh", "--dataset", "mnist", "--data-dir", str(shared_datasets),
-         "--subset", "20", "--epochs", "1", "--update-mode", "batched", "--out", str(tmp_path / "cnn"), "--no-progress"],
+         "--subset", "20", "--epochs", "1", "--update-mode", "batched", "--conv-preset", "gokmen-2017-cnn-nm-bm-um-4d",
+         "--out", str(tmp_path / "cnn"), "--no-progress"],
     )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "cnn" / "results.json").read_text())
     assert saved["counters"]["1.tiles.0"]["rank1_updates"] == 20 * 24 * 24  # one per patch, as mapped in the paper
+    assert saved["conv_tile_config"]["devices_per_weight"] == 4 and saved["tile_config"]["devices_per_weight"] == 1
+    with pytest.raises(ConfigError, match="cnn-2017 only"):
+        TrainConfig(conv_preset="gokmen-2017-cnn-nm-bm")

@@ -30,6 +30,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--preset", default="gokmen-vlasov-2016", show_default=True, help="Tile preset (see `insitu presets`).")
+@click.option("--conv-preset", default=None, help="Preset of the convolutional layers of --model cnn-2017 (default: --preset).")
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or digits.")
 @click.option("--data-dir", default=None, help="Folder holding the dataset (else INSITU_DATA, the user cache, /usr/share/datasets).")
 @click.option("--download", is_flag=True, help="Download the dataset into the user cache if it is not found.")
@@ -69,6 +70,7 @@ def train(**opts) -> None:
             tile = TileConfig.from_file(opts["tile_config"])
         config = TrainConfig(
             preset=opts["preset"],
+            conv_preset=opts["conv_preset"],
             dataset=opts["dataset"],
             model=opts["model"],
             hidden=opts["hidden"],
@@ -143,7 +145,7 @@ def presets(name: str | None, fmt: str) -> None:
     if name is None:
         for key in sorted(PRESETS):
             doc = (PRESETS[key].__doc__ or "").strip().splitlines()[0]
-            click.echo(f"{key:24s} {doc}")
+            click.echo(f"{key:30s} {doc}")
         return
     try:
         config = get_preset(name)

@@ -51,8 +51,12 @@ def cnn_2017(
     activation: str = "tanh",
     config: TileConfig | None = None,
     bias_on_array: bool = True,
+    conv_config: TileConfig | None = None,
 ) -> nn.Sequential:
     """The CNN of Gokmen, Onen & Haensch 2017 (Front. Neurosci. 11:538).
+
+    ``config`` is the tile config of every layer; ``conv_config``, when given, replaces it for
+    the two convolutional layers (the paper applies some techniques to those only).
 
     conv 5×5, 16 maps -> max-pool 2 -> conv 5×5, 32 maps -> max-pool 2 -> fully connected
     512 -> 128 -> ``num_classes``, ``tanh`` after every layer but the last (for 28×28 inputs the
@@ -70,9 +74,10 @@ def cnn_2017(
     flat = 32 * ((((height - 4) // 2) - 4) // 2) * ((((width - 4) // 2) - 4) // 2)
 
     def conv(c_in, c_out):
-        if config is None:
+        layer_config = conv_config if conv_config is not None else config
+        if layer_config is None:
             return nn.Conv2d(c_in, c_out, 5)
-        return AnalogConv2d(c_in, c_out, 5, config=config, bias_on_array=bias_on_array)
+        return AnalogConv2d(c_in, c_out, 5, config=layer_config, bias_on_array=bias_on_array)
 
     def linear(n_in, n_out):
         if config is None:

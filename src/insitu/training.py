@@ -61,6 +61,7 @@ class TrainConfig(Config):
             analog product with its own noise).
         tile: a full tile config that replaces the preset's (e.g. from ``--tile-config FILE``);
             ``preset`` then only names the starting point.
+        conv_preset: preset of the convolutional layers of ``cnn-2017`` (default: ``preset``).
     """
 
     preset: str = "gokmen-vlasov-2016"
@@ -79,6 +80,7 @@ class TrainConfig(Config):
     bias_on_array: bool = True
     eval_batch_size: int = 1000
     tile: TileConfig | None = None
+    conv_preset: str | None = None
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
@@ -102,13 +104,27 @@ class TrainConfig(Config):
             self._fail("subset", "must be a positive number of samples, or None for the whole set.")
         if self.update_mode is not None:
             self._check_choice("update_mode", ("sequential", "batched"))
+        if self.conv_preset is not None:
+            self._check_choice("conv_preset", PRESETS)
+            if self.model != "cnn-2017":
+                self._fail("conv_preset", "applies to the convolutional layers of --model cnn-2017 only.")
         if self.tile is not None and not isinstance(self.tile, TileConfig):
             self._fail("tile", "must be a TileConfig (or None to use the preset).")
 
     def tile_config(self) -> TileConfig:
         from .presets import get_preset
 
-        config = self.tile if self.tile is not None else get_preset(self.preset)
+        return self._with_overrides(self.tile if self.tile is not None else get_preset(self.preset))
+
+    def conv_tile_config(self) -> TileConfig:
+        """The tile config of convolutional layers (``conv_preset``, else the common one)."""
+        from .presets import get_preset
+
+        if self.conv_preset is None:
+            return self.tile_config()
+        return self._with_overrides(get_preset(self.conv_preset))
+
+    def _with_overrides(self, config: TileConfig) -> TileConfig:
         if self.update_mode is not None:
             config = config.replace(update=config.update.replace(mode=self.update_mode))
         return config
@@ -119,7 +135,10 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
     from .models import cnn_2017, mlp
 
     if config.model == "cnn-2017":
-        return cnn_2017(image_shape, num_classes, config.activation, config.tile_config(), config.bias_on_array)
+        return cnn_2017(
+            image_shape, num_classes, config.activation, config.tile_config(), config.bias_on_array,
+            conv_config=config.conv_tile_config(),
+        )
     sizes = (math.prod(image_shape), *config.hidden, num_classes)
     return mlp(sizes, config.activation, config.tile_config(), bias_on_array=config.bias_on_array)
 
@@ -266,6 +285,7 @@ def run_training(
         "status": "running",
         "config": config.to_dict(),
         "tile_config": config.tile_config().to_dict(),
+        "conv_tile_config": config.conv_tile_config().to_dict() if config.model == "cnn-2017" else None,
         "dataset": {"name": data.name, "source": str(data.source), "train": int(train_x.shape[0]), "test": int(data.test_x.shape[0])},
         "epochs": [],
     }
