@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduces docs/reproductions/gokmen-vlasov-2016.md: the 784-256-128-10 sigmoid network on
+# MNIST at batch 1, lr 0.01 halved after epochs 10 and 20, 30 epochs, for the floating-point
+# network, the 2016 RPU, and the two ablations (RPU device with ideal IO, ideal device with the
+# RPU IO). Each run takes 10-45 minutes on one core; they are independent (run them in parallel
+# on a machine with more cores). Interrupted runs continue with the same command plus --resume.
+set -euo pipefail
+DATA=${DATA:-../shared/datasets}
+OUT=${OUT:-runs}
+common=(--dataset mnist --data-dir "$DATA" --epochs 30 --batch-size 1 --lr 0.01 --lr-milestones 10,20 --seed 0 --threads 1 --no-progress)
+insitu train --preset floating-point "${common[@]}" --out "$OUT/gv2016-fp"
+insitu train --preset gokmen-vlasov-2016 "${common[@]}" --out "$OUT/gv2016-rpu"
+insitu train --tile-config docs/reproductions/configs/gv2016-io-only.yaml "${common[@]}" --out "$OUT/gv2016-io-only"
+insitu train --tile-config docs/reproductions/configs/gv2016-device-only.yaml "${common[@]}" --out "$OUT/gv2016-device-only"
+insitu compare "$OUT/gv2016-fp" "$OUT/gv2016-rpu" "$OUT/gv2016-device-only" "$OUT/gv2016-io-only" \
+  --label "floating point" --label "RPU (2016 spec)" --label "RPU device, ideal IO" --label "ideal device, RPU IO" \
+  --title "784-256-128-10 sigmoid MLP, MNIST, batch 1" --out docs/reproductions/gokmen-vlasov-2016.png
