@@ -7,11 +7,14 @@
 set -euo pipefail
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs}
-common=(--dataset mnist --data-dir "$DATA" --epochs 30 --batch-size 1 --lr 0.01 --lr-milestones 10,20 --seed 0 --threads 1 --no-progress)
+common=(--dataset mnist --data-dir "$DATA" --epochs 30 --batch-size 1 --lr 0.01 --lr-milestones 10,20 --threads 1 --no-progress)
 insitu train --preset floating-point "${common[@]}" --out "$OUT/gv2016-fp"
 insitu train --preset gokmen-vlasov-2016 "${common[@]}" --out "$OUT/gv2016-rpu"
 insitu train --tile-config docs/reproductions/configs/gv2016-io-only.yaml "${common[@]}" --out "$OUT/gv2016-io-only"
 insitu train --tile-config docs/reproductions/configs/gv2016-device-only.yaml "${common[@]}" --out "$OUT/gv2016-device-only"
-insitu compare "$OUT/gv2016-fp" "$OUT/gv2016-rpu" "$OUT/gv2016-device-only" "$OUT/gv2016-io-only" \
+insitu train --preset gokmen-vlasov-2016 "${common[@]}" --seed 1 --out "$OUT/gv2016-rpu-s1"
+insitu train --preset gokmen-2017-cnn-nm-bm "${common[@]}" --out "$OUT/gv2016-rpu-nm-bm"
+insitu compare "$OUT/gv2016-fp" "$OUT/gv2016-rpu" "$OUT/gv2016-device-only" "$OUT/gv2016-io-only" "$OUT/gv2016-rpu-s1" "$OUT/gv2016-rpu-nm-bm" \
   --label "floating point" --label "RPU (2016 spec)" --label "RPU device, ideal IO" --label "ideal device, RPU IO" \
+  --label "RPU (2016 spec), seed 1" --label "RPU + noise/bound management" \
   --title "784-256-128-10 sigmoid MLP, MNIST, batch 1" --out docs/reproductions/gokmen-vlasov-2016.png
