@@ -2,8 +2,8 @@
 
 Prints one JSON object with training images per second at batch 1 and batch 8 (one CPU thread)
 for: the analog network with preset ``gokmen-2017-cnn-nm-bm-um`` in the ``sequential`` update
-mode (one rank-1 pulse update per image patch: 576 for the first convolution) and in the
-``batched`` mode, and the same network in plain PyTorch.
+mode (one rank-1 pulse update per image patch: 576 for the first convolution), the ``summed``
+and the ``batched`` modes, and the same network in plain PyTorch.
 
 Usage: ``python benchmarks/bench_cnn.py [--images 40] [--data-dir ../shared/datasets]``
 """
@@ -53,7 +53,7 @@ def main():
     x, y = data.train_x, data.train_y
     result = {"network": "cnn-2017 (conv5x5x16, pool2, conv5x5x32, pool2, 512-128-10, tanh)", "preset": args.preset, "threads": 1}
     for batch in (1, 8):
-        for mode in ("sequential", "batched"):
+        for mode in ("sequential", "summed", "batched"):
             config = get_preset(args.preset)
             config = config.replace(update=config.update.replace(mode=mode))
             torch.manual_seed(0)

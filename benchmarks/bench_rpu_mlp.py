@@ -6,8 +6,8 @@ Prints one JSON object:
   sequential update) at batch 1, on real MNIST samples, one CPU thread; the same for a plain
   PyTorch float network (``torch_batch1_ms_per_sample``);
 * ``batch64_ms_per_step``: one training step at batch 64 for the analog network in the
-  ``sequential`` (64 rank-1 pulse updates) and ``batched`` update modes, and a plain PyTorch
-  float step (``torch_batch64_ms_per_step``), with their ratios;
+  ``sequential`` (64 rank-1 pulse updates), ``summed`` and ``batched`` update modes, and a plain
+  PyTorch float step (``torch_batch64_ms_per_step``), with their ratios;
 * ``peak_rss_mb``: peak resident memory of the process.
 
 Usage: ``python benchmarks/bench_rpu_mlp.py [--samples 3000] [--data-dir ../shared/datasets]``.
@@ -80,7 +80,7 @@ def main() -> None:
         digital, torch.optim.SGD(digital.parameters(), lr=0.01), x, y, 1, args.samples, warmup
     )
 
-    for mode in ("sequential", "batched"):
+    for mode in ("sequential", "summed", "batched"):
         config = get_preset("gokmen-vlasov-2016")
         config = config.replace(update=config.update.replace(mode=mode))
         torch.manual_seed(0)
@@ -93,7 +93,7 @@ def main() -> None:
     result["torch_batch64_ms_per_step"] = 1e3 * _time_training(
         digital, torch.optim.SGD(digital.parameters(), lr=0.01), x, y, 64, args.steps64 * 4, 20
     )
-    for mode in ("sequential", "batched"):
+    for mode in ("sequential", "summed", "batched"):
         result[f"batch64_{mode}_over_torch"] = result[f"batch64_{mode}_ms_per_step"] / result["torch_batch64_ms_per_step"]
     result["batch1_over_torch"] = result["batch1_ms_per_sample"] / result["torch_batch1_ms_per_sample"]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -100,7 +100,7 @@ def repeated(tile, xs, ds, lr, reps):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["sequential", "batched"])
+@pytest.mark.parametrize("mode", ["sequential", "summed", "batched"])
 @pytest.mark.parametrize("inputs", ["dense", "sparse"])
 def test_stochastic_update_mean_is_minus_lr_delta_x(mode, inputs):
     """N copies of one sample in one batch: the mean ΔW per sample is -lr δ xᵀ."""
@@ -342,7 +342,7 @@ def test_sequential_and_batched_batches_agree_in_mean_and_variance():
     torch.testing.assert_close(mean, (-LR * ds.t() @ xs).double(), rtol=1e-5, atol=1e-12)
     reps = 1500
     variance = {}
-    for mode in ("sequential", "batched"):
+    for mode in ("sequential", "summed", "batched"):
         tile = make_tile(mode=mode, seed=4)
         dws = repeated(tile, xs, ds, LR, reps)
         assert tile.counters.rank1_updates == 4 * reps
@@ -353,6 +353,22 @@ def test_sequential_and_batched_batches_agree_in_mean_and_variance():
     for mode, v in variance.items():
         assert 0.8 < v / expected_var < 1.2, f"{mode}: variance {v:.3g}, binomial {expected_var:.3g}"
     assert 0.8 < variance["batched"] / variance["sequential"] < 1.2
+    assert 0.8 < variance["summed"] / variance["sequential"] < 1.2
+
+
+@pytest.mark.parametrize("mode", ["summed", "batched"])
+def test_vectorised_modes_keep_the_row_correlation_of_coincidences(mode):
+    """With inputs at full scale (px = 1) every device of a row sees the same count: the spread
+    of a row's summed change is that of one device times the row length, not its square root."""
+    x = torch.ones(4, 6)
+    d = 0.2 * torch.ones(4, 8)  # pd = 0.2, all columns alike
+    reps = 1500
+    spreads = {}
+    for m in ("sequential", mode):
+        tile = make_tile(mode=m, seed=5)
+        rows = repeated(tile, x, d, LR, reps).sum(dim=2)  # (reps, out): each row's total change
+        spreads[m] = rows.std(0).mean().item()
+    assert 0.85 < spreads[mode] / spreads["sequential"] < 1.15, spreads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +376,7 @@ def test_sequential_and_batched_batches_agree_in_mean_and_variance():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"mode": "batched"}, {"pulse_type": "expected"}])
+@pytest.mark.parametrize("kwargs", [{}, {"mode": "summed"}, {"mode": "batched"}, {"pulse_type": "expected"}])
 def test_counters_with_certain_pulses(kwargs):
     """px = pd = 1: every line fires in every slot; every device coincides BL times."""
     g = torch.Generator().manual_seed(0)
@@ -381,7 +397,7 @@ def test_counters_with_certain_pulses(kwargs):
     }
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"mode": "batched"}, {"pulse_type": "expected"}])
+@pytest.mark.parametrize("kwargs", [{}, {"mode": "summed"}, {"mode": "batched"}, {"pulse_type": "expected"}])
 def test_counted_pulses_are_the_pulses_sent_on_rows_and_columns(kwargs):
     """The row lines send their trains whether or not a column fires: the mean count of a
     stochastic update is BL (Σ px + Σ pd), the number that the batched and expected updates
@@ -406,7 +422,7 @@ def test_counted_pulses_are_the_pulses_sent_on_rows_and_columns(kwargs):
 
 
 def test_rank1_counter_counts_samples_for_small_updates():
-    for kwargs in ({}, {"mode": "batched"}, {"pulse_type": "expected"}, {"dynamic_bl": True, "update_management": True}):
+    for kwargs in ({}, {"mode": "summed"}, {"mode": "batched"}, {"pulse_type": "expected"}, {"dynamic_bl": True, "update_management": True}):
         tile = make_tile(**kwargs)
         tile.stash(1e-6 * X.expand(7, -1), 1e-6 * D.expand(7, -1))  # no pulse will ever coincide
         tile.update(LR)
@@ -418,7 +434,7 @@ def test_rank1_counter_counts_samples_for_small_updates():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["sequential", "batched"])
+@pytest.mark.parametrize("mode", ["sequential", "summed", "batched"])
 def test_same_seed_same_weights_different_seed_different(mode):
     cfg = TileConfig(device=ConstantStepDevice(), update=PulseUpdateConfig(mode=mode))  # all spreads on
     g = torch.Generator().manual_seed(0)

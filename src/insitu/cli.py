@@ -45,7 +45,7 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
 @click.option("--tile-config", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML/JSON TileConfig replacing the preset's (start from `insitu presets NAME > file.yaml`).")
-@click.option("--update-mode", default=None, type=click.Choice(["sequential", "batched"]), help="Override the preset's update mode.")
+@click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")

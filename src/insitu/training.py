@@ -55,7 +55,8 @@ class TrainConfig(Config):
         lr_gamma: that factor.
         seed: seeds the model, the devices and the data order.
         subset: train on this many randomly chosen training samples (``None``: all).
-        update_mode: override of the preset's update mode (``sequential``/``batched``), or ``None``.
+        update_mode: override of the preset's update mode (``sequential``, ``summed`` or
+            ``batched``), or ``None``.
         bias_on_array: analog layers keep their bias as an array column.
         eval_batch_size: test vectors per forward call (only speed; every vector is still one
             analog product with its own noise).
@@ -103,7 +104,9 @@ class TrainConfig(Config):
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             self._fail("subset", "must be a positive number of samples, or None for the whole set.")
         if self.update_mode is not None:
-            self._check_choice("update_mode", ("sequential", "batched"))
+            from .update.pulse import MODES
+
+            self._check_choice("update_mode", MODES)
         if self.conv_preset is not None:
             self._check_choice("conv_preset", PRESETS)
             if self.model != "cnn-2017":

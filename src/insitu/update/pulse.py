@@ -26,7 +26,7 @@ from ..devices.base import DeviceModel
 __all__ = ["PulseUpdateConfig", "UpdateCounters", "pulsed_update", "exact_update"]
 
 PULSE_TYPES = ("stochastic", "expected")
-MODES = ("sequential", "batched")
+MODES = ("sequential", "summed", "batched")
 
 
 @register_config
@@ -41,11 +41,15 @@ class PulseUpdateConfig(Config):
         update_management: rebalance ``Cx`` and ``Cd`` by ``sqrt(max|δ| / max|x|)``.
         dynamic_bl: shorten the pulse train for small updates (``BL = ceil(lr max|x| max|δ| / dw_min)``).
         mode: ``"sequential"``: a batch of B samples is B rank-1 pulse updates one after another,
-            as the array performs them (the reference). ``"batched"``: one vectorised update per
-            batch: the pulse counts of the column lines are drawn exactly, the coincidences given
-            them as one Gaussian per device, applied at the present weight (fast; see
-            :func:`_batched` for the approximations and ``docs/update-modes.md`` for the measured
-            difference from the sequential update).
+            as the array performs them (the reference). ``"summed"``: every pulse train of the
+            batch is drawn, and each device's exact numbers of up and down coincidences over the
+            whole batch are applied at once; only the order of the pulses within the batch is
+            lost (it matters at bounds and for weight-dependent steps). Cheap when the array is
+            small and the batch long, as for convolutions (one rank-1 update per image patch).
+            ``"batched"``: one vectorised update per batch: the pulse counts of the column lines
+            are drawn exactly, the coincidences given them as one Gaussian per device, applied at
+            the present weight (fast for large arrays; see :func:`_batched` for the
+            approximations and ``docs/update-modes.md`` for the measured differences).
     """
 
     polymorphic = True
@@ -187,6 +191,8 @@ def pulsed_update(
             _expected(weights, params, model, x, d, px, pd, bl, counters)
         elif config.mode == "batched":
             _batched(weights, params, model, x, d, px, pd, bl, generator, counters)
+        elif config.mode == "summed":
+            _summed(weights, params, model, x, d, px, pd, bl, generator, counters)
         else:
             lengths = bl.flatten().tolist() if torch.is_tensor(bl) else [bl] * x.shape[0]
             # Signs of the coincidences: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
@@ -331,3 +337,36 @@ def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> N
     weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, fraction))
     counters.rank1_updates += x.shape[0]
     counters.add_coincidences(2 * half_total.sum())
+
+
+def _summed(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
+    """All pulse trains of the batch drawn; exact coincidence counts summed over the batch.
+
+    With the trains of sample ``b`` as ``A_b`` (rows × slots) and ``B_b`` (columns × slots), the
+    coincidences of device ``(j, i)`` over the batch are ``Σ_b Σ_n B_bjn A_bin``: one matrix
+    product with the samples and slots stacked as the inner dimension (and one more with signs
+    to split them into up and down). The counts have exactly the joint distribution of the
+    sequential update; the devices then take their up and down steps (with cycle-to-cycle noise)
+    at the weight before the batch and are clipped once.
+    """
+    batch, n_in = x.shape
+    n_out = d.shape[1]
+    slots = int(bl.max()) if torch.is_tensor(bl) else bl
+    dtype, device = weights.dtype, weights.device
+    rows = torch.rand((batch, slots, n_in), generator=generator, device=device, dtype=dtype) < px.unsqueeze(1)
+    cols = torch.rand((batch, slots, n_out), generator=generator, device=device, dtype=dtype) < pd.unsqueeze(1)
+    rows, cols = rows.to(dtype), cols.to(dtype)
+    if torch.is_tensor(bl):  # dynamic BL: slots beyond a sample's train length stay silent
+        live = (torch.arange(slots, device=device).unsqueeze(0) < bl).to(dtype).unsqueeze(2)
+        cols = cols * live
+    rows = rows.view(batch * slots, n_in)
+    cols = cols.view(batch * slots, n_out)
+    # Depressing coincidences are those where sign(δ_j) = sign(x_i).
+    x_sign = x.sign().repeat_interleave(slots, dim=0)
+    d_sign = d.sign().repeat_interleave(slots, dim=0)
+    half_total = torch.mm(cols.t(), rows).mul_(0.5)
+    half_signed = torch.mm((cols * d_sign).t(), rows * x_sign).mul_(0.5)
+    counters.rank1_updates += batch
+    counters.add_coincidences(2 * half_total.sum())
+    half_total, half_signed = _per_device(half_total, weights), _per_device(half_signed, weights)
+    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, count_variance=0.0))
