@@ -185,3 +185,16 @@ def test_cnn_2017_model_shapes_and_a_short_run(tmp_path, shared_datasets):
     assert saved["conv_tile_config"]["devices_per_weight"] == 4 and saved["tile_config"]["devices_per_weight"] == 1
     with pytest.raises(ConfigError, match="cnn-2017 only"):
         TrainConfig(conv_preset="gokmen-2017-cnn-nm-bm")
+
+
+def test_a_finished_run_extends_to_more_epochs_as_if_run_in_one_go(tmp_path, digits):
+    quiet = dict(data=digits, progress=False, log=lambda s: None)
+    straight = run_training(_config(epochs=3), tmp_path / "straight", **quiet)
+    run_training(_config(epochs=2), tmp_path / "grown", **quiet)
+    grown = run_training(_config(epochs=3), tmp_path / "grown", resume=True, **quiet)
+    assert grown["status"] == "completed" and grown["config"]["epochs"] == 3
+    assert [e["test_error"] for e in grown["epochs"]] == [e["test_error"] for e in straight["epochs"]]
+    with pytest.raises(ConfigError, match="only --epochs may grow"):
+        run_training(_config(epochs=4, lr=0.1), tmp_path / "grown", resume=True, **quiet)
+    with pytest.raises(ConfigError, match="already holds 3 epochs"):
+        run_training(_config(epochs=1), tmp_path / "grown", resume=True, **quiet)

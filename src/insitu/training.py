@@ -253,7 +253,8 @@ def run_training(
         out_dir: run folder (created).
         data: an already loaded :class:`insitu.data.Dataset` (else loaded by name).
         data_dir, download: where to find the dataset / whether to download it.
-        resume: continue from ``out_dir/checkpoint.pt`` (its config must equal ``config``).
+        resume: continue from ``out_dir/checkpoint.pt``. Its config must equal ``config`` except for
+            ``epochs``, which may grow, so that a long run can be extended across sittings.
         progress: show a progress bar.
         log: where one-line epoch summaries go.
 
@@ -295,10 +296,17 @@ def run_training(
     start_epoch = 0
     if resume:
         checkpoint = torch.load(ckpt_path, weights_only=False)
-        if checkpoint["config"] != config.to_dict():
+        saved, wanted = dict(checkpoint["config"]), config.to_dict()
+        if {**saved, "epochs": None} != {**wanted, "epochs": None}:
+            changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "epochs")
             raise ConfigError(
-                f"The checkpoint in {out} was made with a different config; resume with the same options. "
-                f"Saved: {checkpoint['config']}"
+                f"The checkpoint in {out} was made with a different config (differs in: {', '.join(changed)}); "
+                f"resume with the same options (only --epochs may grow). Saved: {saved}"
+            )
+        if config.epochs < checkpoint["epoch"]:
+            raise ConfigError(
+                f"The checkpoint in {out} already holds {checkpoint['epoch']} epochs; "
+                f"--epochs {config.epochs} is fewer. Pass --epochs {checkpoint['epoch']} or more."
             )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -307,6 +315,7 @@ def run_training(
         torch.set_rng_state(checkpoint["torch_rng"])
         results = checkpoint["results"]
         results["status"] = "running"
+        results["config"] = config.to_dict()
         start_epoch = checkpoint["epoch"]
         log(f"resumed {out} after epoch {start_epoch}")
 
