@@ -46,6 +46,8 @@ def main() -> None:
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
 @click.option("--tile-config", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML/JSON TileConfig replacing the preset's (start from `insitu presets NAME > file.yaml`).")
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
+@click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
+@click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
@@ -83,6 +85,8 @@ def train(**opts) -> None:
             seed=opts["seed"],
             subset=opts["subset"],
             update_mode=opts["update_mode"],
+            update_algorithm=opts["update_algorithm"],
+            rank=opts["rank"],
             bias_on_array=not opts["digital_bias"],
             tile=tile,
         )

@@ -25,7 +25,7 @@ from torch import nn
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
-from .update import PulseUpdateConfig, UpdateCounters, exact_update, pulsed_update
+from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
 
 __all__ = ["TileConfig", "AnalogTile"]
 
@@ -42,7 +42,10 @@ class TileConfig(Config):
         device: the device model of every cross-point.
         forward: IO non-idealities of the forward pass ``y = W x``.
         backward: IO non-idealities of the backward pass ``z = Wᵀ δ``.
-        update: how updates are turned into pulses.
+        update: how rank-1 writes are turned into pulses.
+        algorithm: which rank-1 writes a batch becomes: one per sample (``sgd``, the default),
+            the full batch gradient (``mbgd``), its top singular pairs, exact (``svd``) or
+            streamed (``sbe``, Hoskins et al. 2019); see :mod:`insitu.update.lowrank`.
         devices_per_weight: devices in each unit cell (``#d`` of Gokmen, Onen & Haensch 2017).
             All devices of a cell receive the same pulses in parallel; each has its own
             device-to-device parameters and cycle-to-cycle noise, so both variations shrink as
@@ -56,11 +59,18 @@ class TileConfig(Config):
     forward: IOConfig = dataclasses.field(default_factory=IOConfig)
     backward: IOConfig = dataclasses.field(default_factory=IOConfig)
     update: PulseUpdateConfig = dataclasses.field(default_factory=PulseUpdateConfig)
+    algorithm: UpdateAlgorithmConfig = dataclasses.field(default_factory=UpdateAlgorithmConfig)
     devices_per_weight: int = 1
     cell_readout: str = "mean"
 
     def validate(self) -> None:
-        expected = {"device": DeviceConfig, "forward": IOConfig, "backward": IOConfig, "update": PulseUpdateConfig}
+        expected = {
+            "device": DeviceConfig,
+            "forward": IOConfig,
+            "backward": IOConfig,
+            "update": PulseUpdateConfig,
+            "algorithm": UpdateAlgorithmConfig,
+        }
         for field, kind in expected.items():
             if not isinstance(getattr(self, field), kind):
                 self._fail(field, f"must be a {kind.__name__}, got {type(getattr(self, field)).__name__}.")
@@ -120,6 +130,7 @@ class AnalogTile(nn.Module):
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
+        self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._link_parameter()
 
@@ -190,6 +201,10 @@ class AnalogTile(nn.Module):
             x = torch.cat([p[0] for p in self._pending])
             d = torch.cat([p[1] for p in self._pending])
         self._pending.clear()
+        memory = self.config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
+        self.counters.extra_memory = max(self.counters.extra_memory, memory)
+        self.counters.steps += 1
+        x, d = self.algorithm.writes(x, d)
         if self.device_params is None:
             exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[0]
@@ -214,6 +229,7 @@ class AnalogTile(nn.Module):
             "seed": self.seed,
             "generator": self.generator.get_state(),
             "counters": self.counters.to_dict(),
+            "algorithm": self.algorithm.state_dict(),
         }
 
     def set_extra_state(self, state: dict) -> None:
@@ -226,6 +242,8 @@ class AnalogTile(nn.Module):
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         self.counters = UpdateCounters(**state["counters"])
+        if "algorithm" in state:
+            self.algorithm.load_state_dict(state["algorithm"])
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
