@@ -213,3 +213,38 @@ def test_bad_input_gives_clear_errors():
     tile.stash(torch.ones(2, 7, dtype=torch.float64), torch.ones(2, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="batch size >= rank"):
         tile.update(0.01)
+
+
+def test_pending_gradient_is_the_batch_gradient_before_the_update():
+    tile = ideal_tile(method="svd")
+    assert tile.pending_gradient() is None
+    x, d = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    tile.stash(x[:1], d[:1])
+    tile.stash(x[1:], d[1:])
+    assert torch.allclose(tile.pending_gradient(), d.t() @ x)
+    tile.update(0.1)
+    assert tile.pending_gradient() is None
+
+
+@pytest.mark.parametrize("n", [2, 40])
+def test_svd_through_qr_of_a_small_batch_equals_the_full_decomposition(n):
+    from insitu.update.lowrank import _top_singular
+
+    g = torch.Generator().manual_seed(8)
+    x, d = torch.randn(n, 30, generator=g, dtype=torch.float64), torch.randn(n, 20, generator=g, dtype=torch.float64)
+    u, s, v = _top_singular(d, x, 2)
+    uu, ss, vh = torch.linalg.svd(d.t() @ x)
+    assert torch.allclose(s, ss[:2])
+    assert torch.allclose((u * s) @ v.t(), uu[:, :2] @ torch.diag(ss[:2]) @ vh[:2], atol=1e-10)
+
+
+def test_sbe1_numpy_and_torch_recursions_agree():
+    """The CPU runs the recursion in NumPy, accelerators in PyTorch: the same numbers."""
+    from insitu.update.lowrank import _stream_rank1_numpy, _stream_rank1_torch
+
+    g = torch.Generator().manual_seed(9)
+    x, d = torch.randn(50, 13, generator=g, dtype=torch.float64), torch.randn(50, 4, generator=g, dtype=torch.float64)
+    ref_x, ref_d, ref_s = _stream_rank1_numpy(x.numpy(), d.numpy(), x[0].numpy().copy(), d[0].numpy().copy(), 0.3)
+    big_x, big_d, sigma = _stream_rank1_torch(x, d, x[0].clone(), d[0].clone(), torch.tensor(0.3, dtype=torch.float64))
+    assert torch.allclose(big_x, torch.from_numpy(ref_x)) and torch.allclose(big_d, torch.from_numpy(ref_d))
+    assert abs(float(sigma) - ref_s) < 1e-12

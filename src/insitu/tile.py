@@ -191,6 +191,15 @@ class AnalogTile(nn.Module):
             )
 
     @torch.no_grad()
+    def pending_gradient(self) -> torch.Tensor | None:
+        """``G = Σ_b δ_b x_bᵀ`` ``(out, in)`` of the stashed pairs (what the next update writes
+        before the update algorithm compresses it), or ``None`` when nothing is stashed. For
+        analysis, e.g. the share of ``G``'s energy in its first singular pair (Hoskins et al. 2019)."""
+        if not self._pending:
+            return None
+        return sum(d.t() @ x for x, d in self._pending)
+
+    @torch.no_grad()
     def update(self, lr: float) -> None:
         """Apply the stashed ``(x, δ)`` pairs to the weights with learning rate ``lr``."""
         if not self._pending:

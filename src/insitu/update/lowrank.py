@@ -133,7 +133,7 @@ class UpdateAlgorithm:
         if method == "mbgd":
             return _row_writes(d.t() @ x)
         if method == "svd":
-            u, s, v = _top_singular(d.t() @ x, k)
+            u, s, v = _top_singular(d, x, k)
         else:
             u, s, v = self._stream(x, d)
         return _split(u, s, v)
@@ -178,7 +178,19 @@ class UpdateAlgorithm:
 
 
 def _stream_rank1(x, d, big_x, big_d, sigma):
-    """The paper's k = 1 recursion over the samples of one batch (float64 vectors)."""
+    """The paper's k = 1 recursion over the samples of one batch (float64 vectors).
+
+    The recursion is sequential over samples, so its cost is per-operation overhead: on the CPU it
+    runs in NumPy (about 5x less overhead per small vector operation than PyTorch).
+    """
+    if x.device.type == "cpu":
+        out = _stream_rank1_numpy(x.numpy(), d.numpy(), big_x.numpy().copy(), big_d.numpy().copy(), float(sigma))
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1]), torch.tensor(out[2], dtype=x.dtype)
+    return _stream_rank1_torch(x, d, big_x, big_d, sigma)
+
+
+def _stream_rank1_torch(x, d, big_x, big_d, sigma):
+    """:func:`_stream_rank1` in PyTorch (for tensors on an accelerator)."""
     tiny = torch.finfo(x.dtype).tiny
     for j in range(x.shape[0]):
         keep, new = (j + 1) / (j + 2), 1 / (j + 2)  # the warm start counts as sample 1
@@ -188,6 +200,23 @@ def _stream_rank1(x, d, big_x, big_d, sigma):
         x_proj = torch.dot(xj, big_x) / big_x.norm().clamp_min(tiny)
         big_d = big_d * keep + dj * (x_proj * new)
         d_proj_new = torch.dot(dj, big_d) / big_d.norm().clamp_min(tiny)
+        sigma = sigma * keep + x_proj * d_proj_new * new
+    return big_x, big_d, sigma
+
+
+def _stream_rank1_numpy(x, d, big_x, big_d, sigma):
+    """:func:`_stream_rank1` on NumPy arrays (same operations, same order)."""
+    import numpy as np
+
+    tiny = np.finfo(x.dtype).tiny
+    for j in range(x.shape[0]):
+        keep, new = (j + 1) / (j + 2), 1 / (j + 2)
+        xj, dj = x[j], d[j]
+        d_proj = dj.dot(big_d) / max(np.sqrt(big_d.dot(big_d)), tiny)
+        big_x = big_x * keep + xj * (d_proj * new)
+        x_proj = xj.dot(big_x) / max(np.sqrt(big_x.dot(big_x)), tiny)
+        big_d = big_d * keep + dj * (x_proj * new)
+        d_proj_new = dj.dot(big_d) / max(np.sqrt(big_d.dot(big_d)), tiny)
         sigma = sigma * keep + x_proj * d_proj_new * new
     return big_x, big_d, sigma
 
@@ -221,9 +250,20 @@ def _orthonormal(m: torch.Tensor) -> torch.Tensor:
     return q * signs
 
 
-def _top_singular(g: torch.Tensor, k: int):
-    """Exact top-``k`` singular triplets of ``g`` ``(a, b)``: ``u (a,k)``, ``s (k,)``, ``v (b,k)``."""
-    u, s, vh = torch.linalg.svd(g, full_matrices=False)
+def _top_singular(d: torch.Tensor, x: torch.Tensor, k: int):
+    """Exact top-``k`` singular triplets of ``G = dᵀ x`` (``a × b``): ``u (a,k)``, ``s (k,)``, ``v (b,k)``.
+
+    A small batch (``n`` well below ``a`` and ``b``) goes through thin QR factors,
+    ``dᵀ = Q_d R_d``, ``xᵀ = Q_x R_x``, so ``G = Q_d (R_d R_xᵀ) Q_xᵀ`` and only the ``n × n`` core
+    is decomposed: the same triplets at ``O((a + b) n²)`` instead of ``O(a b min(a, b))``.
+    """
+    n, a, b = x.shape[0], d.shape[1], x.shape[1]
+    if 2 * n <= min(a, b):
+        q_d, r_d = torch.linalg.qr(d.t())
+        q_x, r_x = torch.linalg.qr(x.t())
+        u, s, vh = torch.linalg.svd(r_d @ r_x.t())
+        return q_d @ u[:, :k], s[:k], q_x @ vh[:k].t()
+    u, s, vh = torch.linalg.svd(d.t() @ x, full_matrices=False)
     return u[:, :k], s[:k], vh[:k].t()
 
 
