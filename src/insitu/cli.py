@@ -158,5 +158,138 @@ def presets(name: str | None, fmt: str) -> None:
     click.echo(config.to_yaml() if fmt == "yaml" else config.to_json())
 
 
+
+# -- insitu sweep ---------------------------------------------------------------------------------
+@main.group()
+def sweep() -> None:
+    """Device-requirement studies: many trainings, one results store, figures and a report."""
+
+
+def _float_list(text: str) -> tuple:
+    from .sweep.study import _as_number
+
+    return tuple(_as_number(v.strip()) for v in text.split(",") if v.strip())
+
+
+def _store_path(target: str) -> Path:
+    """A study folder (holding study.sqlite) or the store file itself."""
+    from .sweep import store_paths
+
+    path = Path(target)
+    return store_paths(path)[0] if path.is_dir() else path
+
+
+@sweep.command("run")
+@click.argument("study_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", default=None, help="Study folder: study.sqlite and runs/ (default sweeps/<study name>).")
+@click.option("--workers", default=None, type=int, help="Points trained at a time (default: cores // threads; 0: in this process).")
+@click.option("--threads", default=None, type=int, help="Torch threads per point (default 1).")
+@click.option("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001', or 'local'); default: local process pool.")
+@click.option("--data-dir", default=None, help="Folder holding the datasets.")
+@click.option("--extend", is_flag=True, help="The study file changed: add its new points to the existing store (finished points are kept).")
+@click.option("--param", default=None, help="Without STUDY_FILE: the one field to sweep (dotted path, e.g. tile.device.dw_min).")
+@click.option("--values", "values_text", default=None, help="With --param: comma-separated values.")
+@click.option("--range", "range_text", default=None, help="With --param: START,STOP,NUM (linear; add --log for a log range).")
+@click.option("--log", "log_scale", is_flag=True, help="With --range: geometric spacing.")
+@click.option("--preset", default="gokmen-vlasov-2016", show_default=True, help="Without STUDY_FILE: base preset.")
+@click.option("--dataset", default="digits", show_default=True, help="Without STUDY_FILE: dataset.")
+@click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Without STUDY_FILE: hidden widths.")
+@click.option("--epochs", default=1, show_default=True, type=int, help="Without STUDY_FILE: epochs per point.")
+@click.option("--subset", default=None, type=int, help="Without STUDY_FILE: training samples per point.")
+@click.option("--lr", default=0.01, show_default=True, type=float, help="Without STUDY_FILE: learning rate.")
+@click.option("--seeds", default="0", show_default=True, callback=_int_list, help="Without STUDY_FILE: comma-separated seeds.")
+@click.option("--name", default=None, help="Without STUDY_FILE: study name (default: the parameter).")
+def sweep_run(study_file, out_dir, workers, threads, address, data_dir, extend, param, values_text, range_text, log_scale, **quick) -> None:
+    """Run a study (STUDY_FILE, YAML or JSON) or a quick one-parameter sweep (--param with --values or --range).
+
+    Finished points are never run again: rerun the same command to resume an interrupted study.
+    """
+    from .sweep import StoreError, StudyConfig, run_study
+
+    try:
+        if study_file is not None:
+            if param is not None:
+                raise click.UsageError("give either STUDY_FILE or --param, not both.")
+            study = StudyConfig.from_file(study_file)
+        else:
+            if param is None or (values_text is None) == (range_text is None):
+                raise click.UsageError("give a STUDY_FILE, or --param with either --values or --range.")
+            axis = {"field": param}
+            if values_text is not None:
+                axis["values"] = list(_float_list(values_text))
+            else:
+                parts = _float_list(range_text)
+                if len(parts) != 3:
+                    raise click.BadParameter(f"expected START,STOP,NUM such as 1e-4,1e-2,5, got '{range_text}'.", param_hint="--range")
+                axis.update(start=parts[0], stop=parts[1], num=parts[2], scale="log" if log_scale else "linear")
+            base = {k: quick[k] for k in ("preset", "dataset", "hidden", "epochs", "subset", "lr")}
+            study = StudyConfig.from_dict({
+                "name": quick["name"] or param.replace(".", "-"), "base": {**base, "lr_milestones": []},
+                "axes": [axis], "seeds": list(quick["seeds"]),
+            })
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    out_dir = out_dir or f"sweeps/{study.name}"
+    try:
+        counts = run_study(study, out_dir, workers=workers, threads=threads, address=address, data_dir=data_dir, extend=extend, log=click.echo)
+    except (ConfigError, StoreError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo("done: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f". Report: insitu sweep report {out_dir}")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@sweep.command("status")
+@click.argument("store", type=click.Path(exists=True))
+def sweep_status(store) -> None:
+    """Points per status, compute time and failures of a study (its folder or study.sqlite)."""
+    from .sweep import ResultsStore, StoreError
+    from .sweep.report import status_text
+
+    try:
+        with ResultsStore(_store_path(store), create=False) as results:
+            click.echo(status_text(results))
+    except StoreError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@sweep.command("export")
+@click.argument("store", type=click.Path(exists=True))
+@click.option("--csv", "csv_path", default=None, help="Write one row per point to this CSV file.")
+@click.option("--parquet", "parquet_path", default=None, help="Write the same table as Parquet (needs pandas and pyarrow).")
+@click.option("--per-epoch", is_flag=True, help="CSV: one row per point and epoch.")
+def sweep_export(store, csv_path, parquet_path, per_epoch) -> None:
+    """Export a study's results to CSV and/or Parquet."""
+    from .sweep import ResultsStore, StoreError, export_csv, export_parquet
+
+    if csv_path is None and parquet_path is None:
+        raise click.UsageError("give --csv FILE and/or --parquet FILE.")
+    try:
+        with ResultsStore(_store_path(store), create=False) as results:
+            if csv_path:
+                click.echo(f"wrote {export_csv(results, csv_path, per_epoch=per_epoch)}")
+            if parquet_path:
+                click.echo(f"wrote {export_parquet(results, parquet_path)}")
+    except (StoreError, RuntimeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@sweep.command("report")
+@click.argument("store", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, help="Folder for report.md, the figures and points.csv.")
+@click.option("--caption", default=None, help="Subtitle of every figure (default: the study's setup).")
+def sweep_report(store, out_dir, caption) -> None:
+    """Write report.md with one figure and table per swept parameter, a combined figure and a CSV."""
+    from .sweep import ResultsStore, StoreError, write_report
+
+    try:
+        with ResultsStore(_store_path(store), create=False) as results:
+            click.echo(f"wrote {write_report(results, out_dir, caption)}")
+    except StoreError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,341 @@
+"""Running a study: the points of the store that are not finished, on a process pool or Ray.
+
+The process that calls :func:`run_study` drives the study: it records the study and its points
+in the store, hands unfinished points to workers (at most ``workers`` at a time), and writes each
+outcome to the store as it arrives. Workers never touch the store; each trains one point with
+:func:`insitu.training.run_training` in the point's own run folder, which keeps a checkpoint after
+every epoch, so a point interrupted in the middle resumes from its last finished epoch.
+
+Backends (no scheduler of our own beyond keeping ``workers`` points in flight):
+
+* ``workers=0``: in this process, one point after the other (debugging, tests);
+* default: a local :class:`concurrent.futures.ProcessPoolExecutor` (``spawn`` start method, so
+  workers do not inherit torch's thread pools), each worker with ``threads`` torch threads;
+* ``address=...``: a Ray cluster (``ray.init(address=...)``; ``"local"`` starts a private local
+  instance), each point a Ray task declaring ``num_cpus=threads``. Ray is imported only then.
+  The run folders must be on a file system every node sees, or interrupted points restart.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ..config import ConfigError
+from .store import ResultsStore, StoreError
+from .study import StudyConfig
+
+__all__ = ["run_study", "run_point", "available_cores", "plan_workers", "store_paths"]
+
+STORE_NAME = "study.sqlite"
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers: int | None, threads: int | None, cores: int | None = None) -> tuple[int, int]:
+    """``(workers, threads per worker)`` so that ``workers × threads <= cores`` where possible.
+
+    Unset values are filled in: threads default to 1 (batch-1 training of small layers gains
+    nothing from more threads), workers to ``cores // threads``. ``workers = 0`` means in-process.
+    """
+    cores = available_cores() if cores is None else cores
+    if workers is not None and (isinstance(workers, bool) or workers < 0):
+        raise ConfigError(f"workers = {workers}: must be >= 0 (0 runs the points in this process).")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads = {threads}: must be >= 1.")
+    if threads is None:
+        threads = max(1, cores // workers) if workers else 1
+    if workers is None:
+        workers = max(1, cores // threads)
+    if max(workers, 1) * threads > cores:
+        warnings.warn(
+            f"{workers} workers × {threads} threads exceed the {cores} available cores; the points will "
+            f"compete for them. Use --workers {max(1, cores // threads)} or fewer threads.",
+            stacklevel=2,
+        )
+    return workers, threads
+
+
+def store_paths(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """``(store file, folder of the run folders)`` of a study output folder."""
+    out = Path(out_dir)
+    return out / STORE_NAME, out / "runs"
+
+
+# -- the worker side ------------------------------------------------------------------------------
+_DATA_CACHE: dict = {}
+
+
+def _dataset(config, data_dir):
+    """Datasets are loaded once per worker process (points of one study share them)."""
+    from ..data import load_dataset
+
+    key = (config.dataset, data_dir, config.subset, config.seed if config.subset else None)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset at a time is enough and bounds memory
+        _DATA_CACHE[key] = load_dataset(config.dataset, path=data_dir, subset=config.subset, seed=config.seed)
+    return _DATA_CACHE[key]
+
+
+def run_point(task: dict) -> dict:
+    """Train one point; called in a worker. Never raises for a failing run: the outcome says.
+
+    Args:
+        task: ``{"point_id", "config" (TrainConfig dict), "run_dir", "data_dir", "threads"}``.
+
+    Returns:
+        ``{"point_id", "status" ("completed", "diverged" or "failed"), "results" (the run's
+        results dict, or None), "seconds", "error", "resumed"}``.
+    """
+    import torch
+
+    from ..training import TrainConfig, TrainingDiverged, run_training
+
+    torch.set_num_threads(task["threads"])
+    started = time.perf_counter()
+    run_dir = Path(task["run_dir"])
+    checkpoint_path = run_dir / "checkpoint.pt"
+    outcome = {"point_id": task["point_id"], "status": "failed", "results": None, "error": None, "resumed": False}
+    try:
+        config = TrainConfig.from_dict(task["config"])
+        resume = checkpoint_path.exists()
+        if resume:
+            checkpoint = torch.load(checkpoint_path, weights_only=False)
+            if checkpoint["epoch"] >= config.epochs:
+                # Finished before the driver could record it (killed in between): take it as is.
+                outcome.update(status="completed", results=checkpoint["results"], resumed=True)
+                return outcome
+            outcome["resumed"] = True
+        data = _dataset(config, task["data_dir"])
+        results = run_training(config, run_dir, data=data, resume=resume, progress=False, log=lambda line: None)
+        outcome.update(status="completed", results=results)
+    except TrainingDiverged as exc:
+        outcome.update(status="diverged", error=str(exc), results=_read_results(run_dir))
+    except Exception as exc:  # the study goes on; the store keeps the message
+        outcome.update(error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}", results=_read_results(run_dir))
+    finally:
+        outcome["seconds"] = time.perf_counter() - started
+    return outcome
+
+
+def _read_results(run_dir: Path) -> dict | None:
+    import json
+
+    path = run_dir / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# -- backends -------------------------------------------------------------------------------------
+def _inline(tasks: list[dict], on_start: Callable[[dict], None]) -> Iterator[dict]:
+    for task in tasks:
+        on_start(task)
+        yield run_point(task)
+
+
+def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dict], None]) -> Iterator[dict]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    queue = list(tasks)
+    while queue:
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            in_flight: dict[cf.Future, dict] = {}
+            try:
+                while queue or in_flight:
+                    while queue and len(in_flight) < workers:
+                        task = queue.pop(0)
+                        on_start(task)
+                        in_flight[pool.submit(run_point, task)] = task
+                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    for future in done:
+                        task = in_flight.pop(future)
+                        yield future.result()
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): its points fail this time (the next
+                # `sweep run` retries them from their checkpoints); the rest go to a new pool.
+                for task in in_flight.values():
+                    yield _died(task)
+                continue
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
+def _died(task: dict) -> dict:
+    return {
+        "point_id": task["point_id"], "status": "failed", "results": None, "seconds": 0.0, "resumed": False,
+        "error": "the worker process died (killed or out of memory); the next `insitu sweep run` retries this point",
+    }
+
+
+def _ray(tasks: list[dict], address: str, workers: int | None, threads: int, on_start: Callable[[dict], None]) -> Iterator[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise StoreError(
+            "--address needs Ray, which is not installed: pip install 'insitu[cluster]' (or pip install ray). "
+            "Without --address the study runs on a local process pool."
+        ) from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    try:
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        remote = ray.remote(num_cpus=threads)(run_point)
+        queue = list(tasks)
+        in_flight: dict = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                task = queue.pop(0)
+                on_start(task)
+                in_flight[remote.remote(task)] = task
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                task = in_flight.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    yield {**_died(task), "error": f"Ray task failed: {exc}"}
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# -- the driver -----------------------------------------------------------------------------------
+class _StoreLock:
+    """An exclusive lock next to the store: two `sweep run` on one store would run points twice."""
+
+    def __init__(self, store_path: Path):
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self.handle = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no fcntl (Windows): no protection against a second driver
+            pass
+        except OSError:
+            self.handle.close()
+            raise StoreError(f"Another `insitu sweep run` is using {self.path.with_suffix('')}; wait for it or stop it first.") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()  # closing releases the lock; a killed process releases it too
+
+
+def run_study(
+    study: StudyConfig,
+    out_dir: str | os.PathLike,
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
+    data_dir: str | None = None,
+    extend: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Run every unfinished point of ``study``; results go to ``out_dir/study.sqlite``.
+
+    Finished points (``completed``, ``diverged``) are never run again; ``pending`` ones, ``failed``
+    ones, and ``running`` ones left by a killed process are (from their checkpoints).
+
+    Args:
+        study: the study.
+        out_dir: output folder: the store ``study.sqlite`` and ``runs/<point>/`` run folders.
+        workers: points at a time (``0``: in this process; default: cores // threads).
+        threads: torch threads per point (default 1, or cores // workers).
+        address: a Ray cluster address (``"auto"``, ``"ray://host:10001"``, or ``"local"`` for a
+            private local instance); ``None`` uses the local process pool.
+        data_dir: where the datasets are (see :func:`insitu.data.load_dataset`).
+        extend: accept a changed study over an existing store (new points are added).
+        log: one line per event.
+
+    Returns:
+        The number of points per status after the run.
+    """
+    store_path, runs_root = store_paths(out_dir)
+    if address is None:
+        workers, threads = plan_workers(workers, threads)
+    else:
+        threads = threads or 1
+    with _StoreLock(store_path), ResultsStore(store_path) as store:
+        store.attach_study(study, runs_root, extend=extend)
+        if (reset := store.reset_interrupted()):
+            log(f"{reset} point(s) left running by an interrupted run: resuming them from their checkpoints")
+        todo = [p for p in store.points() if p["status"] in ("pending", "failed")]
+        total = len(store.points())
+        log(f"study '{study.name}': {total} points, {total - len(todo)} finished, {len(todo)} to run -> {store_path}")
+        tasks = [
+            {"point_id": p["id"], "config": p["config"], "run_dir": p["run_dir"], "data_dir": data_dir, "threads": threads}
+            for p in todo
+        ]
+        labels = {p["id"]: _describe(p, study) for p in todo}
+        in_flight: set[int] = set()
+
+        def on_start(task: dict) -> None:
+            store.mark_running(task["point_id"])
+            in_flight.add(task["point_id"])
+
+        if address is not None:
+            outcomes: Iterable[dict] = _ray(tasks, address, workers, threads, on_start)
+        elif workers == 0:
+            outcomes = _inline(tasks, on_start)
+        else:
+            outcomes = _pool(tasks, workers, threads, on_start)
+        done = 0
+        try:
+            for outcome in outcomes:
+                store.record_result(outcome["point_id"], outcome["status"], outcome["results"], outcome["seconds"], outcome["error"])
+                in_flight.discard(outcome["point_id"])
+                done += 1
+                log(_outcome_line(outcome, labels[outcome["point_id"]], done, len(tasks)))
+        finally:
+            # Interrupted (Ctrl-C): points in flight go back to pending; their checkpoints stay.
+            if in_flight:
+                store.mark_pending(in_flight)
+        return store.counts()
+
+
+def _describe(point: dict, study: StudyConfig) -> str:
+    axes = point["axes"]
+    if study.mode == "one-at-a-time" and len(axes) == 1:
+        shown = {axes[0]: point["coords"][axes[0]]}
+    elif study.mode == "one-at-a-time":
+        shown = {}
+    else:
+        shown = point["coords"]
+    text = ", ".join(f"{k}={v}" for k, v in shown.items()) or "baseline"
+    return f"#{point['id']} {text} seed {point['seed']}"
+
+
+def _outcome_line(outcome: dict, label: str, done: int, total: int) -> str:
+    results = outcome["results"] or {}
+    epochs = results.get("epochs") or []
+    error = f"test error {100 * epochs[-1]['test_error']:.2f}%" if epochs else "no epoch finished"
+    note = " (resumed)" if outcome.get("resumed") else ""
+    line = f"[{done}/{total}] {label}: {outcome['status']}{note}, {error}, {outcome['seconds']:.1f} s"
+    if outcome["status"] == "failed" and outcome["error"]:
+        line += f"\n    {outcome['error'].splitlines()[0]}"
+    return line
