@@ -284,7 +284,10 @@ def run_study(
         store.attach_study(study, runs_root, extend=extend)
         if (reset := store.reset_interrupted()):
             log(f"{reset} point(s) left running by an interrupted run: resuming them from their checkpoints")
+        # First seed of every point first: a study stopped half-way already shows every curve.
+        seed_rank = {seed: k for k, seed in enumerate(study.seeds)}
         todo = [p for p in store.points() if p["status"] in ("pending", "failed")]
+        todo.sort(key=lambda p: (seed_rank.get(p["seed"], len(seed_rank)), p["id"]))
         total = len(store.points())
         log(f"study '{study.name}': {total} points, {total - len(todo)} finished, {len(todo)} to run -> {store_path}")
         tasks = [

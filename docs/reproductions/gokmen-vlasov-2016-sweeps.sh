@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduces docs/reproductions/gokmen-vlasov-2016-sweeps.md: reduced device-spec sweeps of
+# Gokmen & Vlasov 2016 (40 trainings of the 784-256-128-10 network at batch 1 on 8,000 MNIST
+# images for 2 epochs; about 35-45 CPU-minutes on one core). Interrupted? Run it again: finished
+# points are kept, the others resume from their checkpoints.
+set -euo pipefail
+DATA=${DATA:-../shared/datasets}
+OUT=${OUT:-runs/gv2016-sweeps}
+WORKERS=${WORKERS:-1}
+insitu sweep run docs/reproductions/configs/gv2016-sweeps.yaml --out "$OUT" --workers "$WORKERS" --threads 1 --data-dir "$DATA"
+insitu sweep status "$OUT"
+DEST=docs/reproductions/data/gokmen-vlasov-2016-sweeps
+insitu sweep report "$OUT" --out "$DEST" \
+  --caption "784-256-128-10, MNIST 5,000-image subset, 2 epochs (paper: 60,000, 30 epochs), batch 1, seeds 0-1"
+insitu sweep export "$OUT" --csv "$DEST/epochs.csv" --per-epoch
+cp "$OUT/study.sqlite" "$DEST/study.sqlite"
