@@ -251,6 +251,18 @@ def test_report_has_figures_and_one_table_per_parameter(tmp_path, reference):
     assert (tmp_path / "report" / "points.csv").exists()
 
 
+def test_a_categorical_axis_is_plotted_by_name(tmp_path):
+    study = StudyConfig.from_dict({
+        "name": "modes", "base": {"preset": "gokmen-vlasov-2016", "dataset": "digits", "hidden": [8], "epochs": 1, "subset": 40, "lr_milestones": []},
+        "axes": [{"field": "update_mode", "values": ["sequential", "summed"]}], "include_baseline": False,
+    })
+    run_study(study, tmp_path, workers=0, log=lambda line: None)
+    with ResultsStore(store_paths(tmp_path)[0]) as store:
+        text = write_report(store, tmp_path / "report").read_text()
+    assert (tmp_path / "report" / "update_mode.png").stat().st_size > 1000
+    assert "| sequential | 1 / 1 |" in text and "| summed | 1 / 1 |" in text
+
+
 @pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is not None, reason="Ray is installed")
 def test_address_without_ray_says_what_to_install(tmp_path):
     with pytest.raises(StoreError, match=r"pip install 'insitu\[cluster\]'"):

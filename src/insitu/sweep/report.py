@@ -90,6 +90,11 @@ def status_text(store: ResultsStore) -> str:
     for p in points:
         if p["status"] == "failed":
             lines.append(f"  failed #{p['id']} ({p['run_dir']}): {(p['error'] or '').splitlines()[0] if p['error'] else ''}")
+        elif p["status"] == "running":
+            # Epochs finished so far are in the run folder until the point is recorded.
+            results_path = Path(p["run_dir"]) / "results.json"
+            done = len(json.loads(results_path.read_text())["epochs"]) if results_path.exists() else 0
+            lines.append(f"  running #{p['id']} ({p['run_dir']}): {done}/{p['config']['epochs']} epochs")
     return "\n".join(lines)
 
 
@@ -166,9 +171,12 @@ def _draw_axis(ax, store: ResultsStore, study: StudyConfig, axis_name: str) -> b
         from itertools import product
 
         groups = [dict(zip([a.name for a in others], [v[0] for v in combo])) for combo in product(*[a.points() for a in others])]
+    values = [v[0] for v in axis.points()]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    position = (lambda v: v) if numeric else (lambda v: values.index(v) if v in values else len(values))
     drew = False
     for other in groups:
-        rows = [r for r in axis_rows(store, study, axis_name, other) if isinstance(r["value"], (int, float))]
+        rows = sorted((dict(r, value=position(r["value"])) for r in axis_rows(store, study, axis_name, other)), key=lambda r: r["value"])
         label = None if other is None else ", ".join(f"{k}={_fmt(v)}" for k, v in other.items())
         done = [r for r in rows if r["mean"] is not None]
         if done:
@@ -186,10 +194,13 @@ def _draw_axis(ax, store: ResultsStore, study: StudyConfig, axis_name: str) -> b
             drew = True
     if not drew:
         return False
+    if not numeric:
+        ax.set_xticks(range(len(values)), [str(v) for v in values], fontsize=8)
+        base = position(base)
     if axis.scale == "log":
         ax.set_xscale("log" if axis.points()[0][0] > 0 else "symlog")
     if study.mode == "one-at-a-time" and isinstance(base, (int, float)):
-        ax.axvline(base, color="gray", ls="--", lw=1, label=f"baseline {base:g}")
+        ax.axvline(base, color="gray", ls="--", lw=1, label=f"baseline {study.baseline_coords()[axis_name]}")
     ax.set_yscale("log")
     from matplotlib.ticker import FormatStrFormatter
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -138,9 +140,22 @@ def _read_results(run_dir: Path) -> dict | None:
 
 
 def _init_worker(threads: int) -> None:
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    # A pool worker whose driver died (SIGKILL, terminal closed) would go on training its point
+    # and race the next `sweep run` for the same run folder: it exits as soon as it is orphaned.
+    parent = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, name="insitu-orphan-watch", daemon=True).start()
 
 
 # -- backends -------------------------------------------------------------------------------------
@@ -308,6 +323,7 @@ def run_study(
         else:
             outcomes = _pool(tasks, workers, threads, on_start)
         done = 0
+        previous_handler = _raise_on_sigterm()
         try:
             for outcome in outcomes:
                 store.record_result(outcome["point_id"], outcome["status"], outcome["results"], outcome["seconds"], outcome["error"])
@@ -318,7 +334,21 @@ def run_study(
             # Interrupted (Ctrl-C): points in flight go back to pending; their checkpoints stay.
             if in_flight:
                 store.mark_pending(in_flight)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         return store.counts()
+
+
+def _raise_on_sigterm():
+    """Make SIGTERM (a plain `kill`, a batch system's stop) end the study like Ctrl-C does, so the
+    points in flight go back to pending at once; returns the previous handler to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _describe(point: dict, study: StudyConfig) -> str:
