@@ -235,6 +235,9 @@ def sweep_run(study_file, out_dir, workers, threads, address, data_dir, extend, 
     except (ConfigError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished points are kept; run the same command again to resume.", err=True)
+        sys.exit(130)
     click.echo("done: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f". Report: insitu sweep report {out_dir}")
     if counts["failed"]:
         sys.exit(1)

@@ -171,27 +171,42 @@ def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dic
     queue = list(tasks)
     while queue:
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-            in_flight: dict[cf.Future, dict] = {}
-            try:
-                while queue or in_flight:
-                    while queue and len(in_flight) < workers:
-                        task = queue.pop(0)
-                        on_start(task)
-                        in_flight[pool.submit(run_point, task)] = task
-                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        task = in_flight.pop(future)
-                        yield future.result()
-            except BrokenProcessPool:
-                # A worker died (killed, out of memory): its points fail this time (the next
-                # `sweep run` retries them from their checkpoints); the rest go to a new pool.
-                for task in in_flight.values():
-                    yield _died(task)
-                continue
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
+        in_flight: dict[cf.Future, dict] = {}
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < workers:
+                    task = queue.pop(0)
+                    on_start(task)
+                    in_flight[pool.submit(run_point, task)] = task
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    task = in_flight.pop(future)
+                    yield future.result()
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): its points fail this time (the next
+            # `sweep run` retries them from their checkpoints); the rest go to a new pool.
+            pool.shutdown(wait=True)
+            for task in in_flight.values():
+                yield _died(task)
+            continue
+        except BaseException:
+            # Interrupted: stop the points in flight now rather than waiting for them to finish
+            # (they resume from their last checkpoint, which is written atomically).
+            _terminate_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    # Older Pythons have no public way to stop busy workers; the executor keeps them here.
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _died(task: dict) -> dict:
