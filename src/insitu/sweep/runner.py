@@ -27,7 +27,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Generator, Iterator
 
 from ..config import ConfigError
 from .store import ResultsStore, StoreError
@@ -332,7 +332,7 @@ def run_study(
             in_flight.add(task["point_id"])
 
         if address is not None:
-            outcomes: Iterable[dict] = _ray(tasks, address, workers, threads, on_start)
+            outcomes: Generator[dict, None, None] = _ray(tasks, address, workers, threads, on_start)
         elif workers == 0:
             outcomes = _inline(tasks, on_start)
         else:
@@ -346,7 +346,9 @@ def run_study(
                 done += 1
                 log(_outcome_line(outcome, labels[outcome["point_id"]], done, len(tasks)))
         finally:
-            # Interrupted (Ctrl-C): points in flight go back to pending; their checkpoints stay.
+            # Interrupted (Ctrl-C, SIGTERM): the backend stops its workers, and the points in
+            # flight go back to pending; their checkpoints stay.
+            outcomes.close()
             if in_flight:
                 store.mark_pending(in_flight)
             if previous_handler is not None:
