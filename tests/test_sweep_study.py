@@ -113,3 +113,14 @@ def test_study_round_trips_through_yaml(tmp_path):
     again = StudyConfig.from_file(tmp_path / "study.yaml")
     assert again.to_dict() == s.to_dict()
     assert [p.key for p in again.points()] == [p.key for p in s.points()]
+
+
+def test_point_keys_follow_the_base_the_swept_values_and_the_seed():
+    axes = [{"field": "tile.device.dw_min", "values": [0.001, 0.002]}]
+    keys = {p.key for p in study(axes).points()}
+    # More seeds or more values add points and keep the existing ones (what --extend relies on).
+    assert keys < {p.key for p in study(axes, seeds=[0, 1]).points()}
+    assert keys < {p.key for p in study([{"field": "tile.device.dw_min", "values": [0.001, 0.002, 0.003]}]).points()}
+    # Another base config is another set of points.
+    longer = StudyConfig.from_dict({"name": "t", "base": {**BASE, "epochs": 2}, "axes": axes})
+    assert keys.isdisjoint({p.key for p in longer.points()})

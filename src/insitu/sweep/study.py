@@ -187,8 +187,10 @@ class StudyPoint:
     """One training run of a study.
 
     Attributes:
-        key: a hash of the full training config: the point's identity in the store (two
-            expansions that give the same config are the same point, run once).
+        key: the point's identity in the store: a hash of the study's base config, the swept
+            field values and the seed. It does not hash the expanded config, so a later insitu
+            that adds a config field with a default does not turn finished points into new ones.
+            Two assignments that expand to the same config are one point (the first one's key).
         config: the complete :class:`TrainConfig` of this run (seed included).
         coords: ``{axis name: value}`` for every axis of the study (the first field's value for a
             zip); in a one-at-a-time study the axes not varied sit at the baseline value.
@@ -204,8 +206,8 @@ class StudyPoint:
     seed: int
 
 
-def _config_key(config_dict: dict) -> str:
-    text = json.dumps(config_dict, sort_keys=True, separators=(",", ":"))
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -300,19 +302,22 @@ class StudyConfig(Config):
             for axis in self.axes:
                 for value in axis.points():
                     combos.append(({axis.name: value}, (axis.name,)))
-        by_key: dict[str, StudyPoint] = {}
+        base = self.base.to_dict()
+        by_config: dict[str, StudyPoint] = {}
         for assignment, members in combos:
             for seed in self.seeds:
                 config = self._point_config(assignment, seed)
-                key = _config_key(config.to_dict())
+                same_config = _hash(config.to_dict())
+                if same_config in by_config:
+                    point = by_config[same_config]
+                    point.axes = tuple(dict.fromkeys(point.axes + members))
+                    continue
+                fields = {path: value for axis in self.axes if axis.name in assignment for path, value in zip(axis.fields, assignment[axis.name])}
+                key = _hash({"base": base, "fields": fields, "seed": seed})
                 coords = dict(baseline)
                 coords.update({name: values[0] for name, values in assignment.items()})
-                if key in by_key:
-                    point = by_key[key]
-                    point.axes = tuple(dict.fromkeys(point.axes + members))
-                else:
-                    by_key[key] = StudyPoint(key, config, coords, members, seed)
-        return list(by_key.values())
+                by_config[same_config] = StudyPoint(key, config, coords, members, seed)
+        return list(by_config.values())
 
     def _point_config(self, assignment: dict[str, tuple], seed: int) -> TrainConfig:
         data = self._base_dict()
