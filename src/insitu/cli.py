@@ -154,5 +154,110 @@ def presets(name: str | None, fmt: str) -> None:
     click.echo(config.to_yaml() if fmt == "yaml" else config.to_json())
 
 
+# -- pre-defined sparsity (Dey et al. 2017) ---------------------------------------------------
+
+
+@main.group()
+def sparse() -> None:
+    """Pre-defined sparse networks and the edge-processing accelerator (Dey et al. 2017)."""
+
+
+@sparse.command("train")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--data-dir", default=None, help="Folder holding the dataset.")
+@click.option("--sizes", default="800,100,10", show_default=True, callback=_int_list, help="Neurons per layer; the input is zero-padded to sizes[0].")
+@click.option("--out-degree", default="50,10", show_default=True, help="d_out per junction, or 'dense' for nn.Linear layers.")
+@click.option("--pattern", default="structured", show_default=True, type=click.Choice(["structured", "clash-free", "random"]))
+@click.option("--z", default=None, callback=_int_list, help="Edges per clock per junction (clash-free patterns).")
+@click.option("--interleaver-type", default=1, show_default=True, type=click.IntRange(1, 3))
+@click.option("--dither", is_flag=True, help="Memory dither in clash-free patterns.")
+@click.option("--activation", default="relu", show_default=True, type=click.Choice(["relu", "sigmoid", "tanh"]))
+@click.option("--epochs", default=5, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate in floating point.")
+@click.option("--weight-decay", default=8e-5, show_default=True, type=float)
+@click.option("--fixed-point", default=None, help="TOTAL:INTEGER bits, e.g. 12:3, for weights, activations, errors and updates.")
+@click.option("--lr-exponent", default=6, show_default=True, type=int, help="Fixed point: learning rate 2^-k.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--out", "out_path", default=None, help="Write the results JSON here.")
+def sparse_train(**opts) -> None:
+    """Train a sparse MLP (float or fixed point) and print the test accuracy per epoch."""
+    import json
+
+    import torch
+
+    from .data import DatasetError, load_dataset
+    from .sparse.training import SparseTrainConfig, train_sparse
+
+    torch.set_num_threads(max(1, opts["threads"]))
+    degrees = None if opts["out_degree"].strip() == "dense" else _int_list(None, None, opts["out_degree"])
+    try:
+        config = SparseTrainConfig(
+            dataset=opts["dataset"], sizes=opts["sizes"], out_degrees=degrees, pattern=opts["pattern"], z=opts["z"] or None,
+            interleaver_type=opts["interleaver_type"], dither=opts["dither"], activation=opts["activation"],
+            epochs=opts["epochs"], batch_size=opts["batch_size"], optimizer=opts["optimizer"], lr=opts["lr"],
+            weight_decay=opts["weight_decay"], fixed_point=opts["fixed_point"], learning_rate_exponent=opts["lr_exponent"],
+            seed=opts["seed"], subset=opts["subset"],
+        )
+        data = load_dataset(config.dataset, path=opts["data_dir"], subset=config.subset, seed=config.seed)
+        results = train_sparse(config, data, log=click.echo)
+    except (ConfigError, DatasetError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"network density {100 * results['network_density']:.2f}% ({sum(results['edges'])} of {results['dense_edges']} edges); "
+               f"final test accuracy {100 * results['final_test_accuracy']:.2f}%")
+    if opts["out_path"]:
+        Path(opts["out_path"]).write_text(json.dumps(results, indent=2) + "\n")
+        click.echo(f"results in {opts['out_path']}")
+
+
+@sparse.command("hardware")
+@click.option("--sizes", default="800,100,10", show_default=True, callback=_int_list, help="Neurons per layer.")
+@click.option("--out-degree", default="50,10", show_default=True, callback=_int_list, help="d_out per junction.")
+@click.option("--z", default=None, callback=_int_list, help="Edges per clock per junction (equal |W_i|/z_i).")
+@click.option("--clocks", default=None, type=int, help="Clocks per junction cycle C instead of --z (z_i = |W_i|/C).")
+@click.option("--clock-mhz", default=100.0, show_default=True, type=float)
+@click.option("--overhead", default=2, show_default=True, type=int, help="Extra clocks per junction cycle.")
+@click.option("--word-bits", default=12, show_default=True, type=int)
+@click.option("--measure", is_flag=True, help="Also time a PyTorch training step of the same network here (one thread).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sparse_hardware(sizes, out_degree, z, clocks, clock_mhz, overhead, word_bits, measure, as_json) -> None:
+    """Model the edge-processing accelerator: clocks, throughput, multipliers, memory, vs dense."""
+    import json
+
+    from .sparse.hardware import EdgeHardwareConfig, estimate, measure_torch_step
+
+    try:
+        config = EdgeHardwareConfig(clock_hz=clock_mhz * 1e6, overhead_clocks=overhead, word_bits=word_bits)
+        est = estimate(sizes, out_degree, config, z=z or None, clocks_per_cycle=clocks)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = est.to_dict()
+    if measure:
+        import torch
+
+        torch.set_num_threads(1)
+        result["measured_torch"] = [measure_torch_step(sizes, out_degree, batch_size=b, steps=100) for b in (1, 256)]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo("| junction | N_in -> N_out | d_out | d_in | edges | density | z | clocks | mult FF/BP/UP | adders | memory bits |")
+    click.echo("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for i, j in enumerate(est.junctions, 1):
+        click.echo(f"| {i} | {j.n_in} -> {j.n_out} | {j.out_degree} | {j.in_degree} | {j.edges} | {100 * j.density:.1f}% | {j.z} | "
+                   f"{j.clocks_per_cycle} | {j.ff_multipliers}/{j.bp_multipliers}/{j.up_multipliers} | {j.adders} | {j.memory_bits} |")
+    click.echo(f"network density {100 * est.network_density:.2f}% (complexity reduction {est.complexity_reduction:.2f}x); "
+               f"{est.multipliers} multipliers, {est.adders} adders, {est.memory_bits / 8e3:.1f} kB of memory")
+    click.echo(f"throughput {est.examples_per_second:,.0f} examples/s at {clock_mhz:g} MHz ({est.clocks_per_example} clocks/example)")
+    click.echo(f"dense on the same multipliers: {est.dense_clocks_per_cycle + overhead} clocks/example, "
+               f"{est.dense_examples_per_second:,.0f} examples/s; modelled speed-up {est.speedup_vs_dense:.2f}x")
+    for m in result.get("measured_torch", []):
+        click.echo(f"PyTorch here, batch {m['batch_size']}: {m['examples_per_second']:,.0f} examples/s "
+                   f"(model / measured = {est.examples_per_second / m['examples_per_second']:.1f}x)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
