@@ -11,6 +11,7 @@
 
 from .analog import mask_analog_linear
 from .fixed_point import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize
+from .hardware import EdgeEstimate, EdgeHardwareConfig
 from .linear import SparseLinear
 from .patterns import PATTERN_KINDS, ConnectionPattern, PatternConfig, in_degree, make_pattern, network_density
 
@@ -27,4 +28,6 @@ __all__ = [
     "FixedPointSGD",
     "quantize",
     "mask_analog_linear",
+    "EdgeHardwareConfig",
+    "EdgeEstimate",
 ]

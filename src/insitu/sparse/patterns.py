@@ -107,7 +107,8 @@ class PatternConfig(Config):
             self._fail("z", "must be a positive integer or None.")
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: patterns hold tensors, compared with torch.equal on rows/cols, not ==.
+@dataclasses.dataclass(frozen=True, eq=False)
 class ConnectionPattern:
     """The edges of one junction ``n_in -> n_out``.
 
