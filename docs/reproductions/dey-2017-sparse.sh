@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/reproductions/dey-2017-sparse.md (Dey, Shao, Chugg & Beerel 2017) on MNIST:
 # headline dense/sparse networks (3 seeds, 50 epochs), accuracy against density for the three
-# pattern kinds (20 epochs), fixed-point bit widths (batch 1, 2 epochs), the hardware model with
+# pattern kinds (20 epochs), fixed-point bit widths (batch 1, 1 epoch), the hardware model with
 # measured PyTorch steps, and the figure. One CPU thread throughout; about an hour on a loaded
 # two-core machine. JSON lands in docs/reproductions/data/dey-2017-sparse/.
 set -euo pipefail

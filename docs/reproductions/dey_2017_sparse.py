@@ -163,12 +163,61 @@ def plot() -> None:
     print("wrote docs/reproductions/dey-2017-sparse.png")
 
 
+def tables() -> None:
+    """Markdown tables of the JSON results (pasted into dey-2017-sparse.md)."""
+    import statistics
+
+    head = json.loads((OUT / "headline.json").read_text())
+    print(f"| network | density | edges | test accuracy, {head['epochs']} epochs (mean of seeds {head['seeds']}) | per seed | authors |")
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
+    for name, runs in head["runs"].items():
+        accs = [100 * r["final_test_accuracy"] for r in runs]
+        authors = head["authors"].get(name.split(" structured")[0].split(" clash")[0])
+        print(f"| {name} | {100 * runs[0]['network_density']:.1f}% | {sum(runs[0]['edges'])} | {statistics.mean(accs):.2f}% "
+              f"| {', '.join(f'{a:.2f}' for a in accs)} | {'' if authors is None else f'{100 * authors:.2f}%'} |")
+    dens = json.loads((OUT / "density.json").read_text())
+    print()
+    print(f"| d_out (junction 1, 2) | ρ_net | structured | clash-free (z={dens['clash_free_z']}) | random |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for d_out in DENSITIES:
+        cells = {}
+        for r in dens["runs"]:
+            if tuple(r["out_degrees"]) == d_out:
+                cells.setdefault(r["pattern"], []).append(100 * r["final_test_accuracy"])
+                rho = r["network_density"]
+        print(f"| {d_out[0]}, {d_out[1]} | {100 * rho:.2f}% | " + " | ".join(
+            f"{statistics.mean(cells[k]):.2f}%" if k in cells else "–" for k in ("structured", "clash-free", "random")) + " |")
+    if (OUT / "bits.json").exists():
+        b = json.loads((OUT / "bits.json").read_text())
+        print()
+        print(f"| format (TOTAL:INTEGER) | fraction bits | test accuracy after {b['epochs']} epoch(s) |")
+        print("| --- | ---: | ---: |")
+        for name, r in b["runs"].items():
+            fp = r["config"]["fixed_point"]
+            frac = "float" if fp is None else str(int(fp.split(":")[0]) - 1 - int(fp.split(":")[1]))
+            print(f"| {name} | {frac} | {100 * r['final_test_accuracy']:.2f}% |")
+    hw = json.loads((OUT / "hardware.json").read_text())
+    print()
+    print("| network | ρ_net | reduction | C | z | multipliers | adders | memory (kbit) | examples/s | dense clocks (same multipliers) | modelled speed-up |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, e in hw["estimates"].items():
+        print(f"| {name} | {100 * e['network_density']:.2f}% | {e['complexity_reduction']:.2f}x | {e['clocks_per_cycle']} | "
+              f"{','.join(str(j['z']) for j in e['junctions'])} | {e['multipliers']} | {e['adders']} | {e['memory_bits'] / 1e3:.1f} | "
+              f"{e['examples_per_second']:,.0f} | {e['dense_clocks_per_cycle']} (z={','.join(map(str, e['dense_z']))}) | {e['speedup_vs_dense']:.2f}x |")
+    print()
+    print("| PyTorch on this machine | batch | examples/s | µs/example |")
+    print("| --- | ---: | ---: | ---: |")
+    for m in hw["measured_torch"]:
+        what = "dense" if m["out_degrees"] is None else f"sparse d_out {m['out_degrees']}"
+        print(f"| {'-'.join(map(str, m['sizes']))} {what} | {m['batch_size']} | {m['examples_per_second']:,.0f} | {1e6 * m['seconds_per_example']:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "bits", "hardware", "plot"])
+    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "bits", "hardware", "plot", "tables"])
     parser.add_argument("--headline-epochs", type=int, default=50)
     parser.add_argument("--density-epochs", type=int, default=20)
-    parser.add_argument("--bits-epochs", type=int, default=2)
+    parser.add_argument("--bits-epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the headline runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -185,6 +234,8 @@ def main() -> None:
         hardware()
     if args.part in ("all", "plot"):
         plot()
+    if args.part in ("all", "tables"):
+        tables()
     print(f"total {time.time() - start:.0f} s")
 
 
