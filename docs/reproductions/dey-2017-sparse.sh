@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python docs/reproductions/dey_2017_sparse.py --part headline
 python docs/reproductions/dey_2017_sparse.py --part density
+python docs/reproductions/dey_2017_sparse.py --part density-dense-output
 python docs/reproductions/dey_2017_sparse.py --part bits
 python docs/reproductions/dey_2017_sparse.py --part hardware
 python docs/reproductions/dey_2017_sparse.py --part plot
@@ -15,3 +16,4 @@ python benchmarks/bench_sparse.py > docs/reproductions/data/dey-2017-sparse/benc
 # The hardware table of the headline network, as printed by the command line:
 insitu sparse hardware --sizes 800,100,10 --out-degree 50,10 --z 200,5 --measure \
   > docs/reproductions/data/dey-2017-sparse/hardware_table.md
+python docs/reproductions/dey_2017_sparse.py --part tables > docs/reproductions/data/dey-2017-sparse/tables.md

@@ -88,6 +88,21 @@ def density(data, epochs: int, seeds) -> None:
     _write("density", out)
 
 
+# Junction 2 kept fully connected (d_out 10), junction 1 sparser: 50.6, 21.0, 11.1, 6.2, 5.2 %.
+DENSITIES_DENSE_OUTPUT = [(50, 10), (20, 10), (10, 10), (5, 10), (4, 10)]
+
+
+def density_dense_output(data, epochs: int, seeds) -> None:
+    """Structured patterns with the output junction left dense: where the density goes matters."""
+    out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "runs": []}
+    for d_out in DENSITIES_DENSE_OUTPUT:
+        for seed in seeds:
+            result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM), data)
+            out["runs"].append({"pattern": "structured", "out_degrees": d_out, "seed": seed, **_summary(result)})
+            print(f"structured {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("density_dense_output", out)
+
+
 def bits(data, epochs: int, seed: int) -> None:
     # One power-of-two rate for all widths, η = 2^-6, batch 1 as the hardware trains; the integer
     # bits of each width are chosen so that 2^-6 is representable (k <= fraction bits).
@@ -140,6 +155,11 @@ def plot() -> None:
         xs = sorted({r["network_density"] for r in runs})
         ys = [100 * sum(r["final_test_accuracy"] for r in runs if r["network_density"] == x) / sum(1 for r in runs if r["network_density"] == x) for x in xs]
         ax1.plot([100 * x for x in xs], ys, marker=marker, label=kind)
+    extra = OUT / "density_dense_output.json"
+    if extra.exists():
+        runs = json.loads(extra.read_text())["runs"]
+        ax1.plot([100 * r["network_density"] for r in runs], [100 * r["final_test_accuracy"] for r in runs], marker="D", ls=":",
+                 label="structured, output junction dense")
     head = json.loads((OUT / "headline.json").read_text())
     dense = head["runs"]["dense 784-112-10"]
     ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label="dense 784-112-10")
@@ -187,6 +207,12 @@ def tables() -> None:
                 rho = r["network_density"]
         print(f"| {d_out[0]}, {d_out[1]} | {100 * rho:.2f}% | " + " | ".join(
             f"{statistics.mean(cells[k]):.2f}%" if k in cells else "–" for k in ("structured", "clash-free", "random")) + " |")
+    if (OUT / "density_dense_output.json").exists():
+        print()
+        print("| d_out (junction 1, 2) | ρ_net | structured, output junction dense |")
+        print("| --- | ---: | ---: |")
+        for r in json.loads((OUT / "density_dense_output.json").read_text())["runs"]:
+            print(f"| {r['out_degrees'][0]}, {r['out_degrees'][1]} | {100 * r['network_density']:.2f}% | {100 * r['final_test_accuracy']:.2f}% |")
     if (OUT / "bits.json").exists():
         b = json.loads((OUT / "bits.json").read_text())
         print()
@@ -214,7 +240,7 @@ def tables() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "bits", "hardware", "plot", "tables"])
+    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "hardware", "plot", "tables"])
     parser.add_argument("--headline-epochs", type=int, default=50)
     parser.add_argument("--density-epochs", type=int, default=20)
     parser.add_argument("--bits-epochs", type=int, default=1)
@@ -222,12 +248,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
-    need_data = args.part in ("all", "headline", "density", "bits")
+    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits")
     data = load_dataset("mnist", path=DATA) if need_data else None
     if args.part in ("all", "headline"):
         headline(data, args.headline_epochs, range(args.seeds))
     if args.part in ("all", "density"):
         density(data, args.density_epochs, [0])
+    if args.part in ("all", "density-dense-output"):
+        density_dense_output(data, args.density_epochs, [0])
     if args.part in ("all", "bits"):
         bits(data, args.bits_epochs, 0)
     if args.part in ("all", "hardware"):
