@@ -10,6 +10,7 @@ python docs/reproductions/dey_2017_sparse.py --part headline
 python docs/reproductions/dey_2017_sparse.py --part density
 python docs/reproductions/dey_2017_sparse.py --part density-dense-output
 python docs/reproductions/dey_2017_sparse.py --part bits
+python docs/reproductions/dey_2017_sparse.py --part bits-sigmoid
 python docs/reproductions/dey_2017_sparse.py --part hardware
 python docs/reproductions/dey_2017_sparse.py --part plot
 python benchmarks/bench_sparse.py > docs/reproductions/data/dey-2017-sparse/bench_sparse.json

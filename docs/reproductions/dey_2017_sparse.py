@@ -124,6 +124,25 @@ def bits(data, epochs: int, seed: int) -> None:
     _write("bits", out)
 
 
+def bits_sigmoid(data, epochs: int, seed: int) -> None:
+    """As :func:`bits`, with sigmoid outputs and δ = a − y (the authors' RTL output stage)."""
+    common = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
+                  activation="relu", output="sigmoid", epochs=epochs, seed=seed, weight_decay=0.0)
+    runs = {
+        "float": dict(optimizer="sgd", lr=2.0**-6),
+        "16:5": dict(fixed_point="16:5", learning_rate_exponent=6),
+        "12:4": dict(fixed_point="12:4", learning_rate_exponent=6),
+        "10:3": dict(fixed_point="10:3", learning_rate_exponent=6),
+        "8:1": dict(fixed_point="8:1", learning_rate_exponent=6),
+    }
+    out = {"epochs": epochs, "seed": seed, "common": common, "runs": {}}
+    for name, kw in runs.items():
+        result = train_sparse(SparseTrainConfig(**common, **kw), data)
+        out["runs"][name] = _summary(result)
+        print(f"sigmoid output {name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("bits_sigmoid", out)
+
+
 def hardware() -> None:
     config = EdgeHardwareConfig()
     cases = {
@@ -240,7 +259,7 @@ def tables() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "hardware", "plot", "tables"])
+    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "hardware", "plot", "tables"])
     parser.add_argument("--headline-epochs", type=int, default=50)
     parser.add_argument("--density-epochs", type=int, default=20)
     parser.add_argument("--bits-epochs", type=int, default=1)
@@ -248,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
-    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits")
+    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid")
     data = load_dataset("mnist", path=DATA) if need_data else None
     if args.part in ("all", "headline"):
         headline(data, args.headline_epochs, range(args.seeds))
@@ -258,6 +277,8 @@ def main() -> None:
         density_dense_output(data, args.density_epochs, [0])
     if args.part in ("all", "bits"):
         bits(data, args.bits_epochs, 0)
+    if args.part in ("all", "bits-sigmoid"):
+        bits_sigmoid(data, args.bits_epochs, 0)
     if args.part in ("all", "hardware"):
         hardware()
     if args.part in ("all", "plot"):

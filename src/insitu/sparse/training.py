@@ -45,6 +45,9 @@ class SparseTrainConfig(Config):
             weights, activations, errors and updates, trained by :class:`FixedPointSGD`.
         learning_rate_exponent: ``k`` of the fixed-point ``η = 2^-k``. The loss is summed over
             the batch, so each example contributes ``η·δ·a`` as on the hardware.
+        output: ``softmax`` (softmax and cross-entropy, the authors' software) or ``sigmoid``
+            (sigmoid outputs with a binary cross-entropy per class, so the output error is
+            ``δ = a − y`` as in the authors' RTL; a saturated output then has ``δ ≈ 0``).
     """
 
     dataset: str = "mnist"
@@ -64,6 +67,7 @@ class SparseTrainConfig(Config):
     learning_rate_exponent: int = 6
     seed: int = 0
     subset: int | None = None
+    output: str = "softmax"
 
     def validate(self) -> None:
         if len(self.sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.sizes):
@@ -71,6 +75,7 @@ class SparseTrainConfig(Config):
         self._check_choice("pattern", PATTERN_KINDS)
         self._check_choice("activation", _ACTIVATIONS)
         self._check_choice("optimizer", ("adam", "sgd"))
+        self._check_choice("output", ("softmax", "sigmoid"))
         for field in ("epochs", "batch_size"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -132,6 +137,15 @@ def pad_inputs(x: torch.Tensor, width: int) -> torch.Tensor:
     return nn.functional.pad(x, (0, width - x.shape[1]))
 
 
+def _loss(logits: torch.Tensor, target: torch.Tensor, output: str, reduction: str) -> torch.Tensor:
+    if output == "softmax":
+        return nn.functional.cross_entropy(logits, target, reduction=reduction)
+    one_hot = nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
+    # summed over classes: ∂L/∂s = sigmoid(s) − y per output neuron
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, one_hot, reduction="sum")
+    return loss if reduction == "sum" else loss / logits.shape[0]
+
+
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
     correct = 0
@@ -183,7 +197,7 @@ def train_sparse(config: SparseTrainConfig, data, log=None) -> dict:
         for begin in range(0, n, config.batch_size):
             idx = order[begin : begin + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(train_x[idx]), data.train_y[idx], reduction=reduction)
+            loss = _loss(model(train_x[idx]), data.train_y[idx], config.output, reduction)
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * (1 if reduction == "sum" else len(idx))
