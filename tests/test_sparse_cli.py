@@ -31,7 +31,7 @@ def test_hardware_bad_z_is_a_usage_error():
 def test_train_fixed_point_on_mnist_subset(shared_datasets, tmp_path):
     out = tmp_path / "r.json"
     args = ["sparse", "train", "--data-dir", str(shared_datasets), "--subset", "300", "--epochs", "1", "--sizes", "800,20,10",
-            "--out-degree", "4,2", "--pattern", "clash-free", "--z", "40,4", "--fixed-point", "12:4", "--batch-size", "1",
+            "--out-degree", "4,2", "--pattern", "clash-free", "--z", "40,4", "--fixed-point", "12:4", "--batch-size", "1", "--output", "sigmoid",
             "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

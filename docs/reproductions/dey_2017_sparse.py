@@ -188,15 +188,24 @@ def plot() -> None:
     ax1.set_title(f"800-100-10, {dens['epochs']} epochs, Adam batch 256", fontsize=9)
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
-    b = json.loads((OUT / "bits.json").read_text())
-    names = list(b["runs"])
-    ax2.bar(range(len(names)), [100 * b["runs"][n]["final_test_accuracy"] for n in names], color="tab:blue")
-    ax2.set_xticks(range(len(names)), [n.replace(" (RTL default split)", "\n(RTL split)") for n in names], fontsize=8)
+    width = 0.4
+    names = None
+    lows = []
+    for offset, (fname, label) in zip((-width / 2, width / 2), (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ=a−y"))):
+        if not (OUT / fname).exists():
+            continue
+        b = json.loads((OUT / fname).read_text())
+        runs = {k: v for k, v in b["runs"].items() if "RTL" not in k}
+        names = names or list(runs)
+        accs = [100 * runs[n]["final_test_accuracy"] if n in runs else 0 for n in names]
+        lows += accs
+        ax2.bar([i + offset for i in range(len(names))], accs, width=width, label=label)
+    ax2.set_xticks(range(len(names)), names, fontsize=8)
     ax2.set_ylabel("MNIST test accuracy (%)")
-    lo = min(100 * b["runs"][n]["final_test_accuracy"] for n in names)
-    ax2.set_ylim(max(0, lo - 5), 100)
-    ax2.set_title(f"fixed point TOTAL:INTEGER bits, η=2^-6, batch 1, {b['epochs']} epochs", fontsize=9)
+    ax2.set_xlabel("format TOTAL:INTEGER bits")
+    ax2.set_title(f"800-100-10 clash-free, η=2^-6, batch 1, {b['epochs']} epoch", fontsize=9)
     ax2.grid(True, axis="y", alpha=0.3)
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT.parent.parent / "dey-2017-sparse.png")
     print("wrote docs/reproductions/dey-2017-sparse.png")
@@ -232,10 +241,12 @@ def tables() -> None:
         print("| --- | ---: | ---: |")
         for r in json.loads((OUT / "density_dense_output.json").read_text())["runs"]:
             print(f"| {r['out_degrees'][0]}, {r['out_degrees'][1]} | {100 * r['network_density']:.2f}% | {100 * r['final_test_accuracy']:.2f}% |")
-    if (OUT / "bits.json").exists():
-        b = json.loads((OUT / "bits.json").read_text())
+    for fname, label in (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ = a − y")):
+        if not (OUT / fname).exists():
+            continue
+        b = json.loads((OUT / fname).read_text())
         print()
-        print(f"| format (TOTAL:INTEGER) | fraction bits | test accuracy after {b['epochs']} epoch(s) |")
+        print(f"| format (TOTAL:INTEGER), {label} | fraction bits | test accuracy after {b['epochs']} epoch(s) |")
         print("| --- | ---: | ---: |")
         for name, r in b["runs"].items():
             fp = r["config"]["fixed_point"]
