@@ -18,6 +18,7 @@ Typical use::
 More estimators plug in with :func:`register_estimator` (the edge-processing model will).
 """
 
+from . import report
 from .analysis import numeric_parameters, required_value, sensitivity, with_parameter
 from .base import (
     PENDING_ESTIMATORS,

@@ -38,8 +38,9 @@ def with_parameter(config: Config, path: str, value) -> Config:
         raise ConfigError(f"{type(config).__name__} has no parameter '{head}'; see numeric_parameters(config).")
     if rest:
         return config.replace(**{head: with_parameter(getattr(config, head), rest, value)})
-    if isinstance(getattr(config, head), int) and not isinstance(getattr(config, head), bool):
-        value = max(1, int(round(value)))
+    current = getattr(config, head)
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
     return config.replace(**{head: value})
 
 
@@ -69,6 +70,8 @@ def sensitivity(hardware: str, config: Config, network: NetworkShape, metric, fa
             continue
         ratios = {}
         for label, new in (("low", value / factor), ("high", value * factor)):
+            if isinstance(value, int):  # integer parameters (array size, BL) stay integers >= 1
+                new = max(1, int(round(new)))
             try:
                 changed = with_parameter(config, path, new)
             except ConfigError:
