@@ -30,7 +30,12 @@ from .base import (
     ops_per_example,
     register_estimator,
 )
-from .crossbar import CrossbarEstimator, DataMovementConfig, DigitalUnitConfig, PeripheryConfig
+from .crossbar import (
+    CrossbarEstimator,
+    DataMovementConfig,
+    DigitalUnitConfig,
+    PeripheryConfig,
+)
 from .digital import CPUConfig, DigitalConfig, GPUConfig, measure_time_per_example
 from .pcm import PCMEstimator, PCMSystemConfig
 from .rpu import RPUEstimator, RPUSystemConfig
@@ -46,12 +51,37 @@ from .shapes import (
 )
 
 __all__ = [
-    "Estimate", "Estimator", "LayerEstimate", "get_estimator", "register_estimator", "estimator_names",
-    "PENDING_ESTIMATORS", "ops_per_example",
-    "RPUSystemConfig", "RPUEstimator", "PCMSystemConfig", "PCMEstimator",
-    "DigitalConfig", "GPUConfig", "CPUConfig", "measure_time_per_example",
-    "CrossbarEstimator", "PeripheryConfig", "DigitalUnitConfig", "DataMovementConfig",
-    "HardwareMappingError", "LayerShape", "NetworkShape", "network_from_model", "network_from_mlp",
-    "named_network", "NAMED_NETWORKS", "register_layer_mapper",
-    "sensitivity", "required_value", "numeric_parameters", "with_parameter",
+    "NAMED_NETWORKS",
+    "PENDING_ESTIMATORS",
+    "CPUConfig",
+    "CrossbarEstimator",
+    "DataMovementConfig",
+    "DigitalConfig",
+    "DigitalUnitConfig",
+    "Estimate",
+    "Estimator",
+    "GPUConfig",
+    "HardwareMappingError",
+    "LayerEstimate",
+    "LayerShape",
+    "NetworkShape",
+    "PCMEstimator",
+    "PCMSystemConfig",
+    "PeripheryConfig",
+    "RPUEstimator",
+    "RPUSystemConfig",
+    "estimator_names",
+    "get_estimator",
+    "measure_time_per_example",
+    "named_network",
+    "network_from_mlp",
+    "network_from_model",
+    "numeric_parameters",
+    "ops_per_example",
+    "register_estimator",
+    "register_layer_mapper",
+    "report",
+    "required_value",
+    "sensitivity",
+    "with_parameter",
 ]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, ConfigError
 from .base import Estimate, get_estimator
 from .shapes import NetworkShape
 
-__all__ = ["numeric_parameters", "with_parameter", "sensitivity", "required_value", "metric_of"]
+__all__ = ["metric_of", "numeric_parameters", "required_value", "sensitivity", "with_parameter"]
 
 
 def numeric_parameters(config: Config, prefix: str = "") -> dict[str, float]:

@@ -24,14 +24,14 @@ from ..config import Config, ConfigError
 from .shapes import NetworkShape
 
 __all__ = [
-    "Estimator",
-    "Estimate",
-    "LayerEstimate",
-    "register_estimator",
-    "get_estimator",
-    "estimator_names",
     "PENDING_ESTIMATORS",
+    "Estimate",
+    "Estimator",
+    "LayerEstimate",
+    "estimator_names",
+    "get_estimator",
     "ops_per_example",
+    "register_estimator",
 ]
 
 #: Estimators announced but not written yet: name -> why (shown by get_estimator and the CLI).
@@ -40,7 +40,7 @@ PENDING_ESTIMATORS: dict[str, str] = {
     "with the sparse model (insitu.sparse), which registers it as 'edge'.",
 }
 
-_ESTIMATORS: dict[str, type["Estimator"]] = {}
+_ESTIMATORS: dict[str, type[Estimator]] = {}
 
 
 def register_estimator(name: str):
@@ -59,7 +59,7 @@ def estimator_names() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
-def get_estimator(name: str, config: Config | dict | None = None) -> "Estimator":
+def get_estimator(name: str, config: Config | dict | None = None) -> Estimator:
     """The estimator registered as ``name`` with ``config`` (default: its config's defaults).
 
     ``config`` may be a config object of the estimator's config class or a dict of field

@@ -30,7 +30,7 @@ from ..config import Config, register_config
 from .base import Estimator, LayerEstimate
 from .shapes import LayerShape, NetworkShape
 
-__all__ = ["PeripheryConfig", "DigitalUnitConfig", "DataMovementConfig", "CrossbarEstimator"]
+__all__ = ["CrossbarEstimator", "DataMovementConfig", "DigitalUnitConfig", "PeripheryConfig"]
 
 _UM2_TO_MM2 = 1e-6
 

@@ -13,11 +13,18 @@ import dataclasses
 import time
 
 from ..config import Config, register_config
-from .base import Estimator, LayerEstimate, ops_per_example, register_estimator
+from .base import Estimator, LayerEstimate, register_estimator
 from .shapes import NetworkShape
 
-__all__ = ["DigitalConfig", "GPUConfig", "CPUConfig", "DigitalEstimator", "GPUEstimator", "CPUEstimator",
-           "measure_time_per_example"]
+__all__ = [
+    "CPUConfig",
+    "CPUEstimator",
+    "DigitalConfig",
+    "DigitalEstimator",
+    "GPUConfig",
+    "GPUEstimator",
+    "measure_time_per_example",
+]
 
 
 @register_config

@@ -24,7 +24,7 @@ from .crossbar import (
     validate_crossbar_fields,
 )
 
-__all__ = ["PCMSystemConfig", "PCMEstimator"]
+__all__ = ["PCMEstimator", "PCMSystemConfig"]
 
 
 @register_config

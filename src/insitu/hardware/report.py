@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .base import Estimate
 
-__all__ = ["summary_table", "layer_table", "plot_breakdown"]
+__all__ = ["layer_table", "plot_breakdown", "summary_table"]
 
 _ROWS = (
     ("time per example", "time_per_example_s", "s"),

@@ -23,7 +23,7 @@ from .crossbar import (
     validate_crossbar_fields,
 )
 
-__all__ = ["RPUSystemConfig", "RPUEstimator"]
+__all__ = ["RPUEstimator", "RPUSystemConfig"]
 
 
 @register_config

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 __all__ = [
+    "NAMED_NETWORKS",
     "HardwareMappingError",
     "LayerShape",
     "NetworkShape",
-    "network_from_model",
-    "network_from_mlp",
     "named_network",
-    "NAMED_NETWORKS",
+    "network_from_mlp",
+    "network_from_model",
     "register_layer_mapper",
 ]
 
@@ -229,8 +229,9 @@ def network_from_model(model: nn.Module, input_shape: tuple[int, ...], name: str
     def visit(prefix: str, module: nn.Module) -> None:
         mapper = _mapper_for(module)
         if mapper is not None:
+            label = prefix or type(module).__name__
             hooks.append(module.register_forward_hook(
-                lambda mod, args, out, _n=prefix or type(module).__name__, _m=mapper: layers.append(_m(_n, mod, args[0], out))
+                lambda mod, args, out, _n=label, _m=mapper: layers.append(_m(_n, mod, args[0], out))
             ))
             return
         children = list(module.named_children())
