@@ -92,13 +92,17 @@ def required_value(hardware: str, config: Config, network: NetworkShape, path: s
     """The value of parameter ``path`` in ``[low, high]`` at which ``metric`` equals ``target``.
 
     Bisection on a log scale, assuming the metric is monotonic in the parameter over the
-    interval. Returns ``None`` when the target is outside the metric's range on the interval
+    interval (integer parameters are rounded, so the result is within one step of the target). Returns ``None`` when the target is outside the metric's range on the interval
     (the headline cannot be reached by that parameter alone).
     """
     if not (0 < low < high):
         raise ConfigError(f"required_value: need 0 < low < high, got low={low}, high={high}.")
 
+    integer = isinstance(numeric_parameters(config).get(path), int)
+
     def f(v: float) -> float:
+        if integer:  # an integer parameter (array size, transfer interval) is searched on integers
+            v = max(1, round(v))
         est = get_estimator(hardware, with_parameter(config, path, v)).estimate(network, examples_per_epoch)
         return metric_of(est, metric) - target
 

@@ -139,7 +139,7 @@ class CrossbarEstimator(Estimator):
     """Shared cost model of cross-point array systems (RPU, PCM). Subclasses define the cell.
 
     The config of a subclass must have ``array_rows``, ``array_cols``, ``integration_time_s``,
-    ``read_duty``, ``pipeline_layers`` and the nested ``periphery``, ``digital`` and
+    ``read_duty``, ``pipeline_layers``, ``backward_first_layer`` and the nested ``periphery``, ``digital`` and
     ``data_movement``, and the subclass implements :meth:`read_energy_per_weight_j`,
     :meth:`cell_area_um2` and :meth:`update_cost`.
     """
@@ -245,9 +245,11 @@ class CrossbarEstimator(Estimator):
             out.append(LayerEstimate(layer.name, tiles, time, energy, area))
         if network.digital_ops_per_example:
             ops = 2 * network.digital_ops_per_example  # forward f(x) and backward f'(x)·δ
+            # Each layer's activations run on its own tiles' digital units: all lanes share the work.
+            all_tiles = sum(layer.tiles for layer in out)
             out.append(LayerEstimate(
                 "activations", 0,
-                {"digital": dig.time_s(ops, 1)},
+                {"digital": dig.time_s(ops, all_tiles)},
                 {"digital": ops * dig.energy_per_op_j},
             ))
         return out
@@ -258,6 +260,9 @@ class CrossbarEstimator(Estimator):
             # steady-state time per example is that of the slowest layer.
             return max(layer.total_time_s for layer in layers)
         return sum(layer.total_time_s for layer in layers)
+
+    def first_backward(self) -> bool:
+        return self.config.backward_first_layer
 
     def extra(self) -> dict:
         return {"pipeline_layers": self.config.pipeline_layers}
@@ -271,5 +276,6 @@ def validate_crossbar_fields(config: Config) -> None:
     config._check_non_negative("read_duty")
     if config.read_duty > 1:
         config._fail("read_duty", "is the mean fraction of the integration time an input line is on; use a value in [0, 1].")
-    if not isinstance(config.pipeline_layers, bool):
-        config._fail("pipeline_layers", "must be true or false.")
+    for field in ("pipeline_layers", "backward_first_layer"):
+        if not isinstance(getattr(config, field), bool):
+            config._fail(field, "must be true or false.")

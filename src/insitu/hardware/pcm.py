@@ -51,6 +51,8 @@ class PCMSystemConfig(Config):
         devices_programmed_per_weight: devices of the MSP tuned per transfer [A: 2].
         cell_area_um2: area of the devices and access transistors of one weight [A: 0.5 µm²].
         pipeline_layers: see RPUSystemConfig [A: off].
+        backward_first_layer: also compute the first layer's backward product (off: the input's
+            error is not needed; on: to cost one tile as it works inside a larger network).
         periphery, digital, data_movement: the shared circuit assumptions.
     """
 
@@ -73,6 +75,7 @@ class PCMSystemConfig(Config):
     devices_programmed_per_weight: int = 2
     cell_area_um2: float = 0.5
     pipeline_layers: bool = False
+    backward_first_layer: bool = False
     periphery: PeripheryConfig = dataclasses.field(default_factory=PeripheryConfig)
     digital: DigitalUnitConfig = dataclasses.field(default_factory=DigitalUnitConfig)
     data_movement: DataMovementConfig = dataclasses.field(default_factory=DataMovementConfig)

@@ -49,6 +49,8 @@ class RPUSystemConfig(Config):
         cell_area_um2: area of one device in the array [R: < 0.01 µm², low confidence].
         pipeline_layers: layers work on successive examples at once, so the time per example is
             that of the slowest layer (needed to keep all tiles busy) [A: off].
+        backward_first_layer: also compute the first layer's backward product (off: the input's
+            error is not needed; on: to cost one tile as it works inside a larger network).
         periphery, digital, data_movement: the shared circuit assumptions.
     """
 
@@ -66,6 +68,7 @@ class RPUSystemConfig(Config):
     pulse_energy_j: float = 10e-15
     cell_area_um2: float = 0.01
     pipeline_layers: bool = False
+    backward_first_layer: bool = False
     periphery: PeripheryConfig = dataclasses.field(default_factory=PeripheryConfig)
     digital: DigitalUnitConfig = dataclasses.field(default_factory=DigitalUnitConfig)
     data_movement: DataMovementConfig = dataclasses.field(default_factory=DataMovementConfig)
