@@ -25,7 +25,7 @@ _ROWS = (
 def _fmt(value: float, unit: str = "") -> str:
     if unit in ("", "tiles"):
         return f"{value:,.0f}" if value == int(value) else f"{value:.3g}"
-    prefixes = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
+    prefixes = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
     if unit in ("s", "J", "W", "Op/s") and value != 0:
         for scale, prefix in prefixes:
             if abs(value) >= scale:
