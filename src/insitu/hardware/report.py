@@ -82,7 +82,7 @@ def plot_breakdown(path: str | Path, estimates: list[tuple[str, Estimate]], titl
     panels = (("time_by_component", "time per example (s)"), ("energy_by_component", "energy per example (J)"))
     parts = {attr: [getattr(est, attr)() for _, est in estimates] for attr, _ in panels}
     widest = max(len({k for p in parts[attr] for k in p}) for attr, _ in panels)
-    fig, axes = plt.subplots(1, 2, figsize=(3 + 0.9 * widest * max(1, len(estimates) / 2), 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(min(16.0, 3 + 0.6 * widest * max(1.0, len(estimates) / 2)), 5.0))
     width = 0.8 / len(estimates)
     for ax, (attr, ylabel) in zip(axes, panels):
         keys = list(dict.fromkeys(k for p in parts[attr] for k in p if p[k] > 0))
@@ -91,7 +91,7 @@ def plot_breakdown(path: str | Path, estimates: list[tuple[str, Estimate]], titl
             total = sum(parts[attr][i].values())
             ax.bar([j + (i - (len(estimates) - 1) / 2) * width for j in range(len(keys))],
                    [v if v > 0 else float("nan") for v in values], width,
-                   label=f"{label} (total {total:.2g})")
+                   label=f"{label} (sum {total:.2g})")
         ax.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
