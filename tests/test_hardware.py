@@ -292,3 +292,16 @@ def test_import_insitu_stays_light():
     code = "import insitu, insitu.hardware, sys; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_measure_uses_a_step_time_timed_here(tmp_path):
+    out_json = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["hardware", "estimate", "--model", "mlp", "--hidden", "8", "--hardware", "cpu",
+                                       "--measure", "--threads", "1", "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    cpu = json.loads(out_json.read_text())["cpu"]
+    assert cpu["extra"]["measured"] is True
+    assert cpu["summary"]["time_per_example_s"] == pytest.approx(cpu["config"]["measured_time_per_example_s"])
+    assert cpu["summary"]["time_per_example_s"] > 0
+    missing = CliRunner().invoke(main, ["hardware", "estimate", "--hardware", "rpu", "--measure"])
+    assert missing.exit_code == 2 and "--measure times a step" in missing.output

@@ -181,11 +181,12 @@ def _parse_value(text: str):
               help="Change an assumption, e.g. --set rpu.bl=20 --set rpu.periphery.adc_energy_j=5e-12 (repeatable).")
 @click.option("--pipeline", is_flag=True, help="Pipeline the layers of rpu/pcm (time per example = slowest layer).")
 @click.option("--examples", default=60000, show_default=True, type=int, help="Training examples per epoch.")
-@click.option("--measure", is_flag=True, help="gpu/cpu: use a PyTorch step time measured on this machine (batch 1) instead of the peak rate.")
+@click.option("--measure", is_flag=True, help="Time a PyTorch SGD step (batch 1) on this machine's GPU (for --hardware gpu) or CPU (for cpu) instead of using the peak rate.")
+@click.option("--threads", default=None, type=int, help="CPU threads for --measure (default: PyTorch's choice).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write all estimates to this JSON file.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Write a PNG of the time and energy breakdown.")
 def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_names, compare, baseline, overrides,
-                      pipeline, examples, measure, json_path, plot_path) -> None:
+                      pipeline, examples, measure, threads, json_path, plot_path) -> None:
     """Estimate time, energy and area of training a network, per layer and per component."""
     import json
 
@@ -222,17 +223,24 @@ def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_nam
                 if hasattr(config, "pipeline_layers"):
                     configs[name] = config.replace(pipeline_layers=True)
         if measure:
+            import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+            device, target = ("cuda", "gpu") if torch.cuda.is_available() else ("cpu", "cpu")
+            if target not in configs:
+                raise click.UsageError(f"--measure times a step on this machine's {device}: add --hardware {target}.")
             if model not in ("mlp", "cnn-2017"):
                 raise click.UsageError(f"--measure needs a model small enough to build here (mlp, cnn-2017), not '{model}'.")
             if built is None:
                 from .models import mlp as build_mlp
 
                 built = build_mlp((inputs, *hidden, outputs))
-            seconds = hw.measure_time_per_example(built, (inputs,))
-            click.echo(f"measured on this machine with PyTorch: {seconds * 1e6:.1f} µs per example (batch 1)")
-            for name, config in configs.items():
-                if hasattr(config, "measured_time_per_example_s"):
-                    configs[name] = config.replace(measured_time_per_example_s=seconds, label=f"measured here ({name} power)")
+            seconds = hw.measure_time_per_example(built, (inputs,), steps=100, warmup=10, device=device)
+            click.echo(f"measured on this machine's {device} with PyTorch ({torch.get_num_threads()} threads): "
+                       f"{seconds * 1e6:.1f} µs per example (batch 1)")
+            configs[target] = configs[target].replace(
+                measured_time_per_example_s=seconds, label=f"measured here on {device} ({configs[target].power_w:g} W assumed)")
         estimates = [(name, hw.get_estimator(name, configs[name]).estimate(network, examples)) for name in names]
     except (ConfigError, hw.HardwareMappingError) as exc:
         raise click.UsageError(str(exc)) from None
