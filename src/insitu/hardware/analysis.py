@@ -71,7 +71,7 @@ def sensitivity(hardware: str, config: Config, network: NetworkShape, metric, fa
         ratios = {}
         for label, new in (("low", value / factor), ("high", value * factor)):
             if isinstance(value, int):  # integer parameters (array size, BL) stay integers >= 1
-                new = max(1, int(round(new)))
+                new = max(1, round(new))
             try:
                 changed = with_parameter(config, path, new)
             except ConfigError:

@@ -22,6 +22,7 @@ output element. A new layer type (for example a sparse layer) is made mappable w
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 
@@ -287,7 +288,7 @@ def network_from_mlp(sizes, bias: bool = True, name: str | None = None) -> Netwo
         )
     layers = tuple(
         LayerShape(str(2 * i), "linear", n_out, n_in + int(bias))
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes))
     )
     return NetworkShape(name or "mlp " + "-".join(map(str, sizes)), layers, sum(sizes[1:-1]))
 
