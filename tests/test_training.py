@@ -198,3 +198,26 @@ def test_a_finished_run_extends_to_more_epochs_as_if_run_in_one_go(tmp_path, dig
         run_training(_config(epochs=4, lr=0.1), tmp_path / "grown", resume=True, **quiet)
     with pytest.raises(ConfigError, match="already holds 3 epochs"):
         run_training(_config(epochs=1), tmp_path / "grown", resume=True, **quiet)
+
+
+def test_cli_update_algorithm_sbe_counts_writes_in_the_results(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sbe"
+    result = runner.invoke(
+        main,
+        ["train", "--dataset", "digits", "--hidden", "16", "--activation", "relu", "--preset", "floating-point",
+         "--update", "sbe", "--rank", "1", "--batch-size", "32", "--epochs", "2", "--lr", "0.1", "--out", str(out), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["tile_config"]["algorithm"] == {"method": "sbe", "rank": 1, "full_write": True}
+    steps = -(-saved["dataset"]["train"] // 32)  # batches per epoch
+    for layer in saved["counters"].values():
+        assert layer["steps"] == 2 * steps and layer["rank1_updates"] == 2 * steps
+    assert saved["epochs"][-1]["rank1_writes"] == 2 * 2 * steps  # two layers
+    assert saved["counters"]["0.tile"]["extra_memory"] == 16 + 64 + 1 + 1  # a + b (bias column) + σ
+
+    result = runner.invoke(main, ["train", "--dataset", "digits", "--update", "sbe", "--rank", "4", "--batch-size", "2", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "batch_size" in result.output and "rank" in result.output
+    result = runner.invoke(main, ["train", "--dataset", "digits", "--rank", "2", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--update" in result.output

@@ -394,6 +394,8 @@ def test_counters_with_certain_pulses(kwargs):
     assert tile.counters.rank1_updates == b + 2
     assert tile.counters.to_dict() == {
         "rank1_updates": b + 2, "pulses": (b + 2) * BL * 14.0, "coincidences": (b + 2) * BL * 48.0,
+        # two steps; the larger batch (5) held its 5 (x, δ) pairs of 6 + 8 numbers until the step
+        "steps": 2, "extra_memory": b * (6 + 8),
     }
 
 

@@ -46,6 +46,8 @@ def main() -> None:
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
 @click.option("--tile-config", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML/JSON TileConfig replacing the preset's (start from `insitu presets NAME > file.yaml`).")
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
+@click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
+@click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
@@ -83,6 +85,8 @@ def train(**opts) -> None:
             seed=opts["seed"],
             subset=opts["subset"],
             update_mode=opts["update_mode"],
+            update_algorithm=opts["update_algorithm"],
+            rank=opts["rank"],
             bias_on_array=not opts["digital_bias"],
             tile=tile,
         )
@@ -152,6 +156,111 @@ def presets(name: str | None, fmt: str) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(config.to_yaml() if fmt == "yaml" else config.to_json())
+
+
+@main.group()
+def hardware() -> None:
+    """Time, energy and area of training on RPU, PCM or digital hardware (insitu.hardware)."""
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+@hardware.command("estimate")
+@click.option("--model", default="mlp", show_default=True,
+              help="mlp (widths from --inputs/--hidden/--outputs, never allocated), cnn-2017, or a named network: "
+                   "mlp-2016, mlp-2018, fc-1b (60 layers of 4096x4096, ~1e9 weights).")
+@click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Hidden widths of --model mlp.")
+@click.option("--inputs", default=784, show_default=True, type=int, help="Input width of --model mlp.")
+@click.option("--outputs", default=10, show_default=True, type=int, help="Output width of --model mlp.")
+@click.option("--digital-bias", is_flag=True, help="--model mlp: biases are not an array column.")
+@click.option("--hardware", "hardware_names", default="rpu", show_default=True,
+              help="Comma-separated: rpu, pcm, gpu, cpu (edge: not yet available).")
+@click.option("--compare", is_flag=True, help="Put rpu, pcm, gpu and cpu side by side (same as --hardware rpu,pcm,gpu,cpu).")
+@click.option("--baseline", default=None, help="Add speed-up and energy-saving rows relative to this hardware (e.g. gpu).")
+@click.option("--set", "overrides", multiple=True, metavar="HW.PARAM=VALUE",
+              help="Change an assumption, e.g. --set rpu.bl=20 --set rpu.periphery.adc_energy_j=5e-12 (repeatable).")
+@click.option("--pipeline", is_flag=True, help="Pipeline the layers of rpu/pcm (time per example = slowest layer).")
+@click.option("--examples", default=60000, show_default=True, type=int, help="Training examples per epoch.")
+@click.option("--measure", is_flag=True, help="Time a PyTorch SGD step (batch 1) on this machine's GPU (for --hardware gpu) or CPU (for cpu) instead of using the peak rate.")
+@click.option("--threads", default=None, type=int, help="CPU threads for --measure (default: PyTorch's choice).")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write all estimates to this JSON file.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Write a PNG of the time and energy breakdown.")
+def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_names, compare, baseline, overrides,
+                      pipeline, examples, measure, threads, json_path, plot_path) -> None:
+    """Estimate time, energy and area of training a network, per layer and per component."""
+    import json
+
+    from . import hardware as hw
+
+    names = ["rpu", "pcm", "gpu", "cpu"] if compare else [n.strip() for n in hardware_names.split(",") if n.strip()]
+    if not names:
+        raise click.UsageError("give at least one --hardware (rpu, pcm, gpu, cpu).")
+    try:
+        built = None
+        if model == "mlp":
+            sizes = (inputs, *hidden, outputs)
+            network = hw.network_from_mlp(sizes, bias=not digital_bias)
+        elif model == "cnn-2017":
+            from .models import cnn_2017
+
+            built, input_shape = cnn_2017(), (inputs,)
+            network = hw.network_from_model(built, input_shape, name="cnn-2017")
+        else:
+            network = hw.named_network(model)
+        configs = {}
+        for name in names:
+            configs[name] = hw.get_estimator(name).config
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            target, dot, path = key.partition(".")
+            if not sep or not dot:
+                raise click.UsageError(f"--set expects HW.PARAM=VALUE such as rpu.bl=20, got '{item}'.")
+            if target not in configs:
+                raise click.UsageError(f"--set {item}: '{target}' is not among the hardware estimated ({names}).")
+            configs[target] = hw.with_parameter(configs[target], path, _parse_value(value))
+        if pipeline:
+            for name, config in configs.items():
+                if hasattr(config, "pipeline_layers"):
+                    configs[name] = config.replace(pipeline_layers=True)
+        if measure:
+            import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+            device, target = ("cuda", "gpu") if torch.cuda.is_available() else ("cpu", "cpu")
+            if target not in configs:
+                raise click.UsageError(f"--measure times a step on this machine's {device}: add --hardware {target}.")
+            if model not in ("mlp", "cnn-2017"):
+                raise click.UsageError(f"--measure needs a model small enough to build here (mlp, cnn-2017), not '{model}'.")
+            if built is None:
+                from .models import mlp as build_mlp
+
+                built = build_mlp((inputs, *hidden, outputs))
+            seconds = hw.measure_time_per_example(built, (inputs,), steps=100, warmup=10, device=device)
+            click.echo(f"measured on this machine's {device} with PyTorch ({torch.get_num_threads()} threads): "
+                       f"{seconds * 1e6:.1f} µs per example (batch 1)")
+            configs[target] = configs[target].replace(
+                measured_time_per_example_s=seconds, label=f"measured here on {device} ({configs[target].power_w:g} W assumed)")
+        estimates = [(name, hw.get_estimator(name, configs[name]).estimate(network, examples)) for name in names]
+    except (ConfigError, hw.HardwareMappingError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"network: {network.name}, {network.weights:,} weights, {network.macs_per_example():,} MACs per example (forward)")
+    click.echo("")
+    click.echo(hw.report.summary_table(estimates, baseline))
+    if len(estimates) == 1:
+        click.echo("")
+        click.echo(hw.report.layer_table(estimates[0][1]))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps({name: est.to_dict() for name, est in estimates}, indent=2) + "\n")
+        click.echo(f"json: {json_path}")
+    if plot_path:
+        hw.report.plot_breakdown(plot_path, estimates, title=network.name)
+        click.echo(f"figure: {plot_path}")
 
 
 # -- pre-defined sparsity (Dey et al. 2017) ---------------------------------------------------

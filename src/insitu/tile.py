@@ -25,7 +25,7 @@ from torch import nn
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
-from .update import PulseUpdateConfig, UpdateCounters, exact_update, pulsed_update
+from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
 
 __all__ = ["TileConfig", "AnalogTile"]
 
@@ -42,7 +42,10 @@ class TileConfig(Config):
         device: the device model of every cross-point.
         forward: IO non-idealities of the forward pass ``y = W x``.
         backward: IO non-idealities of the backward pass ``z = Wᵀ δ``.
-        update: how updates are turned into pulses.
+        update: how rank-1 writes are turned into pulses.
+        algorithm: which rank-1 writes a batch becomes: one per sample (``sgd``, the default),
+            the full batch gradient (``mbgd``), its top singular pairs, exact (``svd``) or
+            streamed (``sbe``, Hoskins et al. 2019); see :mod:`insitu.update.lowrank`.
         devices_per_weight: devices in each unit cell (``#d`` of Gokmen, Onen & Haensch 2017).
             All devices of a cell receive the same pulses in parallel; each has its own
             device-to-device parameters and cycle-to-cycle noise, so both variations shrink as
@@ -56,11 +59,18 @@ class TileConfig(Config):
     forward: IOConfig = dataclasses.field(default_factory=IOConfig)
     backward: IOConfig = dataclasses.field(default_factory=IOConfig)
     update: PulseUpdateConfig = dataclasses.field(default_factory=PulseUpdateConfig)
+    algorithm: UpdateAlgorithmConfig = dataclasses.field(default_factory=UpdateAlgorithmConfig)
     devices_per_weight: int = 1
     cell_readout: str = "mean"
 
     def validate(self) -> None:
-        expected = {"device": DeviceConfig, "forward": IOConfig, "backward": IOConfig, "update": PulseUpdateConfig}
+        expected = {
+            "device": DeviceConfig,
+            "forward": IOConfig,
+            "backward": IOConfig,
+            "update": PulseUpdateConfig,
+            "algorithm": UpdateAlgorithmConfig,
+        }
         for field, kind in expected.items():
             if not isinstance(getattr(self, field), kind):
                 self._fail(field, f"must be a {kind.__name__}, got {type(getattr(self, field)).__name__}.")
@@ -122,6 +132,7 @@ class AnalogTile(nn.Module):
         self.counters = UpdateCounters()
         # Sparse crossbar (Dey et al. 2017): True where a cross-point exists; None: all exist.
         self.register_buffer("connection_mask", None)
+        self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._link_parameter()
 
@@ -210,6 +221,15 @@ class AnalogTile(nn.Module):
             )
 
     @torch.no_grad()
+    def pending_gradient(self) -> torch.Tensor | None:
+        """``G = Σ_b δ_b x_bᵀ`` ``(out, in)`` of the stashed pairs (what the next update writes
+        before the update algorithm compresses it), or ``None`` when nothing is stashed. For
+        analysis, e.g. the share of ``G``'s energy in its first singular pair (Hoskins et al. 2019)."""
+        if not self._pending:
+            return None
+        return sum(d.t() @ x for x, d in self._pending)
+
+    @torch.no_grad()
     def update(self, lr: float) -> None:
         """Apply the stashed ``(x, δ)`` pairs to the weights with learning rate ``lr``."""
         if not self._pending:
@@ -220,6 +240,10 @@ class AnalogTile(nn.Module):
             x = torch.cat([p[0] for p in self._pending])
             d = torch.cat([p[1] for p in self._pending])
         self._pending.clear()
+        memory = self.config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
+        self.counters.extra_memory = max(self.counters.extra_memory, memory)
+        self.counters.steps += 1
+        x, d = self.algorithm.writes(x, d)
         if self.device_params is None:
             exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[0]
@@ -246,6 +270,7 @@ class AnalogTile(nn.Module):
             "seed": self.seed,
             "generator": self.generator.get_state(),
             "counters": self.counters.to_dict(),
+            "algorithm": self.algorithm.state_dict(),
         }
 
     def set_extra_state(self, state: dict) -> None:
@@ -258,6 +283,8 @@ class AnalogTile(nn.Module):
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         self.counters = UpdateCounters(**state["counters"])
+        if "algorithm" in state:
+            self.algorithm.load_state_dict(state["algorithm"])
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)

@@ -63,6 +63,9 @@ class TrainConfig(Config):
         tile: a full tile config that replaces the preset's (e.g. from ``--tile-config FILE``);
             ``preset`` then only names the starting point.
         conv_preset: preset of the convolutional layers of ``cnn-2017`` (default: ``preset``).
+        update_algorithm: override of the preset's update algorithm (``sgd``, ``mbgd``, ``svd``
+            or ``sbe``; :mod:`insitu.update.lowrank`), or ``None``.
+        rank: singular pairs written per batch by ``svd`` and ``sbe``.
     """
 
     preset: str = "gokmen-vlasov-2016"
@@ -82,6 +85,8 @@ class TrainConfig(Config):
     eval_batch_size: int = 1000
     tile: TileConfig | None = None
     conv_preset: str | None = None
+    update_algorithm: str | None = None
+    rank: int = 1
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
@@ -107,6 +112,12 @@ class TrainConfig(Config):
             from .update.pulse import MODES
 
             self._check_choice("update_mode", MODES)
+        if self.update_algorithm is not None:
+            self._algorithm()  # validates method and rank with the algorithm's own messages
+            if self.batch_size < self.rank:
+                self._fail("batch_size", f"must be >= rank ({self.rank}): a batch of fewer samples has fewer singular pairs.")
+        elif self.rank != 1:
+            self._fail("rank", "applies with update_algorithm 'svd' or 'sbe' (--update); leave it at 1 otherwise.")
         if self.conv_preset is not None:
             self._check_choice("conv_preset", PRESETS)
             if self.model != "cnn-2017":
@@ -127,9 +138,16 @@ class TrainConfig(Config):
             return self.tile_config()
         return self._with_overrides(get_preset(self.conv_preset))
 
+    def _algorithm(self):
+        from .update import UpdateAlgorithmConfig
+
+        return UpdateAlgorithmConfig(method=self.update_algorithm, rank=self.rank)
+
     def _with_overrides(self, config: TileConfig) -> TileConfig:
         if self.update_mode is not None:
             config = config.replace(update=config.update.replace(mode=self.update_mode))
+        if self.update_algorithm is not None:
+            config = config.replace(algorithm=self._algorithm())
         return config
 
 
@@ -230,6 +248,11 @@ def plot_runs(path: Path, runs: list[tuple[str, dict]], title: str = "") -> None
     fig.tight_layout()
     _atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def _rank1_writes(model: nn.Module) -> int:
+    """Rank-1 writes performed so far on all analog tiles of ``model``."""
+    return sum(m.counters.rank1_updates for m in model.modules() if isinstance(m, AnalogTile))
 
 
 def _layer_counters(model: nn.Module) -> dict:
@@ -347,7 +370,9 @@ def run_training(
                 if bar is not None:
                     bar.update(xb.shape[0])
                     if step % 200 == 0:
-                        bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", refresh=False)
+                        bar.set_postfix(
+                            loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False
+                        )
             if bar is not None:
                 bar.close()
             train_seconds = time.perf_counter() - started
@@ -361,6 +386,7 @@ def run_training(
                 "test_loss": test_loss,
                 "train_seconds": train_seconds,
                 "seconds_per_sample": train_seconds / n_train,
+                "rank1_writes": _rank1_writes(model),
             }
             # The epoch counts only once its checkpoint is on disk: results and checkpoint agree.
             committed = dict(results, epochs=results["epochs"] + [record], counters=_layer_counters(model))

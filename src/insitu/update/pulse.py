@@ -86,13 +86,21 @@ class UpdateCounters:
             number ``BL (Σ_i p_i + Σ_j q_j)`` per rank-1 update in every mode (the stochastic
             update skips drawing row trains when no column fires, so it cannot count them).
         coincidences: device steps triggered (sum over devices of coincidences).
+        steps: batch updates applied (optimizer steps that reached the tile); with the update
+            algorithms of :mod:`insitu.update.lowrank` one step is one or more rank-1 writes.
+        extra_memory: the most numbers the update algorithm held at once between the samples
+            of a batch (:meth:`UpdateAlgorithmConfig.extra_memory`).
 
     Pulse and coincidence sums are accumulated as tensors so that counting never waits for the
     device; they are converted when read.
     """
 
-    def __init__(self, rank1_updates: int = 0, pulses: float = 0.0, coincidences: float = 0.0):
+    def __init__(
+        self, rank1_updates: int = 0, pulses: float = 0.0, coincidences: float = 0.0, steps: int = 0, extra_memory: int = 0
+    ):
         self.rank1_updates = int(rank1_updates)
+        self.steps = int(steps)
+        self.extra_memory = int(extra_memory)
         self._pulses: list = [float(pulses)]
         self._coincidences: list = [float(coincidences)]
 
@@ -115,7 +123,13 @@ class UpdateCounters:
         return float(sum(float(v) for v in self._coincidences))
 
     def to_dict(self) -> dict:
-        return {"rank1_updates": self.rank1_updates, "pulses": self.pulses, "coincidences": self.coincidences}
+        return {
+            "rank1_updates": self.rank1_updates,
+            "pulses": self.pulses,
+            "coincidences": self.coincidences,
+            "steps": self.steps,
+            "extra_memory": self.extra_memory,
+        }
 
     def __repr__(self) -> str:
         return f"UpdateCounters({self.to_dict()})"

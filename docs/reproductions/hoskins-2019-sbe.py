@@ -1,0 +1,274 @@
+"""Reproduction of Hoskins et al. 2019 (Front. Neurosci. 13:793): epochs and crossbar writes to reach a
+training loss of 0.1 for SGD, MBGD, SVD-1 and SBE-1 across batch sizes.
+
+The 784-100-10 ReLU network of the paper on MNIST (cross-entropy), built from insitu's analog layers
+with the chosen preset (``floating-point`` is the paper's setting; ``gokmen-vlasov-2016`` puts every
+rank-1 write through stochastic pulses on the 2016 device). For every (method, batch size):
+
+1. learning-rate search as the paper does it ("minimises the loss for a few epochs"): runs of
+   ``--tune-epochs`` epochs from the same initial weights, lr on a half-decade grid; the search starts
+   at the best lr of the next smaller batch size (or ``--start-lr``) and climbs the grid in whichever
+   direction lowers the loss until it rises again (the loss is unimodal in lr here, so this finds the
+   grid's best lr with 3-4 runs instead of all of them); the lr with the lowest training loss wins;
+2. the winning run continues until the loss over the whole training set is <= ``--target`` (checked
+   every quarter epoch) or ``--max-epochs`` is reached.
+
+Recorded per run: epochs, optimizer steps ("matrix updates" as the paper counts them: one per batch,
+one per sample for SGD) and rank-1 writes on the arrays (a full MBGD write costs one per row of W), at
+the first check with loss <= target; and the share of the batch gradient's energy in its first
+singular pair (σ₁²/Σσ², first layer, sampled during the run).
+
+Results go to ``--out`` (one JSON per run, so an interrupted sweep resumes where it stopped) and a
+summary table ``summary.json``. Example (the committed data)::
+
+    python docs/reproductions/hoskins-2019-sbe.py --out data/hoskins-2019-sbe/floating-point
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from insitu import AnalogSGD
+from insitu.data import load_dataset
+from insitu.models import mlp
+from insitu.presets import get_preset
+from insitu.tile import AnalogTile
+from insitu.update import UpdateAlgorithmConfig
+
+METHODS = ("sgd", "mbgd", "svd", "sbe")
+
+
+def build(preset: str, method: str, seed: int) -> torch.nn.Module:
+    config = get_preset(preset).replace(algorithm=UpdateAlgorithmConfig(method=method))
+    torch.manual_seed(seed)  # same initial weights and device draws for every run
+    return mlp((784, 100, 10), "relu", config)
+
+
+def tiles(model):
+    return [m for m in model.modules() if isinstance(m, AnalogTile)]
+
+
+@torch.no_grad()
+def full_loss(model, x, y) -> float:
+    model.eval()
+    total = sum(float(torch.nn.functional.cross_entropy(model(x[i : i + 5000]), y[i : i + 5000], reduction="sum")) for i in range(0, len(x), 5000))
+    model.train()
+    return total / len(x)
+
+
+class Run:
+    """One (method, batch size, lr) training run that can be advanced a fraction of an epoch at a time."""
+
+    def __init__(self, preset, method, batch, lr, data, seed):
+        self.model = build(preset, method, seed)
+        self.optimizer = AnalogSGD(self.model.parameters(), lr=lr)
+        self.batch, self.data, self.method = batch, data, method
+        self.order_generator = torch.Generator().manual_seed(seed)
+        self.position, self.epochs_done, self.order = 0, 0, None
+        self.energy_share: list[float] = []
+
+    def advance(self, fraction: float) -> None:
+        """Train on the next ``fraction`` of an epoch (whole batches)."""
+        x, y = self.data.train_x, self.data.train_y
+        n = len(x)
+        steps = max(1, round(fraction * n / self.batch))
+        for _ in range(steps):
+            if self.order is None or self.position >= n:
+                self.order = torch.randperm(n, generator=self.order_generator)
+                self.position = 0
+            idx = self.order[self.position : self.position + self.batch]
+            self.position += self.batch
+            self.optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self.model(x[idx]), y[idx])
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError("diverged")
+            loss.backward()
+            if self.batch > 1 and len(self.energy_share) < 200 and torch.rand(1, generator=self.order_generator) < 0.05:
+                s = torch.linalg.svdvals(tiles(self.model)[0].pending_gradient())
+                self.energy_share.append(float(s[0] ** 2 / (s**2).sum()))
+            self.optimizer.step()
+        self.epochs_done += steps * self.batch / n
+
+    def counts(self) -> dict:
+        ts = tiles(self.model)
+        return {
+            "steps": ts[0].counters.steps,
+            "rank1_writes": sum(t.counters.rank1_updates for t in ts),
+            "rank1_writes_per_layer": [t.counters.rank1_updates for t in ts],
+            "extra_memory": sum(t.counters.extra_memory for t in ts),
+        }
+
+
+LR_GRID = [round(10 ** (e / 2), 6) for e in range(-8, 3)]  # 1e-4 ... 10, half-decade steps
+
+
+def tune(preset, method, batch, data, args, start_lr):
+    """Hill-climb the lr grid from ``start_lr``; return ``(best lr, its run, {lr: loss})``."""
+    tried = {}
+
+    def attempt(i):
+        if i not in tried:
+            lr = LR_GRID[i]
+            run = Run(preset, method, batch, lr, data, args.seed)
+            try:
+                run.advance(args.tune_epochs)
+                loss = full_loss(run.model, data.train_x, data.train_y)
+            except FloatingPointError:
+                loss = math.inf
+            tried[i] = (loss if math.isfinite(loss) else math.inf, run)
+            print(f"  {method} b{batch} lr {lr:g}: loss {loss:.4f} after {args.tune_epochs} epochs", flush=True)
+        return tried[i][0]
+
+    i = min(range(len(LR_GRID)), key=lambda j: abs(math.log(LR_GRID[j] / start_lr)))
+    best = attempt(i)
+    for step in (1, -1):
+        j = i
+        while 0 <= j + step < len(LR_GRID) and attempt(j + step) < best:
+            j += step
+            best = tried[j][0]
+        if j != i:
+            break
+    best_i = min(tried, key=lambda k: tried[k][0])
+    return LR_GRID[best_i], tried[best_i][1], {str(LR_GRID[k]): v[0] for k, v in sorted(tried.items())}
+
+
+def run_point(preset, method, batch, data, args, start_lr) -> dict:
+    started = time.perf_counter()
+    best_lr, run, tuning = tune(preset, method, batch, data, args, start_lr)
+    loss = full_loss(run.model, data.train_x, data.train_y)
+    history = [(run.epochs_done, loss, run.counts())]
+    while loss > args.target and run.epochs_done < args.max_epochs - 1e-9:
+        run.advance(0.25 if run.epochs_done < 8 else 1.0)
+        loss = full_loss(run.model, data.train_x, data.train_y)
+        history.append((run.epochs_done, loss, run.counts()))
+        if not math.isfinite(loss):
+            break
+    reached = loss <= args.target
+    epochs, final_loss, counts = history[-1]
+    return {
+        "preset": preset, "method": method, "batch_size": batch, "lr": best_lr, "tuning_loss": tuning,
+        "target_loss": args.target, "reached": reached, "epochs": epochs, "loss": final_loss,
+        "matrix_updates": counts["steps"] if method != "sgd" else counts["steps"] * batch,
+        **counts,
+        "energy_share_first_pair": (sum(run.energy_share) / len(run.energy_share)) if run.energy_share else None,
+        "history": [{"epochs": e, "loss": lo, "rank1_writes": c["rank1_writes"]} for e, lo, c in history],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="floating-point")
+    parser.add_argument("--methods", default="sgd,mbgd,svd,sbe")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024")
+    parser.add_argument("--start-lr", type=float, default=0.01, help="Where the lr search of the smallest batch starts.")
+    parser.add_argument("--tune-epochs", type=float, default=1.0)
+    parser.add_argument("--max-epochs", type=float, default=40)
+    parser.add_argument("--target", type=float, default=0.1)
+    parser.add_argument("--subset", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--report-only", action="store_true", help="Only rebuild summary, table and plot from --out.")
+    args = parser.parse_args()
+    if args.report_only:
+        report(Path(args.out), args.target)
+        return
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", path=args.data_dir, subset=args.subset, seed=args.seed)
+    data.train_x, data.train_y = data.train_x.reshape(len(data.train_x), -1), data.train_y
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for method in args.methods.split(","):
+        # SGD is one rank-1 write per sample whatever the batch: the paper's reference is batch 1.
+        batches = [1] if method == "sgd" else [int(b) for b in args.batch_sizes.split(",")]
+        start_lr = args.start_lr
+        for batch in batches:
+            path = out / f"{method}-b{batch}.json"
+            if path.exists():
+                start_lr = json.loads(path.read_text())["lr"]
+                continue
+            result = run_point(args.preset, method, batch, data, args, start_lr)
+            start_lr = result["lr"]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(path)
+            print(f"{method} b{batch}: lr {result['lr']:g}, reached={result['reached']} after {result['epochs']:.2f} epochs, "
+                  f"{result['matrix_updates']} matrix updates, {result['rank1_writes']} rank-1 writes ({result['seconds']:.0f} s)", flush=True)
+    report(out, args.target)
+
+
+def report(out: Path, target: float) -> None:
+    """``summary.json``, ``table.md`` and ``writes.png`` from the per-run files in ``out``."""
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json"))]
+    runs.sort(key=lambda r: (METHODS.index(r["method"]), r["batch_size"]))
+    for r in runs:
+        r.pop("history", None)
+    (out / "summary.json").write_text(json.dumps(runs, indent=1))
+    by = {(r["method"], r["batch_size"]): r for r in runs}
+    sgd = by.get(("sgd", 1))
+    batches = sorted({r["batch_size"] for r in runs if r["method"] != "sgd"})
+
+    def cell(r):
+        if r is None:
+            return "–"
+        mark = "" if r["reached"] else "> "
+        return f"{mark}{r['epochs']:.2f} / {mark}{r['matrix_updates']:,} / {mark}{r['rank1_writes']:,} (lr {r['lr']:g})"
+
+    lines = [
+        f"Epochs / matrix updates / rank-1 writes (both layers) to a training loss <= {target}; '>' = not reached "
+        "within the epoch cap (the numbers are where the run stopped).",
+        "",
+        "| batch | " + " | ".join(m.upper() + ("-1" if m in ("svd", "sbe") else "") for m in METHODS[1:]) + " | σ₁²/Σσ² (layer 1) |",
+        "|---|" + "---|" * (len(METHODS) - 1) + "---|",
+    ]
+    if sgd:
+        lines.append(f"| 1 (SGD) | {cell(sgd)} | | | |")
+    for b in batches:
+        share = by.get(("svd", b)) or by.get(("mbgd", b))
+        share = share.get("energy_share_first_pair") if share else None
+        lines.append(
+            f"| {b} | " + " | ".join(cell(by.get((m, b))) for m in METHODS[1:]) + f" | {'' if share is None else f'{share:.2f}'} |"
+        )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for m, style in zip(METHODS[1:], ("o-", "s-", "^-")):
+        pts = [by[(m, b)] for b in batches if (m, b) in by]
+        if not pts:
+            continue
+        xs = [p["batch_size"] for p in pts]
+        for ax, key in zip(axes, ("epochs", "matrix_updates")):
+            line, = ax.plot(xs, [p[key] for p in pts], style, label=m.upper() + ("-1" if m in ("svd", "sbe") else ""))
+            missed = [(p["batch_size"], p[key]) for p in pts if not p["reached"]]
+            if missed:
+                ax.plot(*zip(*missed), "x", color=line.get_color(), ms=10)
+    if sgd:
+        for ax, key in zip(axes, ("epochs", "matrix_updates")):
+            ax.axhline(sgd[key], color="k", ls=":", label="SGD (batch 1)")
+    for ax, label in zip(axes, ("epochs to loss ≤ %g" % target, "matrix updates to loss ≤ %g" % target)):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("784-100-10 ReLU on MNIST (x: target not reached within the epoch cap)")
+    fig.tight_layout()
+    fig.savefig(out / "writes.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
