@@ -181,7 +181,7 @@ def plot() -> None:
                  label="structured, output junction dense")
     head = json.loads((OUT / "headline.json").read_text())
     dense = head["runs"]["dense 784-112-10"]
-    ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label="dense 784-112-10")
+    ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label=f"dense 784-112-10, {head['epochs']} epochs")
     ax1.set_xscale("log")
     ax1.set_xlabel("network density ρ_net (%)")
     ax1.set_ylabel("MNIST test accuracy (%)")
