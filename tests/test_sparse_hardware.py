@@ -11,7 +11,12 @@ from insitu.config import ConfigError
 from insitu.nn import AnalogLinear
 from insitu.optim import AnalogSGD
 from insitu.sparse import make_pattern, mask_analog_linear
-from insitu.sparse.hardware import EdgeHardwareConfig, _multipliers, estimate, measure_torch_step
+from insitu.sparse.hardware import (
+    EdgeHardwareConfig,
+    _multipliers,
+    estimate,
+    measure_torch_step,
+)
 
 
 def test_rtl_configuration_gives_its_clock_count_and_resources():
@@ -78,7 +83,7 @@ def test_absent_crosspoints_stay_exactly_zero_through_pulsed_updates():
         opt.zero_grad()
         layer(torch.rand(4, 20, generator=gen)).pow(2).sum().backward()
         opt.step()
-    weight, bias = layer.get_weights()
+    weight, _ = layer.get_weights()
     assert torch.equal(weight[~mask], torch.zeros(int((~mask).sum())))
     assert (weight[mask] != before[mask]).float().mean() > 0.5  # present devices were pulsed
     assert layer.tile.counters.to_dict()  # pulses were counted

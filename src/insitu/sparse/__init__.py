@@ -13,21 +13,28 @@ from .analog import mask_analog_linear
 from .fixed_point import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize
 from .hardware import EdgeEstimate, EdgeHardwareConfig
 from .linear import SparseLinear
-from .patterns import PATTERN_KINDS, ConnectionPattern, PatternConfig, in_degree, make_pattern, network_density
+from .patterns import (
+    PATTERN_KINDS,
+    ConnectionPattern,
+    PatternConfig,
+    in_degree,
+    make_pattern,
+    network_density,
+)
 
 __all__ = [
     "PATTERN_KINDS",
-    "PatternConfig",
     "ConnectionPattern",
-    "make_pattern",
-    "in_degree",
-    "network_density",
-    "SparseLinear",
-    "FixedPointFormat",
-    "FixedPointConfig",
-    "FixedPointSGD",
-    "quantize",
-    "mask_analog_linear",
-    "EdgeHardwareConfig",
     "EdgeEstimate",
+    "EdgeHardwareConfig",
+    "FixedPointConfig",
+    "FixedPointFormat",
+    "FixedPointSGD",
+    "PatternConfig",
+    "SparseLinear",
+    "in_degree",
+    "make_pattern",
+    "mask_analog_linear",
+    "network_density",
+    "quantize",
 ]

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, register_config
 
-__all__ = ["FixedPointFormat", "FixedPointConfig", "quantize", "FixedPointQuantizer", "insert_quantizers", "FixedPointSGD"]
+__all__ = ["FixedPointConfig", "FixedPointFormat", "FixedPointQuantizer", "FixedPointSGD", "insert_quantizers", "quantize"]
 
 
 @register_config
@@ -68,7 +68,7 @@ class FixedPointFormat(Config):
         return -(2.0 ** self.integer_bits)
 
     @classmethod
-    def parse(cls, text: str) -> "FixedPointFormat":
+    def parse(cls, text: str) -> FixedPointFormat:
         """``"12:3"`` -> 12 bits in all, 3 of them integer bits (so 8 fraction bits and a sign)."""
         try:
             total, integer = (int(part) for part in str(text).split(":"))
@@ -135,7 +135,7 @@ class FixedPointConfig(Config):
         return 2.0 ** -self.learning_rate_exponent
 
     @classmethod
-    def uniform(cls, fmt: FixedPointFormat | str, learning_rate_exponent: int) -> "FixedPointConfig":
+    def uniform(cls, fmt: FixedPointFormat | str, learning_rate_exponent: int) -> FixedPointConfig:
         """The same format for weights, activations, errors and updates (``fmt`` like ``"12:3"``)."""
         fmt = FixedPointFormat.parse(fmt) if isinstance(fmt, str) else fmt
         return cls(fmt, fmt, fmt, fmt, learning_rate_exponent)

@@ -35,7 +35,7 @@ import time
 from ..config import Config, ConfigError, register_config
 from .patterns import in_degree
 
-__all__ = ["EdgeHardwareConfig", "JunctionEstimate", "EdgeEstimate", "estimate", "measure_torch_step"]
+__all__ = ["EdgeEstimate", "EdgeHardwareConfig", "JunctionEstimate", "estimate", "measure_torch_step"]
 
 
 @register_config

@@ -177,7 +177,7 @@ class SparseLinear(nn.Module):
         return layer
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, mask: torch.Tensor) -> "SparseLinear":
+    def from_dense(cls, linear: nn.Linear, mask: torch.Tensor) -> SparseLinear:
         """The sparse layer holding ``linear``'s weights at the True positions of ``mask`` ``(out, in)``."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_dense needs a torch.nn.Linear, got {type(linear).__name__}.")

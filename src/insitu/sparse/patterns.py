@@ -38,10 +38,10 @@ from ..config import Config, ConfigError, register_config
 
 __all__ = [
     "PATTERN_KINDS",
-    "PatternConfig",
     "ConnectionPattern",
-    "make_pattern",
+    "PatternConfig",
     "in_degree",
+    "make_pattern",
     "network_density",
 ]
 

@@ -14,11 +14,22 @@ import torch
 from torch import nn
 
 from ..config import Config, register_config
-from .fixed_point import FixedPointConfig, FixedPointFormat, FixedPointSGD, insert_quantizers
+from .fixed_point import (
+    FixedPointConfig,
+    FixedPointFormat,
+    FixedPointSGD,
+    insert_quantizers,
+)
 from .linear import SparseLinear
-from .patterns import PATTERN_KINDS, PatternConfig, in_degree, make_pattern, network_density
+from .patterns import (
+    PATTERN_KINDS,
+    PatternConfig,
+    in_degree,
+    make_pattern,
+    network_density,
+)
 
-__all__ = ["SparseTrainConfig", "build_sparse_mlp", "train_sparse", "pad_inputs"]
+__all__ = ["SparseTrainConfig", "build_sparse_mlp", "pad_inputs", "train_sparse"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
