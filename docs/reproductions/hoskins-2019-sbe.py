@@ -175,7 +175,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--report-only", action="store_true", help="Only rebuild summary, table and plot from --out.")
     args = parser.parse_args()
+    if args.report_only:
+        report(Path(args.out), args.target)
+        return
     torch.set_num_threads(1)
     data = load_dataset("mnist", path=args.data_dir, subset=args.subset, seed=args.seed)
     data.train_x, data.train_y = data.train_x.reshape(len(data.train_x), -1), data.train_y
@@ -197,10 +201,73 @@ def main() -> None:
             tmp.replace(path)
             print(f"{method} b{batch}: lr {result['lr']:g}, reached={result['reached']} after {result['epochs']:.2f} epochs, "
                   f"{result['matrix_updates']} matrix updates, {result['rank1_writes']} rank-1 writes ({result['seconds']:.0f} s)", flush=True)
-    summary = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json"))]
-    for r in summary:
-        r.pop("history")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    report(out, args.target)
+
+
+def report(out: Path, target: float) -> None:
+    """``summary.json``, ``table.md`` and ``writes.png`` from the per-run files in ``out``."""
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json"))]
+    runs.sort(key=lambda r: (METHODS.index(r["method"]), r["batch_size"]))
+    for r in runs:
+        r.pop("history", None)
+    (out / "summary.json").write_text(json.dumps(runs, indent=1))
+    by = {(r["method"], r["batch_size"]): r for r in runs}
+    sgd = by.get(("sgd", 1))
+    batches = sorted({r["batch_size"] for r in runs if r["method"] != "sgd"})
+
+    def cell(r):
+        if r is None:
+            return "–"
+        mark = "" if r["reached"] else "> "
+        return f"{mark}{r['epochs']:.2f} / {mark}{r['matrix_updates']:,} / {mark}{r['rank1_writes']:,} (lr {r['lr']:g})"
+
+    lines = [
+        f"Epochs / matrix updates / rank-1 writes (both layers) to a training loss <= {target}; '>' = not reached "
+        "within the epoch cap (the numbers are where the run stopped).",
+        "",
+        "| batch | " + " | ".join(m.upper() + ("-1" if m in ("svd", "sbe") else "") for m in METHODS[1:]) + " | σ₁²/Σσ² (layer 1) |",
+        "|---|" + "---|" * (len(METHODS) - 1) + "---|",
+    ]
+    if sgd:
+        lines.append(f"| 1 (SGD) | {cell(sgd)} | | | |")
+    for b in batches:
+        share = by.get(("svd", b)) or by.get(("mbgd", b))
+        share = share.get("energy_share_first_pair") if share else None
+        lines.append(
+            f"| {b} | " + " | ".join(cell(by.get((m, b))) for m in METHODS[1:]) + f" | {'' if share is None else f'{share:.2f}'} |"
+        )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for m, style in zip(METHODS[1:], ("o-", "s-", "^-")):
+        pts = [by[(m, b)] for b in batches if (m, b) in by]
+        if not pts:
+            continue
+        xs = [p["batch_size"] for p in pts]
+        for ax, key in zip(axes, ("epochs", "matrix_updates")):
+            line, = ax.plot(xs, [p[key] for p in pts], style, label=m.upper() + ("-1" if m in ("svd", "sbe") else ""))
+            missed = [(p["batch_size"], p[key]) for p in pts if not p["reached"]]
+            if missed:
+                ax.plot(*zip(*missed), "x", color=line.get_color(), ms=10)
+    if sgd:
+        for ax, key in zip(axes, ("epochs", "matrix_updates")):
+            ax.axhline(sgd[key], color="k", ls=":", label="SGD (batch 1)")
+    for ax, label in zip(axes, ("epochs to loss ≤ %g" % target, "matrix updates to loss ≤ %g" % target)):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("784-100-10 ReLU on MNIST (x: target not reached within the epoch cap)")
+    fig.tight_layout()
+    fig.savefig(out / "writes.png", dpi=120)
 
 
 if __name__ == "__main__":

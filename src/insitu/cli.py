@@ -158,6 +158,215 @@ def presets(name: str | None, fmt: str) -> None:
     click.echo(config.to_yaml() if fmt == "yaml" else config.to_json())
 
 
+@main.group()
+def hardware() -> None:
+    """Time, energy and area of training on RPU, PCM or digital hardware (insitu.hardware)."""
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+@hardware.command("estimate")
+@click.option("--model", default="mlp", show_default=True,
+              help="mlp (widths from --inputs/--hidden/--outputs, never allocated), cnn-2017, or a named network: "
+                   "mlp-2016, mlp-2018, fc-1b (60 layers of 4096x4096, ~1e9 weights).")
+@click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Hidden widths of --model mlp.")
+@click.option("--inputs", default=784, show_default=True, type=int, help="Input width of --model mlp.")
+@click.option("--outputs", default=10, show_default=True, type=int, help="Output width of --model mlp.")
+@click.option("--digital-bias", is_flag=True, help="--model mlp: biases are not an array column.")
+@click.option("--hardware", "hardware_names", default="rpu", show_default=True,
+              help="Comma-separated: rpu, pcm, gpu, cpu (edge: not yet available).")
+@click.option("--compare", is_flag=True, help="Put rpu, pcm, gpu and cpu side by side (same as --hardware rpu,pcm,gpu,cpu).")
+@click.option("--baseline", default=None, help="Add speed-up and energy-saving rows relative to this hardware (e.g. gpu).")
+@click.option("--set", "overrides", multiple=True, metavar="HW.PARAM=VALUE",
+              help="Change an assumption, e.g. --set rpu.bl=20 --set rpu.periphery.adc_energy_j=5e-12 (repeatable).")
+@click.option("--pipeline", is_flag=True, help="Pipeline the layers of rpu/pcm (time per example = slowest layer).")
+@click.option("--examples", default=60000, show_default=True, type=int, help="Training examples per epoch.")
+@click.option("--measure", is_flag=True, help="Time a PyTorch SGD step (batch 1) on this machine's GPU (for --hardware gpu) or CPU (for cpu) instead of using the peak rate.")
+@click.option("--threads", default=None, type=int, help="CPU threads for --measure (default: PyTorch's choice).")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write all estimates to this JSON file.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Write a PNG of the time and energy breakdown.")
+def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_names, compare, baseline, overrides,
+                      pipeline, examples, measure, threads, json_path, plot_path) -> None:
+    """Estimate time, energy and area of training a network, per layer and per component."""
+    import json
+
+    from . import hardware as hw
+
+    names = ["rpu", "pcm", "gpu", "cpu"] if compare else [n.strip() for n in hardware_names.split(",") if n.strip()]
+    if not names:
+        raise click.UsageError("give at least one --hardware (rpu, pcm, gpu, cpu).")
+    try:
+        built = None
+        if model == "mlp":
+            sizes = (inputs, *hidden, outputs)
+            network = hw.network_from_mlp(sizes, bias=not digital_bias)
+        elif model == "cnn-2017":
+            from .models import cnn_2017
+
+            built, input_shape = cnn_2017(), (inputs,)
+            network = hw.network_from_model(built, input_shape, name="cnn-2017")
+        else:
+            network = hw.named_network(model)
+        configs = {}
+        for name in names:
+            configs[name] = hw.get_estimator(name).config
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            target, dot, path = key.partition(".")
+            if not sep or not dot:
+                raise click.UsageError(f"--set expects HW.PARAM=VALUE such as rpu.bl=20, got '{item}'.")
+            if target not in configs:
+                raise click.UsageError(f"--set {item}: '{target}' is not among the hardware estimated ({names}).")
+            configs[target] = hw.with_parameter(configs[target], path, _parse_value(value))
+        if pipeline:
+            for name, config in configs.items():
+                if hasattr(config, "pipeline_layers"):
+                    configs[name] = config.replace(pipeline_layers=True)
+        if measure:
+            import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+            device, target = ("cuda", "gpu") if torch.cuda.is_available() else ("cpu", "cpu")
+            if target not in configs:
+                raise click.UsageError(f"--measure times a step on this machine's {device}: add --hardware {target}.")
+            if model not in ("mlp", "cnn-2017"):
+                raise click.UsageError(f"--measure needs a model small enough to build here (mlp, cnn-2017), not '{model}'.")
+            if built is None:
+                from .models import mlp as build_mlp
+
+                built = build_mlp((inputs, *hidden, outputs))
+            seconds = hw.measure_time_per_example(built, (inputs,), steps=100, warmup=10, device=device)
+            click.echo(f"measured on this machine's {device} with PyTorch ({torch.get_num_threads()} threads): "
+                       f"{seconds * 1e6:.1f} µs per example (batch 1)")
+            configs[target] = configs[target].replace(
+                measured_time_per_example_s=seconds, label=f"measured here on {device} ({configs[target].power_w:g} W assumed)")
+        estimates = [(name, hw.get_estimator(name, configs[name]).estimate(network, examples)) for name in names]
+    except (ConfigError, hw.HardwareMappingError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"network: {network.name}, {network.weights:,} weights, {network.macs_per_example():,} MACs per example (forward)")
+    click.echo("")
+    click.echo(hw.report.summary_table(estimates, baseline))
+    if len(estimates) == 1:
+        click.echo("")
+        click.echo(hw.report.layer_table(estimates[0][1]))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps({name: est.to_dict() for name, est in estimates}, indent=2) + "\n")
+        click.echo(f"json: {json_path}")
+    if plot_path:
+        hw.report.plot_breakdown(plot_path, estimates, title=network.name)
+        click.echo(f"figure: {plot_path}")
+
+
+# -- pre-defined sparsity (Dey et al. 2017) ---------------------------------------------------
+
+
+@main.group()
+def sparse() -> None:
+    """Pre-defined sparse networks and the edge-processing accelerator (Dey et al. 2017)."""
+
+
+@sparse.command("train")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--data-dir", default=None, help="Folder holding the dataset.")
+@click.option("--sizes", default="800,100,10", show_default=True, callback=_int_list, help="Neurons per layer; the input is zero-padded to sizes[0].")
+@click.option("--out-degree", default="50,10", show_default=True, help="d_out per junction, or 'dense' for nn.Linear layers.")
+@click.option("--pattern", default="structured", show_default=True, type=click.Choice(["structured", "clash-free", "random"]))
+@click.option("--z", default=None, callback=_int_list, help="Edges per clock per junction (clash-free patterns).")
+@click.option("--interleaver-type", default=1, show_default=True, type=click.IntRange(1, 3))
+@click.option("--dither", is_flag=True, help="Memory dither in clash-free patterns.")
+@click.option("--activation", default="relu", show_default=True, type=click.Choice(["relu", "sigmoid", "tanh"]))
+@click.option("--epochs", default=5, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate in floating point.")
+@click.option("--weight-decay", default=8e-5, show_default=True, type=float)
+@click.option("--fixed-point", default=None, help="TOTAL:INTEGER bits, e.g. 12:3, for weights, activations, errors and updates.")
+@click.option("--lr-exponent", default=6, show_default=True, type=int, help="Fixed point: learning rate 2^-k.")
+@click.option("--output", default="softmax", show_default=True, type=click.Choice(["softmax", "sigmoid"]), help="Output stage: softmax + cross-entropy, or sigmoid with δ = a − y (the RTL's).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--out", "out_path", default=None, help="Write the results JSON here.")
+def sparse_train(**opts) -> None:
+    """Train a sparse MLP (float or fixed point) and print the test accuracy per epoch."""
+    import json
+
+    import torch
+
+    from .data import DatasetError, load_dataset
+    from .sparse.training import SparseTrainConfig, train_sparse
+
+    torch.set_num_threads(max(1, opts["threads"]))
+    degrees = None if opts["out_degree"].strip() == "dense" else _int_list(None, None, opts["out_degree"])
+    try:
+        config = SparseTrainConfig(
+            dataset=opts["dataset"], sizes=opts["sizes"], out_degrees=degrees, pattern=opts["pattern"], z=opts["z"] or None,
+            interleaver_type=opts["interleaver_type"], dither=opts["dither"], activation=opts["activation"],
+            epochs=opts["epochs"], batch_size=opts["batch_size"], optimizer=opts["optimizer"], lr=opts["lr"],
+            weight_decay=opts["weight_decay"], fixed_point=opts["fixed_point"], learning_rate_exponent=opts["lr_exponent"],
+            seed=opts["seed"], subset=opts["subset"], output=opts["output"],
+        )
+        data = load_dataset(config.dataset, path=opts["data_dir"], subset=config.subset, seed=config.seed)
+        results = train_sparse(config, data, log=click.echo)
+    except (ConfigError, DatasetError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"network density {100 * results['network_density']:.2f}% ({sum(results['edges'])} of {results['dense_edges']} edges); "
+               f"final test accuracy {100 * results['final_test_accuracy']:.2f}%")
+    if opts["out_path"]:
+        Path(opts["out_path"]).write_text(json.dumps(results, indent=2) + "\n")
+        click.echo(f"results in {opts['out_path']}")
+
+
+@sparse.command("hardware")
+@click.option("--sizes", default="800,100,10", show_default=True, callback=_int_list, help="Neurons per layer.")
+@click.option("--out-degree", default="50,10", show_default=True, callback=_int_list, help="d_out per junction.")
+@click.option("--z", default=None, callback=_int_list, help="Edges per clock per junction (equal |W_i|/z_i).")
+@click.option("--clocks", default=None, type=int, help="Clocks per junction cycle C instead of --z (z_i = |W_i|/C).")
+@click.option("--clock-mhz", default=100.0, show_default=True, type=float)
+@click.option("--overhead", default=2, show_default=True, type=int, help="Extra clocks per junction cycle.")
+@click.option("--word-bits", default=12, show_default=True, type=int)
+@click.option("--measure", is_flag=True, help="Also time a PyTorch training step of the same network here (one thread).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sparse_hardware(sizes, out_degree, z, clocks, clock_mhz, overhead, word_bits, measure, as_json) -> None:
+    """Model the edge-processing accelerator: clocks, throughput, multipliers, memory, vs dense."""
+    import json
+
+    from .sparse.hardware import EdgeHardwareConfig, estimate, measure_torch_step
+
+    try:
+        config = EdgeHardwareConfig(clock_hz=clock_mhz * 1e6, overhead_clocks=overhead, word_bits=word_bits)
+        est = estimate(sizes, out_degree, config, z=z or None, clocks_per_cycle=clocks)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = est.to_dict()
+    if measure:
+        import torch
+
+        torch.set_num_threads(1)
+        result["measured_torch"] = [measure_torch_step(sizes, out_degree, batch_size=b, steps=100) for b in (1, 256)]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo("| junction | N_in -> N_out | d_out | d_in | edges | density | z | clocks | mult FF/BP/UP | adders | memory bits |")
+    click.echo("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for i, j in enumerate(est.junctions, 1):
+        click.echo(f"| {i} | {j.n_in} -> {j.n_out} | {j.out_degree} | {j.in_degree} | {j.edges} | {100 * j.density:.1f}% | {j.z} | "
+                   f"{j.clocks_per_cycle} | {j.ff_multipliers}/{j.bp_multipliers}/{j.up_multipliers} | {j.adders} | {j.memory_bits} |")
+    click.echo(f"network density {100 * est.network_density:.2f}% (complexity reduction {est.complexity_reduction:.2f}x); "
+               f"{est.multipliers} multipliers, {est.adders} adders, {est.memory_bits / 8e3:.1f} kB of memory")
+    click.echo(f"throughput {est.examples_per_second:,.0f} examples/s at {clock_mhz:g} MHz ({est.clocks_per_example} clocks/example)")
+    click.echo(f"dense on the same multipliers: {est.dense_clocks_per_cycle + overhead} clocks/example, "
+               f"{est.dense_examples_per_second:,.0f} examples/s; modelled speed-up {est.speedup_vs_dense:.2f}x")
+    for m in result.get("measured_torch", []):
+        click.echo(f"PyTorch here, batch {m['batch_size']}: {m['examples_per_second']:,.0f} examples/s "
+                   f"(model / measured = {est.examples_per_second / m['examples_per_second']:.1f}x)")
 
 # -- insitu sweep ---------------------------------------------------------------------------------
 @main.group()

@@ -130,6 +130,8 @@ class AnalogTile(nn.Module):
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
+        # Sparse crossbar (Dey et al. 2017): True where a cross-point exists; None: all exist.
+        self.register_buffer("connection_mask", None)
         self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._link_parameter()
@@ -158,6 +160,34 @@ class AnalogTile(nn.Module):
                 target = target / self.config.devices_per_weight
             target = target.unsqueeze(-1).expand_as(self.weight)
         self.weight.copy_(self.device_model.clip(target, self.device_params))
+        self._zero_absent_crosspoints()
+
+    @torch.no_grad()
+    def set_connection_mask(self, mask: torch.Tensor | None) -> None:
+        """Make a sparse crossbar: cross-points where ``mask`` ``(out, in)`` is False are absent.
+
+        Their weights are set to zero now and after every update, so they never change and never
+        contribute (the update is computed for the whole array, as the periphery would drive it,
+        then the absent devices are discarded). ``None`` restores a full array.
+        """
+        if mask is None:
+            self.connection_mask = None
+            return
+        if mask.dtype != torch.bool or tuple(mask.shape) != (self.out_features, self.in_features):
+            raise ValueError(
+                f"set_connection_mask: expected a bool tensor of shape ({self.out_features}, {self.in_features}) "
+                f"(out_features, in_features), got {mask.dtype} {tuple(mask.shape)}."
+            )
+        self.connection_mask = mask.to(self.weight.device)
+        self._zero_absent_crosspoints()
+
+    def _zero_absent_crosspoints(self) -> None:
+        if self.connection_mask is None:
+            return
+        absent = ~self.connection_mask
+        if self.weight.dim() == 3:
+            absent = absent.unsqueeze(-1)
+        self.weight.data.masked_fill_(absent, 0.0)
 
     def effective_weights(self) -> torch.Tensor:
         """The weights the array computes with, shape ``(out, in)`` (a cell's mean or sum)."""
@@ -217,6 +247,7 @@ class AnalogTile(nn.Module):
         if self.device_params is None:
             exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[0]
+            self._zero_absent_crosspoints()
             return
         # With a summed cell every coincidence moves the weight by #d steps: scale the pulses.
         step = self.config.device.dw_min
@@ -226,6 +257,7 @@ class AnalogTile(nn.Module):
             self.weight, self.device_params, self.device_model, x, d, lr,
             step, self.config.update, self.generator, self.counters,
         )
+        self._zero_absent_crosspoints()
 
     def discard_pending(self) -> None:
         """Drop stashed ``(x, δ)`` pairs without updating (e.g. after a diverged step)."""

@@ -1,0 +1,303 @@
+"""Reproduction of Dey, Shao, Chugg & Beerel (2017) on MNIST: pre-defined sparsity, bit widths, hardware.
+
+Parts (each writes one JSON under docs/reproductions/data/dey-2017-sparse/):
+
+* ``headline``: dense 784-112-10 and sparse 800-100-10 (out-degrees 50, 10; structured and
+  clash-free), the authors' software setup (Adam, batch 256, L2, ReLU), several seeds;
+* ``density``: test accuracy against network density 100% .. 5% for the three pattern kinds;
+* ``bits``: fixed-point training (batch 1, power-of-two learning rate) at 8, 10, 12, 16 bits
+  against the floating-point reference;
+* ``hardware``: the edge-processing model against a dense network on the same multipliers and a
+  measured PyTorch training step on this machine;
+* ``plot``: the figure from the JSON files.
+
+Run from the repository root: ``python docs/reproductions/dey_2017_sparse.py --part all``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from insitu.data import load_dataset
+from insitu.sparse.hardware import EdgeHardwareConfig, estimate, measure_torch_step
+from insitu.sparse.training import SparseTrainConfig, train_sparse
+
+OUT = Path(__file__).resolve().parent / "data" / "dey-2017-sparse"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+# Authors' software setup (papers.md 5.5): Adam, batch 256, ReLU, L2 8e-5 in Keras, i.e. a loss
+# term 8e-5·Σw², whose gradient 1.6e-4·w is torch's weight_decay.
+ADAM = dict(optimizer="adam", lr=1e-3, batch_size=256, weight_decay=1.6e-4, activation="relu")
+
+# (d_out junction 1, d_out junction 2) for 800-100-10: network density 100, 50, 20, 10, 5.06 %.
+DENSITIES = [(100, 10), (50, 5), (20, 2), (10, 1), (5, 1)]
+# Clash-free z: divides 800 and 100 (the banks) for every degree above.
+SWEEP_Z = (40, 10)
+
+
+def _write(name: str, payload: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    payload["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {OUT / name}.json", flush=True)
+
+
+def _summary(result: dict) -> dict:
+    return {
+        "network_density": result["network_density"],
+        "edges": result["edges"],
+        "final_test_accuracy": result["final_test_accuracy"],
+        "best_test_accuracy": result["best_test_accuracy"],
+        "train_seconds": sum(e["train_seconds"] for e in result["epochs"]),
+        "per_epoch_test_accuracy": [e["test_accuracy"] for e in result["epochs"]],
+        "config": result["config"],
+    }
+
+
+def headline(data, epochs: int, seeds) -> None:
+    runs = {
+        "dense 784-112-10": dict(sizes=(784, 112, 10), out_degrees=None),
+        "sparse 800-100-10 structured": dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="structured"),
+        "sparse 800-100-10 clash-free z=200,5": dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5)),
+    }
+    out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "authors": {"dense 784-112-10": 0.9809, "sparse 800-100-10": 0.9797}, "runs": {}}
+    for name, kw in runs.items():
+        out["runs"][name] = []
+        for seed in seeds:
+            result = train_sparse(SparseTrainConfig(epochs=epochs, seed=seed, **ADAM, **kw), data)
+            out["runs"][name].append(_summary(result))
+            print(f"{name} seed {seed}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("headline", out)
+
+
+def density(data, epochs: int, seeds) -> None:
+    out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "clash_free_z": SWEEP_Z, "runs": []}
+    for kind in ("structured", "clash-free", "random"):
+        for d_out in DENSITIES:
+            for seed in seeds:
+                kw = dict(pattern=kind, z=SWEEP_Z if kind == "clash-free" else None)
+                result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM, **kw), data)
+                out["runs"].append({"pattern": kind, "out_degrees": d_out, "seed": seed, **_summary(result)})
+                print(f"{kind} {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("density", out)
+
+
+# Junction 2 kept fully connected (d_out 10), junction 1 sparser: 50.6, 21.0, 11.1, 6.2, 5.2 %.
+DENSITIES_DENSE_OUTPUT = [(50, 10), (20, 10), (10, 10), (5, 10), (4, 10)]
+
+
+def density_dense_output(data, epochs: int, seeds) -> None:
+    """Structured patterns with the output junction left dense: where the density goes matters."""
+    out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "runs": []}
+    for d_out in DENSITIES_DENSE_OUTPUT:
+        for seed in seeds:
+            result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM), data)
+            out["runs"].append({"pattern": "structured", "out_degrees": d_out, "seed": seed, **_summary(result)})
+            print(f"structured {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("density_dense_output", out)
+
+
+def bits(data, epochs: int, seed: int) -> None:
+    # One power-of-two rate for all widths, η = 2^-6, batch 1 as the hardware trains; the integer
+    # bits of each width are chosen so that 2^-6 is representable (k <= fraction bits).
+    common = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
+                  activation="relu", epochs=epochs, seed=seed, weight_decay=0.0)
+    runs = {
+        "float": dict(optimizer="sgd", lr=2.0**-6),
+        "16:5": dict(fixed_point="16:5", learning_rate_exponent=6),
+        "12:4": dict(fixed_point="12:4", learning_rate_exponent=6),
+        "10:3": dict(fixed_point="10:3", learning_rate_exponent=6),
+        "8:1": dict(fixed_point="8:1", learning_rate_exponent=6),
+        "12:3 (RTL default split)": dict(fixed_point="12:3", learning_rate_exponent=6),
+    }
+    out = {"epochs": epochs, "seed": seed, "common": common, "runs": {}}
+    for name, kw in runs.items():
+        result = train_sparse(SparseTrainConfig(**common, **kw), data)
+        out["runs"][name] = _summary(result)
+        print(f"{name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("bits", out)
+
+
+def bits_sigmoid(data, epochs: int, seed: int) -> None:
+    """As :func:`bits`, with sigmoid outputs and δ = a − y (the authors' RTL output stage)."""
+    common = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
+                  activation="relu", output="sigmoid", epochs=epochs, seed=seed, weight_decay=0.0)
+    runs = {
+        "float": dict(optimizer="sgd", lr=2.0**-6),
+        "16:5": dict(fixed_point="16:5", learning_rate_exponent=6),
+        "12:4": dict(fixed_point="12:4", learning_rate_exponent=6),
+        "10:3": dict(fixed_point="10:3", learning_rate_exponent=6),
+        "8:1": dict(fixed_point="8:1", learning_rate_exponent=6),
+    }
+    out = {"epochs": epochs, "seed": seed, "common": common, "runs": {}}
+    for name, kw in runs.items():
+        result = train_sparse(SparseTrainConfig(**common, **kw), data)
+        out["runs"][name] = _summary(result)
+        print(f"sigmoid output {name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    _write("bits_sigmoid", out)
+
+
+def hardware() -> None:
+    config = EdgeHardwareConfig()
+    cases = {
+        "800-100-10 d_out 50,10 (C=200)": ((800, 100, 10), (50, 10), 200),
+        "800-100-10 d_out 10,1 (C=100)": ((800, 100, 10), (10, 1), 100),
+        "800-100-10 d_out 5,1 (C=100)": ((800, 100, 10), (5, 1), 100),
+        "1024-64-16 d_out 8,8 (DNN.sv, C=16)": ((1024, 64, 16), (8, 8), 16),
+    }
+    out = {"config": config.to_dict(), "estimates": {}, "measured_torch": []}
+    for name, (sizes, degrees, c) in cases.items():
+        out["estimates"][name] = estimate(sizes, degrees, config, clocks_per_cycle=c).to_dict()
+    # The same networks trained by PyTorch on this machine (one CPU thread).
+    for sizes, degrees in (((800, 100, 10), (50, 10)), ((800, 100, 10), (5, 1)), ((800, 100, 10), None), ((784, 112, 10), None)):
+        for batch in (1, 256):
+            out["measured_torch"].append(measure_torch_step(sizes, degrees, batch_size=batch, steps=300 if batch == 1 else 30))
+    _write("hardware", out)
+
+
+def plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    dens = json.loads((OUT / "density.json").read_text())
+    for kind, marker in (("structured", "o"), ("clash-free", "s"), ("random", "^")):
+        runs = [r for r in dens["runs"] if r["pattern"] == kind]
+        xs = sorted({r["network_density"] for r in runs})
+        ys = [100 * sum(r["final_test_accuracy"] for r in runs if r["network_density"] == x) / sum(1 for r in runs if r["network_density"] == x) for x in xs]
+        ax1.plot([100 * x for x in xs], ys, marker=marker, label=kind)
+    extra = OUT / "density_dense_output.json"
+    if extra.exists():
+        runs = json.loads(extra.read_text())["runs"]
+        ax1.plot([100 * r["network_density"] for r in runs], [100 * r["final_test_accuracy"] for r in runs], marker="D", ls=":",
+                 label="structured, output junction dense")
+    head = json.loads((OUT / "headline.json").read_text())
+    dense = head["runs"]["dense 784-112-10"]
+    ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label=f"dense 784-112-10, {head['epochs']} epochs")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("network density ρ_net (%)")
+    ax1.set_ylabel("MNIST test accuracy (%)")
+    ax1.set_title(f"800-100-10, {dens['epochs']} epochs, Adam batch 256", fontsize=9)
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    width = 0.4
+    names = None
+    lows = []
+    for offset, (fname, label) in zip((-width / 2, width / 2), (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ=a−y"))):
+        if not (OUT / fname).exists():
+            continue
+        b = json.loads((OUT / fname).read_text())
+        runs = {k: v for k, v in b["runs"].items() if "RTL" not in k}
+        names = names or list(runs)
+        accs = [100 * runs[n]["final_test_accuracy"] if n in runs else 0 for n in names]
+        lows += accs
+        ax2.bar([i + offset for i in range(len(names))], accs, width=width, label=label)
+    ax2.set_xticks(range(len(names)), names, fontsize=8)
+    ax2.set_ylabel("MNIST test accuracy (%)")
+    ax2.set_xlabel("format TOTAL:INTEGER bits")
+    ax2.set_title(f"800-100-10 clash-free, η=2^-6, batch 1, {b['epochs']} epoch", fontsize=9)
+    ax2.grid(True, axis="y", alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT.parent.parent / "dey-2017-sparse.png")
+    print("wrote docs/reproductions/dey-2017-sparse.png")
+
+
+def tables() -> None:
+    """Markdown tables of the JSON results (pasted into dey-2017-sparse.md)."""
+    import statistics
+
+    head = json.loads((OUT / "headline.json").read_text())
+    print(f"| network | density | edges | test accuracy, {head['epochs']} epochs (mean of seeds {head['seeds']}) | per seed | authors |")
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
+    for name, runs in head["runs"].items():
+        accs = [100 * r["final_test_accuracy"] for r in runs]
+        authors = head["authors"].get(name.split(" structured")[0].split(" clash")[0])
+        print(f"| {name} | {100 * runs[0]['network_density']:.1f}% | {sum(runs[0]['edges'])} | {statistics.mean(accs):.2f}% "
+              f"| {', '.join(f'{a:.2f}' for a in accs)} | {'' if authors is None else f'{100 * authors:.2f}%'} |")
+    dens = json.loads((OUT / "density.json").read_text())
+    print()
+    print(f"| d_out (junction 1, 2) | ρ_net | structured | clash-free (z={dens['clash_free_z']}) | random |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for d_out in DENSITIES:
+        cells = {}
+        for r in dens["runs"]:
+            if tuple(r["out_degrees"]) == d_out:
+                cells.setdefault(r["pattern"], []).append(100 * r["final_test_accuracy"])
+                rho = r["network_density"]
+        print(f"| {d_out[0]}, {d_out[1]} | {100 * rho:.2f}% | " + " | ".join(
+            f"{statistics.mean(cells[k]):.2f}%" if k in cells else "–" for k in ("structured", "clash-free", "random")) + " |")
+    if (OUT / "density_dense_output.json").exists():
+        print()
+        print("| d_out (junction 1, 2) | ρ_net | structured, output junction dense |")
+        print("| --- | ---: | ---: |")
+        for r in json.loads((OUT / "density_dense_output.json").read_text())["runs"]:
+            print(f"| {r['out_degrees'][0]}, {r['out_degrees'][1]} | {100 * r['network_density']:.2f}% | {100 * r['final_test_accuracy']:.2f}% |")
+    for fname, label in (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ = a − y")):
+        if not (OUT / fname).exists():
+            continue
+        b = json.loads((OUT / fname).read_text())
+        print()
+        print(f"| format (TOTAL:INTEGER), {label} | fraction bits | test accuracy after {b['epochs']} epoch(s) |")
+        print("| --- | ---: | ---: |")
+        for name, r in b["runs"].items():
+            fp = r["config"]["fixed_point"]
+            frac = "float" if fp is None else str(int(fp.split(":")[0]) - 1 - int(fp.split(":")[1]))
+            print(f"| {name} | {frac} | {100 * r['final_test_accuracy']:.2f}% |")
+    hw = json.loads((OUT / "hardware.json").read_text())
+    print()
+    print("| network | ρ_net | reduction | C | z | multipliers | adders | memory (kbit) | examples/s | dense clocks (same multipliers) | modelled speed-up |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, e in hw["estimates"].items():
+        print(f"| {name} | {100 * e['network_density']:.2f}% | {e['complexity_reduction']:.2f}x | {e['clocks_per_cycle']} | "
+              f"{','.join(str(j['z']) for j in e['junctions'])} | {e['multipliers']} | {e['adders']} | {e['memory_bits'] / 1e3:.1f} | "
+              f"{e['examples_per_second']:,.0f} | {e['dense_clocks_per_cycle']} (z={','.join(map(str, e['dense_z']))}) | {e['speedup_vs_dense']:.2f}x |")
+    print()
+    print("| PyTorch on this machine | batch | examples/s | µs/example |")
+    print("| --- | ---: | ---: | ---: |")
+    for m in hw["measured_torch"]:
+        what = "dense" if m["out_degrees"] is None else f"sparse d_out {m['out_degrees']}"
+        print(f"| {'-'.join(map(str, m['sizes']))} {what} | {m['batch_size']} | {m['examples_per_second']:,.0f} | {1e6 * m['seconds_per_example']:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "hardware", "plot", "tables"])
+    parser.add_argument("--headline-epochs", type=int, default=50)
+    parser.add_argument("--density-epochs", type=int, default=20)
+    parser.add_argument("--bits-epochs", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the headline runs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.time()
+    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid")
+    data = load_dataset("mnist", path=DATA) if need_data else None
+    if args.part in ("all", "headline"):
+        headline(data, args.headline_epochs, range(args.seeds))
+    if args.part in ("all", "density"):
+        density(data, args.density_epochs, [0])
+    if args.part in ("all", "density-dense-output"):
+        density_dense_output(data, args.density_epochs, [0])
+    if args.part in ("all", "bits"):
+        bits(data, args.bits_epochs, 0)
+    if args.part in ("all", "bits-sigmoid"):
+        bits_sigmoid(data, args.bits_epochs, 0)
+    if args.part in ("all", "hardware"):
+        hardware()
+    if args.part in ("all", "plot"):
+        plot()
+    if args.part in ("all", "tables"):
+        tables()
+    print(f"total {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

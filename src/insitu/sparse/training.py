@@ -1,0 +1,230 @@
+"""Training a pre-defined sparse MLP (Dey et al. 2017), in floating point or emulated fixed point.
+
+:class:`SparseTrainConfig` defines a run; :func:`build_sparse_mlp` builds the network;
+:func:`train_sparse` trains it on an in-memory dataset and returns a JSON-ready results dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+from torch import nn
+
+from ..config import Config, register_config
+from .fixed_point import (
+    FixedPointConfig,
+    FixedPointFormat,
+    FixedPointSGD,
+    insert_quantizers,
+)
+from .linear import SparseLinear
+from .patterns import (
+    PATTERN_KINDS,
+    PatternConfig,
+    in_degree,
+    make_pattern,
+    network_density,
+)
+
+__all__ = ["SparseTrainConfig", "build_sparse_mlp", "pad_inputs", "train_sparse"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+@register_config
+@dataclasses.dataclass
+class SparseTrainConfig(Config):
+    """A training run of a sparse MLP.
+
+    Attributes:
+        dataset: ``mnist`` or ``fashion-mnist`` (or ``digits``).
+        sizes: neurons per layer including input and output. An input wider than the data is
+            padded with zeros (Dey et al. pad MNIST's 784 pixels to 800).
+        out_degrees: ``d_out`` per junction; ``None`` for a dense (``nn.Linear``) network.
+        pattern: ``structured``, ``clash-free`` or ``random``.
+        z: edges per clock per junction, for ``clash-free`` patterns.
+        interleaver_type, dither: the clash-free interleaver (see :mod:`insitu.sparse.patterns`).
+        activation: hidden non-linearity (``relu`` in the authors' software).
+        epochs, batch_size, seed, subset: as usual (``subset``: that many training samples).
+        optimizer: ``adam`` (the authors' software) or ``sgd`` (floating point only).
+        lr: learning rate of the floating-point optimizer.
+        weight_decay: L2 coefficient (8e-5 in the authors' MNIST example).
+        fixed_point: ``None`` (floating point) or ``"TOTAL:INTEGER"`` bits, e.g. ``"12:3"``, for
+            weights, activations, errors and updates, trained by :class:`FixedPointSGD`.
+        learning_rate_exponent: ``k`` of the fixed-point ``η = 2^-k``. The loss is summed over
+            the batch, so each example contributes ``η·δ·a`` as on the hardware.
+        output: ``softmax`` (softmax and cross-entropy, the authors' software) or ``sigmoid``
+            (sigmoid outputs with a binary cross-entropy per class, so the output error is
+            ``δ = a − y`` as in the authors' RTL; a saturated output then has ``δ ≈ 0``).
+    """
+
+    dataset: str = "mnist"
+    sizes: tuple[int, ...] = (800, 100, 10)
+    out_degrees: tuple[int, ...] | None = (50, 10)
+    pattern: str = "structured"
+    z: tuple[int, ...] | None = None
+    interleaver_type: int = 1
+    dither: bool = False
+    activation: str = "relu"
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 8e-5
+    fixed_point: str | None = None
+    learning_rate_exponent: int = 6
+    seed: int = 0
+    subset: int | None = None
+    output: str = "softmax"
+
+    def validate(self) -> None:
+        if len(self.sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.sizes):
+            self._fail("sizes", "must be two or more positive layer widths, e.g. 800,100,10.")
+        self._check_choice("pattern", PATTERN_KINDS)
+        self._check_choice("activation", _ACTIVATIONS)
+        self._check_choice("optimizer", ("adam", "sgd"))
+        self._check_choice("output", ("softmax", "sigmoid"))
+        for field in ("epochs", "batch_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._fail(field, "must be an integer >= 1.")
+        self._check_positive("lr")
+        self._check_non_negative("weight_decay")
+        junctions = len(self.sizes) - 1
+        if self.out_degrees is not None:
+            if len(self.out_degrees) != junctions:
+                self._fail("out_degrees", f"needs one out-degree per junction ({junctions} for sizes {list(self.sizes)}).")
+            for n_in, n_out, d in zip(self.sizes[:-1], self.sizes[1:], self.out_degrees):
+                in_degree(n_in, n_out, d)
+        if self.pattern == "clash-free":
+            if self.out_degrees is None:
+                self._fail("pattern", "clash-free needs out_degrees (a dense network has no pattern).")
+            if self.z is None or len(self.z) != junctions:
+                self._fail("z", f"a clash-free pattern needs z (edges per clock) for each of the {junctions} junctions.")
+        if self.fixed_point is not None:
+            self.fixed_point_config()  # raises a ConfigError naming the problem
+        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
+            self._fail("subset", "must be a positive number of samples, or None for the whole set.")
+
+    def fixed_point_config(self) -> FixedPointConfig | None:
+        if self.fixed_point is None:
+            return None
+        return FixedPointConfig.uniform(FixedPointFormat.parse(self.fixed_point), self.learning_rate_exponent)
+
+    def pattern_config(self, junction: int) -> PatternConfig:
+        z = None if self.z is None else self.z[junction]
+        return PatternConfig(self.pattern, z, self.interleaver_type, self.dither)
+
+
+def build_sparse_mlp(config: SparseTrainConfig) -> tuple[nn.Sequential, list]:
+    """``(model, patterns)``: the MLP of ``config`` (quantizers inserted for fixed point)."""
+    layers: list[nn.Module] = []
+    patterns = []
+    for i, (n_in, n_out) in enumerate(zip(config.sizes[:-1], config.sizes[1:])):
+        if config.out_degrees is None:
+            torch.manual_seed(config.seed + i)  # nn.Linear draws from the global generator
+            layers.append(nn.Linear(n_in, n_out))
+        else:
+            # Each junction gets its own seeds, derived from the run's seed.
+            pattern = make_pattern(n_in, n_out, config.out_degrees[i], config.pattern_config(i), seed=1000 * config.seed + i)
+            patterns.append(pattern)
+            layers.append(SparseLinear(pattern, seed=1000 * config.seed + 100 + i))
+        if i < len(config.sizes) - 2:
+            layers.append(_ACTIVATIONS[config.activation]())
+    model = nn.Sequential(*layers)
+    fixed = config.fixed_point_config()
+    if fixed is not None:
+        model = insert_quantizers(model, fixed)
+    return model, patterns
+
+
+def pad_inputs(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad ``x`` ``(N, D)`` to ``(N, width)``; error if ``D > width``."""
+    if x.shape[1] > width:
+        raise ValueError(f"the data has {x.shape[1]} features but the input layer only {width}; use sizes[0] >= {x.shape[1]}.")
+    return nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, output: str, reduction: str) -> torch.Tensor:
+    if output == "softmax":
+        return nn.functional.cross_entropy(logits, target, reduction=reduction)
+    one_hot = nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
+    # summed over classes: ∂L/∂s = sigmoid(s) − y per output neuron
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, one_hot, reduction="sum")
+    return loss if reduction == "sum" else loss / logits.shape[0]
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
+    correct = 0
+    for start in range(0, x.shape[0], batch):
+        correct += int((model(x[start : start + batch]).argmax(1) == y[start : start + batch]).sum())
+    return correct / x.shape[0]
+
+
+def train_sparse(config: SparseTrainConfig, data, log=None) -> dict:
+    """Train ``config`` on ``data`` (an :class:`insitu.data.Dataset`) and return the results.
+
+    The results hold the config, the junction densities and edge counts, and per epoch the train
+    loss, test accuracy and seconds.
+    """
+    train_x = pad_inputs(data.train_x, config.sizes[0])
+    test_x = pad_inputs(data.test_x, config.sizes[0])
+    if data.num_classes != config.sizes[-1]:
+        raise ValueError(f"the data has {data.num_classes} classes but the output layer {config.sizes[-1]} neurons.")
+    model, patterns = build_sparse_mlp(config)
+    fixed = config.fixed_point_config()
+    if fixed is not None:
+        optimizer = FixedPointSGD(model.parameters(), fixed)
+        reduction = "sum"  # per-example errors, as the hardware applies them
+    elif config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        reduction = "mean"
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        reduction = "mean"
+    order_gen = torch.Generator().manual_seed(config.seed)
+    dense_edges = sum(a * b for a, b in zip(config.sizes[:-1], config.sizes[1:]))
+    results = {
+        "config": config.to_dict(),
+        "edges": [p.num_edges for p in patterns] if patterns else [a * b for a, b in zip(config.sizes[:-1], config.sizes[1:])],
+        "junction_density": [p.density for p in patterns] if patterns else [1.0] * (len(config.sizes) - 1),
+        "network_density": network_density(patterns) if patterns else 1.0,
+        "dense_edges": dense_edges,
+        "train_samples": int(train_x.shape[0]),
+        "test_samples": int(test_x.shape[0]),
+        "threads": torch.get_num_threads(),
+        "epochs": [],
+    }
+    n = train_x.shape[0]
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=order_gen)
+        total_loss = 0.0
+        for begin in range(0, n, config.batch_size):
+            idx = order[begin : begin + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(model(train_x[idx]), data.train_y[idx], config.output, reduction)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * (1 if reduction == "sum" else len(idx))
+        seconds = time.perf_counter() - start
+        mean_loss = total_loss / n
+        if not math.isfinite(mean_loss):
+            results["diverged"] = True
+        entry = {
+            "epoch": epoch,
+            "train_loss": mean_loss,
+            "test_accuracy": _accuracy(model, test_x, data.test_y),
+            "train_seconds": seconds,
+        }
+        results["epochs"].append(entry)
+        if log is not None:
+            log(f"epoch {epoch}: loss {mean_loss:.4f}, test accuracy {100 * entry['test_accuracy']:.2f}% ({seconds:.1f} s)")
+    results["final_test_accuracy"] = results["epochs"][-1]["test_accuracy"]
+    results["best_test_accuracy"] = max(e["test_accuracy"] for e in results["epochs"])
+    return results

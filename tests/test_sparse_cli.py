@@ -1,0 +1,54 @@
+"""`insitu sparse ...` commands and the sparse training loop on real MNIST (small subsets)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from insitu.cli import main
+from insitu.data import load_dataset
+from insitu.sparse.training import SparseTrainConfig, train_sparse
+
+
+def test_hardware_table_and_json():
+    runner = CliRunner()
+    result = runner.invoke(main, ["sparse", "hardware", "--sizes", "800,100,10", "--out-degree", "50,10", "--z", "200,5"])
+    assert result.exit_code == 0, result.output
+    assert "| 1 | 800 -> 100 | 50 | 400 | 40000 | 50.0% | 200 | 200 |" in result.output
+    assert "modelled speed-up" in result.output
+    result = runner.invoke(main, ["sparse", "hardware", "--clocks", "200", "--json"])
+    data = json.loads(result.output)
+    assert [j["z"] for j in data["junctions"]] == [200, 5]
+
+
+def test_hardware_bad_z_is_a_usage_error():
+    result = CliRunner().invoke(main, ["sparse", "hardware", "--z", "200,10"])
+    assert result.exit_code == 2
+    assert "differ" in result.output
+
+
+def test_train_fixed_point_on_mnist_subset(shared_datasets, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["sparse", "train", "--data-dir", str(shared_datasets), "--subset", "300", "--epochs", "1", "--sizes", "800,20,10",
+            "--out-degree", "4,2", "--pattern", "clash-free", "--z", "40,4", "--fixed-point", "12:4", "--batch-size", "1", "--output", "sigmoid",
+            "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["edges"] == [3200, 40] and data["config"]["fixed_point"] == "12:4"
+    assert 0.0 <= data["final_test_accuracy"] <= 1.0 and data["test_samples"] == 10000
+
+
+def test_train_rejects_a_width_that_cannot_hold_the_learning_rate(shared_datasets):
+    result = CliRunner().invoke(main, ["sparse", "train", "--data-dir", str(shared_datasets), "--fixed-point", "8:2", "--lr-exponent", "6"])
+    assert result.exit_code == 2
+    assert "cannot hold the learning rate" in result.output
+
+
+def test_same_seed_same_training(shared_datasets):
+    data = load_dataset("mnist", path=shared_datasets, subset=500, seed=0)
+    config = SparseTrainConfig(sizes=(800, 32, 10), out_degrees=(8, 5), pattern="random", epochs=2, batch_size=50)
+    a, b = train_sparse(config, data), train_sparse(config, data)
+    assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+    assert a["epochs"][-1]["train_loss"] < a["epochs"][0]["train_loss"]  # it learns
