@@ -233,7 +233,12 @@ def plot_runs(path: Path, runs: list[tuple[str, dict]], title: str = "") -> None
 
 
 def _layer_counters(model: nn.Module) -> dict:
-    return {name: m.counters.to_dict() for name, m in model.named_modules() if isinstance(m, AnalogTile)}
+    # Tiles with more to report (e.g. transfers and endurance of multi-conductance cells) add it.
+    return {
+        name: {**m.counters.to_dict(), **(m.counter_report() if hasattr(m, "counter_report") else {})}
+        for name, m in model.named_modules()
+        if isinstance(m, AnalogTile)
+    }
 
 
 def run_training(
