@@ -438,16 +438,32 @@ class MultiConductanceTile(AnalogTile):
             g[LSP_P, idx] = apply_depress_pulses(lsp, new, n_down, p, self.generator)
             sets[LSP_P].index_add_(0, idx, (n_up + n_down).to(sets.dtype))
         else:
-            for plane, side, n in ((LSP_P, 0, n_up), (LSP_M, 1, n_down)):
-                fire = (n > 0).nonzero().squeeze(1)
-                if fire.numel() == 0:
-                    continue
-                sel, n = idx[fire], n[fire]
-                new, new_since = apply_set_pulses(lsp, g[plane, sel], since[plane, sel], n, params[:, side, sel], self.generator)
-                g[plane, sel] = new
-                since[plane, sel] = new_since
-                sets[plane].index_add_(0, sel, n.to(sets.dtype))
+            # Within one example a device's coincidences all have one sign (sequential mode), so
+            # each cross-point pulses one device: g⁺ for n_up, g⁻ for n_down. Summed mode may give
+            # a cross-point both; then its g⁻ pulses are applied in a second pass.
+            n_devices = idx.new_tensor(g.shape[1])
+            minus = n_down > n_up
+            device_index = torch.where(minus, idx + n_devices, idx)  # into the (2·N) flattened LSP planes
+            count = torch.where(minus, n_down, n_up)
+            self._set_lsp_devices(device_index, count)
+            both = ((n_up > 0) & (n_down > 0)).nonzero().squeeze(1)
+            if both.numel():
+                second = torch.where(minus[both], idx[both], idx[both] + n_devices)
+                self._set_lsp_devices(second, torch.where(minus[both], n_up[both], n_down[both]))
         self._refresh_cached(idx)
+
+    def _set_lsp_devices(self, device_index: torch.Tensor, count: torch.Tensor) -> None:
+        """``count`` SET pulses on LSP devices given by index into the flattened (g⁺, g⁻) planes."""
+        lsp = self.config.lsp
+        g = self.weight.data.view(4, -1)[LSP_P:LSP_M + 1].reshape(-1)
+        since = self.pulses_since_reset.view(4, -1)[LSP_P:LSP_M + 1].reshape(-1)
+        sets = self.set_pulses.view(4, -1)[LSP_P:LSP_M + 1].reshape(-1)
+        params = self.lsp_params.view(self.lsp_params.shape[0], -1)
+        new, new_since = apply_set_pulses(lsp, g[device_index], since[device_index], count, params[:, device_index], self.generator)
+        # LSP planes are contiguous in memory, so the reshaped views write through.
+        g[device_index] = new
+        since[device_index] = new_since
+        sets.index_add_(0, device_index, count.to(sets.dtype))
 
     def _transfer_saturated(self) -> None:
         """Transfer (or, for a single pair, refresh) every weight whose LSP has saturated.

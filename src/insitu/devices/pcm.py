@@ -171,8 +171,11 @@ class PCMDevice(ConductanceDevice):
 
     def set_pulse(self, g, pulses_since_reset, params, generator) -> torch.Tensor:
         g_max, dg, jump = params[0], params[1], params[2]
-        fraction_left = ((g_max - g) / (g_max - self.g_min)).clamp_min(0)
-        gradual = dg * fraction_left if self.nonlinearity == 1 else dg * fraction_left.pow(self.nonlinearity)
+        if self.nonlinearity == 0:
+            gradual = dg
+        else:
+            fraction_left = (g_max - g).div_(g_max - self.g_min).clamp_min_(0)
+            gradual = dg * (fraction_left if self.nonlinearity == 1 else fraction_left.pow_(self.nonlinearity))
         if self.initial_jump > 0:
             step = torch.where(pulses_since_reset == self.jump_delay, jump, gradual)
             if self.jump_delay > 0:
@@ -182,7 +185,7 @@ class PCMDevice(ConductanceDevice):
         if self.dg_std > 0:
             noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
             # A SET pulse never lowers the conductance: the noisy factor is floored at 0.
-            step = step * (1 + self.dg_std * noise).clamp_min(0)
+            step = step * noise.mul_(self.dg_std).add_(1).clamp_min_(0)
         return torch.minimum(g + step, g_max)
 
 
