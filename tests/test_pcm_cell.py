@@ -291,3 +291,15 @@ def test_training_through_the_cli_with_a_cristiano_preset(tmp_path, shared_datas
 def test_bad_multi_conductance_configs_say_what_to_change(changes, match):
     with pytest.raises(ConfigError, match=match):
         _config(**changes)
+
+
+def test_conv_layers_build_the_multi_conductance_tile_too():
+    from insitu import AnalogConv2d
+
+    conv = AnalogConv2d(1, 2, 3, config=get_preset("cristiano-2018-two-pair"), seed=0)
+    assert all(isinstance(t, MultiConductanceTile) for t in conv.tiles)
+    x = torch.rand(2, 1, 5, 5)
+    before = conv.tiles[0].get_weights()
+    conv(x).sum().backward()
+    AnalogSGD(conv.parameters(), lr=0.1).step()
+    assert not torch.equal(conv.tiles[0].get_weights(), before)

@@ -93,7 +93,14 @@ CONDITIONS = {
     # Single pair against two pairs of the same (saturating, jumping) device.
     "same-device": ("pairs", "two pairs, same device", "preset:cristiano-2018-same-device"),
     "single-pair": ("pairs", "single pair", "preset:cristiano-2018-single-pair"),
+    # Polarity inversion off: the MSP is tuned from its present state at every transfer.
+    "no-inversion": ("polarity", "no polarity inversion", lambda: _two_pair(polarity_inversion=False)),
+    # Run-to-run spread: the preset and the software baseline again with seed 1 (devices, initial
+    # weights, data order; the training subset stays the same).
+    "two-pair-seed1": ("seed", "two pairs, seed 1", "preset:cristiano-2018-two-pair"),
+    "fp-seed1": ("seed", "software, seed 1", "preset:floating-point"),
 }
+SEEDS = {"two-pair-seed1": 1, "fp-seed1": 1}
 # The default condition appears in every sweep at its own x value.
 DEFAULT_X = {"lsp_jump": 0.02, "dtod": 1.0, "F": 3.0, "transfer_every": 1000, "linearity": "LSP 0.2 / MSP 2"}
 
@@ -102,7 +109,7 @@ def train_config(name: str) -> TrainConfig:
     _, _, spec = CONDITIONS[name]
     common = dict(
         dataset="mnist", model="mlp", hidden=(250, 125), activation="sigmoid", epochs=EPOCHS, batch_size=1,
-        lr=LR, lr_milestones=(1,), lr_gamma=0.5, seed=0, subset=SUBSET,
+        lr=LR, lr_milestones=(1,), lr_gamma=0.5, seed=SEEDS.get(name, 0), subset=SUBSET,
     )
     if isinstance(spec, str):
         return TrainConfig(preset=spec.split(":", 1)[1], **common)

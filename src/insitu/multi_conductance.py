@@ -24,8 +24,12 @@ per column replaces ``g⁻`` by ``g_shared`` of the weight's column line (Ambrog
   held the positive part now holds the negative part. Each device of the pair thus alternately
   carries either sign of the weight, which spreads wear evenly over both (and, in Ambrogio's
   hardware, cancels fixed offsets of the LSP).
-* **LSP saturation**: a weight whose LSP device reaches ``refresh_threshold · g_max`` is transferred
-  at once (its pair alone), as an occasional RESET would do on hardware.
+* **LSP saturation**: every ``saturation_check_every`` examples, weights whose LSP device is above
+  ``refresh_threshold · g_max`` are transferred (those pairs alone), as an occasional RESET would
+  be on hardware. Between checks a saturated device simply stops at its ``G_max``.
+* **Simplifications**: transfers program the whole array at once (Ambrogio 2018 transfers column
+  by column, interleaved with training); the verify read is noise-free; a RESET lands exactly at
+  ``g_min``; each program-and-verify iteration fires one pulse.
 * **Single pair** (``msp=None``): ``W = g⁺ − g⁻``, the classic PCM synapse (Burr et al. 2015);
   a saturated pair is refreshed: RESET both and program the weight back by closed-loop tuning.
 
@@ -417,9 +421,9 @@ class MultiConductanceTile(AnalogTile):
             self._transfer_saturated()
         if self.examples_since_transfer >= self.config.transfer_every:
             self.examples_since_transfer = 0
-            if self.config.msp is not None:
+            if self.config.msp is not None:  # a single pair has nothing to transfer into
                 self._transfer(torch.arange(self._flat_index.numel(), device=self._flat_index.device))
-            self.stats["transfers"] += 1
+                self.stats["transfers"] += 1
 
     def _pulse_lsp(self, idx: torch.Tensor, n_up: torch.Tensor, n_down: torch.Tensor) -> None:
         """Fire the SET pulses of one example on the LSP devices at flat cross-points ``idx``.
