@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/reproductions/cristiano-2018-pcm.md: 18 conditions of the 784-250-125-10 sigmoid
+# Reproduces docs/reproductions/cristiano-2018-pcm.md: 21 conditions of the 784-250-125-10 sigmoid
 # network on a 10,000-image MNIST subset, 2 epochs at batch 1 (lr 0.1 then 0.05), one change to
 # the cristiano-2018-two-pair preset per condition (see cristiano_2018_pcm.py for the list).
 # Each run takes 1-4 minutes on one core; the two workers below run in parallel. Interrupted
