@@ -79,6 +79,64 @@ def gokmen_2017_cnn_nm_bm_um_4d() -> TileConfig:
     return gokmen_2017_cnn_nm_bm_um().replace(devices_per_weight=4)
 
 
+# -- Cristiano, Giordano, Ambrogio, ..., Burr 2018 (J. Appl. Phys. 124, 151901): two PCM pairs --------
+# The paper's device tables and thresholds were not recovered (papers.md §4: [R]); the numbers below
+# are this project's choices, in weight units, sized for the 784-250-125-10 MNIST network trained at
+# lr 0.1 with batch 1. What is from the paper: W = F(G⁺ − G⁻) + (g⁺ − g⁻), F = 3 (Ambrogio 2018, [R]),
+# open-loop updates of the LSP, closed-loop transfer to the MSP, polarity inversion, a saturating
+# response with a steep initial jump.
+
+
+def _cristiano_pcm(nonlinearity: float, initial_jump: float, g_max: float, dg: float):
+    """A PCM device with 10% spread of G_max, 20% of the step, 30% pulse-to-pulse noise."""
+    from .devices import PCMDevice
+
+    return PCMDevice(
+        g_max=g_max, g_max_dtod=0.1, dg=dg, dg_dtod=0.2, dg_std=0.3, nonlinearity=nonlinearity, initial_jump=initial_jump,
+    )
+
+
+def cristiano_2018_two_pair() -> TileConfig:
+    """Two PCM pairs, F = 3: near-linear LSP, strongly saturating MSP, transfer every 1000 examples.
+
+    LSP: ``g_max`` 0.5, ``dg`` 0.005 (about 100 gradual levels), nonlinearity 0.2, an immediate
+    initial jump of 2% of ``g_max``. MSP: ``g_max`` 1, ``dg`` 0.02, nonlinearity 2 (strongly
+    saturating) and an immediate jump of 10%. Both: 10% device-to-device spread of ``G_max``, 20% of
+    the step, 30% pulse-to-pulse. Closed-loop tuning to 0.02 in 100 pulses at most, polarity
+    inversion at every transfer, LSP saturation checked every 100 examples. Pulse trains BL 10 with
+    update management (Gokmen, Onen & Haensch 2017). All device numbers are this project's choices.
+    """
+    from .multi_conductance import MultiConductanceConfig
+
+    return MultiConductanceConfig(
+        lsp=_cristiano_pcm(nonlinearity=0.2, initial_jump=0.02, g_max=0.5, dg=0.005),
+        msp=_cristiano_pcm(nonlinearity=2.0, initial_jump=0.1, g_max=1.0, dg=0.02),
+        gain_factor=3.0,
+        transfer_every=1000,
+        polarity_inversion=True,
+        clt_tolerance=0.02,
+        clt_max_iterations=100,
+        update=PulseUpdateConfig(pulse_type="stochastic", bl=10, update_management=True),
+    )
+
+
+def cristiano_2018_same_device() -> TileConfig:
+    """Two pairs of the *same* strongly saturating PCM device (the MSP device of ``-two-pair``) as LSP and MSP."""
+    base = cristiano_2018_two_pair()
+    return base.replace(lsp=base.msp.replace(g_max=0.5, dg=0.005))
+
+
+def cristiano_2018_single_pair() -> TileConfig:
+    """Single-pair PCM baseline W = g⁺ − g⁻ of the saturating device, refreshed when a device saturates.
+
+    The device of ``cristiano-2018-same-device`` with the range of the MSP (``g_max`` 1, so weights
+    reach ±1) and the LSP's step (``dg`` 0.005); a pair is RESET and reprogrammed by closed-loop
+    tuning when one of its devices exceeds 90% of its ``G_max`` (checked every 100 examples).
+    """
+    base = cristiano_2018_same_device()
+    return base.replace(msp=None, lsp=base.msp.replace(g_max=1.0, dg=0.005))
+
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -86,6 +144,9 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "gokmen-2017-cnn-nm-bm": gokmen_2017_cnn_nm_bm,
     "gokmen-2017-cnn-nm-bm-um": gokmen_2017_cnn_nm_bm_um,
     "gokmen-2017-cnn-nm-bm-um-4d": gokmen_2017_cnn_nm_bm_um_4d,
+    "cristiano-2018-two-pair": cristiano_2018_two_pair,
+    "cristiano-2018-same-device": cristiano_2018_same_device,
+    "cristiano-2018-single-pair": cristiano_2018_single_pair,
 }
 
 

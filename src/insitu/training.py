@@ -256,7 +256,12 @@ def _rank1_writes(model: nn.Module) -> int:
 
 
 def _layer_counters(model: nn.Module) -> dict:
-    return {name: m.counters.to_dict() for name, m in model.named_modules() if isinstance(m, AnalogTile)}
+    # Tiles with more to report (e.g. transfers and endurance of multi-conductance cells) add it.
+    return {
+        name: {**m.counters.to_dict(), **(m.counter_report() if hasattr(m, "counter_report") else {})}
+        for name, m in model.named_modules()
+        if isinstance(m, AnalogTile)
+    }
 
 
 def run_training(

@@ -5,12 +5,16 @@
 ``ConstantStepDevice`` fixed step per coincidence, hard bounds (Gokmen & Vlasov 2016)
 ``LinearStepDevice``   step shrinking linearly towards the bound, hard bounds
 ``SoftBoundsDevice``   step proportional to the distance to the bound
+``PCMDevice``          conductance device: SET-only, saturating, initial jump (for multi-conductance cells)
+``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
 =====================  ===========================================================
 """
 
 from .base import PARAM_NAMES, DeviceConfig, DeviceModel
 from .ideal import IdealDevice
 from .pulsed import ConstantStepDevice, LinearStepDevice, SoftBoundsDevice
+from .pcm import ConductanceDevice, PCMDevice
+from .jump_table import JumpTableDevice
 
 __all__ = [
     "DeviceConfig",
@@ -20,4 +24,7 @@ __all__ = [
     "ConstantStepDevice",
     "LinearStepDevice",
     "SoftBoundsDevice",
+    "ConductanceDevice",
+    "PCMDevice",
+    "JumpTableDevice",
 ]

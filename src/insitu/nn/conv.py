@@ -117,8 +117,9 @@ class _AnalogConvNd(nn.Module):
         self._patch = in_channels // groups * math.prod(self.kernel_size)  # k²d per group
         rows, columns = out_channels // groups, self._patch + (1 if self.bias_on_array else 0)
         seeds = self._group_seeds(seed)
+        tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile  # as in AnalogLinear
         self.tiles = nn.ModuleList(
-            AnalogTile(rows, columns, config, seed=s, device=device, dtype=dtype) for s in seeds
+            tile_class(rows, columns, config, seed=s, device=device, dtype=dtype) for s in seeds
         )
         if bias and not bias_on_array:
             self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype))

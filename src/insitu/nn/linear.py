@@ -74,7 +74,9 @@ class AnalogLinear(nn.Module):
         self.out_features = out_features
         self.bias_on_array = bool(bias and bias_on_array)
         columns = in_features + (1 if self.bias_on_array else 0)
-        self.tile = AnalogTile(out_features, columns, config, seed=seed, device=device, dtype=dtype)
+        # A config may name its own tile class (e.g. the multi-conductance cell); else the RPU tile.
+        tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile
+        self.tile = tile_class(out_features, columns, config, seed=seed, device=device, dtype=dtype)
         if bias and not bias_on_array:
             self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
         else:

@@ -1,0 +1,228 @@
+"""Conductance devices for multi-conductance unit cells: PCM-like response, SET-only.
+
+These devices are described by a *conductance* ``G`` in ``[g_min, g_max]`` rather than by a signed
+weight: a weight is a difference of conductances (``g⁺ − g⁻``), assembled by the unit cell of
+:mod:`insitu.multi_conductance`. Conductances are expressed in weight units (one unit of
+conductance difference in the low-significance pair is one unit of weight; the periphery's fixed
+gain from µS to weight is folded in).
+
+Phase-change memory (PCM) can be potentiated gradually by partial-SET pulses but depressed only by
+an abrupt RESET to the minimum conductance (Burr et al. 2015; Cristiano et al. 2018, J. Appl. Phys.
+124, 151901). Cristiano et al. model the response as saturating, with "either an immediate or a
+delayed steep initial jump" after a RESET; the size of that jump sets the dynamic range left for
+gradual steps. :class:`PCMDevice` is that model:
+
+    pulse k after a RESET (k = 0, 1, ...):
+        k <  jump_delay :  ΔG = 0                                  (delayed jump: nothing happens yet)
+        k == jump_delay :  ΔG = initial_jump · G_max_ij · ξ_k       (the steep initial jump)
+        k >  jump_delay :  ΔG = dG_ij · (1 − G / G_max_ij)^nonlinearity · ξ_k   (saturating steps)
+    with ξ_k = max(0, 1 + dg_std · N(0, 1)) (pulse-to-pulse stochasticity), then G ≤ G_max_ij.
+
+``nonlinearity = 0`` is a constant step up to a hard bound (a linear device), ``1`` an exponential
+approach to ``G_max`` (soft bound), larger values saturate more strongly. ``G_max_ij`` and ``dG_ij``
+carry device-to-device spread (``g_max_dtod``, ``dg_dtod``), drawn once when the tile is built.
+
+Every conductance device has the interface of :class:`ConductanceDevice`: ``draw_parameters``
+(device-to-device draws, a tensor of planes), ``set_pulse`` (one SET pulse on each given device)
+and, for bidirectional devices, ``depress_pulse``. :func:`apply_set_pulses` fires ``n_ij`` SET
+pulses per device, one pulse at a time, because the response depends on the pulse index after
+RESET and on the present conductance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from ..config import Config, register_config
+
+__all__ = ["ConductanceDevice", "PCMDevice", "apply_set_pulses", "apply_depress_pulses"]
+
+
+@dataclasses.dataclass
+class ConductanceDevice(Config):
+    """Base class of conductance devices (one device of a conductance pair).
+
+    Subclasses set :attr:`PARAM_NAMES` (the per-device planes drawn by :meth:`draw_parameters`,
+    always including ``"g_max"``) and implement :meth:`set_pulse`.
+    """
+
+    polymorphic: ClassVar[bool] = True
+    #: Planes of the per-device parameter tensor ``(len(PARAM_NAMES), *shape)``.
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = ("g_max",)
+    #: Whether the device can also be depressed gradually (a capacitor-like LSP, see
+    #: :class:`~insitu.devices.jump_table.JumpTableDevice` with a depression table). PCM cannot.
+    bidirectional: ClassVar[bool] = False
+
+    # -- to be provided by subclasses ------------------------------------------------------------
+    @property
+    def reset_conductance(self) -> float:
+        """The conductance after a RESET (the minimum)."""
+        raise NotImplementedError
+
+    @property
+    def nominal_step(self) -> float:
+        """Mean conductance change of one gradual SET pulse near the bottom of the range.
+
+        The pulsed update sets ``Cx Cd`` from it (the ``dw_min`` of Gokmen & Vlasov 2016).
+        """
+        raise NotImplementedError
+
+    @property
+    def nominal_g_max(self) -> float:
+        raise NotImplementedError
+
+    def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+        """Per-device parameters ``(len(PARAM_NAMES), *shape)``, drawn once (device-to-device)."""
+        raise NotImplementedError
+
+    def set_pulse(self, g, pulses_since_reset, params, generator) -> torch.Tensor:
+        """Conductance after one SET pulse on every given device.
+
+        Args:
+            g: present conductances, shape ``S``.
+            pulses_since_reset: SET pulses each device received since its last RESET, shape ``S``.
+            params: per-device planes ``(len(PARAM_NAMES), *S)``.
+            generator: draws the pulse-to-pulse noise.
+        """
+        raise NotImplementedError
+
+    def depress_pulse(self, g, params, generator) -> torch.Tensor:
+        """Conductance after one gradual depression pulse (bidirectional devices only)."""
+        raise TypeError(f"{type(self).__name__} cannot be depressed gradually (SET-only device).")
+
+    def g_max_plane(self, params: torch.Tensor) -> torch.Tensor:
+        """The per-device maximum conductance plane."""
+        return params[self.PARAM_NAMES.index("g_max")]
+
+
+@register_config
+@dataclasses.dataclass
+class PCMDevice(ConductanceDevice):
+    """A PCM-like device: SET-only, saturating, with an immediate or delayed steep initial jump.
+
+    See the module docstring for the response. Defaults describe a fairly linear device with 100
+    gradual levels and no jump; the ``cristiano-2018-*`` presets set the paper's conditions.
+
+    Attributes:
+        g_max: mean maximum conductance (weight units).
+        g_max_dtod: device-to-device spread of ``g_max``, relative.
+        dg: mean gradual step at ``G = 0`` (weight units).
+        dg_dtod: device-to-device spread of ``dg``, relative.
+        dg_std: pulse-to-pulse spread of every step and of the jump, relative.
+        nonlinearity: exponent of the saturation ``(1 − G/G_max)^nonlinearity``; 0 is linear.
+        initial_jump: size of the steep initial jump after a RESET, as a fraction of the device's
+            ``G_max`` (0: none). The larger it is, the less range is left for gradual steps.
+        jump_delay: SET pulses after a RESET that leave the device unchanged before the jump
+            (0: immediate jump).
+        g_min: conductance after a RESET.
+    """
+
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = ("g_max", "dg", "jump")
+
+    g_max: float = 1.0
+    g_max_dtod: float = 0.0
+    dg: float = 0.01
+    dg_dtod: float = 0.0
+    dg_std: float = 0.0
+    nonlinearity: float = 0.0
+    initial_jump: float = 0.0
+    jump_delay: int = 0
+    g_min: float = 0.0
+
+    def validate(self) -> None:
+        self._check_positive("g_max", "dg")
+        self._check_non_negative("g_max_dtod", "dg_dtod", "dg_std", "nonlinearity", "initial_jump", "g_min")
+        if self.g_min >= self.g_max:
+            self._fail("g_min", f"must be below g_max={self.g_max} (it is the conductance after a RESET).")
+        if self.dg >= self.g_max - self.g_min:
+            self._fail("dg", f"must be smaller than the conductance range g_max - g_min = {self.g_max - self.g_min}.")
+        if not self.initial_jump < 1:
+            self._fail("initial_jump", "must be < 1: it is the jump as a fraction of g_max (e.g. 0.2).")
+        if isinstance(self.jump_delay, bool) or not isinstance(self.jump_delay, int) or self.jump_delay < 0:
+            self._fail("jump_delay", "must be an integer >= 0 (SET pulses before the jump; 0 = immediate).")
+        if self.jump_delay > 0 and self.initial_jump == 0:
+            self._fail("jump_delay", "needs initial_jump > 0 (a delay of a jump that does not exist).")
+
+    @property
+    def reset_conductance(self) -> float:
+        return self.g_min
+
+    @property
+    def nominal_step(self) -> float:
+        return self.dg
+
+    @property
+    def nominal_g_max(self) -> float:
+        return self.g_max
+
+    def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+        def normal():
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        # Fixed draw order: the same seed gives the same devices. A device must keep at least two
+        # gradual steps of range above its reset level, or it would be stuck at the bound.
+        dg = (self.dg * (1 + self.dg_dtod * normal())).clamp_min(0)
+        g_max = torch.maximum(self.g_max * (1 + self.g_max_dtod * normal()), self.g_min + 2 * dg + 1e-6)
+        jump = self.initial_jump * (g_max - self.g_min)
+        return torch.stack([g_max, dg, jump])
+
+    def set_pulse(self, g, pulses_since_reset, params, generator) -> torch.Tensor:
+        g_max, dg, jump = params[0], params[1], params[2]
+        if self.nonlinearity == 0:
+            gradual = dg
+        else:
+            fraction_left = (g_max - g).div_(g_max - self.g_min).clamp_min_(0)
+            gradual = dg * (fraction_left if self.nonlinearity == 1 else fraction_left.pow_(self.nonlinearity))
+        if self.initial_jump > 0:
+            step = torch.where(pulses_since_reset == self.jump_delay, jump, gradual)
+            if self.jump_delay > 0:
+                step = torch.where(pulses_since_reset < self.jump_delay, torch.zeros_like(step), step)
+        else:
+            step = gradual
+        if self.dg_std > 0:
+            noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+            # A SET pulse never lowers the conductance: the noisy factor is floored at 0.
+            step = step * noise.mul_(self.dg_std).add_(1).clamp_min_(0)
+        return torch.minimum(g + step, g_max)
+
+
+def apply_set_pulses(
+    device: ConductanceDevice,
+    g: torch.Tensor,
+    pulses_since_reset: torch.Tensor,
+    counts: torch.Tensor,
+    params: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fire ``counts`` SET pulses on each device, one pulse at a time.
+
+    Args:
+        device: the device config.
+        g, pulses_since_reset, counts: shape ``S`` (counts are non-negative integers, as floats).
+        params: ``(len(device.PARAM_NAMES), *S)``.
+        generator: pulse-to-pulse noise.
+
+    Returns:
+        ``(g, pulses_since_reset)`` after the pulses, shape ``S``.
+
+    Pulses are applied in rounds: round ``k`` pulses the devices with ``counts > k``. Batch-1
+    updates give a few coincidences per device, so there are few rounds.
+    """
+    rounds = int(counts.max()) if counts.numel() else 0
+    for k in range(rounds):
+        fire = counts > k
+        pulsed = device.set_pulse(g, pulses_since_reset, params, generator)
+        g = torch.where(fire, pulsed, g)
+        pulses_since_reset = pulses_since_reset + fire.to(pulses_since_reset.dtype)
+    return g, pulses_since_reset
+
+
+def apply_depress_pulses(device, g, counts, params, generator) -> torch.Tensor:
+    """Fire ``counts`` gradual depression pulses on each device of a bidirectional device."""
+    rounds = int(counts.max()) if counts.numel() else 0
+    for k in range(rounds):
+        g = torch.where(counts > k, device.depress_pulse(g, params, generator), g)
+    return g

@@ -1,0 +1,305 @@
+"""The two-pair multi-conductance tile: open-loop updates, closed-loop tuning, transfer, polarity,
+refresh, endurance, layers, state, presets and bad input."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+from insitu import AnalogLinear, AnalogSGD, ConfigError
+from insitu.devices import ConstantStepDevice, JumpTableDevice, PCMDevice
+from insitu.multi_conductance import (
+    LSP_M, LSP_P, MSP_M, MSP_P, MultiConductanceConfig, MultiConductanceTile, closed_loop_tune,
+)
+from insitu.presets import get_preset
+from insitu.update import PulseUpdateConfig
+
+LINEAR_LSP = PCMDevice(g_max=0.5, dg=0.005)
+NONLINEAR_MSP = PCMDevice(g_max=1.0, g_max_dtod=0.1, dg=0.02, dg_dtod=0.2, dg_std=0.3, nonlinearity=2.0, initial_jump=0.1)
+
+
+def _config(**changes):
+    base = dict(lsp=LINEAR_LSP, msp=NONLINEAR_MSP, clt_tolerance=0.02, transfer_every=10_000)
+    base.update(changes)
+    return MultiConductanceConfig(**base)
+
+
+def _random_updates(tile, steps, lr=0.05, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.rand(1, tile.in_features, generator=gen)
+        d = 0.5 * torch.randn(1, tile.out_features, generator=gen)
+        tile.stash(x, d)
+        tile.update(lr)
+
+
+# -- closed-loop tuning ---------------------------------------------------------------------------
+def test_closed_loop_tuning_reaches_its_tolerance_on_a_saturating_device():
+    n = 5000
+    gen = torch.Generator().manual_seed(0)
+    params = NONLINEAR_MSP.draw_parameters((2, n), gen)
+    target = torch.empty(n).uniform_(-0.5, 0.5, generator=gen)
+    zero = torch.zeros(n)
+    result = closed_loop_tune(NONLINEAR_MSP, zero, zero, zero, zero, params[:, 0], params[:, 1], target, 0.01, 200, gen)
+    assert result["converged"].all()
+    error = target - (result["g_plus"] - result["g_minus"])
+    assert error.abs().max() <= 0.01
+    # SET-only: tuning never lowered a device, and counted one pulse per raise.
+    assert (result["g_plus"] >= 0).all() and (result["g_minus"] >= 0).all()
+    assert result["pulses_plus"].sum() + result["pulses_minus"].sum() > n  # at least the jumps
+
+
+def test_closed_loop_tuning_reports_the_pairs_it_cannot_reach():
+    n = 100
+    gen = torch.Generator().manual_seed(1)
+    params = NONLINEAR_MSP.draw_parameters((2, n), gen)
+    zero = torch.zeros(n)
+    target = torch.full((n,), 0.3)
+    target[:10] = 5.0  # far beyond any device's g_max
+    result = closed_loop_tune(NONLINEAR_MSP, zero, zero, zero, zero, params[:, 0], params[:, 1], target, 0.01, 200, gen)
+    assert not result["converged"][:10].any()
+    assert result["converged"][10:].all()
+    assert result["iterations"] == 200
+    # Too few iterations: reported, not silently accepted.
+    short = closed_loop_tune(NONLINEAR_MSP, zero, zero, zero, zero, params[:, 0], params[:, 1], target, 0.01, 2, gen)
+    assert not short["converged"][10:].all()
+
+
+# -- transfer, polarity, RESET ---------------------------------------------------------------------
+def test_transfer_preserves_the_weight_within_tolerance_and_resets_the_low_pair():
+    torch.manual_seed(0)
+    tile = MultiConductanceTile(20, 30, _config(), seed=1)
+    tile.set_weights(torch.empty(20, 30).uniform_(-0.6, 0.6))
+    _random_updates(tile, 50)
+    before = tile.get_weights()
+    g = tile.weight.detach()
+    assert (g[LSP_P] > 0).any() and (g[LSP_M] > 0).any()  # the LSP took the updates
+    failures = tile.stats["clt_failures"]
+    tile._transfer(torch.arange(600))
+    after = tile.get_weights()
+    assert tile.stats["clt_failures"] == failures
+    assert (after - before).abs().max() <= tile.config.clt_tolerance + 1e-6
+    assert (tile.weight[LSP_P] == 0).all() and (tile.weight[LSP_M] == 0).all()  # RESET
+    assert (tile.pulses_since_reset[LSP_P] == 0).all()
+
+
+def test_polarity_inversion_keeps_the_sign_of_the_weight_and_swaps_the_devices():
+    torch.manual_seed(0)
+    tile = MultiConductanceTile(10, 10, _config(polarity_inversion=True), seed=2)
+    w = torch.empty(10, 10).uniform_(-0.9, 0.9)
+    w[w.abs() < 0.1] = 0.3  # clear signs
+    tile.set_weights(w)
+    g = tile.weight.detach()
+    assert ((g[MSP_P] > g[MSP_M]) == (w > 0)).all()  # polarity +1: G⁺ holds positive weights
+    tile._transfer(torch.arange(100))
+    assert (tile.polarity == -1).all()
+    assert (torch.sign(tile.get_weights()) == torch.sign(w)).all()
+    g = tile.weight.detach()
+    assert ((g[MSP_M] > g[MSP_P]) == (w > 0)).all()  # after inversion G⁻ holds them
+    tile._transfer(torch.arange(100))
+    assert (tile.polarity == 1).all() and (torch.sign(tile.get_weights()) == torch.sign(w)).all()
+
+
+def test_without_polarity_inversion_the_polarity_stays():
+    tile = MultiConductanceTile(4, 4, _config(polarity_inversion=False), seed=0)
+    tile._transfer(torch.arange(16))
+    assert (tile.polarity == 1).all()
+
+
+def test_lsp_updates_are_set_only_and_follow_the_coincidence_signs():
+    tile = MultiConductanceTile(8, 12, _config(), seed=3)
+    tile.set_weights(torch.zeros(8, 12))
+    before = tile.weight.detach().clone()
+    msp_before = before[MSP_P:MSP_M + 1].clone()
+    for step in range(30):
+        _random_updates(tile, 1, seed=step)
+        g = tile.weight.detach()
+        assert (g[LSP_P] >= before[LSP_P]).all() and (g[LSP_M] >= before[LSP_M]).all()
+        before = g.clone()
+    torch.testing.assert_close(tile.weight.detach()[MSP_P:MSP_M + 1], msp_before)  # no transfer yet
+    # Every coincidence became one SET pulse on the LSP (the tile counts both).
+    assert tile.set_pulses[LSP_P:LSP_M + 1].sum() == pytest.approx(tile.counters.coincidences)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "summed"])
+def test_mean_lsp_update_equals_the_sgd_update(mode):
+    # Linear LSP, no noise: E[ΔW] = -lr δ xᵀ (Gokmen & Vlasov 2016, eq. 2-3) through the same trains.
+    config = _config(update=PulseUpdateConfig(bl=10, mode=mode), lsp=PCMDevice(g_max=5.0, dg=0.001), saturation_check_every=10_000)
+    tile = MultiConductanceTile(3, 4, config, seed=5)
+    x = torch.tensor([[0.2, -0.5, 0.9, 0.0]])
+    d = torch.tensor([[0.3, -0.6, 0.1]])
+    lr, trials = 0.01, 400
+    for _ in range(trials):
+        tile.stash(x, d)
+    tile.update(lr)
+    measured = (tile.get_weights()) / trials
+    expected = -lr * d.t() @ x
+    assert (measured - expected).abs().max() < 0.15 * expected.abs().max()
+
+
+def test_saturated_lsp_pairs_are_transferred():
+    config = _config(lsp=PCMDevice(g_max=0.05, dg=0.005), saturation_check_every=5)
+    tile = MultiConductanceTile(6, 6, config, seed=4)
+    tile.set_weights(torch.zeros(6, 6))
+    _random_updates(tile, 40, lr=0.1)
+    assert tile.stats["lsp_saturations"] > 0
+    assert tile.resets[LSP_P:LSP_M + 1].sum() > 0
+    tile._transfer_saturated()  # after a check no LSP device is left above the threshold
+    g_max = tile.config.lsp.g_max_plane(tile.lsp_params)
+    assert (tile.weight.detach()[LSP_P:LSP_M + 1] < 0.9 * g_max).all()
+
+
+def test_single_pair_refresh_keeps_the_weight():
+    config = _config(msp=None, lsp=PCMDevice(g_max=1.0, dg=0.005), saturation_check_every=1)
+    tile = MultiConductanceTile(5, 5, config, seed=6)
+    tile.set_weights(torch.full((5, 5), 0.2))
+    with torch.no_grad():
+        tile.weight[LSP_M] += 0.75  # drive both into saturation, keeping W = g⁺ − g⁻
+        tile.weight[LSP_P] += 0.75
+        tile._cached_weights = None
+    w = tile.get_weights()
+    tile._transfer_saturated()
+    assert tile.stats["lsp_saturations"] == 25
+    assert (tile.get_weights() - w).abs().max() <= 0.02 + 1e-6
+    assert (tile.weight[LSP_P:LSP_M + 1] < 0.9).all()
+    assert (tile.resets[LSP_P:LSP_M + 1] >= 1).all()
+
+
+def test_shared_reference_variant_moves_both_ways_with_a_bidirectional_lsp():
+    lsp = JumpTableDevice(bin_edges=(0.0, 0.5), mean=(0.005,), std=(0.0,), mean_down=(-0.005,), std_down=(0.0,))
+    tile = MultiConductanceTile(4, 6, _config(lsp=lsp, lsp_reference="shared"), seed=7)
+    tile.set_weights(torch.zeros(4, 6))
+    g = tile.weight.detach()
+    assert (g[LSP_P] == 0.25).all() and (g[LSP_M] == 0.25).all()  # g at g_shared, the mid level
+    _random_updates(tile, 20)
+    lsp_part = tile.weight.detach()[LSP_P] - 0.25
+    assert (lsp_part > 0).any() and (lsp_part < 0).any()
+    tile._transfer(torch.arange(24))
+    assert (tile.weight[LSP_P] == 0.25).all()
+
+
+# -- endurance ---------------------------------------------------------------------------------------
+def test_endurance_counts_and_projected_lifetime():
+    tile = MultiConductanceTile(10, 10, _config(transfer_every=20), seed=8)
+    tile.set_weights(torch.zeros(10, 10))
+    _random_updates(tile, 60)
+    report = tile.endurance(examples_per_day=1e6, endurance_cycles=1e8)
+    assert report["examples"] == 60
+    lsp, msp = report["lsp"], report["msp"]
+    assert tile.stats["transfers"] == 3
+    assert 1 <= lsp["resets_max"] <= 3 + tile.stats["lsp_saturations"]
+    assert lsp["set_pulses_max"] == float(tile.set_pulses[LSP_P:LSP_M + 1].max())
+    # The LSP takes every update; the MSP only the transfers.
+    assert lsp["writes_per_example_mean"] > msp["writes_per_example_mean"] > 0
+    expected = 1e8 / (lsp["resets_per_example_max"] * 1e6)
+    assert lsp["lifetime_days_reset_limited"] == pytest.approx(expected)
+    writes = tile.set_pulses[LSP_P:LSP_M + 1] + tile.resets[LSP_P:LSP_M + 1]
+    assert lsp["writes_per_example_max"] == pytest.approx(float(writes.max()) / 60)
+
+
+# -- layers, state, determinism, presets -----------------------------------------------------------
+def test_analog_linear_builds_the_tile_trains_and_round_trips_its_state():
+    config = get_preset("cristiano-2018-two-pair").replace(transfer_every=25)
+    torch.manual_seed(0)
+    layer = AnalogLinear(6, 3, config=config, seed=11)
+    assert isinstance(layer.tile, MultiConductanceTile)
+    opt = AnalogSGD(layer.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 6, generator=gen)
+    target = x @ torch.tensor([[0.5, -0.3, 0.2], [0.1, 0.4, -0.5], [0.0, 0.2, 0.3], [-0.4, 0.1, 0.0], [0.3, 0.0, 0.1], [0.2, -0.2, 0.4]])
+
+    def loss():
+        return ((layer(x) - target) ** 2).mean()
+
+    with torch.no_grad():
+        start = float(loss())
+    for epoch in range(6):
+        for i in range(64):
+            ((layer(x[i : i + 1]) - target[i : i + 1]) ** 2).sum().backward()
+            opt.step()
+    with torch.no_grad():
+        assert float(loss()) < 0.5 * start
+    assert layer.tile.stats["transfers"] >= 10
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    clone = AnalogLinear(6, 3, config=config, seed=99)
+    clone.load_state_dict(torch.load(buffer, weights_only=False))
+    torch.testing.assert_close(clone.get_weights()[0], layer.get_weights()[0])
+    assert clone.tile.stats == layer.tile.stats
+    # Same seed, same run; the copy continues identically.
+    twin = copy.deepcopy(layer)
+    for model in (layer, twin):
+        model.tile.stash(torch.rand(1, 7, generator=torch.Generator().manual_seed(5)), torch.ones(1, 3))
+        model.tile.update(0.1)
+    torch.testing.assert_close(twin.get_weights()[0], layer.get_weights()[0])
+
+
+def test_config_round_trips_through_dict_and_yaml(tmp_path):
+    config = get_preset("cristiano-2018-two-pair")
+    assert "device" not in config.to_dict()  # unused by this tile
+    path = tmp_path / "c.yaml"
+    config.to_yaml(path)
+    from insitu.tile import TileConfig
+
+    assert TileConfig.from_file(path) == config
+    single = get_preset("cristiano-2018-single-pair")
+    assert single.msp is None and MultiConductanceConfig.from_dict(single.to_dict()) == single
+
+
+def test_training_through_the_cli_with_a_cristiano_preset(tmp_path, shared_datasets):
+    from click.testing import CliRunner
+
+    from insitu.cli import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--preset", "cristiano-2018-two-pair", "--data-dir", str(shared_datasets), "--hidden", "16",
+        "--epochs", "1", "--subset", "300", "--lr", "0.1", "--no-progress", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    counters = results["counters"]["0.tile"]
+    assert counters["endurance"]["examples"] == 300
+    assert counters["transfer"]["programmed_pairs"] > 0
+    assert results["epochs"][0]["test_error"] < 0.9
+
+
+# -- bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(gain_factor=0.0), "F must be > 0"),
+        (dict(gain_factor=-3.0), "F must be > 0"),
+        (dict(transfer_every=0), "transfer_every = 0: must be an integer >= 1"),
+        (dict(clt_tolerance=0.0), "clt_tolerance.*must be > 0"),
+        (dict(clt_max_iterations=0), "clt_max_iterations"),
+        (dict(refresh_threshold=1.5), r"refresh_threshold.*\(0, 1\]"),
+        (dict(lsp_reference="shared"), "needs a bidirectional LSP device"),
+        (dict(lsp_reference="both"), "must be one of"),
+        (dict(lsp=ConstantStepDevice()), "must be a conductance device"),
+        (dict(update=PulseUpdateConfig(mode="batched")), "exact coincidence counts"),
+        (dict(update=PulseUpdateConfig(pulse_type="expected")), "exact coincidence counts"),
+        (dict(devices_per_weight=2), "must be 1"),
+    ],
+)
+def test_bad_multi_conductance_configs_say_what_to_change(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        _config(**changes)
+
+
+def test_conv_layers_build_the_multi_conductance_tile_too():
+    from insitu import AnalogConv2d
+
+    conv = AnalogConv2d(1, 2, 3, config=get_preset("cristiano-2018-two-pair"), seed=0)
+    assert all(isinstance(t, MultiConductanceTile) for t in conv.tiles)
+    x = torch.rand(2, 1, 5, 5)
+    before = conv.tiles[0].get_weights()
+    conv(x).sum().backward()
+    AnalogSGD(conv.parameters(), lr=0.1).step()
+    assert not torch.equal(conv.tiles[0].get_weights(), before)
