@@ -303,3 +303,12 @@ def test_conv_layers_build_the_multi_conductance_tile_too():
     conv(x).sum().backward()
     AnalogSGD(conv.parameters(), lr=0.1).step()
     assert not torch.equal(conv.tiles[0].get_weights(), before)
+
+
+def test_low_rank_update_algorithms_are_refused_with_a_clear_error():
+    from insitu.config import ConfigError
+    from insitu.presets import get_preset
+    from insitu.update import UpdateAlgorithmConfig
+
+    with pytest.raises(ConfigError, match="transfer interval counts examples"):
+        get_preset("cristiano-2018-two-pair").replace(algorithm=UpdateAlgorithmConfig(method="sbe"))

@@ -119,6 +119,12 @@ class MultiConductanceConfig(TileConfig):
         super().validate()
         if self.devices_per_weight != 1:
             self._fail("devices_per_weight", "must be 1: a multi-conductance cell has its own four devices.")
+        if self.algorithm.method != "sgd":
+            self._fail(
+                "algorithm",
+                "must be the default UpdateAlgorithmConfig(method='sgd'): the low pair is written once per "
+                "example and the transfer interval counts examples; low-rank updates are not modelled for this cell.",
+            )
         if not isinstance(self.lsp, ConductanceDevice):
             self._fail("lsp", f"must be a conductance device (PCMDevice or JumpTableDevice), got {type(self.lsp).__name__}.")
         if self.msp is not None and not isinstance(self.msp, ConductanceDevice):
