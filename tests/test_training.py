@@ -221,3 +221,16 @@ def test_cli_update_algorithm_sbe_counts_writes_in_the_results(tmp_path):
     assert result.exit_code == 2 and "batch_size" in result.output and "rank" in result.output
     result = runner.invoke(main, ["train", "--dataset", "digits", "--rank", "2", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--update" in result.output
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, digits):
+    import torch
+
+    quiet = dict(data=digits, progress=False, log=lambda s: None)
+    run_training(_config(epochs=1), tmp_path, **quiet)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for newer_field in ("update_algorithm", "rank"):
+        del checkpoint["config"][newer_field]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    resumed = run_training(_config(epochs=2), tmp_path, resume=True, **quiet)
+    assert len(resumed["epochs"]) == 2

@@ -324,7 +324,8 @@ def run_training(
     start_epoch = 0
     if resume:
         checkpoint = torch.load(ckpt_path, weights_only=False)
-        saved, wanted = dict(checkpoint["config"]), config.to_dict()
+        # Through from_dict so that fields added since the checkpoint was written take their defaults.
+        saved, wanted = TrainConfig.from_dict(checkpoint["config"]).to_dict(), config.to_dict()
         if {**saved, "epochs": None} != {**wanted, "epochs": None}:
             changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "epochs")
             raise ConfigError(
