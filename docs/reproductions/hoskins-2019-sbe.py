@@ -218,12 +218,13 @@ def report(out: Path, target: float) -> None:
     def cell(r):
         if r is None:
             return "–"
-        mark = "" if r["reached"] else "> "
-        return f"{mark}{r['epochs']:.2f} / {mark}{r['matrix_updates']:,} / {mark}{r['rank1_writes']:,} (lr {r['lr']:g})"
+        if r["reached"]:
+            return f"{r['epochs']:.2f} / {r['matrix_updates']:,} / {r['rank1_writes']:,} (lr {r['lr']:g})"
+        return f"not reached: loss {r['loss']:.3f} after {r['epochs']:.1f} ep. / {r['matrix_updates']:,} / {r['rank1_writes']:,} (lr {r['lr']:g})"
 
     lines = [
-        f"Epochs / matrix updates / rank-1 writes (both layers) to a training loss <= {target}; '>' = not reached "
-        "within the epoch cap (the numbers are where the run stopped).",
+        f"Epochs / matrix updates (per layer) / rank-1 writes (both layers) to a training loss <= {target}; "
+        "'not reached': the loss where the run stopped at the epoch cap.",
         "",
         "| batch | " + " | ".join(m.upper() + ("-1" if m in ("svd", "sbe") else "") for m in METHODS[1:]) + " | σ₁²/Σσ² (layer 1) |",
         "|---|" + "---|" * (len(METHODS) - 1) + "---|",

@@ -146,7 +146,8 @@ class UpdateAlgorithm:
         x64, d64 = x.to(work), d.to(work)
         if self.x_estimate is None:
             self._start(x64, d64)
-        big_x, big_d, big_s = self.x_estimate.to(work), self.d_estimate.to(work), self.s_estimate.to(work)
+        # .to(x): the estimates follow the tile if it moved to another device since the last batch.
+        big_x, big_d, big_s = (t.to(device=x.device, dtype=work) for t in (self.x_estimate, self.d_estimate, self.s_estimate))
         if k == 1:
             big_x, big_d, big_s = _stream_rank1(x64, d64, big_x[:, 0], big_d[:, 0], big_s[0, 0])
             big_x, big_d, big_s = big_x.unsqueeze(1), big_d.unsqueeze(1), big_s.view(1, 1)
