@@ -30,6 +30,10 @@ from insitu.hardware import (
 )
 from insitu.hardware import base as hardware_base
 from insitu.hardware.digital import DigitalConfig, GPUConfig
+from insitu.hardware.edge import EdgeSystemConfig
+from insitu.sparse import PatternConfig, SparseLinear, make_pattern
+from insitu.sparse.hardware import EdgeHardwareConfig
+from insitu.sparse.hardware import estimate as sparse_estimate
 
 
 def one_layer(rows=4096, cols=4096, vectors=1, name="l"):
@@ -214,8 +218,13 @@ def test_nested_and_other_configs_reject_bad_values():
 
 
 def test_registry_names_pending_and_unknown_hardware():
-    with pytest.raises(ConfigError, match="'edge'.*not yet available"):
-        get_estimator("edge")
+    assert "edge" in hardware_base.estimator_names() and "edge" not in hardware_base.PENDING_ESTIMATORS
+    hardware_base.PENDING_ESTIMATORS["test-pending"] = "comes later."
+    try:
+        with pytest.raises(ConfigError, match="'test-pending': comes later"):
+            get_estimator("test-pending")
+    finally:
+        hardware_base.PENDING_ESTIMATORS.pop("test-pending")
     with pytest.raises(ConfigError, match="Did you mean 'rpu'"):
         get_estimator("rpuu")
 
@@ -277,8 +286,8 @@ def test_cli_estimate_writes_table_json_and_png(tmp_path):
 
 def test_cli_errors_are_usage_errors():
     runner = CliRunner()
-    edge = runner.invoke(main, ["hardware", "estimate", "--hardware", "edge"])
-    assert edge.exit_code == 2 and "not yet available" in edge.output
+    edge = runner.invoke(main, ["hardware", "estimate", "--hardware", "edge", "--hidden", "100", "--set", "edge.out_degrees=[33,10]"])
+    assert edge.exit_code == 2 and "does not divide" in edge.output and "[25, 50, 75, 100]" in edge.output
     bad = runner.invoke(main, ["hardware", "estimate", "--set", "rpu.integration_time_s=0"])
     assert bad.exit_code == 2 and "must be > 0" in bad.output
     wrong = runner.invoke(main, ["hardware", "estimate", "--set", "pcm.bl=3"])
@@ -305,3 +314,126 @@ def test_cli_measure_uses_a_step_time_timed_here(tmp_path):
     assert cpu["summary"]["time_per_example_s"] > 0
     missing = CliRunner().invoke(main, ["hardware", "estimate", "--hardware", "rpu", "--measure"])
     assert missing.exit_code == 2 and "--measure times a step" in missing.output
+
+
+# -- edge-processing accelerator (Dey et al. 2017) ---------------------------------------------------
+
+
+def test_edge_time_is_the_sparse_models_clocks_over_the_clock():
+    network = network_from_mlp((800, 100, 10))
+    config = EdgeSystemConfig(out_degrees=(50, 10), clocks_per_cycle=100, clock_hz=60e6, overhead_clocks=12)
+    est = get_estimator("edge", config).estimate(network)
+    model = sparse_estimate((800, 100, 10), (50, 10), EdgeHardwareConfig(clock_hz=60e6, overhead_clocks=12), clocks_per_cycle=100)
+    assert est.time_per_example_s == pytest.approx(model.clocks_per_example / 60e6)
+    assert est.time_per_example_s == pytest.approx(1 / model.examples_per_second)
+    # Pipelined junctions: each is busy the whole cycle, whatever the depth.
+    assert all(layer.total_time_s == pytest.approx(est.time_per_example_s) for layer in est.layers)
+    assert est.extra["z"] == [j.z for j in model.junctions] and est.extra["multipliers"] == model.multipliers
+    # Operations count only the edges (+ biases), as the accelerator does them.
+    assert est.ops_per_example["forward"] == 2 * (800 * 50 + 100 + 100 * 10 + 10)
+
+
+def test_edge_chooses_the_fastest_cycle_that_fits_the_multipliers():
+    network = network_from_mlp((784, 100, 10))
+    for budget in (900, 2000):
+        est = get_estimator("edge", EdgeSystemConfig(max_multipliers=budget)).estimate(network)
+        assert est.extra["multipliers"] <= budget
+        # Valid cycles for 784-100-10 dense are C = 100 (1610 multipliers) and C = 200 (806).
+        assert est.extra["clocks_per_cycle"] == (200 if budget < 1610 else 100)
+    with pytest.raises(ConfigError, match="max_multipliers"):
+        get_estimator("edge", EdgeSystemConfig(max_multipliers=100)).estimate(network)
+
+
+def test_edge_energy_and_area_sum_over_components_and_follow_their_counts():
+    network = network_from_mlp((800, 100, 10))
+    config = EdgeSystemConfig(out_degrees=(50, 10), clocks_per_cycle=100, static_power_w=0.5)
+    est = get_estimator("edge", config).estimate(network)
+    by_component = est.energy_by_component()
+    assert set(by_component) == {"multiply", "add", "memory", "static"}
+    assert est.energy_per_example_j == pytest.approx(sum(by_component.values()))
+    assert est.area_mm2 == pytest.approx(sum(est.area_by_component().values()))
+    # First junction (no BP): E multiplies in FF and E in UP, at 12 bits = (12/8)² × 0.2 pJ.
+    first = est.layers[0]
+    assert first.energy_j["multiply"] == pytest.approx(2 * 40000 * 0.2e-12 * (12 / 8) ** 2)
+    assert first.energy_j["static"] == pytest.approx(0.5 * est.time_per_example_s)
+    # Second junction has BP: E + N_in more multiplies.
+    assert est.layers[1].energy_j["multiply"] == pytest.approx((3 * 1000 + 100) * 0.2e-12 * (12 / 8) ** 2)
+    model = sparse_estimate((800, 100, 10), (50, 10), config.accelerator(), clocks_per_cycle=100)
+    assert est.area_by_component()["multipliers"] == pytest.approx(model.multipliers * 282.0 * (12 / 8) ** 2 * 1e-6)
+    assert est.area_by_component()["memory"] == pytest.approx(model.memory_bits * 0.5e-6)
+    # Each energy term scales with its own parameter only.
+    doubled = get_estimator("edge", config.replace(memory_energy_per_bit_j=2 * config.memory_energy_per_bit_j)).estimate(network)
+    assert doubled.energy_by_component()["memory"] == pytest.approx(2 * by_component["memory"])
+    assert doubled.energy_by_component()["multiply"] == pytest.approx(by_component["multiply"])
+
+
+def test_edge_sparser_network_is_faster_and_cheaper_on_the_same_multipliers():
+    network = network_from_mlp((800, 100, 10))
+    dense = get_estimator("edge", EdgeSystemConfig(max_multipliers=1000)).estimate(network)
+    sparse = get_estimator("edge", EdgeSystemConfig(out_degrees=(10, 10), max_multipliers=1000)).estimate(network)
+    assert sparse.extra["complexity_reduction"] == pytest.approx(81000 / (8000 + 1000))
+    assert sparse.time_per_example_s < dense.time_per_example_s
+    assert sparse.energy_per_example_j < dense.energy_per_example_j
+
+
+def test_sparse_linear_maps_with_its_edges_and_out_degree():
+    model = nn.Sequential(SparseLinear(make_pattern(800, 100, 50, seed=1), seed=0), nn.ReLU(),
+                          SparseLinear(make_pattern(100, 10, 10, seed=2), seed=0))
+    network = network_from_model(model, (800,))
+    first = network.layers[0]
+    assert (first.kind, first.rows, first.cols, first.edges, first.out_degree) == ("sparse", 100, 801, 40000, 50)
+    assert first.weights == 40000 + 100 and first.inputs == 800
+    from_model = get_estimator("edge").estimate(network)
+    from_config = get_estimator("edge", EdgeSystemConfig(out_degrees=(50, 10))).estimate(network_from_mlp((800, 100, 10)))
+    assert from_model.summary() == pytest.approx(from_config.summary())
+    # The digital reference counts the sparse layer's edges too.
+    assert get_estimator("gpu").estimate(network).ops_per_example["forward"] == 2 * (40100 + 1010)
+
+
+def test_edge_bad_degrees_and_unmappable_networks_are_clear_errors():
+    mlp = network_from_mlp((784, 100, 10))
+    with pytest.raises(ConfigError, match=r"junction 1 \(784 -> 100\).*does not divide.*\[25, 50, 75, 100\]"):
+        get_estimator("edge", EdgeSystemConfig(out_degrees=(33, 10))).estimate(mlp)
+    with pytest.raises(ConfigError, match="one out-degree per junction, 2"):
+        get_estimator("edge", EdgeSystemConfig(out_degrees=(50,))).estimate(mlp)
+    with pytest.raises(ConfigError, match="not a whole number"):
+        get_estimator("edge", EdgeSystemConfig(density=0.37)).estimate(mlp)
+    with pytest.raises(ConfigError, match="no junction cycle C fits"):  # z = 5 cannot divide 128 banks
+        get_estimator("edge").estimate(network_from_mlp((784, 256, 128, 10)))
+    with pytest.raises(ConfigError, match="must divide every junction"):
+        get_estimator("edge", EdgeSystemConfig(clocks_per_cycle=7)).estimate(mlp)
+    for field, value, message in (("density", 0.0, "must be > 0"), ("density", 1.5, "in \\(0, 1\\]"),
+                                  ("out_degrees", (0, 10), "positive integers"), ("clock_hz", -1.0, "must be > 0"),
+                                  ("memory_energy_per_bit_j", -1e-12, ">= 0")):
+        with pytest.raises(ConfigError, match=f"EdgeSystemConfig.{field}.*{message}"):
+            EdgeSystemConfig(**{field: value})
+    with pytest.raises(HardwareMappingError, match="trains MLPs"):
+        get_estimator("edge").estimate(named_network("cnn-2017"))
+    random_layer = SparseLinear(make_pattern(100, 10, 5, PatternConfig(kind="random"), seed=0), seed=0)
+    assert not bool((random_layer.col_indices.bincount(minlength=100) == 5).all())  # unequal out-degrees
+    with pytest.raises(HardwareMappingError, match="without a fixed out-degree"):
+        get_estimator("edge").estimate(network_from_model(random_layer, (100,)))
+
+
+def test_edge_config_round_trip():
+    config = EdgeSystemConfig(out_degrees=(50, 10), density=0.5, word_bits=10)
+    assert EdgeSystemConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_cli_compare_includes_edge(tmp_path):
+    out_json, out_png = tmp_path / "c.json", tmp_path / "c.png"
+    result = CliRunner().invoke(main, ["hardware", "estimate", "--model", "mlp", "--hidden", "100",
+                                       "--compare", "rpu,pcm,gpu,edge", "--baseline", "gpu",
+                                       "--set", "edge.out_degrees=[25,10]", "--set", "edge.multiply_energy_j=4e-13",
+                                       "--json", str(out_json), "--plot", str(out_png)])
+    assert result.exit_code == 0, result.output
+    assert "| | rpu | pcm | gpu | edge |" in result.output
+    data = json.loads(out_json.read_text())
+    assert list(data) == ["rpu", "pcm", "gpu", "edge"]
+    edge = data["edge"]
+    assert edge["config"]["out_degrees"] == [25, 10] and edge["config"]["multiply_energy_j"] == 4e-13
+    assert edge["extra"]["out_degrees"] == [25, 10] and edge["extra"]["network_density"] == pytest.approx(20600 / 79400)
+    assert edge["summary"]["time_per_example_s"] == pytest.approx(edge["extra"]["clocks_per_example"] / 100e6)
+    assert out_png.stat().st_size > 1000
+    single = CliRunner().invoke(main, ["hardware", "estimate", "--hidden", "100", "--hardware", "edge", "--set", "edge.density=0.5"])
+    assert single.exit_code == 0 and "junction cycle" in single.output

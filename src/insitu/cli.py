@@ -160,13 +160,19 @@ def presets(name: str | None, fmt: str) -> None:
 
 @main.group()
 def hardware() -> None:
-    """Time, energy and area of training on RPU, PCM or digital hardware (insitu.hardware)."""
+    """Time, energy and area of training on RPU, PCM, edge-processing or digital hardware (insitu.hardware)."""
 
 
 def _parse_value(text: str):
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-12 (no dot) as a string; it is meant as a number
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 @hardware.command("estimate")
@@ -178,8 +184,9 @@ def _parse_value(text: str):
 @click.option("--outputs", default=10, show_default=True, type=int, help="Output width of --model mlp.")
 @click.option("--digital-bias", is_flag=True, help="--model mlp: biases are not an array column.")
 @click.option("--hardware", "hardware_names", default="rpu", show_default=True,
-              help="Comma-separated: rpu, pcm, gpu, cpu (edge: not yet available).")
-@click.option("--compare", is_flag=True, help="Put rpu, pcm, gpu and cpu side by side (same as --hardware rpu,pcm,gpu,cpu).")
+              help="Comma-separated: rpu, pcm, edge, gpu, cpu.")
+@click.option("--compare", default=None, is_flag=False, flag_value="rpu,pcm,gpu,cpu", metavar="[HW,HW,...]",
+              help="Put several side by side: alone rpu,pcm,gpu,cpu, or a list such as --compare rpu,pcm,gpu,edge.")
 @click.option("--baseline", default=None, help="Add speed-up and energy-saving rows relative to this hardware (e.g. gpu).")
 @click.option("--set", "overrides", multiple=True, metavar="HW.PARAM=VALUE",
               help="Change an assumption, e.g. --set rpu.bl=20 --set rpu.periphery.adc_energy_j=5e-12 (repeatable).")
@@ -196,9 +203,9 @@ def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_nam
 
     from . import hardware as hw
 
-    names = ["rpu", "pcm", "gpu", "cpu"] if compare else [n.strip() for n in hardware_names.split(",") if n.strip()]
+    names = [n.strip() for n in (compare or hardware_names).split(",") if n.strip()]
     if not names:
-        raise click.UsageError("give at least one --hardware (rpu, pcm, gpu, cpu).")
+        raise click.UsageError("give at least one --hardware (rpu, pcm, edge, gpu, cpu).")
     try:
         built = None
         if model == "mlp":

@@ -5,6 +5,8 @@ Analytic models, every assumption a named, validated config field citing its sou
 * ``"rpu"``: the RPU accelerator of Gokmen & Vlasov 2016 (:class:`RPUSystemConfig`);
 * ``"pcm"``: PCM multi-conductance training, Ambrogio et al. 2018 / Cristiano et al. 2018
   (:class:`PCMSystemConfig`);
+* ``"edge"``: the edge-processing sparse training accelerator of Dey et al. 2017, timed by
+  :mod:`insitu.sparse.hardware` (:class:`EdgeSystemConfig`);
 * ``"gpu"``, ``"cpu"``: a digital reference by peak rate, utilisation and power, or a step time
   measured with PyTorch (:class:`DigitalConfig`, :func:`measure_time_per_example`).
 
@@ -15,7 +17,7 @@ Typical use::
     estimate = get_estimator("rpu").estimate(network, examples_per_epoch=60000)
     estimate.summary()                               # time, energy, area, GOps/s/W, ...
 
-More estimators plug in with :func:`register_estimator` (the edge-processing model will).
+More estimators plug in with :func:`register_estimator`.
 """
 
 from . import report
@@ -37,6 +39,7 @@ from .crossbar import (
     PeripheryConfig,
 )
 from .digital import CPUConfig, DigitalConfig, GPUConfig, measure_time_per_example
+from .edge import EdgeEstimator, EdgeSystemConfig
 from .pcm import PCMEstimator, PCMSystemConfig
 from .rpu import RPUEstimator, RPUSystemConfig
 from .shapes import (
@@ -58,6 +61,8 @@ __all__ = [
     "DataMovementConfig",
     "DigitalConfig",
     "DigitalUnitConfig",
+    "EdgeEstimator",
+    "EdgeSystemConfig",
     "Estimate",
     "Estimator",
     "GPUConfig",

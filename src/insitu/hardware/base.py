@@ -6,7 +6,8 @@ per-layer time and energy by component. The base class adds areas, totals, opera
 derived figures of merit, so all models report the same :class:`Estimate`.
 
 Models are found by name in a registry (:func:`register_estimator`, :func:`get_estimator`), so
-that a model written elsewhere (the edge-processing sparse accelerator) plugs in with::
+that a model written elsewhere plugs in (as the edge-processing sparse accelerator does in
+:mod:`insitu.hardware.edge`) with::
 
     @register_estimator("edge")
     class EdgeEstimator(Estimator):
@@ -35,10 +36,8 @@ __all__ = [
 ]
 
 #: Estimators announced but not written yet: name -> why (shown by get_estimator and the CLI).
-PENDING_ESTIMATORS: dict[str, str] = {
-    "edge": "the edge-processing sparse accelerator (Dey et al. 2017) is not yet available: it comes "
-    "with the sparse model (insitu.sparse), which registers it as 'edge'.",
-}
+#: Empty now that the edge-processing model is registered (insitu.hardware.edge).
+PENDING_ESTIMATORS: dict[str, str] = {}
 
 _ESTIMATORS: dict[str, type[Estimator]] = {}
 

@@ -15,7 +15,8 @@ other, so ``n`` forward, ``n`` backward and ``n`` update cycles per example.
 
 Layers other than the known ones are an error, unless they hold no parameters (activations,
 pooling, reshapes): those run on the digital units and are accounted there as one operation per
-output element. A new layer type (for example a sparse layer) is made mappable with
+output element. ``SparseLinear`` (insitu.sparse) maps to a ``"sparse"`` layer holding its edges and
+out-degree. A new layer type is made mappable with
 :func:`register_layer_mapper`.
 """
 
@@ -60,6 +61,11 @@ class LayerShape:
         groups: independent arrays of ``rows × cols`` working on the same vectors (grouped
             convolutions); 1 otherwise.
         digital_bias: the layer adds a bias digitally (one addition per output).
+        bias_column: ``cols`` includes a bias column (so the layer has ``cols − 1`` inputs).
+        edges: for a pre-defined sparse layer (``kind="sparse"``, insitu.sparse.SparseLinear),
+            the stored input-output connections per group; ``None`` = fully connected.
+        out_degree: the fixed out-degree of every input of a sparse layer (Dey et al. 2017,
+            papers.md §5.3), or ``None`` when the degrees are not all equal (or dense).
     """
 
     name: str
@@ -69,6 +75,9 @@ class LayerShape:
     vectors: int = 1
     groups: int = 1
     digital_bias: bool = False
+    bias_column: bool = False
+    edges: int | None = None
+    out_degree: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("rows", "cols", "vectors", "groups"):
@@ -78,10 +87,29 @@ class LayerShape:
                     f"LayerShape '{self.name}'.{field} = {value!r}: must be an integer >= 1 "
                     f"(an array needs at least one row and one column, and a layer at least one vector)."
                 )
+        for field in ("edges", "out_degree"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise HardwareMappingError(
+                    f"LayerShape '{self.name}'.{field} = {value!r}: must be an integer >= 1, or None for a dense layer."
+                )
+        if self.edges is not None and self.edges > self.rows * self.inputs:
+            raise HardwareMappingError(
+                f"LayerShape '{self.name}'.edges = {self.edges}: more than the {self.rows}·{self.inputs} "
+                "connections of a fully connected layer."
+            )
+
+    @property
+    def inputs(self) -> int:
+        """Inputs of one array product without the bias column."""
+        return self.cols - int(self.bias_column)
 
     @property
     def weights(self) -> int:
-        """Stored weights (array devices per weight not counted): ``groups · rows · cols``."""
+        """Stored weights (array devices per weight not counted): ``groups · rows · cols``, or for
+        a sparse layer ``groups · (edges [+ rows biases])``."""
+        if self.edges is not None:
+            return self.groups * (self.edges + self.rows * int(self.bias_column))
         return self.groups * self.rows * self.cols
 
     @property
@@ -173,7 +201,20 @@ def _map_linear(name, module, inp, out) -> LayerShape:
         digital_bias = False
     return LayerShape(
         name, "linear", module.out_features, module.in_features + int(on_array),
-        vectors=_vectors(out, module.out_features), digital_bias=digital_bias,
+        vectors=_vectors(out, module.out_features), digital_bias=digital_bias, bias_column=on_array,
+    )
+
+
+def _map_sparse_linear(name, module, inp, out) -> LayerShape:
+    """A :class:`~insitu.sparse.SparseLinear`: its edges, and its out-degree when every input has
+    the same one (structured and clash-free patterns; not unstructured random ones)."""
+    degrees = torch.bincount(module.col_indices.long(), minlength=module.in_features)
+    fixed = bool((degrees == degrees[0]).all()) and int(degrees[0]) > 0
+    has_bias = module.bias is not None
+    return LayerShape(
+        name, "sparse", module.out_features, module.in_features + int(has_bias),
+        vectors=_vectors(out, module.out_features), bias_column=has_bias,
+        edges=module.num_edges, out_degree=int(degrees[0]) if fixed else None,
     )
 
 
@@ -195,15 +236,17 @@ def _map_conv(name, module, inp, out) -> LayerShape:
     patch = module.in_channels // groups * math.prod(module.kernel_size)
     return LayerShape(
         name, "conv", module.out_channels // groups, patch + int(on_array),
-        vectors=_vectors(out, module.out_channels), groups=groups, digital_bias=digital_bias,
+        vectors=_vectors(out, module.out_channels), groups=groups, digital_bias=digital_bias, bias_column=on_array,
     )
 
 
 def _register_builtin() -> None:
     from ..nn import AnalogConv1d, AnalogConv2d, AnalogLinear
+    from ..sparse.linear import SparseLinear
 
     for cls in (nn.Linear, AnalogLinear):
         register_layer_mapper(cls, _map_linear)
+    register_layer_mapper(SparseLinear, _map_sparse_linear)
     for cls in (nn.Conv1d, nn.Conv2d, AnalogConv1d, AnalogConv2d):
         register_layer_mapper(cls, _map_conv)
 
@@ -287,7 +330,7 @@ def network_from_mlp(sizes, bias: bool = True, name: str | None = None) -> Netwo
             f"MLP widths must be at least two positive integers (input and output), got {list(sizes)}."
         )
     layers = tuple(
-        LayerShape(str(2 * i), "linear", n_out, n_in + int(bias))
+        LayerShape(str(2 * i), "linear", n_out, n_in + int(bias), bias_column=bias)
         for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes))
     )
     return NetworkShape(name or "mlp " + "-".join(map(str, sizes)), layers, sum(sizes[1:-1]))
