@@ -52,3 +52,12 @@ def test_same_seed_same_training(shared_datasets):
     a, b = train_sparse(config, data), train_sparse(config, data)
     assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
     assert a["epochs"][-1]["train_loss"] < a["epochs"][0]["train_loss"]  # it learns
+
+
+def test_hardware_edge_is_the_same_command_under_insitu_hardware():
+    runner = CliRunner()
+    args = ["--sizes", "800,100,10", "--out-degree", "50,10", "--clocks", "200", "--json"]
+    via_hardware = runner.invoke(main, ["hardware", "edge", *args])
+    via_sparse = runner.invoke(main, ["sparse", "hardware", *args])
+    assert via_hardware.exit_code == 0, via_hardware.output
+    assert json.loads(via_hardware.output) == json.loads(via_sparse.output)

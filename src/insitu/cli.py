@@ -376,6 +376,10 @@ def sparse_hardware(sizes, out_degree, z, clocks, clock_mhz, overhead, word_bits
                    f"(model / measured = {est.examples_per_second / m['examples_per_second']:.1f}x)")
 
 # -- insitu sweep ---------------------------------------------------------------------------------
+# The issue's spelling: `insitu hardware edge ...` is the same command as `insitu sparse hardware ...`.
+hardware.add_command(sparse_hardware, name="edge")
+
+
 @main.group()
 def sweep() -> None:
     """Device-requirement studies: many trainings, one results store, figures and a report."""
