@@ -45,15 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import torch
 from torch import nn
 
 from .config import ConfigError, register_config
 from .devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses
-from .io import analog_mvm
-from .tile import _PENDING_WARN, AnalogTile, TileConfig
+from .tile import AnalogTile, TileConfig
 from .update import UpdateCounters
 from .update.pulse import pulsed_update
 
@@ -383,24 +381,8 @@ class MultiConductanceTile(AnalogTile):
         self._reset_devices(everything, (MSP_P, MSP_M) if self.config.msp is not None else ())
         self._transfer(everything, target=weights.to(self.weight).reshape(-1), flip_polarity=False)
 
-    # -- the three cycles ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Analog forward pass ``y = W x``: ``(batch, in)`` -> ``(batch, out)``."""
-        return analog_mvm(x, self.effective_weights().t(), self.config.forward, self.generator)
-
-    def backward(self, d: torch.Tensor) -> torch.Tensor:
-        """Analog backward pass ``z = Wᵀ δ``: ``(batch, out)`` -> ``(batch, in)``."""
-        return analog_mvm(d, self.effective_weights(), self.config.backward, self.generator)
-
-    def stash(self, x: torch.Tensor, d: torch.Tensor) -> None:
-        """Keep ``x`` ``(batch, in)`` and ``δ`` ``(batch, out)`` for the next :meth:`update`."""
-        self._pending.append((x, d))
-        if len(self._pending) == _PENDING_WARN:
-            warnings.warn(
-                f"{_PENDING_WARN} backward passes reached this analog tile without an update; train with "
-                "insitu.optim.AnalogSGD and call its step() after backward().",
-                stacklevel=2,
-            )
+    # forward, backward, stash and pending_gradient are AnalogTile's: the same analog products on
+    # effective_weights(), the same stash of (x, δ).
 
     @torch.no_grad()
     def update(self, lr: float) -> None:
@@ -586,9 +568,6 @@ class MultiConductanceTile(AnalogTile):
             else:
                 self.stats["clt_failures"] += int(bad.numel())
         self.stats["programmed_pairs"] += int(idx.numel())
-
-    def discard_pending(self) -> None:
-        self._pending.clear()
 
     # -- endurance -------------------------------------------------------------------------------
     def endurance(self, examples_per_day: float | None = None, endurance_cycles: float = 1e8) -> dict:
