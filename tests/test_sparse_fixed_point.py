@@ -8,7 +8,12 @@ from torch import nn
 
 from insitu.config import ConfigError
 from insitu.sparse import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize
-from insitu.sparse.fixed_point import FixedPointQuantizer, insert_quantizers
+from insitu.sparse.fixed_point import (
+    FixedPointQuantizer,
+    insert_quantizers,
+    quantize_stochastic,
+)
+from insitu.sparse.training import SparseTrainConfig
 
 # 8:3 = sign + 3 integer + 4 fraction bits: step 1/16, range [-8, 8 - 1/16].
 Q8_3 = FixedPointFormat(integer_bits=3, fraction_bits=4)
@@ -104,9 +109,6 @@ def test_fixed_point_training_learns_a_linear_rule():
 
 
 # --- stochastic rounding of updates and per-quantity formats -----------------------------------
-
-from insitu.sparse.fixed_point import quantize_stochastic  # noqa: E402
-from insitu.sparse.training import SparseTrainConfig  # noqa: E402
 
 
 @pytest.mark.parametrize(

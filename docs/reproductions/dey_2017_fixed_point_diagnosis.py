@@ -23,7 +23,13 @@ import torch
 
 from insitu.data import load_dataset
 from insitu.sparse.fixed_point import FixedPointSGD, quantize
-from insitu.sparse.training import SparseTrainConfig, _accuracy, _loss, build_sparse_mlp, pad_inputs
+from insitu.sparse.training import (
+    SparseTrainConfig,
+    _accuracy,
+    _loss,
+    build_sparse_mlp,
+    pad_inputs,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 COMMON = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,

@@ -125,9 +125,7 @@ BITS_RUNS = {
         "16:5, stochastic": (16, "fix", dict(fixed_point="16:5", **SR)),
         "12:4, stochastic": (12, "other", dict(fixed_point="12:4", **SR)),
         "12 split, stochastic": (12, "fix", _split(12, 1, 4, 0)),
-        "10:3, stochastic": (10, "other", dict(fixed_point="10:3", **SR)),
         "10 split, stochastic": (10, "fix", _split(10, 1, 4, 0)),
-        "8 split, stochastic": (8, "other", _split(8, 0, 3, 0)),
         "8 split, stochastic, η=2^-7": (8, "fix", dict(_split(8, 0, 3, 0), learning_rate_exponent=7)),
     },
     "sigmoid": {
@@ -137,12 +135,9 @@ BITS_RUNS = {
         "10:3": (10, "nearest", dict(fixed_point="10:3")),
         "8:1": (8, "nearest", dict(fixed_point="8:1")),
         "16:5, stochastic": (16, "fix", dict(fixed_point="16:5", **SR)),
-        "12:4, stochastic": (12, "other", dict(fixed_point="12:4", **SR)),
         "12 split, stochastic": (12, "fix", _split(12, 1, 4, 0)),
         "10:3, stochastic": (10, "other", dict(fixed_point="10:3", **SR)),
         "10 split, stochastic": (10, "fix", _split(10, 1, 3, 0)),
-        "8:1, stochastic": (8, "other", dict(fixed_point="8:1", **SR)),
-        "8 split, stochastic": (8, "other", _split(8, 0, 2, 0)),
         "8 split, stochastic, η=2^-7": (8, "fix", dict(_split(8, 0, 2, 0), learning_rate_exponent=7)),
     },
 }
