@@ -311,6 +311,22 @@ def tables() -> None:
                 continue
             fmts = [c.get(f) or c["fixed_point"] for f in ("weight_format", "activation_format", "error_format", "update_format")]
             print(f"| {name} | {' | '.join(fmts)} | {c.get('update_rounding', 'nearest')} | 2^-{c['learning_rate_exponent']} | {100 * r['final_test_accuracy']:.2f}% |")
+    diagnoses = [OUT / "fixed_point_diagnosis.json", OUT / "fixed_point_diagnosis_sigmoid.json"]
+    if any(path.exists() for path in diagnoses):
+        print()
+        print("| condition (10,000-image subset, 1 epoch) | output | test accuracy | junction-1 updates kept by nearest rounding "
+              "| logits saturated | hidden pre-activations saturated | max abs w (junction 1, 2) |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+        for path in diagnoses:
+            if not path.exists():
+                continue
+            diag = json.loads(path.read_text())
+            for name, r in diag["conditions"].items():
+                kept = r["nearest_keeps_fraction_of_updates"]["1.values"]
+                sat = r["saturated_fraction"]
+                w = r["final_max_abs_weight"]
+                print(f"| {name} | {diag['output']} | {100 * r['test_accuracy']:.2f}% | {100 * kept:.1f}% | {100 * sat['logits']:.1f}% "
+                      f"| {100 * sat['hidden_preactivation']:.1f}% | {w['1.values']:.3g}, {w['5.values']:.3g} |")
     hw = json.loads((OUT / "hardware.json").read_text())
     print()
     print("| network | ρ_net | reduction | C | z | multipliers | adders | memory (kbit) | examples/s | dense clocks (same multipliers) | modelled speed-up |")
