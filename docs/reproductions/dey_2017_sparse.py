@@ -151,7 +151,7 @@ def _bits_common(output: str, epochs: int, seed: int) -> dict:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
 
 
 def bits_one(data, output: str, name: str, epochs: int, seed: int) -> None:
