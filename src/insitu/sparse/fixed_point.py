@@ -146,7 +146,10 @@ class FixedPointConfig(Config):
         weights: format of the stored weights (and biases).
         activations: format of the inputs and of every layer's outputs.
         errors: format of the back-propagated errors ``δ``.
-        updates: format of a weight update ``η·∂w`` before it is added.
+        updates: format of a weight update ``η·∂w`` before it is added. The sum ``w − update`` is
+            rounded to nearest in the weights format, so an updates format with more fraction
+            bits than the weights loses them there; stochastic rounding takes effect when both
+            have the same fraction bits.
         learning_rate_exponent: ``k`` of ``η = 2^-k``.
         update_rounding: how ``η·∂w`` is rounded to the updates format: ``nearest`` (ties toward
             +∞, as adding half an LSB and truncating does) or ``stochastic`` (unbiased, see
@@ -269,6 +272,8 @@ class FixedPointSGD(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if self.config.update_rounding == "stochastic":
+                    # Unbiased rounding (Gupta et al. 2015): updates below half a step survive on
+                    # average instead of being set to zero (docs/reproductions/dey-2017-sparse.md §3.2).
                     uniform = torch.rand(p.shape, generator=self.generator, dtype=torch.float64).to(p.device)
                     update = quantize_stochastic(p.grad * lr, self.config.updates, uniform=uniform)
                 else:
