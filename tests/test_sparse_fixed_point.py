@@ -8,7 +8,12 @@ from torch import nn
 
 from insitu.config import ConfigError
 from insitu.sparse import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize
-from insitu.sparse.fixed_point import FixedPointQuantizer, insert_quantizers
+from insitu.sparse.fixed_point import (
+    FixedPointQuantizer,
+    insert_quantizers,
+    quantize_stochastic,
+)
+from insitu.sparse.training import SparseTrainConfig
 
 # 8:3 = sign + 3 integer + 4 fraction bits: step 1/16, range [-8, 8 - 1/16].
 Q8_3 = FixedPointFormat(integer_bits=3, fraction_bits=4)
@@ -101,3 +106,99 @@ def test_fixed_point_training_learns_a_linear_rule():
         opt.step()
     assert ((model(x) - y) ** 2).mean().item() < 1e-3
     assert torch.equal(model[1].weight * 2**12, (model[1].weight * 2**12).round())
+
+
+# --- stochastic rounding of updates and per-quantity formats -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, uniform, expected",
+    [
+        # 8:3 has step 1/16 (values exact in binary). 0.078125 = 1.25 steps: floor(1.25 + u) is
+        # 2 for u >= 0.75, else 1.
+        (0.078125, 0.74, 0.0625),
+        (0.078125, 0.75, 0.125),
+        # -0.09375 = -1.5 steps: floor(-1.5 + u) is -1 for u >= 0.5, else -2.
+        (-0.09375, 0.49, -0.125),
+        (-0.09375, 0.5, -0.0625),
+        (0.0625, 0.999, 0.0625),  # values on the grid never move
+        (-8.0, 0.999, -8.0),
+        (100.0, 0.0, 7.9375),  # saturates like rounding to nearest
+        (-100.0, 0.5, -8.0),
+    ],
+)
+def test_stochastic_rounding_on_known_draws(value, uniform, expected):
+    result = quantize_stochastic(torch.tensor([value]), Q8_3, uniform=torch.tensor([uniform], dtype=torch.float64))
+    assert result.item() == expected
+
+
+def test_stochastic_rounding_is_unbiased_on_known_values():
+    # 0.3 steps (0.01875) rounds up with probability 0.3; -2.75 steps with probability 0.25 to -2.
+    n = 200_000
+    gen = torch.Generator().manual_seed(1)
+    for steps, p_up in ((0.3, 0.3), (-2.75, 0.25), (5.5, 0.5)):
+        x = torch.full((n,), steps / 16)
+        q = quantize_stochastic(x, Q8_3, generator=gen) * 16
+        low = float(torch.floor(torch.tensor(steps)))
+        assert set(q.unique().tolist()) == {low, low + 1}  # only the two neighbouring words
+        frac_up = float((q == low + 1).double().mean())
+        # binomial standard deviation sqrt(p(1-p)/n) <= 0.0012; allow 5 of them
+        assert abs(frac_up - p_up) < 5 * (p_up * (1 - p_up) / n) ** 0.5
+        assert abs(float(q.double().mean()) - steps) < 0.01
+
+
+def test_stochastic_rounding_is_deterministic_with_a_seed():
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 0.05
+    a = quantize_stochastic(x, Q8_3, generator=torch.Generator().manual_seed(7))
+    b = quantize_stochastic(x, Q8_3, generator=torch.Generator().manual_seed(7))
+    c = quantize_stochastic(x, Q8_3, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(quantize_stochastic(x, None), x)
+    with pytest.raises(ValueError, match="one draw per element"):
+        quantize_stochastic(x, Q8_3, uniform=torch.rand(3, dtype=torch.float64))
+
+
+def test_stochastic_sgd_keeps_updates_that_nearest_rounding_loses():
+    # η·∂w = 0.25·0.05 = 0.0125 is 0.2 of a step: rounding to nearest never moves w, stochastic
+    # rounding moves it by one step in about 20% of the steps, so on average by the exact update.
+    config = FixedPointConfig.uniform(Q8_3, learning_rate_exponent=2, update_rounding="stochastic")
+    nearest = nn.Parameter(torch.zeros(10_000))
+    stochastic = nn.Parameter(torch.zeros(10_000))
+    opt_nearest = FixedPointSGD([nearest], FixedPointConfig.uniform(Q8_3, learning_rate_exponent=2))
+    opt_stochastic = FixedPointSGD([stochastic], config, seed=3)
+    for p, opt in ((nearest, opt_nearest), (stochastic, opt_stochastic)):
+        p.grad = torch.full_like(p, -0.05)  # w ← w − η·∂w moves w up
+        opt.step()
+    assert torch.count_nonzero(nearest) == 0
+    assert set(stochastic.unique().tolist()) == {0.0, 0.0625}
+    assert abs(float(stochastic.detach().mean()) - 0.0125) < 5 * 0.0625 * (0.2 * 0.8 / 10_000) ** 0.5
+
+
+def test_stochastic_sgd_repeats_with_the_same_seed_and_needs_one():
+    config = FixedPointConfig.uniform(Q8_3, learning_rate_exponent=2, update_rounding="stochastic")
+    runs = []
+    for seed in (5, 5, 6):
+        p = nn.Parameter(torch.zeros(1000))
+        opt = FixedPointSGD([p], config, seed=seed)
+        for _ in range(3):
+            p.grad = torch.linspace(-0.2, 0.2, 1000)
+            opt.step()
+        runs.append(p.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    with pytest.raises(ConfigError, match="seed"):
+        FixedPointSGD([nn.Parameter(torch.zeros(2))], config)
+    with pytest.raises(ConfigError, match="update_rounding"):
+        FixedPointConfig.uniform(Q8_3, learning_rate_exponent=2, update_rounding="floor")
+
+
+def test_sparse_train_config_per_quantity_formats():
+    config = SparseTrainConfig(fixed_point="10:4", weight_format="10:1", error_format="10:0", update_format="10:1",
+                               learning_rate_exponent=6, update_rounding="stochastic")
+    fixed = config.fixed_point_config()
+    assert [str(f) for f in (fixed.weights, fixed.activations, fixed.errors, fixed.updates)] == ["10:1", "10:4", "10:0", "10:1"]
+    assert fixed.update_rounding == "stochastic"
+    # A learning rate the per-quantity weight format cannot hold is still refused.
+    with pytest.raises(ConfigError, match="weights"):
+        SparseTrainConfig(fixed_point="12:4", weight_format="8:3", learning_rate_exponent=6)
+    with pytest.raises(ConfigError, match="needs fixed_point"):
+        SparseTrainConfig(weight_format="10:1")

@@ -9,8 +9,14 @@ cd "$(dirname "$0")/../.."
 python docs/reproductions/dey_2017_sparse.py --part headline
 python docs/reproductions/dey_2017_sparse.py --part density
 python docs/reproductions/dey_2017_sparse.py --part density-dense-output
-python docs/reproductions/dey_2017_sparse.py --part bits
-python docs/reproductions/dey_2017_sparse.py --part bits-sigmoid
+# Bit widths: one process per condition (2 at a time), then bits.json and bits_sigmoid.json.
+# The diagnosis of the failures at 8-12 bits (section 3) on a 10,000-image subset:
+python docs/reproductions/dey_2017_fixed_point_diagnosis.py --subset 10000 \
+  --out docs/reproductions/data/dey-2017-sparse/fixed_point_diagnosis.json
+python docs/reproductions/dey_2017_fixed_point_diagnosis.py --subset 10000 --output sigmoid \
+  --only "10:3 nearest" "10:3 stochastic" "10 split stochastic" "8 split stochastic" "8 split stochastic, η=2^-7" \
+  --out docs/reproductions/data/dey-2017-sparse/fixed_point_diagnosis_sigmoid.json
+docs/reproductions/dey-2017-sparse-bits.sh 2
 python docs/reproductions/dey_2017_sparse.py --part hardware
 python docs/reproductions/dey_2017_sparse.py --part plot
 python benchmarks/bench_sparse.py > docs/reproductions/data/dey-2017-sparse/bench_sparse.json

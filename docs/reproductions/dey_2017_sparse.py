@@ -103,44 +103,94 @@ def density_dense_output(data, epochs: int, seeds) -> None:
     _write("density_dense_output", out)
 
 
-def bits(data, epochs: int, seed: int) -> None:
-    # One power-of-two rate for all widths, η = 2^-6, batch 1 as the hardware trains; the integer
-    # bits of each width are chosen so that 2^-6 is representable (k <= fraction bits).
-    common = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
-                  activation="relu", epochs=epochs, seed=seed, weight_decay=0.0)
-    runs = {
-        "float": dict(optimizer="sgd", lr=2.0**-6),
-        "16:5": dict(fixed_point="16:5", learning_rate_exponent=6),
-        "12:4": dict(fixed_point="12:4", learning_rate_exponent=6),
-        "10:3": dict(fixed_point="10:3", learning_rate_exponent=6),
-        "8:1": dict(fixed_point="8:1", learning_rate_exponent=6),
-        "12:3 (RTL default split)": dict(fixed_point="12:3", learning_rate_exponent=6),
-    }
-    out = {"epochs": epochs, "seed": seed, "common": common, "runs": {}}
-    for name, kw in runs.items():
-        result = train_sparse(SparseTrainConfig(**common, **kw), data)
-        out["runs"][name] = _summary(result)
-        print(f"{name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
-    _write("bits", out)
+# Fixed-point conditions: name -> (output stage, width, kind, SparseTrainConfig overrides). kind is
+# "float", "nearest" (one format for all quantities, rounding to nearest: the original table) or
+# "fix" (stochastic rounding of the updates, and at 8-12 bits an integer/fraction split per
+# quantity; see section 3 of dey-2017-sparse.md and dey_2017_fixed_point_diagnosis.py).
+def _split(width: int, weights: int, activations: int, errors: int) -> dict:
+    """Per-quantity integer bits at one word width; updates share the weights' format."""
+    return dict(fixed_point=f"{width}:{activations}", weight_format=f"{width}:{weights}", error_format=f"{width}:{errors}",
+                update_format=f"{width}:{weights}", update_rounding="stochastic")
 
 
-def bits_sigmoid(data, epochs: int, seed: int) -> None:
-    """As :func:`bits`, with sigmoid outputs and δ = a − y (the authors' RTL output stage)."""
-    common = dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
-                  activation="relu", output="sigmoid", epochs=epochs, seed=seed, weight_decay=0.0)
-    runs = {
-        "float": dict(optimizer="sgd", lr=2.0**-6),
-        "16:5": dict(fixed_point="16:5", learning_rate_exponent=6),
-        "12:4": dict(fixed_point="12:4", learning_rate_exponent=6),
-        "10:3": dict(fixed_point="10:3", learning_rate_exponent=6),
-        "8:1": dict(fixed_point="8:1", learning_rate_exponent=6),
-    }
-    out = {"epochs": epochs, "seed": seed, "common": common, "runs": {}}
-    for name, kw in runs.items():
-        result = train_sparse(SparseTrainConfig(**common, **kw), data)
-        out["runs"][name] = _summary(result)
-        print(f"sigmoid output {name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
-    _write("bits_sigmoid", out)
+SR = dict(update_rounding="stochastic")
+BITS_RUNS = {
+    "softmax": {
+        "float": ("float", "float", dict(optimizer="sgd", lr=2.0**-6)),
+        "16:5": (16, "nearest", dict(fixed_point="16:5")),
+        "12:4": (12, "nearest", dict(fixed_point="12:4")),
+        "10:3": (10, "nearest", dict(fixed_point="10:3")),
+        "8:1": (8, "nearest", dict(fixed_point="8:1")),
+        "12:3 (RTL default split)": (12, "nearest", dict(fixed_point="12:3")),
+        "16:5, stochastic": (16, "fix", dict(fixed_point="16:5", **SR)),
+        "12:4, stochastic": (12, "other", dict(fixed_point="12:4", **SR)),
+        "12 split, stochastic": (12, "fix", _split(12, 1, 4, 0)),
+        "10 split, stochastic": (10, "fix", _split(10, 1, 4, 0)),
+        "8 split, stochastic, η=2^-7": (8, "fix", dict(_split(8, 0, 3, 0), learning_rate_exponent=7)),
+    },
+    "sigmoid": {
+        "float": ("float", "float", dict(optimizer="sgd", lr=2.0**-6)),
+        "16:5": (16, "nearest", dict(fixed_point="16:5")),
+        "12:4": (12, "nearest", dict(fixed_point="12:4")),
+        "10:3": (10, "nearest", dict(fixed_point="10:3")),
+        "8:1": (8, "nearest", dict(fixed_point="8:1")),
+        "12 split, stochastic": (12, "fix", _split(12, 1, 4, 0)),
+        "10:3, stochastic": (10, "other", dict(fixed_point="10:3", **SR)),
+        "10 split, stochastic": (10, "fix", _split(10, 1, 3, 0)),
+        "8 split, stochastic, η=2^-7": (8, "fix", dict(_split(8, 0, 2, 0), learning_rate_exponent=7)),
+    },
+}
+BITS_FILES = {"softmax": "bits", "sigmoid": "bits_sigmoid"}
+
+
+def _bits_common(output: str, epochs: int, seed: int) -> dict:
+    # One power-of-two rate for all widths, η = 2^-6 unless a condition says otherwise, batch 1
+    # as the hardware trains; every format keeps k <= fraction bits of weights and updates.
+    return dict(sizes=(800, 100, 10), out_degrees=(50, 10), pattern="clash-free", z=(200, 5), batch_size=1,
+                activation="relu", output=output, epochs=epochs, seed=seed, weight_decay=0.0, learning_rate_exponent=6)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
+
+
+def bits_one(data, output: str, name: str, epochs: int, seed: int) -> None:
+    """Train one fixed-point condition and write its summary under ``bits_runs/`` (runs in parallel)."""
+    width, kind, kw = BITS_RUNS[output][name]
+    result = train_sparse(SparseTrainConfig(**{**_bits_common(output, epochs, seed), **kw}), data)
+    run_dir = OUT / "bits_runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"output": output, "name": name, "width": width, "kind": kind, **_summary(result)}
+    (run_dir / f"{output}_{_slug(name)}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"{output} output {name}: {100 * result['final_test_accuracy']:.2f}%", flush=True)
+
+
+def bits_collect(epochs: int, seed: int) -> None:
+    """Gather the ``bits_runs/`` summaries into ``bits.json`` and ``bits_sigmoid.json``.
+
+    A condition without a summary in ``bits_runs/`` keeps its entry of the existing JSON file,
+    marked ``"from_previous_run": true`` (the rounding-to-nearest rows were trained once, before
+    the fix, by code this change leaves as it was); a condition in neither is left out.
+    """
+    for output, fname in BITS_FILES.items():
+        previous_path = OUT / f"{fname}.json"
+        previous = json.loads(previous_path.read_text())["runs"] if previous_path.exists() else {}
+        out = {"epochs": epochs, "seed": seed, "common": _bits_common(output, epochs, seed), "runs": {}}
+        for name, (width, kind, _) in BITS_RUNS[output].items():
+            fragment = OUT / "bits_runs" / f"{output}_{_slug(name)}.json"
+            if fragment.exists():
+                out["runs"][name] = json.loads(fragment.read_text())
+            elif name in previous:
+                kept = previous[name]
+                kept.setdefault("from_previous_run", True)
+                out["runs"][name] = {"output": output, "name": name, "width": width, "kind": kind, **kept}
+        _write(fname, out)
+
+
+def bits(data, epochs: int, seed: int, output: str = "softmax") -> None:
+    """All conditions of one output stage, one after the other."""
+    for name in BITS_RUNS[output]:
+        bits_one(data, output, name, epochs, seed)
 
 
 def hardware() -> None:
@@ -188,24 +238,29 @@ def plot() -> None:
     ax1.set_title(f"800-100-10, {dens['epochs']} epochs, Adam batch 256", fontsize=9)
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
-    width = 0.4
-    names = None
-    lows = []
-    for offset, (fname, label) in zip((-width / 2, width / 2), (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ=a−y"))):
-        if not (OUT / fname).exists():
+    widths = ["float", 16, 12, 10, 8]
+    series = [("softmax", "nearest", "softmax, nearest"), ("softmax", "fix", "softmax, fix"),
+              ("sigmoid", "nearest", "sigmoid δ=a−y, nearest"), ("sigmoid", "fix", "sigmoid δ=a−y, fix")]
+    bar = 0.2
+    epochs = 1
+    for i, (output, kind, label) in enumerate(series):
+        path = OUT / f"{BITS_FILES[output]}.json"
+        if not path.exists():
             continue
-        b = json.loads((OUT / fname).read_text())
-        runs = {k: v for k, v in b["runs"].items() if "RTL" not in k}
-        names = names or list(runs)
-        accs = [100 * runs[n]["final_test_accuracy"] if n in runs else 0 for n in names]
-        lows += accs
-        ax2.bar([i + offset for i in range(len(names))], accs, width=width, label=label)
-    ax2.set_xticks(range(len(names)), names, fontsize=8)
+        b = json.loads(path.read_text())
+        epochs = b["epochs"]
+        acc = {}
+        for r in b["runs"].values():
+            if r["kind"] in (kind, "float"):
+                acc[r["width"]] = 100 * r["final_test_accuracy"]
+        # A width without a run of this kind gets no bar (nan), not a bar at 0%.
+        ax2.bar([j + (i - 1.5) * bar for j in range(len(widths))], [acc.get(w, float("nan")) for w in widths], width=bar, label=label)
+    ax2.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=8)
     ax2.set_ylabel("MNIST test accuracy (%)")
-    ax2.set_xlabel("format TOTAL:INTEGER bits")
-    ax2.set_title(f"800-100-10 clash-free, η=2^-6, batch 1, {b['epochs']} epoch", fontsize=9)
+    ax2.set_xlabel("word width (bits)")
+    ax2.set_title(f"800-100-10 clash-free, batch 1, {epochs} epoch; fix = stochastic updates + split", fontsize=8)
     ax2.grid(True, axis="y", alpha=0.3)
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
     fig.savefig(OUT.parent.parent / "dey-2017-sparse.png")
     print("wrote docs/reproductions/dey-2017-sparse.png")
@@ -241,17 +296,37 @@ def tables() -> None:
         print("| --- | ---: | ---: |")
         for r in json.loads((OUT / "density_dense_output.json").read_text())["runs"]:
             print(f"| {r['out_degrees'][0]}, {r['out_degrees'][1]} | {100 * r['network_density']:.2f}% | {100 * r['final_test_accuracy']:.2f}% |")
-    for fname, label in (("bits.json", "softmax output"), ("bits_sigmoid.json", "sigmoid output, δ = a − y")):
-        if not (OUT / fname).exists():
+    for output, label in (("softmax", "softmax output"), ("sigmoid", "sigmoid output, δ = a − y")):
+        path = OUT / f"{BITS_FILES[output]}.json"
+        if not path.exists():
             continue
-        b = json.loads((OUT / fname).read_text())
+        b = json.loads(path.read_text())
         print()
-        print(f"| format (TOTAL:INTEGER), {label} | fraction bits | test accuracy after {b['epochs']} epoch(s) |")
-        print("| --- | ---: | ---: |")
+        print(f"| {label} | weights | activations | errors | updates | update rounding | η | test accuracy after {b['epochs']} epoch(s) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | ---: |")
         for name, r in b["runs"].items():
-            fp = r["config"]["fixed_point"]
-            frac = "float" if fp is None else str(int(fp.split(":")[0]) - 1 - int(fp.split(":")[1]))
-            print(f"| {name} | {frac} | {100 * r['final_test_accuracy']:.2f}% |")
+            c = r["config"]
+            if c["fixed_point"] is None:
+                print(f"| {name} | float | float | float | float | – | 2^-6 | {100 * r['final_test_accuracy']:.2f}% |")
+                continue
+            fmts = [c.get(f) or c["fixed_point"] for f in ("weight_format", "activation_format", "error_format", "update_format")]
+            print(f"| {name} | {' | '.join(fmts)} | {c.get('update_rounding', 'nearest')} | 2^-{c['learning_rate_exponent']} | {100 * r['final_test_accuracy']:.2f}% |")
+    diagnoses = [OUT / "fixed_point_diagnosis.json", OUT / "fixed_point_diagnosis_sigmoid.json"]
+    if any(path.exists() for path in diagnoses):
+        print()
+        print("| condition (10,000-image subset, 1 epoch) | output | test accuracy | junction-1 updates kept by nearest rounding "
+              "| logits saturated | hidden pre-activations saturated | max abs w (junction 1, 2) |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+        for path in diagnoses:
+            if not path.exists():
+                continue
+            diag = json.loads(path.read_text())
+            for name, r in diag["conditions"].items():
+                kept = r["nearest_keeps_fraction_of_updates"]["1.values"]
+                sat = r["saturated_fraction"]
+                w = r["final_max_abs_weight"]
+                print(f"| {name} | {diag['output']} | {100 * r['test_accuracy']:.2f}% | {100 * kept:.1f}% | {100 * sat['logits']:.1f}% "
+                      f"| {100 * sat['hidden_preactivation']:.1f}% | {w['1.values']:.3g}, {w['5.values']:.3g} |")
     hw = json.loads((OUT / "hardware.json").read_text())
     print()
     print("| network | ρ_net | reduction | C | z | multipliers | adders | memory (kbit) | examples/s | dense clocks (same multipliers) | modelled speed-up |")
@@ -270,16 +345,26 @@ def tables() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "hardware", "plot", "tables"])
+    parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid",
+                                                           "bits-one", "bits-collect", "hardware", "plot", "tables"])
+    parser.add_argument("--output", default="softmax", choices=list(BITS_RUNS), help="bits-one: the output stage")
+    parser.add_argument("--condition", default=None, help="bits-one: a condition name of BITS_RUNS")
+    parser.add_argument("--list-conditions", action="store_true", help="print OUTPUT<TAB>CONDITION of every bit-width run and exit")
+    parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--headline-epochs", type=int, default=50)
     parser.add_argument("--density-epochs", type=int, default=20)
     parser.add_argument("--bits-epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the headline runs")
     args = parser.parse_args()
+    if args.list_conditions:
+        for output, runs in BITS_RUNS.items():
+            for name in runs:
+                print(f"{output}\t{name}")
+        return
     torch.set_num_threads(1)
     start = time.time()
-    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid")
-    data = load_dataset("mnist", path=DATA) if need_data else None
+    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "bits-one")
+    data = load_dataset("mnist", path=args.data_dir) if need_data else None
     if args.part in ("all", "headline"):
         headline(data, args.headline_epochs, range(args.seeds))
     if args.part in ("all", "density"):
@@ -287,9 +372,13 @@ def main() -> None:
     if args.part in ("all", "density-dense-output"):
         density_dense_output(data, args.density_epochs, [0])
     if args.part in ("all", "bits"):
-        bits(data, args.bits_epochs, 0)
+        bits(data, args.bits_epochs, 0, "softmax")
     if args.part in ("all", "bits-sigmoid"):
-        bits_sigmoid(data, args.bits_epochs, 0)
+        bits(data, args.bits_epochs, 0, "sigmoid")
+    if args.part == "bits-one":
+        bits_one(data, args.output, args.condition, args.bits_epochs, 0)
+    if args.part in ("all", "bits-collect"):
+        bits_collect(args.bits_epochs, 0)
     if args.part in ("all", "hardware"):
         hardware()
     if args.part in ("all", "plot"):

@@ -10,7 +10,7 @@
 """
 
 from .analog import mask_analog_linear
-from .fixed_point import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize
+from .fixed_point import FixedPointConfig, FixedPointFormat, FixedPointSGD, quantize, quantize_stochastic
 from .hardware import EdgeEstimate, EdgeHardwareConfig
 from .linear import SparseLinear
 from .patterns import (
@@ -37,4 +37,5 @@ __all__ = [
     "mask_analog_linear",
     "network_density",
     "quantize",
+    "quantize_stochastic",
 ]

@@ -11,6 +11,12 @@ step ``2^-f`` (ties toward +∞, what adding half an LSB and truncating does) an
 format's range ``[-2^i, 2^i - 2^-f]``. Values between roundings are exact in float32 for widths up
 to 24 bits, so the emulation is bit-exact for the values it rounds.
 
+Weight updates may instead be rounded *stochastically* (``update_rounding="stochastic"``): up with
+probability equal to the fraction of a step, i.e. ``floor(x/2^-f + u)·2^-f`` with ``u ~ U[0, 1)``
+from a seeded generator (Gupta et al., "Deep Learning with Limited Numerical Precision", ICML
+2015). Its expectation is the exact update, so updates smaller than half a step, which rounding
+to nearest sets to zero, still move the weights on average. In hardware ``u`` comes from an LFSR.
+
 * :func:`quantize` rounds a tensor;
 * :class:`FixedPointQuantizer` rounds activations on the way forward and errors on the way back;
 * :func:`insert_quantizers` puts one after the input and after every layer of an ``nn.Sequential``;
@@ -26,7 +32,18 @@ from torch import nn
 
 from ..config import Config, ConfigError, register_config
 
-__all__ = ["FixedPointConfig", "FixedPointFormat", "FixedPointQuantizer", "FixedPointSGD", "insert_quantizers", "quantize"]
+__all__ = [
+    "ROUNDING_MODES",
+    "FixedPointConfig",
+    "FixedPointFormat",
+    "FixedPointQuantizer",
+    "FixedPointSGD",
+    "insert_quantizers",
+    "quantize",
+    "quantize_stochastic",
+]
+
+ROUNDING_MODES = ("nearest", "stochastic")
 
 
 @register_config
@@ -93,6 +110,33 @@ def quantize(x: torch.Tensor, fmt: FixedPointFormat | None) -> torch.Tensor:
     return (torch.floor(x * scale + 0.5) / scale).clamp_(fmt.min_value, fmt.max_value)
 
 
+def quantize_stochastic(
+    x: torch.Tensor,
+    fmt: FixedPointFormat | None,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round ``x`` (any shape) to ``fmt`` stochastically, saturated to the range.
+
+    ``x = (n + r)·2^-f`` with integer ``n`` and ``0 <= r < 1`` becomes ``(n + 1)·2^-f`` with
+    probability ``r`` and ``n·2^-f`` otherwise, so ``E[result] = x`` inside the range (unbiased).
+    The draw is ``floor(x·2^f + u)`` with ``u ~ U[0, 1)`` of ``x``'s shape taken from
+    ``generator``, or given as ``uniform`` (for tests, or to share one draw). The sum is done in
+    float64 so that adding ``u`` to a word of up to 24 bits loses nothing.
+
+    ``fmt=None`` returns ``x`` unchanged (floating point).
+    """
+    if fmt is None:
+        return x
+    if uniform is None:
+        uniform = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+    elif uniform.shape != x.shape:
+        raise ValueError(f"uniform has shape {tuple(uniform.shape)}, but x has {tuple(x.shape)}; give one draw per element.")
+    scale = 2.0 ** fmt.fraction_bits
+    steps = torch.floor(x.to(torch.float64) * scale + uniform.to(torch.float64))
+    return (steps / scale).clamp_(fmt.min_value, fmt.max_value).to(x.dtype)
+
+
 @register_config
 @dataclasses.dataclass
 class FixedPointConfig(Config):
@@ -102,8 +146,14 @@ class FixedPointConfig(Config):
         weights: format of the stored weights (and biases).
         activations: format of the inputs and of every layer's outputs.
         errors: format of the back-propagated errors ``δ``.
-        updates: format of a weight update ``η·∂w`` before it is added.
+        updates: format of a weight update ``η·∂w`` before it is added. The sum ``w − update`` is
+            rounded to nearest in the weights format, so an updates format with more fraction
+            bits than the weights loses them there; stochastic rounding takes effect when both
+            have the same fraction bits.
         learning_rate_exponent: ``k`` of ``η = 2^-k``.
+        update_rounding: how ``η·∂w`` is rounded to the updates format: ``nearest`` (ties toward
+            +∞, as adding half an LSB and truncating does) or ``stochastic`` (unbiased, see
+            :func:`quantize_stochastic`; needs a seed in :class:`FixedPointSGD`).
     """
 
     weights: FixedPointFormat = dataclasses.field(default_factory=FixedPointFormat)
@@ -111,8 +161,10 @@ class FixedPointConfig(Config):
     errors: FixedPointFormat = dataclasses.field(default_factory=FixedPointFormat)
     updates: FixedPointFormat = dataclasses.field(default_factory=FixedPointFormat)
     learning_rate_exponent: int = 4
+    update_rounding: str = "nearest"
 
     def validate(self) -> None:
+        self._check_choice("update_rounding", ROUNDING_MODES)
         for field in ("weights", "activations", "errors", "updates"):
             if not isinstance(getattr(self, field), FixedPointFormat):
                 self._fail(field, f"must be a FixedPointFormat, got {type(getattr(self, field)).__name__}.")
@@ -135,10 +187,10 @@ class FixedPointConfig(Config):
         return 2.0 ** -self.learning_rate_exponent
 
     @classmethod
-    def uniform(cls, fmt: FixedPointFormat | str, learning_rate_exponent: int) -> FixedPointConfig:
+    def uniform(cls, fmt: FixedPointFormat | str, learning_rate_exponent: int, update_rounding: str = "nearest") -> FixedPointConfig:
         """The same format for weights, activations, errors and updates (``fmt`` like ``"12:3"``)."""
         fmt = FixedPointFormat.parse(fmt) if isinstance(fmt, str) else fmt
-        return cls(fmt, fmt, fmt, fmt, learning_rate_exponent)
+        return cls(fmt, fmt, fmt, fmt, learning_rate_exponent, update_rounding)
 
 
 class _Quantize(torch.autograd.Function):
@@ -189,13 +241,20 @@ class FixedPointSGD(torch.optim.Optimizer):
     gradient autograd produced from the (quantized) errors and activations: for a loss summed
     over a batch it is the sum of the per-example products ``δ·a``, which the hardware would
     apply one example at a time (identical for batch size 1).
+
+    With ``config.update_rounding == "stochastic"`` the update is rounded by
+    :func:`quantize_stochastic` with a ``torch.Generator`` seeded by ``seed``: the same seed gives
+    the same training run.
     """
 
-    def __init__(self, params, config: FixedPointConfig):
+    def __init__(self, params, config: FixedPointConfig, seed: int | None = None):
         if not isinstance(config, FixedPointConfig):
             raise ConfigError(f"FixedPointSGD needs a FixedPointConfig, got {type(config).__name__}.")
+        if config.update_rounding == "stochastic" and seed is None:
+            raise ConfigError("stochastic update rounding draws random numbers: pass FixedPointSGD(..., seed=<int>) so runs repeat.")
         super().__init__(params, {"lr": config.lr})
         self.config = config
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
@@ -212,6 +271,12 @@ class FixedPointSGD(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                update = quantize(p.grad * lr, self.config.updates)
+                if self.config.update_rounding == "stochastic":
+                    # Unbiased rounding (Gupta et al. 2015): updates below half a step survive on
+                    # average instead of being set to zero (docs/reproductions/dey-2017-sparse.md §3.2).
+                    uniform = torch.rand(p.shape, generator=self.generator, dtype=torch.float64).to(p.device)
+                    update = quantize_stochastic(p.grad * lr, self.config.updates, uniform=uniform)
+                else:
+                    update = quantize(p.grad * lr, self.config.updates)
                 p.copy_(quantize(p - update, self.config.weights))
         return loss

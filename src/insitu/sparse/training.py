@@ -32,6 +32,8 @@ from .patterns import (
 __all__ = ["SparseTrainConfig", "build_sparse_mlp", "pad_inputs", "train_sparse"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+# FixedPointConfig quantity -> the SparseTrainConfig field that overrides its format.
+_FORMAT_FIELDS = {"weights": "weight_format", "activations": "activation_format", "errors": "error_format", "updates": "update_format"}
 
 
 @register_config
@@ -56,6 +58,11 @@ class SparseTrainConfig(Config):
             weights, activations, errors and updates, trained by :class:`FixedPointSGD`.
         learning_rate_exponent: ``k`` of the fixed-point ``η = 2^-k``. The loss is summed over
             the batch, so each example contributes ``η·δ·a`` as on the hardware.
+        update_rounding: ``nearest`` or ``stochastic`` rounding of the fixed-point updates
+            ``η·δ·a`` (see :func:`insitu.sparse.fixed_point.quantize_stochastic`), drawn from a
+            generator seeded by ``seed``.
+        weight_format, activation_format, error_format, update_format: ``"TOTAL:INTEGER"`` for
+            one quantity, overriding ``fixed_point`` for it (``None``: use ``fixed_point``).
         output: ``softmax`` (softmax and cross-entropy, the authors' software) or ``sigmoid``
             (sigmoid outputs with a binary cross-entropy per class, so the output error is
             ``δ = a − y`` as in the authors' RTL; a saturated output then has ``δ ≈ 0``).
@@ -79,6 +86,11 @@ class SparseTrainConfig(Config):
     seed: int = 0
     subset: int | None = None
     output: str = "softmax"
+    update_rounding: str = "nearest"
+    weight_format: str | None = None
+    activation_format: str | None = None
+    error_format: str | None = None
+    update_format: str | None = None
 
     def validate(self) -> None:
         if len(self.sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.sizes):
@@ -104,6 +116,9 @@ class SparseTrainConfig(Config):
                 self._fail("pattern", "clash-free needs out_degrees (a dense network has no pattern).")
             if self.z is None or len(self.z) != junctions:
                 self._fail("z", f"a clash-free pattern needs z (edges per clock) for each of the {junctions} junctions.")
+        overrides = [f for f in _FORMAT_FIELDS.values() if getattr(self, f) is not None]
+        if self.fixed_point is None and overrides:
+            self._fail(overrides[0], "sets one quantity's fixed-point format, so it needs fixed_point (e.g. '12:4') for the others.")
         if self.fixed_point is not None:
             self.fixed_point_config()  # raises a ConfigError naming the problem
         if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
@@ -112,7 +127,12 @@ class SparseTrainConfig(Config):
     def fixed_point_config(self) -> FixedPointConfig | None:
         if self.fixed_point is None:
             return None
-        return FixedPointConfig.uniform(FixedPointFormat.parse(self.fixed_point), self.learning_rate_exponent)
+        default = FixedPointFormat.parse(self.fixed_point)
+        formats = {
+            quantity: default if getattr(self, field) is None else FixedPointFormat.parse(getattr(self, field))
+            for quantity, field in _FORMAT_FIELDS.items()
+        }
+        return FixedPointConfig(**formats, learning_rate_exponent=self.learning_rate_exponent, update_rounding=self.update_rounding)
 
     def pattern_config(self, junction: int) -> PatternConfig:
         z = None if self.z is None else self.z[junction]
@@ -178,7 +198,8 @@ def train_sparse(config: SparseTrainConfig, data, log=None) -> dict:
     model, patterns = build_sparse_mlp(config)
     fixed = config.fixed_point_config()
     if fixed is not None:
-        optimizer = FixedPointSGD(model.parameters(), fixed)
+        # The rounding draws get their own generator, derived from the run's seed.
+        optimizer = FixedPointSGD(model.parameters(), fixed, seed=10_000 + config.seed)
         reduction = "sum"  # per-example errors, as the hardware applies them
     elif config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
