@@ -61,3 +61,14 @@ def test_hardware_edge_is_the_same_command_under_insitu_hardware():
     via_sparse = runner.invoke(main, ["sparse", "hardware", *args])
     assert via_hardware.exit_code == 0, via_hardware.output
     assert json.loads(via_hardware.output) == json.loads(via_sparse.output)
+
+
+def test_train_takes_stochastic_rounding_and_per_quantity_formats(shared_datasets, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["sparse", "train", "--data-dir", str(shared_datasets), "--subset", "200", "--epochs", "1", "--sizes", "800,20,10",
+            "--out-degree", "4,2", "--fixed-point", "10:3", "--weight-format", "10:1", "--error-format", "10:0",
+            "--update-rounding", "stochastic", "--batch-size", "1", "--output", "sigmoid", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads(out.read_text())["config"]
+    assert (config["update_rounding"], config["weight_format"], config["error_format"]) == ("stochastic", "10:1", "10:0")

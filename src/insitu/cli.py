@@ -295,6 +295,11 @@ def sparse() -> None:
 @click.option("--weight-decay", default=8e-5, show_default=True, type=float)
 @click.option("--fixed-point", default=None, help="TOTAL:INTEGER bits, e.g. 12:3, for weights, activations, errors and updates.")
 @click.option("--lr-exponent", default=6, show_default=True, type=int, help="Fixed point: learning rate 2^-k.")
+@click.option("--update-rounding", default="nearest", show_default=True, type=click.Choice(["nearest", "stochastic"]), help="Fixed point: rounding of the weight updates (stochastic keeps updates below one LSB on average).")
+@click.option("--weight-format", default=None, help="Fixed point: TOTAL:INTEGER of the weights (default --fixed-point).")
+@click.option("--activation-format", default=None, help="Fixed point: TOTAL:INTEGER of the activations.")
+@click.option("--error-format", default=None, help="Fixed point: TOTAL:INTEGER of the errors.")
+@click.option("--update-format", default=None, help="Fixed point: TOTAL:INTEGER of the updates.")
 @click.option("--output", default="softmax", show_default=True, type=click.Choice(["softmax", "sigmoid"]), help="Output stage: softmax + cross-entropy, or sigmoid with δ = a − y (the RTL's).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
@@ -317,7 +322,9 @@ def sparse_train(**opts) -> None:
             interleaver_type=opts["interleaver_type"], dither=opts["dither"], activation=opts["activation"],
             epochs=opts["epochs"], batch_size=opts["batch_size"], optimizer=opts["optimizer"], lr=opts["lr"],
             weight_decay=opts["weight_decay"], fixed_point=opts["fixed_point"], learning_rate_exponent=opts["lr_exponent"],
-            seed=opts["seed"], subset=opts["subset"], output=opts["output"],
+            seed=opts["seed"], subset=opts["subset"], output=opts["output"], update_rounding=opts["update_rounding"],
+            weight_format=opts["weight_format"], activation_format=opts["activation_format"],
+            error_format=opts["error_format"], update_format=opts["update_format"],
         )
         data = load_dataset(config.dataset, path=opts["data_dir"], subset=config.subset, seed=config.seed)
         results = train_sparse(config, data, log=click.echo)
