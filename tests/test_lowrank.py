@@ -248,3 +248,13 @@ def test_sbe1_numpy_and_torch_recursions_agree():
     big_x, big_d, sigma = _stream_rank1_torch(x, d, x[0].clone(), d[0].clone(), torch.tensor(0.3, dtype=torch.float64))
     assert torch.allclose(big_x, torch.from_numpy(ref_x)) and torch.allclose(big_d, torch.from_numpy(ref_d))
     assert abs(float(sigma) - ref_s) < 1e-12
+
+
+def test_singular_writes_balance_the_peaks_of_both_pulse_trains():
+    g = torch.Generator().manual_seed(10)
+    x, d = torch.rand(8, 300, generator=g, dtype=torch.float64), 0.01 * torch.randn(8, 10, generator=g, dtype=torch.float64)
+    algorithm = UpdateAlgorithm(UpdateAlgorithmConfig(method="svd", rank=2), 10, 300)
+    xw, dw = algorithm.writes(x, d)
+    assert torch.allclose(xw.abs().amax(dim=1), dw.abs().amax(dim=1))
+    u, s, vh = torch.linalg.svd(d.t() @ x)
+    assert torch.allclose(dw.t() @ xw, u[:, :2] @ torch.diag(s[:2]) @ vh[:2], atol=1e-12)
