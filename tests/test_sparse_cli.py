@@ -72,3 +72,18 @@ def test_train_takes_stochastic_rounding_and_per_quantity_formats(shared_dataset
     assert result.exit_code == 0, result.output
     config = json.loads(out.read_text())["config"]
     assert (config["update_rounding"], config["weight_format"], config["error_format"]) == ("stochastic", "10:1", "10:0")
+
+
+def test_insitu_train_with_out_degree_trains_the_sparse_mlp(shared_datasets, tmp_path):
+    """The issue's spelling, `insitu train --sizes ... --out-degree ...`, is `insitu sparse train`."""
+    args = ["--data-dir", str(shared_datasets), "--subset", "300", "--epochs", "1", "--sizes", "800,20,10", "--out-degree", "4,2",
+            "--pattern", "clash-free", "--z", "40,4", "--fixed-point", "12:4", "--batch-size", "1", "--lr", "0.01"]
+    result = CliRunner().invoke(main, ["train", "--model", "mlp", *args, "--out", str(tmp_path / "via-train")])
+    assert result.exit_code == 0, result.output
+    direct = CliRunner().invoke(main, ["sparse", "train", *args, "--out", str(tmp_path / "direct.json")])
+    assert direct.exit_code == 0, direct.output
+    via_train = json.loads((tmp_path / "via-train" / "results.json").read_text())
+    assert via_train["config"] == json.loads((tmp_path / "direct.json").read_text())["config"]
+    assert via_train["final_test_accuracy"] == json.loads((tmp_path / "direct.json").read_text())["final_test_accuracy"]
+    refused = CliRunner().invoke(main, ["train", "--out-degree", "4,2", "--preset", "floating-point"])
+    assert refused.exit_code == 2 and "--preset" in refused.output and "insitu sparse train" in refused.output

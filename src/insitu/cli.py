@@ -53,8 +53,21 @@ def main() -> None:
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--sizes", default=None, help="Pre-defined sparse MLP (Dey et al. 2017): neurons per layer, e.g. 800,100,10; see `insitu sparse train`.")
+@click.option("--out-degree", default=None, help="Sparse MLP: d_out per junction, e.g. 50,10 (selects `insitu sparse train`).")
+@click.option("--pattern", default=None, type=click.Choice(["structured", "clash-free", "random"]), help="Sparse MLP: connection pattern.")
+@click.option("--z", default=None, help="Sparse MLP: edges per clock per junction (clash-free patterns).")
+@click.option("--fixed-point", default=None, help="Sparse MLP: TOTAL:INTEGER bits of fixed-point training, e.g. 12:3.")
 def train(**opts) -> None:
-    """Train a network and record test error per epoch (results.json, checkpoint.pt, test_error.png)."""
+    """Train a network and record test error per epoch (results.json, checkpoint.pt, test_error.png).
+
+    With --out-degree, --sizes, --pattern, --z or --fixed-point it trains a pre-defined sparse MLP
+    instead, exactly as `insitu sparse train` (which has the full set of sparse options).
+    """
+    sparse_options = ("sizes", "out_degree", "pattern", "z", "fixed_point")
+    if any(opts[name] is not None for name in sparse_options):
+        _train_sparse_from_train(opts)
+        return
     import torch
 
     from .data import DatasetError
@@ -104,6 +117,37 @@ def train(**opts) -> None:
         sys.exit(2)
     last = results["epochs"][-1]
     click.echo(f"done: test error {100 * last['test_error']:.2f}% after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
+
+
+def _train_sparse_from_train(opts: dict) -> None:
+    """`insitu train --out-degree ...`: hand the run to `insitu sparse train` (the issue's spelling)."""
+    ctx = click.get_current_context()
+    if opts["model"] != "mlp":
+        raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
+    analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
+                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume")
+    given = [f"--{name.replace('_', '-')}" for name in analog_only
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} apply to analog training; a sparse MLP (--out-degree/--sizes/--pattern/--z/--fixed-point) "
+            "is trained by `insitu sparse train` (for a sparse analog crossbar use insitu.sparse.mask_analog_linear)."
+        )
+    mapped = {name: opts[name] for name in ("dataset", "data_dir", "epochs", "batch_size", "lr", "seed", "subset", "pattern", "fixed_point")
+              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT and opts[name] is not None}
+    for name in ("sizes", "z"):
+        if opts[name] is not None:
+            mapped[name] = _int_list(None, None, opts[name])
+    if opts["out_degree"] is not None:
+        mapped["out_degree"] = opts["out_degree"]
+    if ctx.get_parameter_source("activation") is not click.core.ParameterSource.DEFAULT:
+        mapped["activation"] = opts["activation"]
+    if opts["threads"] is not None:
+        mapped["threads"] = opts["threads"]
+    if opts["out_dir"] is not None:
+        Path(opts["out_dir"]).mkdir(parents=True, exist_ok=True)
+        mapped["out_path"] = str(Path(opts["out_dir"]) / "results.json")
+    ctx.invoke(sparse_train, **mapped)
 
 
 @main.command()
