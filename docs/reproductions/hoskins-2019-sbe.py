@@ -21,7 +21,7 @@ singular pair (σ₁²/Σσ², first layer, sampled during the run).
 Results go to ``--out`` (one JSON per run, so an interrupted sweep resumes where it stopped) and a
 summary table ``summary.json``. Example (the committed data)::
 
-    python docs/reproductions/hoskins-2019-sbe.py --out data/hoskins-2019-sbe/floating-point
+    python docs/reproductions/hoskins-2019-sbe.py --out docs/reproductions/data/hoskins-2019-sbe/floating-point --max-epochs 30
 """
 
 from __future__ import annotations
