@@ -246,7 +246,8 @@ def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sp
     if not sparse:
         row_trains = row_fire.to(dtype).mul_(x_sign.unsqueeze(1))
         counts = _per_device(col_trains @ row_trains.t(), weights)  # (n_cols, in) signed coincidences
-        planes = model.gather(params, lambda plane: plane.index_select(0, cols))
+        # All parameter planes of the fired rows in one gather (None: a model without parameters).
+        planes = None if params is None else params.index_select(1, cols)
         new = model.apply_signed_pulses(weights.index_select(0, cols), counts, planes, generator, counters)
         weights.index_copy_(0, cols, new)
         return
@@ -260,11 +261,13 @@ def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sp
     cell = weights.shape[2:]  # () or (devices per weight,)
     block_shape = (cols.numel(), rows.numel(), *cell)
 
-    def select(plane):
-        return plane.reshape(-1, *cell).index_select(0, flat).view(block_shape)
-
-    planes = model.gather(params, select)
-    block = model.apply_signed_pulses(select(weights), counts, planes, generator, counters)
+    # One gather for all parameter planes of the block instead of one per plane: the batch-1 hot
+    # path is dominated by the number of small tensor operations.
+    planes = None
+    if params is not None:
+        planes = params.reshape(params.shape[0], -1, *cell).index_select(1, flat).view(params.shape[0], *block_shape)
+    block_weights = weights.reshape(-1, *cell).index_select(0, flat).view(block_shape)
+    block = model.apply_signed_pulses(block_weights, counts, planes, generator, counters)
     weights.view(-1, *cell).index_copy_(0, flat, block.view(-1, *cell))
 
 
