@@ -187,9 +187,6 @@ class _CoincidenceCounter:
     def __init__(self):
         self.records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    def gather(self, params, select):
-        return None
-
     def apply_signed_pulses(self, index_block, signed_counts, params, generator, counters=None):
         if counters is not None:
             counters.add_coincidences(signed_counts.abs().sum())

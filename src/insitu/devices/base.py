@@ -76,20 +76,6 @@ class DeviceModel:
     def __init__(self, c2c: float, has_slope: bool):
         self.c2c = float(c2c)
         self.has_slope = bool(has_slope)
-        # Which parameter planes the response reads (the slopes only when steps depend on w).
-        self.planes = (DW_UP, DW_DOWN, SLOPE_UP, SLOPE_DOWN, W_MIN, W_MAX) if has_slope else (DW_UP, DW_DOWN, W_MIN, W_MAX)
-
-    def gather(self, params: torch.Tensor, select) -> list:
-        """The parameter planes this response reads, each passed through ``select``.
-
-        ``params`` has shape ``(6, out, in)``; ``select`` maps one ``(out, in)`` plane to the
-        devices being updated (e.g. some rows). Unread planes are ``None``. The result indexes
-        like ``params`` (``p[DW_UP]``), so the response functions accept either.
-        """
-        planes = [None] * len(PARAM_NAMES)
-        for k in self.planes:
-            planes[k] = select(params[k])
-        return planes
 
     @staticmethod
     def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
