@@ -99,8 +99,7 @@ class DeviceModel:
             counts: number of coincidences per device, shape ``S``, >= 0 (float; an expected count
                 may be fractional for the deterministic update).
             up: bool tensor of shape ``S``: True where the pulses potentiate (w grows).
-            params: per-device parameters of these devices, shape ``(6, *S)`` (or the list of
-                planes returned by :meth:`gather`).
+            params: per-device parameters of these devices, shape ``(6, *S)``.
             generator: draws the cycle-to-cycle noise; ``None`` means noise-free (expected value).
 
         Returns:
