@@ -613,25 +613,14 @@ class MultiConductanceTile(AnalogTile):
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
         return {
-            "config": self.config.to_dict(),
-            "seed": self.seed,
-            "generator": self.generator.get_state(),
-            "counters": self.counters.to_dict(),
+            **self._base_extra_state(),
             "stats": dict(self.stats),
             "examples_since_transfer": self.examples_since_transfer,
             "examples_since_check": self.examples_since_check,
         }
 
     def set_extra_state(self, state: dict) -> None:
-        saved = MultiConductanceConfig.from_dict(state["config"])
-        if saved != self.config:
-            raise ConfigError(
-                "This checkpoint was saved from a tile with a different config; build the layer with the saved "
-                f"config before loading. Saved: {saved}; here: {self.config}."
-            )
-        self.seed = state["seed"]
-        self.generator.set_state(state["generator"])
-        self.counters = UpdateCounters(**state["counters"])
+        self._load_base_extra_state(state)
         self.stats = dict(state["stats"])
         self.examples_since_transfer = int(state["examples_since_transfer"])
         self.examples_since_check = int(state["examples_since_check"])

@@ -265,26 +265,33 @@ class AnalogTile(nn.Module):
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
+        return {**self._base_extra_state(), "algorithm": self.algorithm.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._load_base_extra_state(state)
+        if "algorithm" in state:
+            self.algorithm.load_state_dict(state["algorithm"])
+
+    def _base_extra_state(self) -> dict:
+        """What every tile kind saves beside its tensors: config, seed, generator, counters."""
         return {
             "config": self.config.to_dict(),
             "seed": self.seed,
             "generator": self.generator.get_state(),
             "counters": self.counters.to_dict(),
-            "algorithm": self.algorithm.state_dict(),
         }
 
-    def set_extra_state(self, state: dict) -> None:
-        saved = TileConfig.from_dict(state["config"])
+    def _load_base_extra_state(self, state: dict) -> None:
+        config_class = type(self.config)
+        saved = config_class.from_dict(state["config"])
         if saved != self.config:
             raise ConfigError(
                 "This checkpoint was saved from a tile with a different config; build the layer with "
-                f"the saved config (TileConfig.from_dict(...)) before loading. Saved: {saved}; here: {self.config}."
+                f"the saved config ({config_class.__name__}.from_dict(...)) before loading. Saved: {saved}; here: {self.config}."
             )
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         self.counters = UpdateCounters(**state["counters"])
-        if "algorithm" in state:
-            self.algorithm.load_state_dict(state["algorithm"])
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
