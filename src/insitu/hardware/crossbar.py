@@ -269,7 +269,8 @@ class CrossbarEstimator(Estimator):
 
 
 def validate_crossbar_fields(config: Config) -> None:
-    """Checks shared by the RPU and PCM system configs."""
+    """Checks shared by the RPU and PCM system configs (array, timing, pipeline, coincidence
+    probability, nested periphery/digital/data-movement configs)."""
     _check_int(config, "array_rows")
     _check_int(config, "array_cols")
     config._check_positive("integration_time_s")
@@ -279,3 +280,9 @@ def validate_crossbar_fields(config: Config) -> None:
     for field in ("pipeline_layers", "backward_first_layer"):
         if not isinstance(getattr(config, field), bool):
             config._fail(field, "must be true or false.")
+    config._check_non_negative("coincidence_probability")
+    if config.coincidence_probability > 1:
+        config._fail("coincidence_probability", "is a probability per pulse slot; use a value in [0, 1].")
+    for name, cls in (("periphery", PeripheryConfig), ("digital", DigitalUnitConfig), ("data_movement", DataMovementConfig)):
+        if not isinstance(getattr(config, name), cls):
+            config._fail(name, f"must be a {cls.__name__}.")

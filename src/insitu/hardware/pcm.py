@@ -88,11 +88,6 @@ class PCMSystemConfig(Config):
         self._check_positive("read_voltage_v", "device_conductance_s", "update_pulse_s", "program_pulse_s",
                              "cell_area_um2", "clt_iterations")
         self._check_non_negative("update_energy_j", "coincidence_probability", "program_energy_j")
-        if self.coincidence_probability > 1:
-            self._fail("coincidence_probability", "is a probability per pulse slot; use a value in [0, 1].")
-        for name, cls in (("periphery", PeripheryConfig), ("digital", DigitalUnitConfig), ("data_movement", DataMovementConfig)):
-            if not isinstance(getattr(self, name), cls):
-                self._fail(name, f"must be a {cls.__name__}.")
 
 
 @register_estimator("pcm")
