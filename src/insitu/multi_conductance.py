@@ -49,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ConfigError, register_config
+from .config import register_config
 from .devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses
 from .tile import AnalogTile, TileConfig
 from .update import UpdateCounters
@@ -295,19 +295,7 @@ class MultiConductanceTile(AnalogTile):
     ):
         nn.Module.__init__(self)  # AnalogTile.__init__ builds a single-device array; not wanted here
         config = MultiConductanceConfig() if config is None else config
-        if not isinstance(config, MultiConductanceConfig):
-            raise ConfigError(f"config must be a MultiConductanceConfig, got {type(config).__name__}.")
-        for name, value in (("out_features", out_features), ("in_features", in_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        self.config = config
-        self.out_features, self.in_features = out_features, in_features
-        device = torch.device("cpu") if device is None else torch.device(device)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(self.seed)
+        device = self._init_common(out_features, in_features, config, MultiConductanceConfig, seed, device)
         shape = (out_features, in_features)
         pair_shape = (2, *shape)
         # Draw order fixed (MSP, then LSP) so that a seed fixes the devices.

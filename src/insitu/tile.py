@@ -108,20 +108,7 @@ class AnalogTile(nn.Module):
     ):
         super().__init__()
         config = TileConfig() if config is None else config
-        if not isinstance(config, TileConfig):
-            raise ConfigError(f"config must be a TileConfig, got {type(config).__name__}.")
-        for name, value in (("out_features", out_features), ("in_features", in_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        self.config = config
-        self.out_features = out_features
-        self.in_features = in_features
-        device = torch.device("cpu") if device is None else torch.device(device)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(self.seed)
+        device = self._init_common(out_features, in_features, config, TileConfig, seed, device)
         # A unit cell of several devices adds a trailing axis: (out, in, devices_per_weight).
         cell = (config.devices_per_weight,) if config.devices_per_weight > 1 else ()
         shape = (out_features, in_features, *cell)
@@ -135,6 +122,27 @@ class AnalogTile(nn.Module):
         self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._link_parameter()
+
+    def _init_common(self, out_features, in_features, config, config_class, seed, device) -> torch.device:
+        """Checks and state every tile kind starts with: shape, config, seed and generator.
+
+        Returns the torch device the tile lives on.
+        """
+        if not isinstance(config, config_class):
+            raise ConfigError(f"config must be a {config_class.__name__}, got {type(config).__name__}.")
+        for name, value in (("out_features", out_features), ("in_features", in_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.config = config
+        self.out_features = out_features
+        self.in_features = in_features
+        device = torch.device("cpu") if device is None else torch.device(device)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self.seed)
+        return device
 
     # -- linking the weight parameter to its tile (for the optimizer) ------------------------
     def _link_parameter(self) -> None:
