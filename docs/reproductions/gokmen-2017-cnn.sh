@@ -5,6 +5,8 @@
 # time a sitting has gives every condition the same number of epochs, and the next sitting continues.
 #   bash docs/reproductions/gokmen-2017-cnn.sh            # up to 30 epochs (the paper's length)
 #   EPOCHS=3 bash docs/reproductions/gokmen-2017-cnn.sh   # stop after 3
+#   NAMES="fp nm-bm" bash docs/reproductions/gokmen-2017-cnn.sh   # only these conditions (run two
+#                                                    # such lists side by side on two cores)
 # Update mode `summed`: every pulse train of the image's patches drawn, exact coincidence counts
 # applied at once per image (docs/update-modes.md); ~5.5 min per analog epoch on one core.
 set -euo pipefail
@@ -13,7 +15,7 @@ OUT=${OUT:-runs/gokmen-2017-cnn}
 EPOCHS=${EPOCHS:-30}
 common=(--model cnn-2017 --activation tanh --dataset mnist --data-dir "$DATA" --batch-size 1 --lr 0.01
         --lr-milestones none --update-mode summed --threads 1 --no-progress)
-names=(fp baseline nm-bm nm-bm-um nm-bm-um-4d)
+read -r -a names <<< "${NAMES:-fp baseline nm-bm nm-bm-um nm-bm-um-4d}"
 declare -A options=(
   [fp]="--preset floating-point"
   [baseline]="--preset gokmen-2017-cnn-baseline"

@@ -69,13 +69,23 @@ class DeviceModel:
     every call, so the model itself holds only scalars.
 
     Attributes:
-        c2c: relative cycle-to-cycle spread of a single step (Gaussian, per pulse).
+        c2c: relative cycle-to-cycle spread of a single step (Gaussian, per pulse): a float, or
+            for replicas in lockstep a tensor that broadcasts against the weights, e.g.
+            ``(R, 1, 1)`` for weights ``(R, out, in)`` (one spread per replica).
         has_slope: whether steps depend on the weight (selects the closed-form path).
     """
 
-    def __init__(self, c2c: float, has_slope: bool):
-        self.c2c = float(c2c)
+    def __init__(self, c2c: float | torch.Tensor, has_slope: bool):
+        self.c2c = c2c if torch.is_tensor(c2c) else float(c2c)
+        #: Whether any device draws cycle-to-cycle noise (decided once, not at every pulse).
+        self.noisy = bool((c2c > 0).any()) if torch.is_tensor(c2c) else self.c2c > 0
         self.has_slope = bool(has_slope)
+
+    def _scaled_noise(self, counts: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``counts + c2c · noise · scale`` for a scalar or a per-replica ``c2c``."""
+        if torch.is_tensor(self.c2c):
+            return counts + noise * scale * self.c2c
+        return torch.addcmul(counts, noise, scale, value=self.c2c)
 
     @staticmethod
     def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
@@ -115,7 +125,7 @@ class DeviceModel:
         """
         p = params
         signed_step = torch.where(up, p[DW_UP], -p[DW_DOWN])
-        noisy = generator is not None and self.c2c > 0
+        noisy = generator is not None and self.noisy
         if self.has_slope:
             slope = torch.where(up, p[SLOPE_UP], p[SLOPE_DOWN])
             # a <= -1 would be a step that overshoots the bound it approaches; bounds are drawn
@@ -131,7 +141,7 @@ class DeviceModel:
         elif noisy:
             # n steps s (1 + c2c ξ_k) sum to s (n + c2c sqrt(n) ξ): the sign of s does not matter.
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            new = torch.addcmul(weights, signed_step, torch.addcmul(counts, noise, counts.sqrt(), value=self.c2c))
+            new = torch.addcmul(weights, signed_step, self._scaled_noise(counts, noise, counts.sqrt()))
         else:
             new = torch.addcmul(weights, signed_step, counts)
         return torch.clamp(new, p[W_MIN], p[W_MAX])
@@ -157,9 +167,9 @@ class DeviceModel:
         # Constant step, fused: w + step (c + c2c sqrt|c| ξ) with step the up or down magnitude.
         p = params
         step = torch.where(signed_counts > 0, p[DW_UP], p[DW_DOWN])
-        if generator is not None and self.c2c > 0:
+        if generator is not None and self.noisy:
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            signed_counts = torch.addcmul(signed_counts, noise, n.sqrt(), value=self.c2c)
+            signed_counts = self._scaled_noise(signed_counts, noise, n.sqrt())
         return torch.clamp(torch.addcmul(weights, step, signed_counts), p[W_MIN], p[W_MAX])
 
     def apply_mixed(
