@@ -458,6 +458,11 @@ def _store_path(target: str) -> Path:
 @click.option("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001', or 'local'); default: local process pool.")
 @click.option("--data-dir", default=None, help="Folder holding the datasets.")
 @click.option("--extend", is_flag=True, help="The study file changed: add its new points to the existing store (finished points are kept).")
+@click.option(
+    "--lockstep", default=1, show_default=True, type=int,
+    help="Train up to this many points together as replicas in lockstep (points differing only in seed and "
+    "device/IO numbers; MLPs, sgd update). 1: every point alone.",
+)
 @click.option("--param", default=None, help="Without STUDY_FILE: the one field to sweep (dotted path, e.g. tile.device.dw_min).")
 @click.option("--values", "values_text", default=None, help="With --param: comma-separated values.")
 @click.option("--range", "range_text", default=None, help="With --param: START,STOP,NUM (linear; add --log for a log range).")
@@ -470,7 +475,7 @@ def _store_path(target: str) -> Path:
 @click.option("--lr", default=0.01, show_default=True, type=float, help="Without STUDY_FILE: learning rate.")
 @click.option("--seeds", default="0", show_default=True, callback=_int_list, help="Without STUDY_FILE: comma-separated seeds.")
 @click.option("--name", default=None, help="Without STUDY_FILE: study name (default: the parameter).")
-def sweep_run(study_file, out_dir, workers, threads, address, data_dir, extend, param, values_text, range_text, log_scale, **quick) -> None:
+def sweep_run(study_file, out_dir, workers, threads, address, data_dir, extend, lockstep, param, values_text, range_text, log_scale, **quick) -> None:
     """Run a study (STUDY_FILE, YAML or JSON) or a quick one-parameter sweep (--param with --values or --range).
 
     Finished points are never run again: rerun the same command to resume an interrupted study.
@@ -502,7 +507,10 @@ def sweep_run(study_file, out_dir, workers, threads, address, data_dir, extend, 
         raise click.UsageError(str(exc)) from None
     out_dir = out_dir or f"sweeps/{study.name}"
     try:
-        counts = run_study(study, out_dir, workers=workers, threads=threads, address=address, data_dir=data_dir, extend=extend, log=click.echo)
+        counts = run_study(
+            study, out_dir, workers=workers, threads=threads, address=address, data_dir=data_dir, extend=extend,
+            lockstep=lockstep, log=click.echo,
+        )
     except (ConfigError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

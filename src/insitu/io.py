@@ -24,7 +24,7 @@ import torch
 
 from .config import Config, register_config
 
-__all__ = ["IOConfig", "analog_mvm"]
+__all__ = ["IOConfig", "ReplicaIO", "analog_mvm"]
 
 NOISE_MANAGEMENT = ("none", "abs_max")
 BOUND_MANAGEMENT = ("none", "iterative")
@@ -85,6 +85,62 @@ class IOConfig(Config):
         return cls(is_perfect=True, inp_bound=None)
 
 
+#: IO fields that replicas in lockstep may set differently (numbers that act elementwise); all
+#: others (switches, bit widths, management) must agree so the replicas share one code path.
+REPLICA_IO_FIELDS = ("inp_bound", "out_noise", "out_bound")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaIO:
+    """The IO settings of ``R`` replicas in lockstep, as :func:`analog_mvm` reads them.
+
+    Built by :meth:`stack` from one :class:`IOConfig` per replica. Fields of
+    :data:`REPLICA_IO_FIELDS` that differ between replicas become tensors of shape ``(R, 1, 1)``
+    (broadcasting against outputs ``(R, batch, n)``); equal ones stay numbers.
+    """
+
+    is_perfect: bool
+    inp_bound: float | torch.Tensor | None
+    inp_bits: int | None
+    out_noise: float | torch.Tensor
+    out_bound: float | torch.Tensor | None
+    out_bits: int | None
+    noise_management: str
+    bound_management: str
+    max_bm_iterations: int
+
+    @classmethod
+    def stack(cls, configs, device=None, dtype: torch.dtype = torch.float32, where: str = "io") -> "ReplicaIO":
+        """One ``ReplicaIO`` from the per-replica ``configs`` (a sequence of :class:`IOConfig`).
+
+        Raises :class:`~insitu.config.ConfigError` naming the field when replicas differ in
+        anything but the numbers of :data:`REPLICA_IO_FIELDS`, or in whether those are ``None``.
+        """
+        from .config import ConfigError
+
+        configs = list(configs)
+        values = {}
+        for field in dataclasses.fields(IOConfig):
+            name = field.name
+            column = [getattr(c, name) for c in configs]
+            first = column[0]
+            if all(v == first for v in column):
+                values[name] = first
+                continue
+            if name not in REPLICA_IO_FIELDS or any(v is None for v in column):
+                raise ConfigError(
+                    f"{where}.{name}: replicas in lockstep must share it (got {column}); only "
+                    f"{', '.join(REPLICA_IO_FIELDS)} may differ, as numbers. Run these points separately."
+                )
+            values[name] = torch.tensor(column, device=device, dtype=dtype).view(-1, 1, 1)
+        return cls(**values)
+
+
+def _on(value) -> bool:
+    """Whether a number or a per-replica tensor of them is positive anywhere."""
+    return bool((value > 0).any()) if torch.is_tensor(value) else value > 0
+
+
 def _quantize(values: torch.Tensor, bound: float, bits: int) -> torch.Tensor:
     """Round to the nearest of ``2**bits - 1`` levels spanning ``[-bound, bound]``.
 
@@ -106,9 +162,9 @@ def _one_pass(x: torch.Tensor, matrix: torch.Tensor, io: IOConfig, generator: to
         if io.inp_bits is not None:
             x = _quantize(x, io.inp_bound, io.inp_bits)
     y = x @ matrix
-    if io.out_noise > 0:
+    if _on(io.out_noise):
         noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        y = y.add_(noise, alpha=io.out_noise)
+        y = y.add_(noise * io.out_noise) if torch.is_tensor(io.out_noise) else y.add_(noise, alpha=io.out_noise)
     saturated = None
     if io.out_bound is not None:
         if io.bound_management != "none":
@@ -126,13 +182,15 @@ def analog_mvm(
 
     Args:
         x: input vectors, shape ``(batch, n_in)``; each row is one vector sent to the array.
+            For ``R`` replicas in lockstep ``(R, batch, n_in)``.
         matrix: the array as seen from this direction, shape ``(n_in, n_out)`` (``Wᵀ`` for the
-            forward pass of an ``(out, in)`` weight, ``W`` for the backward pass).
-        io: the non-idealities.
+            forward pass of an ``(out, in)`` weight, ``W`` for the backward pass); for replicas
+            ``(R, n_in, n_out)``.
+        io: the non-idealities (an :class:`IOConfig`, or a :class:`ReplicaIO` for replicas).
         generator: draws the output noise.
 
     Returns:
-        Tensor of shape ``(batch, n_out)``.
+        Tensor of shape ``(batch, n_out)`` (``(R, batch, n_out)`` for replicas).
     """
     if io.is_perfect:
         return x @ matrix
@@ -144,7 +202,8 @@ def analog_mvm(
         x = x / nm_scale
     y, saturated = _one_pass(x, matrix, io, generator)
     if io.bound_management == "iterative":
-        y = _bound_management(x, y, saturated, matrix, io, generator)
+        manage = _bound_management if matrix.dim() == 2 else _bound_management_replicas
+        y = manage(x, y, saturated, matrix, io, generator)
     if nm_scale is not None:
         y = y * nm_scale
     return y
@@ -167,4 +226,23 @@ def _bound_management(x, y, saturated, matrix, io: IOConfig, generator) -> torch
         saturated[rows] = sat_rows
         y = y.clone() if y.requires_grad else y
         y[rows] = y_rows * scale[rows]
+    return y
+
+
+def _bound_management_replicas(x, y, saturated, matrix, io, generator) -> torch.Tensor:
+    """:func:`_bound_management` for replicas (``x`` ``(R, batch, n_in)``, one matrix each).
+
+    The saturated vectors of different replicas meet different matrices, so instead of selecting
+    them every round recomputes the whole stack with the doubled scales and keeps the new
+    outputs of the vectors that were saturated (the others' extra noise draws are discarded).
+    """
+    scale = torch.ones(x.shape[:-1] + (1,), device=x.device, dtype=x.dtype)
+    for _ in range(io.max_bm_iterations):
+        if not bool(saturated.any()):
+            break
+        redo = saturated.unsqueeze(-1)
+        scale = torch.where(redo, scale * 2, scale)
+        y_new, sat_new = _one_pass(x / scale, matrix, io, generator)
+        y = torch.where(redo, y_new * scale, y)
+        saturated = saturated & sat_new
     return y

@@ -18,8 +18,9 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 def mlp(
     sizes: list[int] | tuple[int, ...],
     activation: str = "sigmoid",
-    config: TileConfig | None = None,
+    config: TileConfig | list[TileConfig] | None = None,
     bias_on_array: bool = True,
+    seeds: list | None = None,
 ) -> nn.Sequential:
     """A fully connected network ``sizes[0] -> ... -> sizes[-1]`` producing logits.
 
@@ -28,7 +29,11 @@ def mlp(
             (Gokmen & Vlasov 2016).
         activation: hidden non-linearity, one of ``sigmoid``, ``tanh``, ``relu``.
         config: tile config of every layer; ``None`` builds plain ``torch.nn.Linear`` layers.
+            A list of ``R`` configs builds ``R`` replicas in lockstep (:mod:`insitu.replicas`):
+            inputs ``(R, batch, sizes[0])``, logits ``(R, batch, sizes[-1])``.
         bias_on_array: for analog layers, keep the bias as an array column.
+        seeds: one tile seed per layer (for replicas a list of ``R`` seeds per layer); ``None``
+            draws them from torch's global generator.
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"mlp sizes must be at least two positive widths (input and output), got {list(sizes)}.")
@@ -39,7 +44,8 @@ def mlp(
         if config is None:
             layers.append(nn.Linear(n_in, n_out))
         else:
-            layers.append(AnalogLinear(n_in, n_out, config=config, bias_on_array=bias_on_array))
+            seed = None if seeds is None else seeds[i]
+            layers.append(AnalogLinear(n_in, n_out, config=config, bias_on_array=bias_on_array, seed=seed))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)

@@ -48,9 +48,14 @@ class AnalogLinear(nn.Module):
             digital floating-point parameter updated exactly by the optimizer.
         seed: seed of the tile's generator (``None``: drawn from torch's global generator).
         device, dtype: where the tile's state lives.
+        replicas: train ``R`` independent copies in lockstep on a
+            :class:`~insitu.replicas.ReplicatedTile` (sweeps; :mod:`insitu.replicas`). ``config``
+            is then one config for all or a list of ``R`` configs, and ``seed`` a list of ``R``
+            seeds (or ``None``). A list ``config`` or ``seed`` alone also makes replicas.
 
     Shape:
-        input ``(*, in_features)``, output ``(*, out_features)``.
+        input ``(*, in_features)``, output ``(*, out_features)``; with ``R`` replicas input
+        ``(R, *, in_features)``, output ``(R, *, out_features)``, weights ``(R, out, in)``.
 
     Weights are initialised like ``torch.nn.Linear`` (uniform in ``±1/sqrt(in_features)``, drawn
     from the tile's generator so ``seed`` fixes them) and programmed onto the devices, clipped to
@@ -68,17 +73,26 @@ class AnalogLinear(nn.Module):
         seed: int | None = None,
         device=None,
         dtype: torch.dtype = torch.float32,
+        replicas: int | None = None,
     ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.bias_on_array = bool(bias and bias_on_array)
         columns = in_features + (1 if self.bias_on_array else 0)
-        # A config may name its own tile class (e.g. the multi-conductance cell); else the RPU tile.
-        tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile
-        self.tile = tile_class(out_features, columns, config, seed=seed, device=device, dtype=dtype)
+        configs, seeds = _replica_arguments(config, seed, replicas)
+        self.replicas = None if configs is None else len(configs)
+        if configs is not None:
+            from ..replicas import ReplicatedTile
+
+            self.tile = ReplicatedTile(out_features, columns, configs, seeds, device=device, dtype=dtype)
+        else:
+            # A config may name its own tile class (e.g. the multi-conductance cell); else the RPU tile.
+            tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile
+            self.tile = tile_class(out_features, columns, config, seed=seed, device=device, dtype=dtype)
         if bias and not bias_on_array:
-            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+            lead = () if self.replicas is None else (self.replicas, 1)
+            self.bias = nn.Parameter(torch.zeros(*lead, out_features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
         self._has_bias = bool(bias)
@@ -87,6 +101,9 @@ class AnalogLinear(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialise as ``torch.nn.Linear`` does and program the result onto the tile."""
+        if self.replicas is not None:
+            self._reset_replicas()
+            return
         bound = 1.0 / math.sqrt(self.in_features)
         gen = self.tile.generator  # the layer's seed fixes its initial weights too
         weight = torch.empty(self.out_features, self.in_features, device=gen.device).uniform_(-bound, bound, generator=gen)
@@ -97,32 +114,55 @@ class AnalogLinear(nn.Module):
             self.bias.uniform_(-bound, bound, generator=gen)
         self.tile.set_weights(weight)
 
+    def _reset_replicas(self) -> None:
+        """Replica ``r`` draws its initial weights from its own generator, as a layer with its
+        seed alone would (so it starts where the separate run starts)."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        weights, biases = [], []
+        for gen in self.tile.init_generators:
+            weight = torch.empty(self.out_features, self.in_features, device=gen.device).uniform_(-bound, bound, generator=gen)
+            if self.bias_on_array:
+                bias = torch.empty(self.out_features, 1, device=gen.device).uniform_(-bound, bound, generator=gen)
+                weight = torch.cat((weight, bias), dim=1)
+            elif self.bias is not None:
+                biases.append(torch.empty(self.out_features, device=gen.device).uniform_(-bound, bound, generator=gen))
+            weights.append(weight)
+        if biases:
+            self.bias.copy_(torch.stack(biases).unsqueeze(1))
+        self.tile.set_weights(torch.stack(weights))
+
     @property
     def config(self) -> TileConfig:
         return self.tile.config
 
     def get_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(weight (out, in), bias (out,) or None)`` as floating-point copies."""
+        """``(weight (out, in), bias (out,) or None)`` as floating-point copies (with replicas
+        ``(R, out, in)`` and ``(R, out)``)."""
         w = self.tile.get_weights()
         if self.bias_on_array:
-            return w[:, :-1].contiguous(), w[:, -1].contiguous()
-        return w, None if self.bias is None else self.bias.detach().clone()
+            return w[..., :-1].contiguous(), w[..., -1].contiguous()
+        bias = None if self.bias is None else self.bias.detach().clone()
+        if bias is not None and self.replicas is not None:
+            bias = bias.squeeze(1)
+        return w, bias
 
     def set_weights(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        """Program ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` (clipped to the device bounds)."""
-        if tuple(weight.shape) != (self.out_features, self.in_features):
+        """Program ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` (clipped to the device bounds);
+        with replicas ``(R, out, in)`` and ``(R, out)``."""
+        lead = () if self.replicas is None else (self.replicas,)
+        if tuple(weight.shape) != (*lead, self.out_features, self.in_features):
             raise ValueError(
-                f"set_weights: weight must have shape ({self.out_features}, {self.in_features}), got {tuple(weight.shape)}."
+                f"set_weights: weight must have shape {(*lead, self.out_features, self.in_features)}, got {tuple(weight.shape)}."
             )
         if self.bias_on_array:
             if bias is None:
-                bias = self.tile.get_weights()[:, -1]
-            weight = torch.cat((weight, bias.reshape(-1, 1).to(weight)), dim=1)
+                bias = self.tile.get_weights()[..., -1]
+            weight = torch.cat((weight, bias.reshape(*lead, -1, 1).to(weight)), dim=-1)
         elif bias is not None:
             if self.bias is None:
                 raise ValueError("set_weights: this layer has no bias (bias=False).")
             with torch.no_grad():
-                self.bias.copy_(bias)
+                self.bias.copy_(bias.reshape(self.bias.shape))
         self.tile.set_weights(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,8 +171,17 @@ class AnalogLinear(nn.Module):
                 f"AnalogLinear expected inputs with {self.in_features} features in the last dimension, "
                 f"got shape {tuple(x.shape)}."
             )
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        if self.replicas is not None:
+            if x.dim() < 2 or x.shape[0] != self.replicas:
+                raise ValueError(
+                    f"AnalogLinear with {self.replicas} replicas expected inputs (replicas={self.replicas}, ..., "
+                    f"{self.in_features}), got shape {tuple(x.shape)}."
+                )
+            lead = x.shape[:-1]
+            x2 = x.reshape(self.replicas, -1, self.in_features)
+        else:
+            lead = x.shape[:-1]
+            x2 = x.reshape(-1, self.in_features)
         if self.bias_on_array:
             x2 = torch.nn.functional.pad(x2, (0, 1), value=1.0)  # the bias column's constant input
         tile = self.tile
@@ -143,7 +192,45 @@ class AnalogLinear(nn.Module):
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
 
+    def replica(self, r: int) -> "AnalogLinear":
+        """Replica ``r`` as a layer of its own (an :class:`~insitu.tile.AnalogTile` with that
+        replica's config, seed, devices and present weights), e.g. to keep training it alone."""
+        if self.replicas is None:
+            raise ValueError("replica(): this layer has no replicas.")
+        tile = self.tile
+        layer = AnalogLinear(
+            self.in_features, self.out_features, bias=self._has_bias, config=tile.configs[r],
+            bias_on_array=self.bias_on_array, seed=tile.seeds[r], device=tile.weight.device, dtype=tile.weight.dtype,
+        )
+        with torch.no_grad():
+            if tile.device_params is not None:
+                layer.tile.device_params.copy_(tile.parameter_planes()[:, r])
+            layer.tile.weight.copy_(tile.weight[r])
+            if self.bias is not None:
+                layer.bias.copy_(self.bias[r, 0])
+        return layer
+
     def extra_repr(self) -> str:
         where = "array" if self.bias_on_array else "digital"
+        if self.replicas is not None:
+            where += f", replicas={self.replicas}"
         bias = f"bias={where}" if self._has_bias else "bias=False"
         return f"in_features={self.in_features}, out_features={self.out_features}, {bias}"
+
+
+def _replica_arguments(config, seed, replicas):
+    """``(configs, seeds)`` for a replicated layer, or ``(None, None)`` for a plain one."""
+    listed = isinstance(config, (list, tuple)) or isinstance(seed, (list, tuple))
+    if replicas is None and not listed:
+        return None, None
+    sizes = {len(v) for v in (config, seed) if isinstance(v, (list, tuple))}
+    if replicas is not None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be a positive integer, got {replicas!r}.")
+        sizes.add(replicas)
+    if len(sizes) != 1:
+        raise ValueError(f"replicas: the lists of configs and seeds and `replicas` disagree on the number of replicas ({sorted(sizes)}).")
+    (n,) = sizes
+    configs = list(config) if isinstance(config, (list, tuple)) else [config if config is not None else TileConfig()] * n
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else None if seed is None else [seed] * n
+    return configs, seeds

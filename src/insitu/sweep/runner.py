@@ -33,7 +33,7 @@ from ..config import ConfigError
 from .store import ResultsStore, StoreError
 from .study import StudyConfig
 
-__all__ = ["run_study", "run_point", "available_cores", "plan_workers", "store_paths"]
+__all__ = ["run_study", "run_point", "run_group", "group_tasks", "available_cores", "plan_workers", "store_paths"]
 
 STORE_NAME = "study.sqlite"
 
@@ -132,6 +132,50 @@ def run_point(task: dict) -> dict:
     return outcome
 
 
+def run_group(task: dict) -> list[dict]:
+    """Train the points of a lockstep group together (:mod:`insitu.sweep.lockstep`); called in a
+    worker. Returns one outcome per point, as :func:`run_point` does.
+
+    Args:
+        task: ``{"group": [point tasks], "data_dir", "threads"}``.
+    """
+    import torch
+
+    from ..training import TrainConfig
+    from .lockstep import CHECKPOINT_NAME, run_lockstep
+
+    torch.set_num_threads(task["threads"])
+    started = time.perf_counter()
+    members = task["group"]
+    run_dirs = [Path(m["run_dir"]) for m in members]
+    outcomes = [{"point_id": m["point_id"], "status": "failed", "results": None, "error": None, "resumed": False} for m in members]
+    try:
+        configs = [TrainConfig.from_dict(m["config"]) for m in members]
+        resume = (run_dirs[0] / CHECKPOINT_NAME).exists()
+        datasets = [_dataset(c, task["data_dir"]) for c in configs] if configs[0].subset is None else None
+        results = run_lockstep(configs, run_dirs, datasets=datasets, data_dir=task["data_dir"], resume=resume, log=lambda line: None)
+        for outcome, result in zip(outcomes, results):
+            status = "diverged" if result.get("status") == "diverged" else "completed"
+            outcome.update(status=status, results=result, resumed=resume, error=result.get("error"))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+        for outcome, run_dir in zip(outcomes, run_dirs):
+            outcome.update(error=error, results=_read_results(run_dir))
+    seconds = time.perf_counter() - started
+    for outcome in outcomes:
+        outcome["seconds"] = seconds
+    return outcomes
+
+
+def run_task(task: dict) -> list[dict]:
+    """A worker's unit of work: one point, or a lockstep group (``"group"`` in the task)."""
+    return run_group(task) if "group" in task else [run_point(task)]
+
+
+def _task_points(task: dict) -> list[int]:
+    return [m["point_id"] for m in task["group"]] if "group" in task else [task["point_id"]]
+
+
 def _read_results(run_dir: Path) -> dict | None:
     import json
 
@@ -162,7 +206,7 @@ def _init_worker(threads: int) -> None:
 def _inline(tasks: list[dict], on_start: Callable[[dict], None]) -> Iterator[dict]:
     for task in tasks:
         on_start(task)
-        yield run_point(task)
+        yield run_task(task)
 
 
 def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dict], None]) -> Iterator[dict]:
@@ -178,7 +222,7 @@ def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dic
                 while queue and len(in_flight) < workers:
                     task = queue.pop(0)
                     on_start(task)
-                    in_flight[pool.submit(run_point, task)] = task
+                    in_flight[pool.submit(run_task, task)] = task
                 done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     task = in_flight.pop(future)
@@ -188,7 +232,7 @@ def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dic
             # `sweep run` retries them from their checkpoints); the rest go to a new pool.
             pool.shutdown(wait=True)
             for task in in_flight.values():
-                yield _died(task)
+                yield [_died(point_id) for point_id in _task_points(task)]
             continue
         except BaseException:
             # Interrupted: stop the points in flight now rather than waiting for them to finish
@@ -209,9 +253,9 @@ def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _died(task: dict) -> dict:
+def _died(point_id: int) -> dict:
     return {
-        "point_id": task["point_id"], "status": "failed", "results": None, "seconds": 0.0, "resumed": False,
+        "point_id": point_id, "status": "failed", "results": None, "seconds": 0.0, "resumed": False,
         "error": "the worker process died (killed or out of memory); the next `insitu sweep run` retries this point",
     }
 
@@ -230,7 +274,7 @@ def _ray(tasks: list[dict], address: str, workers: int | None, threads: int, on_
     try:
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-        remote = ray.remote(num_cpus=threads)(run_point)
+        remote = ray.remote(num_cpus=threads)(run_task)
         queue = list(tasks)
         in_flight: dict = {}
         while queue or in_flight:
@@ -244,7 +288,7 @@ def _ray(tasks: list[dict], address: str, workers: int | None, threads: int, on_
                 try:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    yield {**_died(task), "error": f"Ray task failed: {exc}"}
+                    yield [{**_died(point_id), "error": f"Ray task failed: {exc}"} for point_id in _task_points(task)]
     finally:
         if started_here:
             ray.shutdown()
@@ -284,6 +328,7 @@ def run_study(
     address: str | None = None,
     data_dir: str | None = None,
     extend: bool = False,
+    lockstep: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
     """Run every unfinished point of ``study``; results go to ``out_dir/study.sqlite``.
@@ -300,6 +345,9 @@ def run_study(
             private local instance); ``None`` uses the local process pool.
         data_dir: where the datasets are (see :func:`insitu.data.load_dataset`).
         extend: accept a changed study over an existing store (new points are added).
+        lockstep: train up to this many points together as replicas in lockstep
+            (:mod:`insitu.sweep.lockstep`) where they differ only in seed and in device/IO
+            numbers; 1 trains every point on its own.
         log: one line per event.
 
     Returns:
@@ -320,16 +368,23 @@ def run_study(
         todo.sort(key=lambda p: (seed_rank.get(p["seed"], len(seed_rank)), p["id"]))
         total = len(store.points())
         log(f"study '{study.name}': {total} points, {total - len(todo)} finished, {len(todo)} to run -> {store_path}")
+        if isinstance(lockstep, bool) or not isinstance(lockstep, int) or lockstep < 1:
+            raise ConfigError(f"lockstep = {lockstep!r}: must be an integer >= 1 (replicas per group; 1 = off).")
         tasks = [
             {"point_id": p["id"], "config": p["config"], "run_dir": p["run_dir"], "data_dir": data_dir, "threads": threads}
             for p in todo
         ]
+        tasks = group_tasks(tasks, lockstep, data_dir, threads)
+        if lockstep > 1:
+            groups = [t for t in tasks if "group" in t]
+            log(f"lockstep: {sum(len(t['group']) for t in groups)} points in {len(groups)} group(s), {len(tasks) - len(groups)} alone")
         labels = {p["id"]: _describe(p, study) for p in todo}
         in_flight: set[int] = set()
 
         def on_start(task: dict) -> None:
-            store.mark_running(task["point_id"])
-            in_flight.add(task["point_id"])
+            for point_id in _task_points(task):
+                store.mark_running(point_id)
+                in_flight.add(point_id)
 
         if address is not None:
             outcomes: Generator[dict, None, None] = _ray(tasks, address, workers, threads, on_start)
@@ -340,11 +395,12 @@ def run_study(
         done = 0
         previous_handler = _raise_on_sigterm()
         try:
-            for outcome in outcomes:
-                store.record_result(outcome["point_id"], outcome["status"], outcome["results"], outcome["seconds"], outcome["error"])
-                in_flight.discard(outcome["point_id"])
-                done += 1
-                log(_outcome_line(outcome, labels[outcome["point_id"]], done, len(tasks)))
+            for outcome_list in outcomes:
+                for outcome in outcome_list:
+                    store.record_result(outcome["point_id"], outcome["status"], outcome["results"], outcome["seconds"], outcome["error"])
+                    in_flight.discard(outcome["point_id"])
+                    done += 1
+                    log(_outcome_line(outcome, labels[outcome["point_id"]], done, len(todo)))
         finally:
             # Interrupted (Ctrl-C, SIGTERM): the backend stops its workers, and the points in
             # flight go back to pending; their checkpoints stay.
@@ -354,6 +410,64 @@ def run_study(
             if previous_handler is not None:
                 signal.signal(signal.SIGTERM, previous_handler)
         return store.counts()
+
+
+def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads: int) -> list[dict]:
+    """Bundle point tasks into lockstep groups of at most ``lockstep`` points.
+
+    A group interrupted earlier is formed again as it was (its members' ``lockstep.json``), so
+    it resumes from its checkpoint; if some of its members are no longer to be run, the others
+    start again on their own (their group checkpoint cannot be split). The remaining points are
+    grouped by :func:`~insitu.sweep.lockstep.lockstep_group_key`, in their order.
+    """
+    import json
+
+    from ..training import TrainConfig
+    from .lockstep import GROUP_FILE, lockstep_group_key
+
+    by_dir = {str(Path(t["run_dir"])): t for t in tasks}
+    used: set[str] = set()
+    bundles: list[list[dict]] = []
+    for task in tasks:
+        marker = Path(task["run_dir"]) / GROUP_FILE
+        if str(Path(task["run_dir"])) in used or not marker.exists():
+            continue
+        members = [str(Path(m)) for m in json.loads(marker.read_text())["members"]]
+        if all(m in by_dir and m not in used for m in members):
+            bundles.append([by_dir[m] for m in members])
+            used.update(members)
+        else:
+            for m in members:
+                if m in by_dir and m not in used:
+                    _forget_group(Path(m))
+    pending: dict[str, list[dict]] = {}
+    alone: list[list[dict]] = []
+    for task in tasks:
+        if str(Path(task["run_dir"])) in used:
+            continue
+        key = lockstep_group_key(TrainConfig.from_dict(task["config"])) if lockstep > 1 else None
+        # A point already part-trained on its own resumes on its own.
+        if key is None or (Path(task["run_dir"]) / "checkpoint.pt").exists():
+            alone.append([task])
+            continue
+        pending.setdefault(key, []).append(task)
+    for members in pending.values():
+        bundles.extend(members[i : i + lockstep] for i in range(0, len(members), lockstep))
+    result = []
+    for bundle in bundles + alone:
+        if len(bundle) == 1 and not (Path(bundle[0]["run_dir"]) / GROUP_FILE).exists():
+            result.append(bundle[0])
+        else:
+            result.append({"group": bundle, "data_dir": data_dir, "threads": threads})
+    return result
+
+
+def _forget_group(run_dir: Path) -> None:
+    """A member of a group that cannot be formed again starts over on its own."""
+    from .lockstep import CHECKPOINT_NAME, GROUP_FILE
+
+    for name in (GROUP_FILE, CHECKPOINT_NAME, "results.json"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _raise_on_sigterm():

@@ -1,0 +1,273 @@
+"""Replicas in lockstep: ``R`` independent arrays that train together as one batched computation.
+
+A device-requirement study trains the same network many times with other seeds or other device
+and IO numbers (Gokmen & Vlasov 2016 derive every spec that way). At batch 1 each training step
+is hundreds of small tensor operations whose cost is mostly dispatch, not arithmetic; stacking
+``R`` replicas along a leading dimension pays that cost once for all of them.
+
+:class:`ReplicatedTile` is an :class:`~insitu.tile.AnalogTile` whose state has a leading replica
+axis: weights ``(R, out, in)``, per-device parameters ``(R, out, in, 6)`` (interleaved; :meth:`parameter_planes`
+gives the ``(6, R, out, in)`` view); ``forward`` takes
+``(R, batch, in)``. Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its
+devices and (through :class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a
+generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
+``r`` starts where the separate run would. Pulses and noise during training come from one shared
+generator: a replica's run equals the separate run in distribution, not draw for draw (with
+deterministic settings, e.g. ``pulse_type="expected"`` and noise-free IO, they agree to rounding).
+
+What replicas may set differently: every number of the device config (the same device class),
+``update.bl``, and the IO numbers ``inp_bound``, ``out_noise``, ``out_bound``
+(:data:`insitu.io.REPLICA_IO_FIELDS`). Everything else (switches, bit widths, modes) must agree;
+:func:`lockstep_conflict` names the first field that does not. Not available with replicas:
+update algorithms other than ``sgd``, multi-device cells, the multi-conductance (PCM) cell,
+sparse connection masks and the ``batched`` update mode (``summed`` is the batch mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import ConfigError
+from .devices import ConstantStepDevice, IdealDevice, LinearStepDevice, SoftBoundsDevice
+from .io import REPLICA_IO_FIELDS, ReplicaIO, analog_mvm
+from .tile import AnalogTile, TileConfig
+from .update.replicas import ReplicaCounters, replica_exact_update, replica_pulsed_update
+
+__all__ = ["ReplicatedTile", "lockstep_conflict", "replica_key", "runtime_seed"]
+
+
+def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
+    """Why these tile configs cannot train as replicas of one :class:`ReplicatedTile`, or ``None``.
+
+    The message names the first field that differs where it must not (or the feature that
+    replicas do not support).
+    """
+    configs = list(configs)
+    if not configs:
+        return "no replicas: give at least one tile config."
+    for r, config in enumerate(configs):
+        if type(config) is not TileConfig:
+            return f"replica {r}: a {type(config).__name__} has no lockstep form; only plain TileConfig (RPU arrays) have."
+        if config.algorithm.method != "sgd":
+            return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
+        if not isinstance(config.device, _REPLICA_DEVICES):
+            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (constant step, linear step, soft bounds and ideal devices have)."
+        if config.devices_per_weight != 1:
+            return f"replica {r}: tile.devices_per_weight {config.devices_per_weight}: replicas need single-device cells."
+        if config.update.mode == "batched" and config.update.pulse_type == "stochastic" and not config.device.is_ideal:
+            return "tile.update.mode 'batched' is not available for replicas; use 'summed' (exact counts) or 'sequential'."
+    first = configs[0]
+    for r, config in enumerate(configs[1:], start=1):
+        if type(config.device) is not type(first.device):
+            return f"tile.device: replica {r} is a {type(config.device).__name__}, replica 0 a {type(first.device).__name__}."
+        update, reference = dataclasses.replace(config.update, bl=first.update.bl), first.update
+        if update != reference:
+            field = next(f.name for f in dataclasses.fields(reference) if getattr(update, f.name) != getattr(reference, f.name))
+            return f"tile.update.{field}: replicas must share it (only tile.update.bl may differ)."
+    for direction in ("forward", "backward"):
+        try:
+            ReplicaIO.stack([getattr(c, direction) for c in configs], where=f"tile.{direction}")
+        except ConfigError as exc:
+            return str(exc)
+    return None
+
+
+def replica_key(config: TileConfig) -> dict:
+    """What must be equal for two tile configs to be replicas of one group: the config with the
+    numbers replicas may hold apart removed (device numbers, ``update.bl``, IO numbers of
+    :data:`~insitu.io.REPLICA_IO_FIELDS`, of which only whether they are set is kept)."""
+    data = config.to_dict()
+    data["device"] = {"type": data["device"].get("type")}
+    data["update"] = {k: v for k, v in data["update"].items() if k != "bl"}
+    for direction in ("forward", "backward"):
+        data[direction] = {k: (v is not None if k in REPLICA_IO_FIELDS else v) for k, v in data[direction].items()}
+    return data
+
+
+def runtime_seed(seeds: Sequence[int]) -> int:
+    """The seed of the generator the replicas share during training, fixed by their seeds."""
+    digest = hashlib.sha256(repr([int(s) for s in seeds]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+_REPLICA_DEVICES = (ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, IdealDevice)
+
+
+class ReplicatedTile(AnalogTile):
+    """``R`` simulated arrays of ``out_features × in_features`` devices in lockstep.
+
+    Args:
+        out_features, in_features: the shape of every replica's array.
+        configs: one :class:`~insitu.tile.TileConfig` per replica (see the module docstring for
+            what may differ).
+        seeds: one seed per replica (``None``: drawn from torch's global generator). Replica
+            ``r``'s devices are drawn from a generator seeded with ``seeds[r]``, as an
+            :class:`~insitu.tile.AnalogTile` with that seed draws them.
+        device, dtype: where and how the state is stored.
+
+    Shapes: ``forward`` takes ``(R, batch, in_features)`` and returns ``(R, batch, out_features)``;
+    ``backward`` the reverse; weights are ``(R, out_features, in_features)``.
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        in_features: int,
+        configs: Sequence[TileConfig],
+        seeds: Sequence[int] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        nn.Module.__init__(self)
+        configs = list(configs)
+        conflict = lockstep_conflict(configs)
+        if conflict is not None:
+            raise ConfigError(f"These configs cannot train as replicas in lockstep: {conflict}")
+        n_rep = len(configs)
+        if seeds is None:
+            seeds = [int(torch.randint(0, 2**62, (1,)).item()) for _ in range(n_rep)]
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != n_rep:
+            raise ValueError(f"ReplicatedTile: {n_rep} configs but {len(seeds)} seeds; give one seed per replica.")
+        device = self._init_common(out_features, in_features, configs[0], TileConfig, runtime_seed(seeds), device)
+        self.configs = configs
+        self.seeds = seeds
+        self.replicas = n_rep
+        shape = (out_features, in_features)
+        # Each replica's generator draws its devices now and (AnalogLinear) its initial weights,
+        # in the order an AnalogTile with that seed would.
+        self.init_generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        params = [c.device.draw_parameters(shape, g, device, dtype) for c, g in zip(configs, self.init_generators)]
+        self.weight = nn.Parameter(torch.zeros((n_rep, *shape), device=device, dtype=dtype))
+        # Interleaved, (R, out, in, 6): the sequential update gathers one contiguous row per device.
+        stacked = None if params[0] is None else torch.stack(params).movedim(1, -1).contiguous()
+        self.register_buffer("device_params", stacked)
+        self.register_buffer("connection_mask", None)
+        self._build_replica_constants()
+        self.counters = ReplicaCounters(n_rep, device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._link_parameter()
+
+    def _build_replica_constants(self) -> None:
+        """Per-replica numbers as tensors on the tile's device: IO settings, the device's
+        cycle-to-cycle spread and nominal step (which sets ``Cx Cd``), and ``BL``."""
+        configs, device, dtype = self.configs, self.weight.device, self.weight.dtype
+        self.forward_io = ReplicaIO.stack([c.forward for c in configs], device, dtype, where="tile.forward")
+        self.backward_io = ReplicaIO.stack([c.backward for c in configs], device, dtype, where="tile.backward")
+
+        def per_replica(values):
+            return torch.tensor(values, device=device, dtype=dtype).view(-1, 1, 1)
+
+        self.device_model = configs[0].device.model()
+        if not configs[0].device.is_ideal:
+            c2c = [c.device.dw_min_std for c in configs]
+            if len(set(c2c)) > 1:
+                self.device_model = type(self.device_model)(c2c=per_replica(c2c), has_slope=self.device_model.has_slope)
+            self.dw_min = per_replica([c.device.dw_min for c in configs])
+        self.bl = per_replica([float(c.update.bl) for c in configs])
+
+    # -- weights ------------------------------------------------------------------------------
+    def _check_stacked(self, what: str, tensor: torch.Tensor) -> None:
+        expected = (self.replicas, self.out_features, self.in_features)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"{what}: expected shape {expected} (replicas, out_features, in_features), got {tuple(tensor.shape)}.")
+
+    @torch.no_grad()
+    def set_weights(self, weights: torch.Tensor) -> None:
+        """Program target weights ``(R, out, in)``, clipped to each device's bounds."""
+        self._check_stacked("set_weights", weights)
+        self.weight.copy_(self.device_model.clip(weights.to(self.weight), self.parameter_planes()))
+
+    def parameter_planes(self) -> torch.Tensor | None:
+        """The per-device parameters as planes ``(6, R, out, in)`` (a view), or ``None``."""
+        return None if self.device_params is None else self.device_params.movedim(-1, 0)
+
+    def set_connection_mask(self, mask) -> None:
+        raise ConfigError("Sparse connection masks are not available for replicas in lockstep; run these points separately.")
+
+    def effective_weights(self) -> torch.Tensor:
+        """The weights the arrays compute with, ``(R, out, in)``."""
+        return self.weight.detach()
+
+    def replica_weights(self, r: int) -> torch.Tensor:
+        """A copy of replica ``r``'s weights, ``(out, in)``."""
+        return self.weight.detach()[r].clone()
+
+    # -- the three cycles ---------------------------------------------------------------------
+    def _check_input(self, what: str, tensor: torch.Tensor, width: int) -> None:
+        if tensor.dim() != 3 or tensor.shape[0] != self.replicas or tensor.shape[2] != width:
+            raise ValueError(
+                f"ReplicatedTile.{what}: expected a tensor (replicas={self.replicas}, batch, {width}), got {tuple(tensor.shape)}."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y_r = W_r x_r`` for every replica: ``(R, batch, in)`` -> ``(R, batch, out)``."""
+        self._check_input("forward", x, self.in_features)
+        return analog_mvm(x, self.weight.detach().transpose(1, 2), self.forward_io, self.generator)
+
+    def backward(self, d: torch.Tensor) -> torch.Tensor:
+        """``z_r = W_rᵀ δ_r`` for every replica: ``(R, batch, out)`` -> ``(R, batch, in)``."""
+        self._check_input("backward", d, self.out_features)
+        return analog_mvm(d, self.weight.detach(), self.backward_io, self.generator)
+
+    @torch.no_grad()
+    def pending_gradient(self) -> torch.Tensor | None:
+        """``G_r = Σ_b δ_rb x_rbᵀ`` ``(R, out, in)`` of the stashed pairs, or ``None``."""
+        if not self._pending:
+            return None
+        return sum(torch.bmm(d.transpose(1, 2), x) for x, d in self._pending)
+
+    @torch.no_grad()
+    def update(self, lr: float) -> None:
+        """Apply the stashed ``(x, δ)`` pairs of every replica with learning rate ``lr``."""
+        if not self._pending:
+            return
+        x = torch.cat([p[0] for p in self._pending], dim=1)
+        d = torch.cat([p[1] for p in self._pending], dim=1)
+        self._pending.clear()
+        self.counters.steps += 1
+        if self.device_params is None:
+            replica_exact_update(self.weight, x, d, lr)
+            self.counters.rank1_updates += x.shape[1]
+            return
+        replica_pulsed_update(
+            self.weight, self.device_params, self.device_model, x, d, lr,
+            self.dw_min, self.bl, self.config.update, self.generator, self.counters,
+        )
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {
+            "configs": [c.to_dict() for c in self.configs],
+            "seeds": self.seeds,
+            "generator": self.generator.get_state(),
+            "counters": self.counters.to_dict(),
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        saved = [TileConfig.from_dict(c) for c in state["configs"]]
+        if saved != self.configs or list(state["seeds"]) != self.seeds:
+            raise ConfigError(
+                "This checkpoint was saved from replicas with other configs or seeds; build the layers with "
+                "the saved ones before loading."
+            )
+        self.generator.set_state(state["generator"])
+        self.counters = ReplicaCounters.from_dict(state["counters"], self.weight.device)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._build_replica_constants()
+        counters = self.counters
+        counters.pulses, counters.coincidences = (t.to(self.weight.device) for t in (counters.pulses, counters.coincidences))
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"replicas={self.replicas}, out_features={self.out_features}, in_features={self.in_features}, "
+            f"device={type(self.config.device).__name__}"
+        )

@@ -1,0 +1,295 @@
+"""Replicas in lockstep (issue 7): the replicated tile and layer, the lockstep trainer, sweeps."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from insitu import AnalogLinear, AnalogSGD, AnalogTile, ConfigError, IdealDevice, IOConfig, TileConfig
+from insitu.io import analog_mvm
+from insitu.presets import get_preset
+from insitu.replicas import ReplicatedTile, lockstep_conflict
+from insitu.sweep import ResultsStore, StudyConfig, run_study, store_paths
+from insitu.sweep.lockstep import CHECKPOINT_NAME, lockstep_group_key, run_lockstep
+from insitu.sweep.runner import group_tasks
+from insitu.training import TrainConfig, run_training
+from insitu.update import UpdateAlgorithmConfig
+
+
+def rpu(**update) -> TileConfig:
+    config = get_preset("gokmen-vlasov-2016")
+    return config.replace(update=config.update.replace(**update)) if update else config
+
+
+def deterministic(config: TileConfig) -> TileConfig:
+    """No random draw during training: expected pulses, noise-free IO."""
+    return config.replace(
+        update=config.update.replace(pulse_type="expected"),
+        forward=config.forward.replace(out_noise=0.0),
+        backward=config.backward.replace(out_noise=0.0),
+    )
+
+
+# -- the replicated tile and layer -------------------------------------------------------------
+def test_each_replica_starts_with_the_devices_and_weights_of_a_layer_with_its_seed():
+    configs = [rpu(), rpu().replace(device=rpu().device.replace(dw_min=0.003, w_max=0.3)), rpu()]
+    seeds = [11, 12, 13]
+    layer = AnalogLinear(7, 5, config=configs, seed=seeds)
+    for r, (config, seed) in enumerate(zip(configs, seeds)):
+        alone = AnalogLinear(7, 5, config=config, seed=seed)
+        assert torch.equal(layer.tile.weight[r], alone.tile.weight)
+        assert torch.equal(layer.tile.parameter_planes()[:, r], alone.tile.device_params)
+        copy = layer.replica(r)
+        assert torch.equal(copy.tile.weight, alone.tile.weight) and copy.tile.config == config
+
+
+def test_replicated_forward_is_each_replicas_own_product_with_its_own_io_numbers():
+    base = TileConfig(device=IdealDevice(), forward=IOConfig(inp_bound=None, out_noise=0.0, out_bound=None))
+    configs = [base.replace(forward=base.forward.replace(out_bound=b)) for b in (0.5, 100.0)]
+    configs[1] = configs[1].replace(forward=configs[1].forward.replace(out_noise=0.2))
+    layer = AnalogLinear(50, 40, bias=False, config=configs, seed=[0, 1])
+    x = torch.rand(2, 400, 50, generator=torch.Generator().manual_seed(0))
+    exact = torch.bmm(x, layer.tile.weight.detach().transpose(1, 2))
+    y = layer(x).detach()
+    assert torch.equal(y[0], exact[0].clamp(-0.5, 0.5))  # replica 0: bound 0.5, no noise
+    noise = (y[1] - exact[1]).flatten()
+    assert abs(float(noise.std()) - 0.2) < 0.2 * 5 / math.sqrt(2 * noise.numel())  # replica 1: sigma 0.2
+    assert abs(float(noise.mean())) < 5 * 0.2 / math.sqrt(noise.numel())
+
+
+def test_bound_management_of_replicas_equals_the_single_array_version():
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=1.0, noise_management="abs_max", bound_management="iterative")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 6, 20, generator=g) * 2 - 1
+    matrix = torch.randn(3, 20, 4, generator=g)
+    from insitu.io import ReplicaIO
+
+    stacked = analog_mvm(x, matrix, ReplicaIO.stack([io] * 3))
+    for r in range(3):
+        assert torch.allclose(stacked[r], analog_mvm(x[r], matrix[r], io), atol=1e-6)
+
+
+def _weight_changes(replicated: bool, config: TileConfig, x, d, draws: int) -> torch.Tensor:
+    """``draws`` independent updates of the same array (same devices, same start): ΔW each."""
+    if replicated:
+        tile = ReplicatedTile(6, 8, [config] * draws, seeds=[5] * draws)
+        start = torch.full((draws, 6, 8), 0.1)
+        tile.set_weights(start)
+        tile.stash(x.expand(draws, *x.shape), d.expand(draws, *d.shape))
+        tile.update(0.05)
+        return tile.weight.detach() - start
+    changes = []
+    for k in range(draws):
+        tile = AnalogTile(6, 8, config, seed=5)
+        tile.generator.manual_seed(10_000 + k)
+        tile.set_weights(torch.full((6, 8), 0.1))
+        tile.stash(x, d)
+        tile.update(0.05)
+        changes.append(tile.weight.detach() - 0.1)
+    return torch.stack(changes)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "summed"])
+def test_lockstep_updates_have_the_distribution_of_separate_updates(mode):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 8, generator=g) * 2 - 1
+    d = (torch.rand(2, 6, generator=g) * 2 - 1) * 0.5
+    config = rpu(mode=mode)
+    draws = 400
+    lockstep = _weight_changes(True, config, x, d, draws)
+    separate = _weight_changes(False, config, x, d, draws)
+    # Per device: the difference of the two means in units of its standard error.
+    se = torch.sqrt(lockstep.var(0) / draws + separate.var(0) / draws).clamp_min(1e-9)
+    z = (lockstep.mean(0) - separate.mean(0)) / se
+    assert float(z.abs().max()) < 4.5 and abs(float(z.mean())) < 4 / math.sqrt(z.numel())
+    ratio = lockstep.var(0).sum() / separate.var(0).sum()
+    assert 0.85 < float(ratio) < 1.15
+
+
+def test_replicas_may_differ_in_dw_min_and_bl_and_each_gets_its_own_pulse_scale():
+    configs = [rpu(), rpu().replace(device=rpu().device.replace(dw_min=0.004)), rpu(bl=40)]
+    tile = ReplicatedTile(4, 5, configs, seeds=[1, 1, 1])
+    tile.set_weights(torch.zeros(3, 4, 5))
+    x, d = torch.full((3, 1, 5), 0.3), torch.full((3, 1, 4), -0.3)
+    tile.stash(x, d)
+    tile.update(0.01)
+    pulses = tile.counters.pulses
+    # Expected pulses BL (Σp + Σq) with p = q = 0.3 sqrt(lr / (BL dw_min)).
+    for r, (bl, dw) in enumerate([(10, 0.001), (10, 0.004), (40, 0.001)]):
+        p = 0.3 * math.sqrt(0.01 / (bl * dw))
+        assert float(pulses[r]) == pytest.approx(bl * 9 * p, rel=1e-5)
+
+
+def test_lockstep_conflicts_name_the_field_and_bad_shapes_are_refused():
+    assert lockstep_conflict([rpu(), rpu(bl=20)]) is None
+    assert "update_management" in lockstep_conflict([rpu(), rpu(update_management=True)])
+    assert "batched" in lockstep_conflict([rpu(mode="batched")])
+    assert "devices_per_weight" in lockstep_conflict([rpu().replace(devices_per_weight=2)])
+    assert "sgd" in lockstep_conflict([rpu().replace(algorithm=UpdateAlgorithmConfig(method="sbe", rank=1))])
+    noisy_bits = rpu().replace(forward=rpu().forward.replace(out_bits=8))
+    assert "out_bits" in lockstep_conflict([rpu(), noisy_bits])
+    with pytest.raises(ConfigError, match="update_management"):
+        AnalogLinear(3, 2, config=[rpu(), rpu(update_management=True)])
+    with pytest.raises(ValueError, match="disagree"):
+        AnalogLinear(3, 2, config=[rpu(), rpu()], seed=[1, 2, 3])
+    layer = AnalogLinear(3, 2, config=rpu(), replicas=2, seed=[1, 2])
+    with pytest.raises(ValueError, match="replicas=2"):
+        layer(torch.zeros(3, 1, 3))
+    with pytest.raises(ConfigError, match="connection masks"):
+        layer.tile.set_connection_mask(torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_replicated_layer_state_dict_round_trip_continues_identically():
+    configs = [rpu(), rpu(bl=5)]
+    layer = AnalogLinear(6, 3, config=configs, seed=[1, 2])
+    x = torch.rand(2, 4, 6, generator=torch.Generator().manual_seed(1))
+
+    def train(model, steps):
+        opt = AnalogSGD(model.parameters(), lr=0.1)
+        for _ in range(steps):
+            model(x).square().sum().backward()
+            opt.step()
+
+    train(layer, 3)
+    saved = layer.state_dict()
+    other = AnalogLinear(6, 3, config=configs, seed=[1, 2])
+    other.load_state_dict(saved)
+    train(layer, 3)
+    train(other, 3)
+    assert torch.equal(layer.tile.weight, other.tile.weight)
+    assert torch.equal(layer.tile.counters.coincidences, other.tile.counters.coincidences)
+    wrong = AnalogLinear(6, 3, config=configs, seed=[1, 3])
+    with pytest.raises(ConfigError, match="other configs or seeds"):
+        wrong.load_state_dict(saved)
+
+
+# -- lockstep training -------------------------------------------------------------------------
+def _digits(**changes) -> dict:
+    return {"dataset": "digits", "hidden": (12,), "epochs": 2, "lr": 0.1, "lr_milestones": (), "subset": 200, **changes}
+
+
+def test_deterministic_lockstep_training_equals_separate_runs(tmp_path):
+    base = deterministic(rpu())
+    tiles = [
+        base,
+        base.replace(device=base.device.replace(dw_min=0.002, w_max=0.4)),
+        base.replace(forward=base.forward.replace(out_bound=3.0), update=base.update.replace(bl=20)),
+    ]
+    configs = [TrainConfig(**_digits(), seed=s, tile=t) for s, t in zip((0, 1, 2), tiles)]
+    together = run_lockstep(configs, [tmp_path / f"r{k}" for k in range(3)], log=lambda line: None)
+    for config, result in zip(configs, together):
+        alone = run_training(config, tmp_path / f"alone{config.seed}", progress=False, log=lambda line: None)
+        for a, b in zip(result["epochs"], alone["epochs"]):
+            assert a["test_error"] == pytest.approx(b["test_error"], abs=0.01)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert result["status"] == "completed"
+        assert json.loads((tmp_path / f"r{config.seed}" / "results.json").read_text())["epochs"] == result["epochs"]
+
+
+def test_stochastic_lockstep_training_trains_like_separate_runs(tmp_path):
+    configs = [TrainConfig(**_digits(epochs=3, subset=None, hidden=(24,), lr=0.2), seed=s) for s in range(4)]
+    together = run_lockstep(configs, [tmp_path / f"r{k}" for k in range(4)], log=lambda line: None)
+    alone = [run_training(c, tmp_path / f"a{c.seed}", progress=False, log=lambda line: None) for c in configs]
+    lock_err = [r["epochs"][-1]["test_error"] for r in together]
+    sep_err = [r["epochs"][-1]["test_error"] for r in alone]
+    # Both learn (chance is 90 %), and the mean errors agree within the seed spread (replica r
+    # and run r share devices, initial weights and data order: only the pulses and noise differ).
+    assert max(lock_err + sep_err) < 0.7
+    spread = max(torch.tensor(sep_err).std().item(), 0.02)
+    assert abs(sum(lock_err) / 4 - sum(sep_err) / 4) < 2 * spread
+    assert max(abs(a - b) for a, b in zip(lock_err, sep_err)) < 0.1
+
+
+def test_lockstep_resume_after_an_epoch_equals_an_uninterrupted_group(tmp_path):
+    configs = [TrainConfig(**_digits(), seed=s) for s in (3, 4)]
+    straight = run_lockstep(configs, [tmp_path / "a0", tmp_path / "a1"], log=lambda line: None)
+    short = [c.replace(epochs=1) for c in configs]
+    run_lockstep(short, [tmp_path / "b0", tmp_path / "b1"], log=lambda line: None)
+    with pytest.raises(FileExistsError):
+        run_lockstep(configs, [tmp_path / "b0", tmp_path / "b1"], log=lambda line: None)
+    resumed = run_lockstep(configs, [tmp_path / "b0", tmp_path / "b1"], resume=True, log=lambda line: None)
+    assert [r["epochs"] for r in resumed] == [
+        [dict(e, train_seconds=f["train_seconds"], seconds_per_sample=f["seconds_per_sample"]) for e, f in zip(s["epochs"], r["epochs"])]
+        for s, r in zip(straight, resumed)
+    ]
+
+
+def test_a_diverged_replica_stops_and_the_others_finish(tmp_path, monkeypatch):
+    configs = [TrainConfig(**_digits(), seed=s) for s in (0, 1)]
+    import insitu.models as models
+
+    original = models.mlp
+
+    def poisoned(*args, **kwargs):
+        model = original(*args, **kwargs)
+        with torch.no_grad():
+            model[0].tile.weight[1] = float("nan")
+        return model
+
+    monkeypatch.setattr(models, "mlp", poisoned)
+    results = run_lockstep(configs, [tmp_path / "r0", tmp_path / "r1"], log=lambda line: None)
+    assert results[0]["status"] == "completed" and len(results[0]["epochs"]) == 2
+    assert results[1]["status"] == "diverged" and results[1]["epochs"] == [] and "learning rate" in results[1]["error"]
+
+
+def test_configs_that_differ_in_more_than_replica_numbers_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="differ only in seed"):
+        run_lockstep([TrainConfig(**_digits(), seed=0), TrainConfig(**_digits(lr=0.2), seed=1)], [tmp_path / "a", tmp_path / "b"])
+    assert lockstep_group_key(TrainConfig(model="cnn-2017", activation="tanh")) is None
+
+
+# -- sweeps in lockstep ------------------------------------------------------------------------
+def tiny_study() -> StudyConfig:
+    return StudyConfig.from_dict({
+        "name": "tiny-lockstep",
+        "base": {"preset": "gokmen-vlasov-2016", "dataset": "digits", "hidden": [8], "epochs": 2, "subset": 80,
+                 "lr": 0.1, "lr_milestones": []},
+        "axes": [{"field": "tile.device.dw_min", "values": [0.001, 0.004]}, {"field": "lr", "values": [0.1, 0.3]}],
+        "seeds": [0, 1],
+    })
+
+
+def test_sweep_groups_compatible_points_and_records_every_point(tmp_path):
+    lines = []
+    counts = run_study(tiny_study(), tmp_path, workers=0, lockstep=8, log=lines.append)
+    assert counts["completed"] == len(tiny_study().points())
+    # The lr axis cannot be held apart by replicas: one group per lr value.
+    assert any("in 2 group(s)" in line for line in lines), lines
+    with ResultsStore(store_paths(tmp_path)[0], create=False) as store:
+        for point in store.points():
+            assert len(store.epochs(point["id"])) == 2
+    again = []
+    run_study(tiny_study(), tmp_path, workers=0, lockstep=8, log=again.append)
+    assert any("0 to run" in line for line in again)
+
+
+def test_an_interrupted_group_is_formed_again_and_resumes_from_its_checkpoint(tmp_path):
+    study = tiny_study()
+    run_study(study, tmp_path, workers=0, lockstep=8, log=lambda line: None)
+    store_path = store_paths(tmp_path)[0]
+
+    def finals():
+        with ResultsStore(store_path, create=False) as store:
+            return {p["key"]: (p["status"], [e["test_error"] for e in store.epochs(p["id"])]) for p in store.points()}
+
+    before = finals()
+    # A driver killed while the groups trained leaves their points 'running'.
+    with ResultsStore(store_path, create=False) as store:
+        points = store.points()
+        for point in points:
+            store.mark_running(point["id"])
+    # The groups are formed again from their members' lockstep.json, whatever the order of the points.
+    tasks = [{"point_id": p["id"], "config": p["config"], "run_dir": p["run_dir"]} for p in reversed(points)]
+    for task in group_tasks(tasks, 8, None, 1):
+        members = [m["run_dir"] for m in task["group"]]
+        marker = json.loads((Path(members[0]) / "lockstep.json").read_text())
+        assert [str(Path(m)) for m in marker["members"]] == [str(Path(m)) for m in members]
+        assert (Path(members[0]) / CHECKPOINT_NAME).exists()
+    lines = []
+    run_study(study, tmp_path, workers=0, lockstep=8, log=lines.append)
+    assert any("resuming them" in line for line in lines) and any("(resumed)" in line for line in lines)
+    assert finals() == before
