@@ -6,8 +6,9 @@ is hundreds of small tensor operations whose cost is mostly dispatch, not arithm
 ``R`` replicas along a leading dimension pays that cost once for all of them.
 
 :class:`ReplicatedTile` is an :class:`~insitu.tile.AnalogTile` whose state has a leading replica
-axis: weights ``(R, out, in)``, per-device parameters ``(R, out, in, 6)`` (interleaved; :meth:`parameter_planes`
-gives the ``(6, R, out, in)`` view); ``forward`` takes
+axis: weights ``(R, out, in)``, per-device parameters interleaved per device (``device_params``
+``(R, out, in, 4)``: steps and bounds; ``device_slopes`` ``(R, out, in, 2)`` for devices whose step
+depends on the weight; :meth:`parameter_planes` gives the usual ``(6, R, out, in)``); ``forward`` takes
 ``(R, batch, in)``. Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its
 devices and (through :class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a
 generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
@@ -34,6 +35,7 @@ from torch import nn
 
 from .config import ConfigError
 from .devices import ConstantStepDevice, IdealDevice, LinearStepDevice, SoftBoundsDevice
+from .devices.base import DW_DOWN, DW_UP, PARAM_NAMES, SLOPE_DOWN, SLOPE_UP, W_MAX, W_MIN
 from .io import REPLICA_IO_FIELDS, ReplicaIO, analog_mvm
 from .tile import AnalogTile, TileConfig
 from .update.replicas import ReplicaCounters, replica_exact_update, replica_pulsed_update
@@ -95,6 +97,8 @@ def runtime_seed(seeds: Sequence[int]) -> int:
     return int.from_bytes(digest[:8], "little") >> 2
 
 
+#: The parameter planes kept in ``device_params``, in this order.
+_STEP_AND_BOUNDS = (DW_UP, DW_DOWN, W_MIN, W_MAX)
 _REPLICA_DEVICES = (ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, IdealDevice)
 
 
@@ -144,9 +148,16 @@ class ReplicatedTile(AnalogTile):
         self.init_generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         params = [c.device.draw_parameters(shape, g, device, dtype) for c, g in zip(configs, self.init_generators)]
         self.weight = nn.Parameter(torch.zeros((n_rep, *shape), device=device, dtype=dtype))
-        # Interleaved, (R, out, in, 6): the sequential update gathers one contiguous row per device.
-        stacked = None if params[0] is None else torch.stack(params).movedim(1, -1).contiguous()
-        self.register_buffer("device_params", stacked)
+        # Interleaved per device, so that the sequential update gathers one contiguous row per
+        # device it reaches: (R, out, in, 4) = dw_up, dw_down, w_min, w_max (16 bytes, gathered as
+        # one complex128), and the two slopes (R, out, in, 2) only for devices that have them.
+        self.register_buffer("device_params", None)
+        self.register_buffer("device_slopes", None)
+        if params[0] is not None:
+            stacked = torch.stack(params, dim=1)  # (6, R, out, in)
+            self.device_params = stacked[list(_STEP_AND_BOUNDS)].movedim(0, -1).contiguous()
+            if configs[0].device.model().has_slope:
+                self.device_slopes = stacked[[SLOPE_UP, SLOPE_DOWN]].movedim(0, -1).contiguous()
         self.register_buffer("connection_mask", None)
         self._build_replica_constants()
         self.counters = ReplicaCounters(n_rep, device)
@@ -184,8 +195,15 @@ class ReplicatedTile(AnalogTile):
         self.weight.copy_(self.device_model.clip(weights.to(self.weight), self.parameter_planes()))
 
     def parameter_planes(self) -> torch.Tensor | None:
-        """The per-device parameters as planes ``(6, R, out, in)`` (a view), or ``None``."""
-        return None if self.device_params is None else self.device_params.movedim(-1, 0)
+        """The per-device parameters as planes ``(6, R, out, in)`` laid out as
+        :data:`~insitu.devices.base.PARAM_NAMES` (a copy), or ``None`` for ideal devices."""
+        if self.device_params is None:
+            return None
+        planes = torch.zeros((len(PARAM_NAMES), *self.weight.shape), device=self.weight.device, dtype=self.weight.dtype)
+        planes[list(_STEP_AND_BOUNDS)] = self.device_params.movedim(-1, 0)
+        if self.device_slopes is not None:
+            planes[[SLOPE_UP, SLOPE_DOWN]] = self.device_slopes.movedim(-1, 0)
+        return planes
 
     def set_connection_mask(self, mask) -> None:
         raise ConfigError("Sparse connection masks are not available for replicas in lockstep; run these points separately.")
@@ -236,7 +254,7 @@ class ReplicatedTile(AnalogTile):
             self.counters.rank1_updates += x.shape[1]
             return
         replica_pulsed_update(
-            self.weight, self.device_params, self.device_model, x, d, lr,
+            self.weight, (self.device_params, self.device_slopes), self.device_model, x, d, lr,
             self.dw_min, self.bl, self.config.update, self.generator, self.counters,
         )
 

@@ -3,9 +3,9 @@
 Replicas (issue 7) are independent networks that differ only in their seeds and in numbers of
 their device and IO configs; they train together so that a batch-1 study pays the per-step cost
 of the many small tensor operations once for all ``R``. The arrays are stacked: weights
-``(R, out, in)``, per-device parameters ``(R, out, in, 6)``, inputs ``(R, batch, in)``, errors
-``(R, batch, out)``. (The parameters are interleaved, ``(R, out, in, 6)``, so that gathering the
-devices a pulse reached reads one contiguous row each.) Each replica's update is the stochastic pulse update of
+``(R, out, in)``, per-device parameters ``(R, out, in, 4)`` (+ slopes), inputs ``(R, batch, in)``, errors
+``(R, batch, out)``. (The parameters are interleaved per device, so that gathering the devices a
+pulse reached reads one contiguous row each.) Each replica's update is the stochastic pulse update of
 :mod:`insitu.update.pulse` with its own ``dw_min`` (which sets ``Cx Cd``) and ``BL``; the random
 numbers come from one generator, so a replica's run equals a separate run in distribution, not
 draw for draw.
@@ -119,8 +119,9 @@ def replica_pulsed_update(
 
     Args:
         weights: ``(R, out, in)``.
-        params: per-device parameters ``(R, out, in, 6)`` (interleaved: the last axis is
-            :data:`~insitu.devices.base.PARAM_NAMES`).
+        params: per-device parameters interleaved per device: ``(steps_and_bounds, slopes)``
+            with ``steps_and_bounds`` ``(R, out, in, 4)`` = ``dw_up, dw_down, w_min, w_max`` and
+            ``slopes`` ``(R, out, in, 2)`` = ``slope_up, slope_down``, or ``None`` (constant steps).
         model: the device response (its ``c2c`` a float or a tensor ``(R, 1, 1)``).
         x: inputs ``(R, batch, in)``; d: errors ``(R, batch, out)``.
         lr: learning rate (shared).
@@ -139,9 +140,9 @@ def replica_pulsed_update(
         uniform = bool((lengths == slots).all())
         live = None if uniform else torch.arange(slots, device=x.device) < lengths  # (R, B, slots)
         if config.pulse_type == "expected":
-            _expected(weights, params.movedim(-1, 0), model, x, d, px, pd, lengths, counters)
+            _expected(weights, _planes(*params), model, x, d, px, pd, lengths, counters)
         elif config.mode == "summed":
-            _summed(weights, params.movedim(-1, 0), model, x, d, px, pd, slots, live, generator, counters)
+            _summed(weights, _planes(*params), model, x, d, px, pd, slots, live, generator, counters)
         elif config.mode == "sequential":
             x_sign, d_neg_sign = x.sign(), d.sign().neg_()
             for b in range(x.shape[1]):
@@ -196,9 +197,62 @@ def _rank1_block(weights, params, model, px, pd, x_sign, d_neg_sign, slots, live
     # Parameters are stored interleaved, (R·out·in, 6): one contiguous row per device to gather.
     # (Compacting the block to the devices with coincidences first costs more than it saves:
     # most devices of a block have some.)
-    planes = params.view(-1, params.shape[-1]).index_select(0, flat).t().view(params.shape[-1], *counts.shape)
-    new = model.apply_signed_pulses(weights.view(-1).index_select(0, flat).view(counts.shape), counts, planes, generator)
+    steps_and_bounds, slopes = params
+    planes = _gather_rows(steps_and_bounds, flat).t().reshape(4, *counts.shape)
+    if slopes is not None:
+        planes = _planes(planes, _gather_rows(slopes, flat).t().reshape(2, *counts.shape), stacked_first=True)
+    block = weights.view(-1).index_select(0, flat).view(counts.shape)
+    if model.has_slope:
+        new = model.apply_signed_pulses(block, counts, planes, generator)
+    else:
+        new = _constant_step(block, counts, planes, model, generator)
     weights.view(-1).index_copy_(0, flat, new.view(-1))
+
+
+def _constant_step(weights, counts, planes, model: DeviceModel, generator) -> torch.Tensor:
+    """:meth:`DeviceModel.apply_signed_pulses` for constant steps and integer ``counts``, in
+    fewer and cheaper passes (the block of R replicas is large, so passes cost, not dispatch).
+
+    ``|c|`` coincidences of one sign move a device by ``step (c + c2c sqrt|c| ξ)``, written here as
+    ``(dw_up c⁺ + dw_down c⁻)(1 + c2c ξ / sqrt(max(|c|, 1)))`` with ``c⁺ = max(c, 0)``,
+    ``c⁻ = min(c, 0)``: equal for every integer ``c`` up to the sign of ``ξ`` for depressing
+    pulses (the same distribution), without a select and without ``sqrt(0)``, which is several
+    times slower than other square roots on common CPUs.
+    """
+    # planes: (4, *S) = dw_up, dw_down, w_min, w_max
+    mean = planes[0] * counts.clamp_min(0)
+    mean.addcmul_(planes[1], counts.clamp_max(0))
+    if generator is not None and model.noisy:
+        noise = torch.randn(counts.shape, generator=generator, device=counts.device, dtype=counts.dtype)
+        noise.mul_(counts.abs().clamp_min_(1).rsqrt_()).mul_(model.c2c).add_(1)
+        mean.mul_(noise)
+    return torch.clamp(mean.add_(weights), planes[2], planes[3])
+
+
+def _gather_rows(rows: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """``rows.view(-1, k)[flat]``, ``(n, k)``, for per-device rows of ``k`` numbers.
+
+    Rows of 8 or 16 bytes are gathered as single float64 / complex128 elements: a 1-D gather of
+    wide elements is several times faster on the CPU than gathering the rows of a 2-D tensor.
+    """
+    k = rows.shape[-1]
+    wide = {8: torch.float64, 16: torch.complex128}.get(k * rows.element_size())
+    if wide is not None and rows.is_contiguous():
+        return rows.view(wide).view(-1).index_select(0, flat).view(rows.dtype).view(-1, k)
+    return rows.reshape(-1, k).index_select(0, flat)
+
+
+def _planes(steps_and_bounds: torch.Tensor, slopes: torch.Tensor | None, stacked_first: bool = False) -> torch.Tensor:
+    """The six parameter planes ``(6, *S)`` in :data:`~insitu.devices.base.PARAM_NAMES` order,
+    from steps-and-bounds and slopes given per device (last axis) or, with ``stacked_first``,
+    as planes (first axis)."""
+    if not stacked_first:
+        steps_and_bounds = steps_and_bounds.movedim(-1, 0)
+        slopes = None if slopes is None else slopes.movedim(-1, 0)
+    zero = torch.zeros_like(steps_and_bounds[0])
+    slope_up, slope_down = (zero, zero) if slopes is None else (slopes[0], slopes[1])
+    dw_up, dw_down, w_min, w_max = steps_and_bounds
+    return torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max])
 
 
 def _summed(weights, params, model, x, d, px, pd, slots, live, generator, counters) -> None:
