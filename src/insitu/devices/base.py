@@ -153,11 +153,14 @@ class DeviceModel:
         params: torch.Tensor,
         generator: torch.Generator | None,
         counters=None,
+        overwrite: bool = False,
     ) -> torch.Tensor:
         """:meth:`apply_pulses` with the direction carried by the sign of the counts.
 
         ``signed_counts > 0`` potentiates, ``< 0`` depresses, shape ``S`` like ``weights``.
-        ``counters`` (optional) receives the number of coincidences.
+        ``counters`` (optional) receives the number of coincidences. ``overwrite=True`` lets the
+        call reuse ``weights`` and ``signed_counts`` as scratch (the result may be ``weights``
+        itself): for callers that pass fresh copies, it saves allocations in the hot path.
         """
         n = signed_counts.abs()
         if counters is not None:
@@ -165,12 +168,17 @@ class DeviceModel:
         if self.has_slope:
             return self.apply_pulses(weights, n, signed_counts > 0, params, generator)
         # Constant step, fused: w + step (c + c2c sqrt|c| ξ) with step the up or down magnitude.
-        p = params
-        step = torch.where(signed_counts > 0, p[DW_UP], p[DW_DOWN])
+        planes = params.unbind(0)  # one call for the four planes used
+        step = torch.where(signed_counts > 0, planes[DW_UP], planes[DW_DOWN])
         if generator is not None and self.noisy:
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            signed_counts = self._scaled_noise(signed_counts, noise, n.sqrt())
-        return torch.clamp(torch.addcmul(weights, step, signed_counts), p[W_MIN], p[W_MAX])
+            if overwrite and not torch.is_tensor(self.c2c) and signed_counts.shape == weights.shape:
+                signed_counts = signed_counts.addcmul_(noise, n.sqrt_(), value=self.c2c)
+            else:
+                signed_counts = self._scaled_noise(signed_counts, noise, n.sqrt())
+        if overwrite:
+            return weights.addcmul_(step, signed_counts).clamp_(planes[W_MIN], planes[W_MAX])
+        return torch.clamp(torch.addcmul(weights, step, signed_counts), planes[W_MIN], planes[W_MAX])
 
     def apply_mixed(
         self,

@@ -15,6 +15,7 @@ probability range. Dynamic BL (as in aihwkit) shortens the train to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -161,6 +162,16 @@ def exact_update(weights: torch.Tensor, x: torch.Tensor, d: torch.Tensor, lr: fl
     weights.addmm_(d.t(), x, alpha=-lr)
 
 
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def _times(values: torch.Tensor, scale) -> torch.Tensor:
+    """``values * scale`` as a new tensor, or ``values`` itself for the float scale 1 (exact)."""
+    if not torch.is_tensor(scale) and scale == 1.0:
+        return values
+    return values * scale
+
+
 def pulsed_update(
     weights: torch.Tensor,
     params: torch.Tensor,
@@ -188,15 +199,16 @@ def pulsed_update(
         generator: draws pulses and cycle-to-cycle noise.
         counters: updated in place.
     """
-    with torch.no_grad():
+    # Entering no_grad costs as much as a small tensor operation; the optimizer already did.
+    with torch.no_grad() if torch.is_grad_enabled() else _NO_CONTEXT:
         x_abs, d_abs = x.abs(), d.abs()
         x_max = d_max = None
         if config.update_management or config.dynamic_bl:
             x_max = x_abs.amax(dim=1, keepdim=True)
             d_max = d_abs.amax(dim=1, keepdim=True)
         cx, cd, bl = pulse_scales(x_max, d_max, lr, dw_min, config)
-        px = (x_abs * cx).clamp_max_(1)
-        pd = (d_abs * cd).clamp_max_(1)
+        px = _times(x_abs, cx).clamp_max_(1)
+        pd = _times(d_abs, cd).clamp_max_(1)
         if torch.is_tensor(bl):
             counters.add_pulses(((px.sum(1) + pd.sum(1)) * bl.squeeze(1)).sum())
         else:
@@ -208,25 +220,45 @@ def pulsed_update(
         elif config.mode == "summed":
             _summed(weights, params, model, x, d, px, pd, bl, generator, counters)
         else:
-            lengths = bl.flatten().tolist() if torch.is_tensor(bl) else [bl] * x.shape[0]
-            # Signs of the coincidences: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
-            x_sign, d_neg_sign = x.sign(), d.sign().neg_()
-            # Inputs with many zeros (MNIST background pixels) update a block of the array only.
-            sparse = [2 * n < x.shape[1] for n in torch.count_nonzero(x, dim=1).tolist()]
-            for b, length in enumerate(lengths):
-                _rank1_stochastic(
-                    weights, params, model, px[b], pd[b], x_sign[b], d_neg_sign[b], length, sparse[b], generator, counters
-                )
+            _sequential(weights, params, model, x, d, px, pd, bl, generator, counters)
 
 
-def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sparse, generator, counters) -> None:
+def _sequential(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
+    """The batch as rank-1 pulse updates, one sample after another (``mode="sequential"``).
+
+    Per-sample views are prepared for the whole batch at once: at batch 1 the update is
+    dominated by the number of small tensor operations, not by their arithmetic.
+    """
+    batch, n_in = x.shape
+    dtype = weights.dtype
+    lengths = bl.flatten().tolist() if torch.is_tensor(bl) else [bl] * batch
+    # Signs of the coincidences: ΔW = -lr δ xᵀ, so a device steps up where sign(δ_j) ≠ sign(x_i).
+    # Laid out (batch, lines, 1) to broadcast against the (lines, slots) trains.
+    x_sign = x.sign().to(dtype).unsqueeze_(2)
+    d_neg_sign = d.sign().neg_().to(dtype).unsqueeze_(2)
+    px, pd = px.unsqueeze(2), pd.unsqueeze(2)
+    # Inputs with many zeros (MNIST background pixels) update a block of the array only.
+    nonzero = torch.count_nonzero(x, dim=1).tolist()
+    # Our own device model may reuse the gathered block as scratch (a duck-typed one may not).
+    overwrite = getattr(type(model), "apply_signed_pulses", None) is DeviceModel.apply_signed_pulses
+    for b, length in enumerate(lengths):
+        _rank1_stochastic(
+            weights, params, model, px[b], pd[b], x_sign[b], d_neg_sign[b], length, 2 * nonzero[b] < n_in,
+            generator, counters, overwrite,
+        )
+
+
+def _rank1_stochastic(
+    weights, params, model, px, pd, x_sign, d_neg_sign, bl, sparse, generator, counters, overwrite=False
+) -> None:
     """One rank-1 pulse update: draw the trains, count coincidences, step the devices that fired.
 
     Args:
-        px, pd: firing probabilities of the row lines ``(in,)`` and column lines ``(out,)``.
-        x_sign, d_neg_sign: ``sign(x)`` and ``-sign(δ)``.
+        px, pd: firing probabilities of the row lines ``(in, 1)`` and column lines ``(out, 1)``.
+        x_sign, d_neg_sign: ``sign(x)`` ``(in, 1)`` and ``-sign(δ)`` ``(out, 1)``, in the weights' dtype.
         bl: pulse-train length.
         sparse: most inputs are zero; update only the block of rows that fired.
+        overwrite: the device model may use the gathered block as scratch.
 
     Only outputs whose column line fired at least once can change, so the coincidence counts
     and the device response are computed on those weight rows alone (and, for sparse inputs,
@@ -236,39 +268,45 @@ def _rank1_stochastic(weights, params, model, px, pd, x_sign, d_neg_sign, bl, sp
     """
     counters.rank1_updates += 1
     device = px.device
-    col_fire = torch.rand((pd.shape[0], bl), generator=generator, device=device) < pd.unsqueeze(1)
-    cols = col_fire.any(dim=1).nonzero().squeeze(1)
+    # Trains as 0/1 floats (compared in place), then signed; uniforms in the default dtype.
+    col_fire = torch.rand((pd.shape[0], bl), generator=generator, device=device).lt_(pd)
+    cols = col_fire.any(dim=1).nonzero().view(-1)
     if cols.numel() == 0:
         return
-    dtype = weights.dtype
-    row_fire = torch.rand((px.shape[0], bl), generator=generator, device=device) < px.unsqueeze(1)
-    col_trains = col_fire.index_select(0, cols).to(dtype).mul_(d_neg_sign.index_select(0, cols).unsqueeze(1))
+    row_fire = torch.rand((px.shape[0], bl), generator=generator, device=device).lt_(px)
+    if row_fire.dtype != weights.dtype:
+        col_fire, row_fire = col_fire.to(weights.dtype), row_fire.to(weights.dtype)
+    col_trains = col_fire.mul_(d_neg_sign).index_select(0, cols)
     if not sparse:
-        row_trains = row_fire.to(dtype).mul_(x_sign.unsqueeze(1))
-        counts = _per_device(col_trains @ row_trains.t(), weights)  # (n_cols, in) signed coincidences
+        counts = _per_device(col_trains @ row_fire.mul_(x_sign).t(), weights)  # (n_cols, in) signed coincidences
         # All parameter planes of the fired rows in one gather (None: a model without parameters).
         planes = None if params is None else params.index_select(1, cols)
-        new = model.apply_signed_pulses(weights.index_select(0, cols), counts, planes, generator, counters)
+        block = weights.index_select(0, cols)
+        if overwrite:
+            new = model.apply_signed_pulses(block, counts, planes, generator, counters, overwrite=True)
+        else:
+            new = model.apply_signed_pulses(block, counts, planes, generator, counters)
         weights.index_copy_(0, cols, new)
         return
-    rows = row_fire.any(dim=1).nonzero().squeeze(1)
+    rows = row_fire.any(dim=1).nonzero().view(-1)
     if rows.numel() == 0:
         return
-    row_trains = row_fire.index_select(0, rows).to(dtype).mul_(x_sign.index_select(0, rows).unsqueeze(1))
-    counts = _per_device(col_trains @ row_trains.t(), weights)  # (n_cols, n_rows)
-    # Gather the block through flat indices: one small copy of weights and parameters.
-    flat = (cols * px.shape[0]).unsqueeze(1).add(rows).view(-1)
+    row_trains = row_fire.mul_(x_sign).index_select(0, rows)
+    # The block (n_cols, n_rows) is handled flat: devices ``cols * in + rows`` in row-major order.
+    counts = _per_device((col_trains @ row_trains.t()).view(-1), weights)
+    flat = torch.add(rows, cols.unsqueeze(1), alpha=px.shape[0]).view(-1)
     cell = weights.shape[2:]  # () or (devices per weight,)
-    block_shape = (cols.numel(), rows.numel(), *cell)
-
     # One gather for all parameter planes of the block instead of one per plane: the batch-1 hot
     # path is dominated by the number of small tensor operations.
     planes = None
     if params is not None:
-        planes = params.reshape(params.shape[0], -1, *cell).index_select(1, flat).view(params.shape[0], *block_shape)
-    block_weights = weights.reshape(-1, *cell).index_select(0, flat).view(block_shape)
-    block = model.apply_signed_pulses(block_weights, counts, planes, generator, counters)
-    weights.view(-1, *cell).index_copy_(0, flat, block.view(-1, *cell))
+        planes = params.reshape(params.shape[0], -1, *cell).index_select(1, flat)
+    block = weights.reshape(-1, *cell).index_select(0, flat)
+    if overwrite:
+        block = model.apply_signed_pulses(block, counts, planes, generator, counters, overwrite=True)
+    else:
+        block = model.apply_signed_pulses(block, counts, planes, generator, counters)
+    weights.view(-1, *cell).index_copy_(0, flat, block)
 
 
 def _per_device(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
