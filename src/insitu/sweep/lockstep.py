@@ -136,7 +136,11 @@ def run_lockstep(
         write_json(out / GROUP_FILE, {"checkpoint": str(group_path), "members": [str(d) for d in out_dirs]})
 
     if datasets is None:
-        datasets = [load_dataset(c.dataset, path=data_dir, subset=c.subset, seed=c.seed) for c in configs]
+        # Loaded once; each replica's subset is then drawn with its seed, as load_dataset does.
+        from ..data import _apply_subset
+
+        full = load_dataset(base.dataset, path=data_dir)
+        datasets = [_apply_subset(full, c.subset, c.seed) for c in configs]
     shared = all(d is datasets[0] for d in datasets) or base.subset is None
     train_x = datasets[0].train_x if shared else torch.stack([d.train_x for d in datasets])
     train_y = datasets[0].train_y if shared else torch.stack([d.train_y for d in datasets])
