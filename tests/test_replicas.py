@@ -293,3 +293,42 @@ def test_an_interrupted_group_is_formed_again_and_resumes_from_its_checkpoint(tm
     run_study(study, tmp_path, workers=0, lockstep=8, log=lines.append)
     assert any("resuming them" in line for line in lines) and any("(resumed)" in line for line in lines)
     assert finals() == before
+
+
+def test_ideal_device_replicas_equal_exact_sgd_and_summed_mode_trains(tmp_path):
+    # Ideal devices and perfect IO: each replica is plain SGD on its own data.
+    ideal = TileConfig(device=IdealDevice(), forward=IOConfig.perfect(), backward=IOConfig.perfect())
+    layer = AnalogLinear(5, 3, config=[ideal, ideal], seed=[0, 1])
+    x = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(2))
+    w0 = layer.tile.weight.detach().clone()
+    out = layer(x)
+    out.square().sum().backward()
+    AnalogSGD(layer.parameters(), lr=0.1).step()
+    x1 = torch.nn.functional.pad(x, (0, 1), value=1.0)
+    expected = w0 - 0.1 * torch.bmm((2 * out.detach()).transpose(1, 2), x1)
+    assert torch.allclose(layer.tile.weight, expected, atol=1e-6)
+    # The summed update mode at batch 8: a lockstep group trains like separate runs.
+    configs = [TrainConfig(**_digits(batch_size=8, lr=0.1, epochs=3, subset=None, hidden=(24,)), seed=s,
+                           tile=rpu(mode="summed")) for s in (0, 1)]
+    together = run_lockstep(configs, [tmp_path / "a", tmp_path / "b"], log=lambda line: None)
+    alone = [run_training(c, tmp_path / f"s{c.seed}", progress=False, log=lambda line: None) for c in configs]
+    for runs in (together, alone):
+        assert all(r["epochs"][-1]["train_loss"] < r["epochs"][0]["train_loss"] for r in runs)
+    mean = [sum(r["epochs"][-1]["test_error"] for r in runs) / 2 for runs in (together, alone)]
+    assert abs(mean[0] - mean[1]) < 0.1
+
+
+def test_cli_sweep_with_lockstep(tmp_path):
+    from click.testing import CliRunner
+
+    from insitu.cli import main
+
+    result = CliRunner().invoke(main, [
+        "sweep", "run", "--param", "tile.device.dw_min", "--values", "0.001,0.002", "--seeds", "0,1", "--hidden", "8",
+        "--subset", "100", "--lr", "0.1", "--lockstep", "4", "--workers", "0", "--out", str(tmp_path / "s"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "lockstep: 4 points in 1 group(s)" in result.output
+    bad = CliRunner().invoke(main, ["sweep", "run", "--param", "lr", "--values", "0.1", "--lockstep", "0", "--workers", "0",
+                                    "--out", str(tmp_path / "t")])
+    assert bad.exit_code == 2 and "lockstep" in bad.output
