@@ -17,4 +17,11 @@ for seed in 0 1 2; do
     lsp2-msp2-T1000-s$seed lsp2-msp2-T10000-s$seed lsp1-msp2-T1000-s$seed lsp1-msp2-T10000-s$seed \
     --data-dir "$data"
 done
+# Follow-ups chosen after the runs above: is the strongly saturating LSP at T = 10,000 rescued by
+# transferring its pairs at half of G_max instead of 90 %? Where between nonlinearity 2 and 4 does
+# it break? And two more seeds for the T = 1,000 comparison.
+for seed in 0 1 2; do
+  python "$script" run lsp4-msp2-T10000-R0.5-s$seed lsp3-msp2-T10000-s$seed --data-dir "$data"
+done
+python "$script" run lsp0.2-msp2-T1000-s3 lsp4-msp2-T1000-s3 lsp0.2-msp2-T1000-s4 lsp4-msp2-T1000-s4 --data-dir "$data"
 python "$script" summarize

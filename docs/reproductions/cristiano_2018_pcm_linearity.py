@@ -24,7 +24,9 @@ data order) and is tested on the full test set. Run folders go to
 state of the LSP devices just before their RESET (all layers together): quantiles of ``g/G_max``
 over the devices that were pulsed since their last RESET, and the mean relative step
 ``(1 - g/G_max)^nonlinearity`` left at that conductance (1 for a linear device). ``summarize``
-copies both (no checkpoints) to ``docs/reproductions/data/cristiano-2018-pcm-linearity/``.
+copies both (no checkpoints) to ``docs/reproductions/data/cristiano-2018-pcm-linearity/``, writes
+``summary.json`` there (groups of seeds, Welch's t-tests of :data:`COMPARISONS`) and the figure
+``docs/reproductions/cristiano-2018-pcm-linearity.png``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from insitu.training import TrainConfig, run_training
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "cristiano-2018-pcm-linearity"
 DATA = ROOT / "docs" / "reproductions" / "data" / "cristiano-2018-pcm-linearity"
+FIGURE = ROOT / "docs" / "reproductions" / "cristiano-2018-pcm-linearity.png"
 NAME = re.compile(r"^(?:fp(?P<const>c?)-lr(?P<fplr>[0-9.]+)|lsp(?P<a>[0-9.]+)-msp(?P<b>[0-9.]+)-T(?P<t>[0-9]+)(?:-R(?P<r>[0-9.]+))?)-s(?P<seed>[0-9]+)$")
 
 
@@ -230,7 +233,9 @@ def summarize() -> None:
         occs = [r["lsp_occupancy_mean_over_transfers"] for r in g["runs"].values() if r["lsp_occupancy_mean_over_transfers"]]
         if occs:
             g["lsp_occupancy"] = {k: statistics.fmean(o[k] for o in occs) for k in occs[0]}
-    (DATA / "summary.json").write_text(json.dumps(groups, indent=2) + "\n")
+    comparisons = compare(groups)
+    _plot(groups)
+    (DATA / "summary.json").write_text(json.dumps({"groups": groups, "comparisons": comparisons}, indent=2) + "\n")
     print("| condition | n | test error mean ± sd (min–max) | per seed | LSP g/Gmax mean, q99 | rel. step | ms/sample |")
     print("| --- | ---: | --- | --- | --- | --- | ---: |")
     for name, g in groups.items():
@@ -241,6 +246,87 @@ def summarize() -> None:
         step = "" if not o else f"{o['rel_step_mean']:.3f}"
         ms = statistics.fmean(r["ms_per_sample"] for r in g["runs"].values())
         print(f"| {name} | {g['n']} | {100 * g['mean']:.2f}{sd} ({100 * g['min']:.2f}–{100 * g['max']:.2f}) | {per} | {occ} | {step} | {ms:.1f} |")
+    print()
+    print("| a | b | a − b (points) | SE | Welch p | resolved (p < 0.05) |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for c in comparisons:
+        print(f"| {c['a']} | {c['b']} | {100 * c['difference']:+.2f} | {100 * c['se']:.2f} | {c['p']:.3f} | "
+              f"{'yes' if c['resolved_p_below_0.05'] else 'no'} |")
+
+
+def _plot(groups: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    fp = groups.get("fp-lr0.1")
+    for ax in (ax1, ax2):
+        if fp:
+            ax.axhspan(100 * fp["min"], 100 * fp["max"], color="gray", alpha=0.25, label=f"floating point ({fp['n']} seeds)")
+        ax.set_ylabel("final test error (%)")
+        ax.grid(alpha=0.3)
+    for pair, ax, label in (("lsp", ax1, "LSP nonlinearity (MSP 2)"), ("msp", ax2, "MSP nonlinearity (LSP 0.2)")):
+        for t, marker in ((1000, "o"), (10000, "s")):
+            pts = []
+            for name, g in groups.items():
+                m = NAME.match(name + "-s0")
+                if m is None or m["a"] is None or m["r"] is not None or int(m["t"]) != t:
+                    continue
+                if pair == "lsp" and float(m["b"]) == 2.0:
+                    x = float(m["a"])
+                elif pair == "msp" and float(m["a"]) == 0.2:
+                    x = float(m["b"])
+                else:
+                    continue
+                errs = [100 * r["final_test_error"] for r in g["runs"].values()]
+                pts.append((x, errs))
+            if not pts:
+                continue
+            pts.sort()
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [statistics.fmean(p[1]) for p in pts], marker=marker, label=f"transfer every {t} (mean)")
+            for x, errs in pts:
+                ax.scatter([x] * len(errs), errs, color=ax.lines[-1].get_color(), s=10, alpha=0.5)
+        if pair == "lsp" and "lsp4-msp2-T10000-R0.5" in groups:
+            errs = [100 * r["final_test_error"] for r in groups["lsp4-msp2-T10000-R0.5"]["runs"].values()]
+            ax.scatter([4.15] * len(errs), errs, marker="^", color="k", s=18, label="T 10000, transfer at 0.5 G_max")
+        ax.set_xlabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("784-250-125-10 MNIST, 10,000 training images, 2 epochs, batch 1; dots: seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(FIGURE)
+    plt.close(fig)
+
+
+#: (a, b): condition a against condition b (difference a − b of the mean final test error).
+COMPARISONS = [
+    ("lsp1-msp2-T1000", "lsp0.2-msp2-T1000"), ("lsp2-msp2-T1000", "lsp0.2-msp2-T1000"), ("lsp4-msp2-T1000", "lsp0.2-msp2-T1000"),
+    ("lsp1-msp2-T10000", "lsp0.2-msp2-T10000"), ("lsp2-msp2-T10000", "lsp0.2-msp2-T10000"),
+    ("lsp3-msp2-T10000", "lsp0.2-msp2-T10000"), ("lsp4-msp2-T10000", "lsp0.2-msp2-T10000"),
+    ("lsp4-msp2-T10000-R0.5", "lsp0.2-msp2-T10000"), ("lsp4-msp2-T10000-R0.5", "lsp4-msp2-T10000"),
+    ("lsp4-msp2-T10000", "lsp4-msp2-T1000"), ("lsp0.2-msp2-T10000", "lsp0.2-msp2-T1000"),
+    ("lsp0.2-msp0.2-T1000", "lsp0.2-msp2-T1000"), ("lsp0.2-msp4-T1000", "lsp0.2-msp2-T1000"),
+    ("lsp0.2-msp2-T1000", "fp-lr0.1"), ("lsp0.2-msp2-T10000", "fp-lr0.1"),
+]
+
+
+def compare(groups: dict) -> list[dict]:
+    """Welch's t-test on the final test errors of each pair in :data:`COMPARISONS` (both with n >= 2)."""
+    from scipy import stats
+
+    out = []
+    for a, b in COMPARISONS:
+        if a not in groups or b not in groups or groups[a]["n"] < 2 or groups[b]["n"] < 2:
+            continue
+        ea = [r["final_test_error"] for r in groups[a]["runs"].values()]
+        eb = [r["final_test_error"] for r in groups[b]["runs"].values()]
+        t = stats.ttest_ind(ea, eb, equal_var=False)
+        se = (statistics.variance(ea) / len(ea) + statistics.variance(eb) / len(eb)) ** 0.5
+        out.append({"a": a, "b": b, "n_a": len(ea), "n_b": len(eb), "difference": statistics.fmean(ea) - statistics.fmean(eb),
+                    "se": se, "welch_t": float(t.statistic), "p": float(t.pvalue), "resolved_p_below_0.05": bool(t.pvalue < 0.05)})
+    return out
 
 
 def main() -> None:
