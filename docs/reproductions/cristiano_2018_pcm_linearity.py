@@ -306,6 +306,7 @@ COMPARISONS = [
     ("lsp1-msp2-T10000", "lsp0.2-msp2-T10000"), ("lsp2-msp2-T10000", "lsp0.2-msp2-T10000"),
     ("lsp3-msp2-T10000", "lsp0.2-msp2-T10000"), ("lsp4-msp2-T10000", "lsp0.2-msp2-T10000"),
     ("lsp4-msp2-T10000-R0.5", "lsp0.2-msp2-T10000"), ("lsp4-msp2-T10000-R0.5", "lsp4-msp2-T10000"),
+    ("lsp0.2-msp2-T10000-R0.5", "lsp0.2-msp2-T10000"), ("lsp4-msp2-T10000-R0.5", "lsp0.2-msp2-T10000-R0.5"),
     ("lsp4-msp2-T10000", "lsp4-msp2-T1000"), ("lsp0.2-msp2-T10000", "lsp0.2-msp2-T1000"),
     ("lsp0.2-msp0.2-T1000", "lsp0.2-msp2-T1000"), ("lsp0.2-msp4-T1000", "lsp0.2-msp2-T1000"),
     ("lsp0.2-msp2-T1000", "fp-lr0.1"), ("lsp0.2-msp2-T10000", "fp-lr0.1"),
