@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the section "Linearity with repeated seeds (issue 6)" of docs/reproductions/cristiano-2018-pcm.md:
 # 784-250-125-10 sigmoid network, 10,000-image MNIST subset, 2 epochs at batch 1 (lr 0.1, halved
-# after epoch 1), one process on one thread: 43 PCM runs of 60-115 s (3-6 ms/sample on a shared
+# after epoch 1), one process on one thread: 47 PCM runs of 57-113 s (2.5-6.4 ms/sample on a shared
 # machine) and 12 software runs of 5-10 s. Runs go one after another, seed by seed, so that an
 # interrupted queue leaves balanced conditions; finished runs are skipped when run again.
 set -euo pipefail
@@ -25,6 +25,8 @@ for seed in 0 1 2; do
   python "$script" run lsp4-msp2-T10000-R0.5-s$seed lsp3-msp2-T10000-s$seed --data-dir "$data"
 done
 python "$script" run lsp0.2-msp2-T1000-s3 lsp4-msp2-T1000-s3 lsp0.2-msp2-T1000-s4 lsp4-msp2-T1000-s4 --data-dir "$data"
+# Two more seeds for the main comparison at T = 10,000.
+python "$script" run lsp4-msp2-T10000-s3 lsp0.2-msp2-T10000-s3 lsp4-msp2-T10000-s4 lsp0.2-msp2-T10000-s4 --data-dir "$data"
 # Control: the near-linear LSP at T = 10,000 with the same lower transfer threshold.
 python "$script" run lsp0.2-msp2-T10000-R0.5-s0 lsp0.2-msp2-T10000-R0.5-s1 lsp0.2-msp2-T10000-R0.5-s2 --data-dir "$data"
 python "$script" summarize
