@@ -21,6 +21,7 @@ This module imports only the standard library, numpy and torch.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import gzip
 import logging
@@ -354,15 +355,17 @@ def _check_subset(subset: int | None, n: int) -> None:
 
 
 def _apply_subset(ds: Dataset, subset: int | None, seed: int) -> Dataset:
-    """Keep ``subset`` training samples chosen with a ``torch.Generator`` seeded by ``seed``."""
+    """Keep ``subset`` training samples chosen with a ``torch.Generator`` seeded by ``seed``.
+
+    Returns a new :class:`Dataset` (``ds`` itself is left whole, so several subsets can be drawn
+    from one loaded dataset).
+    """
     _check_subset(subset, ds.n_train)
     if subset is None or subset == ds.n_train:
         return ds
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(ds.n_train, generator=gen)[: int(subset)].sort().values
-    ds.train_x = ds.train_x[idx].contiguous()
-    ds.train_y = ds.train_y[idx].contiguous()
-    return ds
+    return dataclasses.replace(ds, train_x=ds.train_x[idx].contiguous(), train_y=ds.train_y[idx].contiguous())
 
 
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
