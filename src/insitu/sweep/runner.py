@@ -4,7 +4,9 @@ The process that calls :func:`run_study` drives the study: it records the study 
 in the store, hands unfinished points to workers (at most ``workers`` at a time), and writes each
 outcome to the store as it arrives. Workers never touch the store; each trains one point with
 :func:`insitu.training.run_training` in the point's own run folder, which keeps a checkpoint after
-every epoch, so a point interrupted in the middle resumes from its last finished epoch.
+every epoch, so a point interrupted in the middle resumes from its last finished epoch. With
+``lockstep > 1`` a worker may instead train a group of points as replicas of one network
+(:func:`run_group`, :mod:`insitu.sweep.lockstep`).
 
 Backends (no scheduler of our own beyond keeping ``workers`` points in flight):
 
