@@ -27,7 +27,7 @@ from torch import nn
 from ..config import ConfigError
 from ..optim import AnalogSGD
 from ..replicas import lockstep_conflict, replica_key
-from ..training import TrainConfig, _atomic_write_bytes, _progress, plot_test_error, write_json
+from ..training import TrainConfig, _atomic_write_bytes, _progress, _rank1_writes, plot_test_error, write_json
 
 __all__ = ["run_lockstep", "lockstep_group_key", "GROUP_FILE", "CHECKPOINT_NAME"]
 
@@ -292,12 +292,6 @@ def _stop_diverged(model, results, diverged, epoch, start, lr) -> None:
                     module.tile.weight[r] = 0.0
                     if module.bias is not None:
                         module.bias[r] = 0.0
-
-
-def _rank1_writes(model: nn.Module) -> int:
-    from ..replicas import ReplicatedTile
-
-    return sum(m.counters.rank1_updates for m in model.modules() if isinstance(m, ReplicatedTile))
 
 
 def _replica_counters(model: nn.Module, r: int) -> dict:
