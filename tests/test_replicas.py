@@ -267,6 +267,22 @@ def test_sweep_groups_compatible_points_and_records_every_point(tmp_path):
     assert any("0 to run" in line for line in again)
 
 
+def test_groups_are_cut_by_pulse_load_so_heavy_points_share_a_group(tmp_path):
+    # Pulse load sqrt(lr BL / dw_min): dw_min 1e-4 and BL 31 are the heavy points here; the others
+    # are at or below the baseline. Interleaved in the study order, they must end up together.
+    preset = get_preset("gokmen-vlasov-2016")
+    variants = [("device", "dw_min", 1e-4), ("device", "dw_min", 1e-2), ("update", "bl", 31),
+                ("update", "bl", 1), ("device", "dw_min", 1e-3), ("update", "bl", 10)]
+    tasks = []
+    for i, (part, field, value) in enumerate(variants):
+        tile = preset.replace(**{part: getattr(preset, part).replace(**{field: value})})
+        config = TrainConfig(dataset="digits", hidden=[8], epochs=1, tile=tile)
+        tasks.append({"point_id": i, "config": config.to_dict(), "run_dir": str(tmp_path / f"p{i}")})
+    groups = group_tasks(tasks, 2, None, 1)
+    members = [sorted(m["point_id"] for m in g["group"]) for g in groups]
+    assert sorted(members) == [[0, 2], [1, 3], [4, 5]], members
+
+
 def test_an_interrupted_group_is_formed_again_and_resumes_from_its_checkpoint(tmp_path):
     study = tiny_study()
     run_study(study, tmp_path, workers=0, lockstep=8, log=lambda line: None)

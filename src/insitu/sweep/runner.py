@@ -414,13 +414,25 @@ def run_study(
         return store.counts()
 
 
+def _pulse_load(config) -> float:
+    """Expected pulses per line and unit input, ``BL · Cx = sqrt(lr · BL / dw_min)`` (Gokmen &
+    Vlasov 2016, Eq. 3), the measure by which :func:`group_tasks` orders lockstep points; 0 for
+    a device without a pulse step (the ideal device)."""
+    tile = config.tile_config()
+    dw_min = getattr(tile.device, "dw_min", None)
+    if not dw_min:
+        return 0.0
+    return (config.lr * tile.update.bl / dw_min) ** 0.5
+
+
 def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads: int) -> list[dict]:
     """Bundle point tasks into lockstep groups of at most ``lockstep`` points.
 
     A group interrupted earlier is formed again as it was (its members' ``lockstep.json``), so
     it resumes from its checkpoint; if some of its members are no longer to be run, the others
     start again on their own (their group checkpoint cannot be split). The remaining points are
-    grouped by :func:`~insitu.sweep.lockstep.lockstep_group_key`, in their order.
+    grouped by :func:`~insitu.sweep.lockstep.lockstep_group_key` and, within a key, ordered by
+    pulse load (:func:`_pulse_load`) before they are cut into groups.
     """
     import json
 
@@ -454,6 +466,11 @@ def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads:
             continue
         pending.setdefault(key, []).append(task)
     for members in pending.values():
+        # A group pays for the largest block of devices any of its replicas updates (each step
+        # pads the replicas' blocks to the largest, and draws the longest pulse train), so
+        # points of similar pulse load are grouped together: one heavy replica (a small dw_min,
+        # a long BL) then slows down a few heavy ones, not a whole group of light ones.
+        members = sorted(members, key=lambda t: _pulse_load(TrainConfig.from_dict(t["config"])))
         bundles.extend(members[i : i + lockstep] for i in range(0, len(members), lockstep))
     result = []
     for bundle in bundles + alone:
