@@ -432,7 +432,7 @@ def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads:
     it resumes from its checkpoint; if some of its members are no longer to be run, the others
     start again on their own (their group checkpoint cannot be split). The remaining points are
     grouped by :func:`~insitu.sweep.lockstep.lockstep_group_key` and, within a key, ordered by
-    pulse load (:func:`_pulse_load`) before they are cut into groups.
+    pulse load (:func:`_pulse_load`), heaviest first, before they are cut into groups.
     """
     import json
 
@@ -469,8 +469,9 @@ def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads:
         # A group pays for the largest block of devices any of its replicas updates (each step
         # pads the replicas' blocks to the largest, and draws the longest pulse train), so
         # points of similar pulse load are grouped together: one heavy replica (a small dw_min,
-        # a long BL) then slows down a few heavy ones, not a whole group of light ones.
-        members = sorted(members, key=lambda t: _pulse_load(TrainConfig.from_dict(t["config"])))
+        # a long BL) then slows down a few heavy ones, not a whole group of light ones. Heaviest
+        # first, so that the longest group starts first when several workers share the groups.
+        members = sorted(members, key=lambda t: _pulse_load(TrainConfig.from_dict(t["config"])), reverse=True)
         bundles.extend(members[i : i + lockstep] for i in range(0, len(members), lockstep))
     result = []
     for bundle in bundles + alone:
