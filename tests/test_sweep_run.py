@@ -294,3 +294,32 @@ def test_cli_quick_sweep_status_export_report_and_errors(tmp_path):
     assert missing.exit_code == 2 and "No study store" in missing.output
     neither = runner.invoke(main, ["sweep", "run"])
     assert neither.exit_code == 2 and "--param" in neither.output
+
+
+def test_status_shows_how_far_the_running_epoch_is(tmp_path):
+    from insitu.sweep.report import status_text
+    from insitu.training import PROGRESS_FILE, EpochProgress
+
+    # The progress file: written when its interval has passed, not on every sample.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    progress = EpochProgress(total=200, epoch=1, epochs=3, bar=False, run_dirs=[run_dir], interval=3600.0)
+    progress.update(10)
+    assert not (run_dir / PROGRESS_FILE).exists()
+    progress.interval = 0.0
+    progress.update(70)
+    saved = json.loads((run_dir / PROGRESS_FILE).read_text())
+    assert (saved["epoch"], saved["epochs"], saved["samples"], saved["of"]) == (2, 3, 80, 200)
+    assert saved["samples_per_second"] > 0
+    # A point the store lists as running, with one epoch done and the second at 40 %.
+    run_study(tiny_study(seeds=[0]), tmp_path / "out", workers=0, log=lambda line: None)
+    store_path = store_paths(tmp_path / "out")[0]
+    with ResultsStore(store_path, create=False) as store:
+        point = store.points()[0]
+        store.mark_running(point["id"])
+        results = json.loads((Path(point["run_dir"]) / "results.json").read_text())
+        (Path(point["run_dir"]) / "results.json").write_text(json.dumps(dict(results, epochs=results["epochs"][:1])))
+        (Path(point["run_dir"]) / PROGRESS_FILE).write_text((run_dir / PROGRESS_FILE).read_text())
+        text = status_text(store)
+    line = next(line for line in text.splitlines() if f"running #{point['id']} " in line)
+    assert "1/2 epochs, epoch 2 at 40 %" in line and "samples/s" in line, line

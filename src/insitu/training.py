@@ -359,7 +359,7 @@ def run_training(
             xs, ys = train_x[order], train_y[order]
             model.train()
             loss_sum = 0.0
-            bar = _progress(n_train, epoch, config.epochs, progress)
+            bar = _progress(n_train, epoch, config.epochs, progress, [out])
             for step, start in enumerate(range(0, n_train, batch)):
                 xb, yb = xs[start : start + batch], ys[start : start + batch]
                 loss = loss_fn(model(xb), yb)
@@ -373,14 +373,10 @@ def run_training(
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss_value * xb.shape[0]
-                if bar is not None:
-                    bar.update(xb.shape[0])
-                    if step % 200 == 0:
-                        bar.set_postfix(
-                            loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False
-                        )
-            if bar is not None:
-                bar.close()
+                bar.update(xb.shape[0])
+                if bar.bar is not None and step % 200 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False)
+            bar.close()
             train_seconds = time.perf_counter() - started
             test_error, test_loss = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
             scheduler.step()
@@ -427,9 +423,71 @@ def run_training(
     return results
 
 
-def _progress(total: int, epoch: int, epochs: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+PROGRESS_FILE = "progress.json"
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, mininterval=1.0, leave=False)
+
+class EpochProgress:
+    """Where the running epoch stands: a tqdm bar on the terminal (when ``bar``) and a small
+    :data:`PROGRESS_FILE` in each of ``run_dirs``, rewritten at most every ``interval`` seconds
+    (``insitu sweep status`` reads it: a lockstep group or a long point shows more than its
+    finished epochs). Has the part of tqdm's interface the training loops use."""
+
+    def __init__(self, total: int, epoch: int, epochs: int, bar: bool, run_dirs=(), interval: float = 30.0):
+        self.total, self.epoch, self.epochs = total, epoch, epochs
+        self.done = 0
+        self.paths = [Path(d) / PROGRESS_FILE for d in run_dirs]
+        self.interval = interval
+        self.started = self.last_write = time.monotonic()
+        self.bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, mininterval=1.0, leave=False
+            )
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.paths:
+            now = time.monotonic()
+            if now - self.last_write >= self.interval:
+                self.last_write = now
+                self._write(now)
+
+    def set_postfix(self, **values) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _write(self, now: float) -> None:
+        rate = self.done / max(now - self.started, 1e-9)
+        state = {
+            "epoch": self.epoch + 1,
+            "epochs": self.epochs,
+            "samples": self.done,
+            "of": self.total,
+            "samples_per_second": round(rate, 2),
+            "written_at": time.time(),
+        }
+        for path in self.paths:
+            try:
+                write_json(path, state)
+            except OSError:  # progress is a courtesy: never stop a training for it
+                pass
+
+
+def read_progress(run_dir) -> dict | None:
+    """The last :data:`PROGRESS_FILE` of a run folder, or ``None``."""
+    try:
+        return json.loads((Path(run_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _progress(total: int, epoch: int, epochs: int, enabled: bool, run_dirs=()) -> EpochProgress:
+    return EpochProgress(total, epoch, epochs, enabled, run_dirs)

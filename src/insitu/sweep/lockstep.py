@@ -197,7 +197,7 @@ def run_lockstep(
             orders = torch.stack([torch.randperm(n_train, generator=g) for g in order_generators])  # (R, N)
             model.train()
             loss_sums = torch.zeros(n_rep, dtype=torch.float64)
-            bar = _progress(n_train, epoch, base.epochs, progress)
+            bar = _progress(n_train, epoch, base.epochs, progress, out_dirs)
             for start in range(0, n_train, batch):
                 index = orders[:, start : start + batch]  # (R, B)
                 xb = train_x[index] if shared else train_x[arange, index]
@@ -214,10 +214,8 @@ def run_lockstep(
                 total.backward()
                 optimizer.step()
                 loss_sums += torch.where(alive, losses.detach(), torch.zeros_like(losses)).double() * index.shape[1]
-                if bar is not None:
-                    bar.update(index.shape[1])
-            if bar is not None:
-                bar.close()
+                bar.update(index.shape[1])
+            bar.close()
             train_seconds = time.perf_counter() - started
             errors, test_losses = evaluate_replicas(model, n_rep, data.test_x, data.test_y, base.eval_batch_size)
             scheduler.step()

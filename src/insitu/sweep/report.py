@@ -13,6 +13,7 @@ import json
 import math
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,22 @@ def axis_table(store: ResultsStore, study: StudyConfig, axis_name: str) -> str:
     return "\n".join(lines)
 
 
+def _epoch_progress(run_dir, done: int) -> str:
+    """``", epoch 3 at 41 % (...)"`` from the run's progress file, or ``""``."""
+    from ..training import read_progress
+
+    progress = read_progress(run_dir)
+    if not progress or progress.get("epoch") != done + 1 or not progress.get("of"):
+        return ""
+    rate = progress["samples_per_second"]
+    left = (progress["of"] - progress["samples"]) / rate / 60 if rate > 0 else float("nan")
+    age = time.time() - progress["written_at"]
+    return (
+        f", epoch {progress['epoch']} at {100 * progress['samples'] / progress['of']:.0f} % "
+        f"({rate:.0f} samples/s, about {left:.0f} min left in it; written {age:.0f} s ago)"
+    )
+
+
 def status_text(store: ResultsStore) -> str:
     """A short summary: counts per status, compute time, failed points with their errors."""
     points = store.points()
@@ -94,7 +111,7 @@ def status_text(store: ResultsStore) -> str:
             # Epochs finished so far are in the run folder until the point is recorded.
             results_path = Path(p["run_dir"]) / "results.json"
             done = len(json.loads(results_path.read_text())["epochs"]) if results_path.exists() else 0
-            lines.append(f"  running #{p['id']} ({p['run_dir']}): {done}/{p['config']['epochs']} epochs")
+            lines.append(f"  running #{p['id']} ({p['run_dir']}): {done}/{p['config']['epochs']} epochs" + _epoch_progress(p["run_dir"], done))
     return "\n".join(lines)
 
 
