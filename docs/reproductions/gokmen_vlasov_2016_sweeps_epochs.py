@@ -4,11 +4,12 @@ Reads the per-epoch export of a one-at-a-time study (``insitu sweep export STUDY
 epochs.csv --per-epoch``) and draws, for every swept parameter, the test error against the
 parameter's value after several epochs (mean over seeds, min-max as error bars), with the
 baseline (the paper's spec) marked and, when given, the floating-point network's error at the
-same epochs as dotted lines. Prints the table it plotted as JSON.
+same epochs (mean of the given runs) as dotted lines. Prints the table it plotted as JSON.
 
     python docs/reproductions/gokmen_vlasov_2016_sweeps_epochs.py \
         docs/reproductions/data/gokmen-vlasov-2016-sweeps-full/epochs.csv \
-        --fp docs/reproductions/data/gokmen-vlasov-2016/gv2016-fp.json \
+        --fp docs/reproductions/data/gokmen-vlasov-2016-sweeps-full/floating-point-seed0.json \
+             docs/reproductions/data/gokmen-vlasov-2016-sweeps-full/floating-point-seed1.json \
         --out docs/reproductions/data/gokmen-vlasov-2016-sweeps-full/knees_by_epoch.png
 """
 
@@ -21,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -63,19 +65,26 @@ def baseline_values(rows: list[dict]) -> dict:
     return {}
 
 
-def fp_errors(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    result = json.loads(path.read_text())
-    return {e["epoch"]: 100 * e["test_error"] for e in result["epochs"]}
+def fp_errors(paths: list[Path]) -> dict:
+    """Floating-point test error (%) per epoch, the mean over the given runs' results.json."""
+    per_epoch = defaultdict(list)
+    for path in paths:
+        for e in json.loads(path.read_text())["epochs"]:
+            per_epoch[e["epoch"]].append(100 * e["test_error"])
+    return {epoch: sum(v) / len(v) for epoch, v in per_epoch.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("epochs_csv", type=Path)
     parser.add_argument("--epochs", default="1,2,4,6", help="epochs to draw")
-    parser.add_argument("--fp", type=Path, help="results.json of a floating-point run on the same data and lr")
+    parser.add_argument("--fp", type=Path, nargs="*", default=[], help="results.json of floating-point runs on the same data and lr (averaged)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--title",
+        default="Gokmen & Vlasov 2016 device-spec sweeps: 784-256-128-10 sigmoid, full MNIST, batch 1, lr 0.01, "
+        "mean of seeds 0-1 (bars: min-max)",
+    )
     args = parser.parse_args()
     epochs = [int(e) for e in args.epochs.split(",")]
     rows = read_rows(args.epochs_csv)
@@ -109,15 +118,15 @@ def main() -> None:
         if log:
             ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_title(title)
         ax.set_xlabel(f"{title} (dashed: 2016 spec)")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=8, title="RPU (dotted: floating point)", title_fontsize=8)
-    fig.suptitle(
-        "Gokmen & Vlasov 2016 device-spec sweeps: 784-256-128-10 sigmoid, full MNIST, batch 1, lr 0.01, "
-        "mean of seeds 0-1 (bars: min-max)"
-    )
+    fig.suptitle(args.title)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
