@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -255,8 +256,13 @@ def tiny_study() -> StudyConfig:
 
 def test_sweep_groups_compatible_points_and_records_every_point(tmp_path):
     lines = []
+    started = time.perf_counter()
     counts = run_study(tiny_study(), tmp_path, workers=0, lockstep=8, log=lines.append)
+    elapsed = time.perf_counter() - started
     assert counts["completed"] == len(tiny_study().points())
+    with ResultsStore(store_paths(tmp_path)[0], create=False) as store:
+        # Each member is charged its share of the group's time: the study's total counts a group once.
+        assert 0 < sum(p["seconds"] for p in store.points()) <= elapsed
     # The lr axis cannot be held apart by replicas: one group per lr value.
     assert any("in 2 group(s)" in line for line in lines), lines
     with ResultsStore(store_paths(tmp_path)[0], create=False) as store:

@@ -136,7 +136,8 @@ def run_point(task: dict) -> dict:
 
 def run_group(task: dict) -> list[dict]:
     """Train the points of a lockstep group together (:mod:`insitu.sweep.lockstep`); called in a
-    worker. Returns one outcome per point, as :func:`run_point` does.
+    worker. Returns one outcome per point, as :func:`run_point` does; each point's ``seconds``
+    is its share (1/n) of the group's wall time.
 
     Args:
         task: ``{"group": [point tasks], "data_dir", "threads"}``.
@@ -163,7 +164,9 @@ def run_group(task: dict) -> list[dict]:
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
         for outcome, run_dir in zip(outcomes, run_dirs):
             outcome.update(error=error, results=_read_results(run_dir))
-    seconds = time.perf_counter() - started
+    # Each member is charged its share of the group's time, so that the study's compute time
+    # (the sum over points) counts the group once.
+    seconds = (time.perf_counter() - started) / len(members)
     for outcome in outcomes:
         outcome["seconds"] = seconds
     return outcomes
