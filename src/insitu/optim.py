@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .update.fused import FusedPulseUpdate, can_fuse, fusion_key
+
 __all__ = ["AnalogSGD"]
 
 
@@ -20,12 +22,22 @@ class AnalogSGD(torch.optim.Optimizer):
         params: parameters or parameter groups, as for any torch optimizer
             (``model.parameters()``).
         lr: learning rate ``η``.
+        fused: compute the sequential pulse updates of all tiles of a parameter group that share
+            a pulse configuration in one set of tensor operations
+            (:class:`~insitu.update.fused.FusedPulseUpdate`; same update in distribution, about
+            2x faster at batch 1). ``None`` (default) fuses the tiles it covers and leaves the
+            others to their own update; ``False`` updates every tile on its own. All pulses of
+            a fused group are drawn from the generator of its first tile.
     """
 
-    def __init__(self, params, lr: float = 0.01):
+    def __init__(self, params, lr: float = 0.01, fused: bool | None = None):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
             raise ValueError(f"AnalogSGD: lr must be a positive number, got {lr!r}.")
+        if fused not in (None, False, True):
+            raise ValueError(f"AnalogSGD: fused must be None, False or True, got {fused!r}.")
         super().__init__(params, {"lr": float(lr)})
+        self.fused = fused
+        self._fused_updates: dict = {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -33,13 +45,34 @@ class AnalogSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             lr = group["lr"]
+            fusable: dict = {}
             for p in group["params"]:
                 link = getattr(p, "_insitu_tile", None)
                 tile = link() if link is not None else None
                 if tile is not None:
-                    tile.update(lr)
+                    if self.fused is not False and tile._pending and _fusable(tile):
+                        pending = tile._pending
+                        rows = pending[0][0].shape[0] if len(pending) == 1 else sum(x.shape[0] for x, _ in pending)
+                        fusable.setdefault(fusion_key(tile, rows), []).append(tile)
+                    else:
+                        tile.update(lr)
                 elif p.grad is not None:
                     p.add_(p.grad, alpha=-lr)
+            for key, tiles in fusable.items():
+                cached = self._fused_updates.get((index, key))
+                if cached is None or not cached.current(tiles, lr):
+                    cached = self._fused_updates[(index, key)] = FusedPulseUpdate(tiles, lr)
+                cached.apply()
         return loss
+
+
+def _fusable(tile) -> bool:
+    """:func:`can_fuse`, remembered on the tile until its config, connection mask or device
+    parameters are replaced."""
+    signature = (id(tile.config), id(getattr(tile, "connection_mask", None)), id(getattr(tile, "device_params", None)))
+    memo = tile.__dict__.get("_fusable_memo")
+    if memo is None or memo[0] != signature:
+        memo = tile.__dict__["_fusable_memo"] = (signature, can_fuse(tile))
+    return memo[1]

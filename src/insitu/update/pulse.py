@@ -93,7 +93,9 @@ class UpdateCounters:
             of a batch (:meth:`UpdateAlgorithmConfig.extra_memory`).
 
     Pulse and coincidence sums are accumulated as tensors so that counting never waits for the
-    device; they are converted when read.
+    device; they are converted when read. A fused update (:mod:`insitu.update.fused`) keeps
+    running sums of its own and attaches them with :meth:`attach` (objects with ``pulses`` and
+    ``coincidences`` properties, read with the rest).
     """
 
     def __init__(
@@ -104,6 +106,11 @@ class UpdateCounters:
         self.extra_memory = int(extra_memory)
         self._pulses: list = [float(pulses)]
         self._coincidences: list = [float(coincidences)]
+        self._sources: list = []
+
+    def attach(self, source) -> None:
+        """Add a running source of pulse and coincidence counts (see the class docstring)."""
+        self._sources.append(source)
 
     def add_pulses(self, n) -> None:
         self._pulses.append(n)
@@ -117,11 +124,11 @@ class UpdateCounters:
 
     @property
     def pulses(self) -> float:
-        return float(sum(float(v) for v in self._pulses))
+        return float(sum(float(v) for v in self._pulses)) + sum(s.pulses for s in self._sources)
 
     @property
     def coincidences(self) -> float:
-        return float(sum(float(v) for v in self._coincidences))
+        return float(sum(float(v) for v in self._coincidences)) + sum(s.coincidences for s in self._sources)
 
     def to_dict(self) -> dict:
         return {

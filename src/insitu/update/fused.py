@@ -1,0 +1,260 @@
+"""The sequential pulse update of several tiles in one set of tensor operations.
+
+At batch 1 the pulse update of one layer is a few dozen small tensor operations whose cost is
+dispatch, not arithmetic (``docs/benchmarks.md``). The rank-1 updates of the layers of a network
+are independent of each other (each touches its own devices), so :class:`AnalogSGD` hands all
+tiles that share a pulse configuration to one :class:`FusedPulseUpdate`, which draws the pulse
+trains of every row and column line of all of them at once, finds the lines that fired, counts
+coincidences tile by tile (one small product each) and applies the device response to all fired
+devices of all tiles in one pass, as ``torch.optim``'s ``foreach`` implementations do for
+ordinary parameters.
+
+What is computed is exactly the sequential update of :func:`insitu.update.pulse.pulsed_update`
+(Gokmen & Vlasov 2016, Eq. 2-3): Bernoulli trains of ``BL`` slots with probabilities
+``Cx|x_i|`` and ``Cd|δ_j|`` clipped to 1, ``Cx = Cd = sqrt(lr / (BL dw_min))``, each coincidence
+one device step (up where ``sign(x_i) ≠ sign(δ_j)``), cycle-to-cycle noise per step, each
+device's own bounds; samples of a batch one after another. The random numbers are drawn in a
+different order than the per-tile path, so the two agree in distribution, not draw for draw
+(tested in ``tests/test_fused_update.py``). All draws of a group come from the generator of its
+first tile, so a seed still fixes the run and a restored model continues identically.
+
+Covered: :class:`~insitu.tile.AnalogTile` with a constant-step device (the 2016 RPU device), one
+device per cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
+no update management or dynamic BL, no connection mask. Any other tile takes the per-tile path,
+unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..devices.base import DW_DOWN, DW_UP, W_MAX, W_MIN, DeviceModel
+
+__all__ = ["FusedPulseUpdate", "can_fuse", "fusion_key"]
+
+
+def can_fuse(tile) -> bool:
+    """Whether ``tile``'s update can be computed by :class:`FusedPulseUpdate`."""
+    from ..tile import AnalogTile
+
+    if type(tile) is not AnalogTile or tile.device_params is None or tile.weight.dim() != 2:
+        return False
+    if tile.connection_mask is not None:
+        return False
+    config = tile.config
+    update = config.update
+    if update.pulse_type != "stochastic" or update.mode != "sequential":
+        return False
+    if update.update_management or update.dynamic_bl or config.algorithm.method != "sgd":
+        return False
+    model = tile.device_model
+    # Only our own constant-step response (a subclass may redefine it).
+    return type(model) is DeviceModel and not model.has_slope and not torch.is_tensor(model.c2c)
+
+
+def fusion_key(tile, rows: int) -> tuple:
+    """Tiles with equal keys can share one fused update (``rows``: rank-1 writes pending)."""
+    w = tile.weight
+    return (w.device, w.dtype, tile.config.update.bl, tile.device_model.c2c, rows)
+
+
+class _Tally:
+    """The pulses and coincidences a fused update gave one tile since it was attached to the
+    tile's counters (:meth:`UpdateCounters.attach`); read when the counters are read. It holds
+    the update's running sums only (small tensors), not the update itself."""
+
+    __slots__ = ("probability_sum", "lines", "bl", "coincidence_sums", "index", "base_pulses", "base_coincidences")
+
+    def __init__(self, update: "FusedPulseUpdate", index: int):
+        self.probability_sum, self.coincidence_sums = update._probability_sum, update._coincidences
+        self.lines, self.bl, self.index = update.segment[index].double(), update.bl, index
+        self.base_pulses, self.base_coincidences = 0.0, 0.0
+        self.base_pulses, self.base_coincidences = self.pulses, self.coincidences
+
+    @property
+    def pulses(self) -> float:
+        return self.bl * float(self.lines @ self.probability_sum) - self.base_pulses
+
+    @property
+    def coincidences(self) -> float:
+        return float(self.coincidence_sums[self.index]) - self.base_coincidences
+
+
+class FusedPulseUpdate:
+    """Sequential stochastic pulse updates of ``tiles`` (all :func:`can_fuse`, equal
+    :func:`fusion_key`) computed together.
+
+    The lines of all tiles are laid out in one vector: the row lines (inputs) of every tile, then
+    the column lines (errors) of every tile. Built once per set of tiles and learning rate;
+    :meth:`current` tells whether it still describes the tiles (their device parameters may have
+    been reloaded or moved).
+    """
+
+    def __init__(self, tiles, lr: float):
+        self.tiles = list(tiles)
+        first = self.tiles[0].weight
+        self.dtype, self.device = first.dtype, first.device
+        self.bl = self.tiles[0].config.update.bl
+        self.c2c = self.tiles[0].device_model.c2c
+        self.generator = self.tiles[0].generator
+        ins = [t.in_features for t in self.tiles]
+        outs = [t.out_features for t in self.tiles]
+        self.n_rows = sum(ins)
+        n_lines = self.n_rows + sum(outs)
+        as_long = dict(device=self.device, dtype=torch.long)
+        # Flat device index of (column j, row i) of a tile is key[column] + key[row].
+        self.key = torch.cat(
+            [torch.arange(n, **as_long) for n in ins] + [torch.arange(o, **as_long) * i for o, i in zip(outs, ins)]
+        )
+        # Cx = Cd = sqrt(lr / (BL dw_min)) per tile, stored without the sqrt(lr); ΔW = -lr δ xᵀ:
+        # the minus sign rides on the column lines' scale.
+        scales = [math.sqrt(1 / (self.bl * t.config.device.dw_min)) for t in self.tiles]
+        self._unit_scale = torch.cat(
+            [torch.full((n,), c, device=self.device, dtype=self.dtype) for n, c in zip(ins, scales)]
+            + [torch.full((o,), -c, device=self.device, dtype=self.dtype) for o, c in zip(outs, scales)]
+        )
+        starts = [0]
+        for n in ins + outs:
+            starts.append(starts[-1] + n)
+        self.boundaries = torch.tensor(starts[1:-1], **as_long)  # where each tile's lines begin
+        # segment[t] selects the lines of tile t (its rows and its columns): pulse counters.
+        self.segment = torch.zeros(len(self.tiles), n_lines, device=self.device, dtype=self.dtype)
+        for t in range(len(self.tiles)):
+            self.segment[t, starts[t] : starts[t + 1]] = 1
+            self.segment[t, starts[len(self.tiles) + t] : starts[len(self.tiles) + t + 1]] = 1
+        # Running sums: firing probability of every line (pulses = BL Σ p) and coincidences per tile.
+        self._probability_sum = torch.zeros(n_lines, device=self.device, dtype=torch.float64)
+        self._coincidences = torch.zeros(len(self.tiles), device=self.device, dtype=torch.float64)
+        self._all_tiles = torch.arange(len(self.tiles), device=self.device)
+        self._counted: list = [None] * len(self.tiles)  # the counters each tile's tally is attached to
+        self._versions = None
+        self._pack()
+        self.lr = None
+        self._set_lr(lr)
+
+    def _set_lr(self, lr: float) -> None:
+        if lr != self.lr:
+            self.lr, self.scale = lr, self._unit_scale * math.sqrt(lr)
+
+    def _pack(self) -> None:
+        """Per tile and device, side by side (one gather per block): the mean and half the
+        difference of the up and down steps, and the two bounds. With ``m`` and ``h`` a device
+        receiving ``c`` signed coincidences moves by ``|c| (m sign(c) + h)``: the up step for
+        ``c > 0``, the down step for ``c < 0``, without a select."""
+        self.packed = []
+        for t in self.tiles:
+            p = t.device_params
+            up, down = p[DW_UP].reshape(-1), p[DW_DOWN].reshape(-1)
+            planes = ((up + down) / 2, (up - down) / 2, p[W_MIN].reshape(-1), p[W_MAX].reshape(-1))
+            self.packed.append(torch.stack(planes, dim=1))
+        self._versions = self._state()
+
+    def _state(self) -> list:
+        # A move to another device or dtype replaces the parameter tensor (a new data pointer);
+        # load_state_dict copies into it (a new version).
+        return [(t.device_params.data_ptr(), t.device_params._version) for t in self.tiles]
+
+    def current(self, tiles, lr: float) -> bool:
+        """Whether this update still serves ``tiles`` (repacking the device parameters if they
+        were changed in place, e.g. by ``load_state_dict``), now at learning rate ``lr``."""
+        if tiles != self.tiles:  # list equality of modules is identity
+            return False
+        if self._state() != self._versions:
+            if any(t.weight.device != self.device or t.weight.dtype != self.dtype for t in tiles):
+                return False
+            self._pack()
+        self._set_lr(lr)
+        return True
+
+    def apply(self) -> None:
+        """Apply the pending ``(x, δ)`` pairs of every tile (the same number of rows each).
+        Call under ``torch.no_grad()`` (as ``AnalogSGD.step`` does)."""
+        tiles = self.tiles
+        xs, ds = [], []
+        for tile in tiles:
+            pending = tile._pending
+            if len(pending) == 1:
+                x, d = pending[0]
+            else:
+                x, d = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+            pending.clear()
+            xs.append(x)
+            ds.append(d)
+        batch = xs[0].shape[0]
+        for t, tile in enumerate(tiles):
+            counters = tile.counters
+            if self._counted[t] is not counters:  # new counters (e.g. loaded from a checkpoint)
+                counters.attach(_Tally(self, t))
+                self._counted[t] = counters
+            counters.steps += 1
+            counters.rank1_updates += batch
+            if batch > 1:
+                memory = tile.config.algorithm.extra_memory(tile.out_features, tile.in_features, batch)
+                counters.extra_memory = max(counters.extra_memory, memory)
+        # Signed, scaled lines of every sample: |.| clipped is the firing probability.
+        lines = torch.cat(xs + ds, dim=1).to(self.dtype).mul_(self.scale)
+        probability = lines.abs().clamp_max_(1)
+        signs = lines.sign_()
+        # Expected pulses BL Σ p per tile, as the per-tile path counts them.
+        self._probability_sum.add_(probability.sum(0))
+        for b in range(batch):
+            self._rank1(probability[b], signs[b])
+
+    def _rank1(self, probability: torch.Tensor, signs: torch.Tensor) -> None:
+        """One rank-1 pulse update of every tile from one sample's lines."""
+        tiles, n_tiles = self.tiles, len(self.tiles)
+        # Lines that can fire (MNIST background pixels cannot): draw trains for those only.
+        live = probability.nonzero().view(-1)
+        if live.numel() == 0:
+            return
+        uniforms = torch.rand((self.bl, live.numel()), generator=self.generator, device=self.device, dtype=self.dtype)
+        # A line fires at least once iff its smallest uniform is below its probability.
+        fired = (uniforms.amin(0) < probability.index_select(0, live)).nonzero().view(-1)
+        lines = live.index_select(0, fired)  # sorted ids of the lines that fired
+        cut = torch.searchsorted(lines, self.boundaries).tolist()
+        cut = [0, *cut, lines.numel()]
+        # Signed trains (BL, fired lines): ±1 where the line fires in that slot.
+        trains = (uniforms.index_select(1, fired) < probability.index_select(0, lines)).to(self.dtype)
+        trains.mul_(signs.index_select(0, lines))
+        keys = self.key.index_select(0, lines)
+        blocks = []  # (tile, first column, last column, first row, last row, offset, size)
+        total = 0
+        for t in range(n_tiles):
+            r0, r1 = cut[t], cut[t + 1]
+            c0, c1 = cut[n_tiles + t], cut[n_tiles + t + 1]
+            if r1 > r0 and c1 > c0:
+                size = (c1 - c0) * (r1 - r0)
+                blocks.append((t, c0, c1, r0, r1, total, size))
+                total += size
+        if not blocks:
+            return
+        # The fired columns × fired rows of each tile, side by side in flat buffers.
+        counts = torch.empty(total, device=self.device, dtype=self.dtype)
+        weights = torch.empty(total, device=self.device, dtype=self.dtype)
+        params = torch.empty(total, 4, device=self.device, dtype=self.dtype)
+        flats = []
+        for t, c0, c1, r0, r1, start, size in blocks:
+            torch.mm(trains[:, c0:c1].t(), trains[:, r0:r1], out=counts[start : start + size].view(c1 - c0, r1 - r0))
+            flat = torch.add(keys[c0:c1].unsqueeze(1), keys[r0:r1]).view(-1)
+            torch.index_select(tiles[t].weight.view(-1), 0, flat, out=weights[start : start + size])
+            torch.index_select(self.packed[t], 0, flat, out=params[start : start + size])
+            flats.append(flat)
+        n = counts.abs()
+        sums = torch.stack([n[start : start + size].sum() for *_rest, start, size in blocks])
+        if len(blocks) == n_tiles:
+            self._coincidences.add_(sums)
+        else:
+            self._coincidences.index_add_(0, self._all_tiles[[b[0] for b in blocks]], sums.double())
+        mean_step, half_difference, w_min, w_max = params.t()
+        step = torch.addcmul(half_difference, mean_step, counts.sign_())  # up or down step
+        # n pulses of one sign: n steps, each with cycle-to-cycle spread, sum to
+        # step (n + c2c sqrt(n) ξ) (see DeviceModel.apply_pulses).
+        if self.c2c > 0:
+            noise = torch.randn(total, generator=self.generator, device=self.device, dtype=self.dtype)
+            # sqrt of exact zeros is slow on some CPUs; the floor adds < 1e-15 steps where n = 0.
+            n.addcmul_(noise, n.clamp_min(1e-30).sqrt_(), value=self.c2c)
+        weights.addcmul_(step, n).clamp_(w_min, w_max)
+        for (t, *_rest, start, size), flat in zip(blocks, flats):
+            tiles[t].weight.view(-1).index_copy_(0, flat, weights[start : start + size])
