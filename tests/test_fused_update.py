@@ -252,3 +252,16 @@ def test_reloaded_device_parameters_are_used_by_a_cached_fused_update():
 def test_fused_option_is_validated():
     with pytest.raises(ValueError, match="fused"):
         AnalogSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, fused="yes")
+
+
+def test_devices_without_coincidences_do_not_move_at_all():
+    # Weights at exactly 0 show any spurious change; with 30 % cycle-to-cycle noise a device with
+    # n >= 1 coincidences moves by dw (n + 0.3 sqrt(n) ξ), far from zero but for |ξ| > 3.
+    tiles = _tiles(_rpu(bl=10), start=0.0)
+    xs, ds = _inputs(batch=1)
+    for t, tile in enumerate(tiles):
+        tile.stash(xs[t], ds[t])
+    AnalogSGD([t.weight for t in tiles], lr=0.05).step()
+    changes = torch.cat([t.weight.detach().flatten() for t in tiles])
+    assert int((changes != 0).sum()) > 20
+    assert int(((changes != 0) & (changes.abs() < 1e-6)).sum()) == 0

@@ -253,8 +253,9 @@ class FusedPulseUpdate:
         # step (n + c2c sqrt(n) ξ) (see DeviceModel.apply_pulses).
         if self.c2c > 0:
             noise = torch.randn(total, generator=self.generator, device=self.device, dtype=self.dtype)
-            # sqrt of exact zeros is slow on some CPUs; the floor adds < 1e-15 steps where n = 0.
-            n.addcmul_(noise, n.clamp_min(1e-30).sqrt_(), value=self.c2c)
+            # sqrt(n) as n / sqrt(max(n, 1)): exact for whole counts, 0 where n = 0, and no
+            # sqrt of exact zeros (several times slower than other square roots on some CPUs).
+            n.addcmul_(noise, n.clamp_min(1).rsqrt_().mul_(n), value=self.c2c)
         weights.addcmul_(step, n).clamp_(w_min, w_max)
         for (t, *_rest, start, size), flat in zip(blocks, flats):
             tiles[t].weight.view(-1).index_copy_(0, flat, weights[start : start + size])
