@@ -49,6 +49,7 @@ def main() -> None:
 @click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
 @click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
+@click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -110,7 +111,7 @@ def train(**opts) -> None:
     try:
         results = run_training(
             config, out_dir, data_dir=opts["data_dir"], download=opts["download"], resume=opts["resume"],
-            progress=not opts["no_progress"], log=click.echo,
+            progress=not opts["no_progress"], log=click.echo, fused_update=not opts["per_tile_update"],
         )
     except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as exc:
         click.echo(f"error: {exc}", err=True)
@@ -125,7 +126,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     if opts["model"] != "mlp":
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume")
+                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume", "per_tile_update")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given:

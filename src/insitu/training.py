@@ -273,6 +273,7 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    fused_update: bool = True,
 ) -> dict:
     """Train as ``config`` says, writing results, checkpoints and the plot into ``out_dir``.
 
@@ -285,6 +286,9 @@ def run_training(
             ``epochs``, which may grow, so that a long run can be extended across sittings.
         progress: show a progress bar.
         log: where one-line epoch summaries go.
+        fused_update: let :class:`~insitu.optim.AnalogSGD` fuse the layers' pulse updates
+            (``False``: each tile on its own, as runs before the fused update; the same update in
+            distribution). Recorded in the results; not part of ``config``.
 
     Returns:
         The results dict (also in ``out_dir/results.json``).
@@ -306,7 +310,7 @@ def run_training(
     train_x, train_y = data.train_x, data.train_y
     torch.manual_seed(config.seed)
     model = build_model(config, data.image_shape, data.num_classes)
-    optimizer = AnalogSGD(model.parameters(), lr=config.lr)
+    optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
     order_generator = torch.Generator().manual_seed(config.seed)
 
@@ -320,6 +324,7 @@ def run_training(
         "conv_tile_config": config.conv_tile_config().to_dict() if config.model == "cnn-2017" else None,
         "dataset": {"name": data.name, "source": str(data.source), "train": int(train_x.shape[0]), "test": int(data.test_x.shape[0])},
         "epochs": [],
+        "fused_update": bool(fused_update),
     }
     start_epoch = 0
     if resume:
@@ -344,6 +349,7 @@ def run_training(
         torch.set_rng_state(checkpoint["torch_rng"])
         results = checkpoint["results"]
         results["status"] = "running"
+        results["fused_update"] = bool(fused_update)  # the path of the epochs trained from now on
         results["config"] = config.to_dict()
         start_epoch = checkpoint["epoch"]
         log(f"resumed {out} after epoch {start_epoch}")

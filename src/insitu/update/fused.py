@@ -20,8 +20,8 @@ first tile, so a seed still fixes the run and a restored model continues identic
 
 Covered: :class:`~insitu.tile.AnalogTile` with a constant-step device (the 2016 RPU device), one
 device per cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
-no update management or dynamic BL, no connection mask. Any other tile takes the per-tile path,
-unchanged.
+with or without update management (each tile rebalanced by its own ``max|δ| / max|x|``), no
+dynamic BL, no connection mask. Any other tile takes the per-tile path, unchanged.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def can_fuse(tile) -> bool:
     update = config.update
     if update.pulse_type != "stochastic" or update.mode != "sequential":
         return False
-    if update.update_management or update.dynamic_bl or config.algorithm.method != "sgd":
+    if update.dynamic_bl or config.algorithm.method != "sgd":
         return False
     model = tile.device_model
     # Only our own constant-step response (a subclass may redefine it).
@@ -57,7 +57,8 @@ def can_fuse(tile) -> bool:
 def fusion_key(tile, rows: int) -> tuple:
     """Tiles with equal keys can share one fused update (``rows``: rank-1 writes pending)."""
     w = tile.weight
-    return (w.device, w.dtype, tile.config.update.bl, tile.device_model.c2c, rows)
+    update = tile.config.update
+    return (w.device, w.dtype, update.bl, update.update_management, tile.device_model.c2c, rows)
 
 
 class _Tally:
@@ -97,6 +98,7 @@ class FusedPulseUpdate:
         first = self.tiles[0].weight
         self.dtype, self.device = first.dtype, first.device
         self.bl = self.tiles[0].config.update.bl
+        self.update_management = self.tiles[0].config.update.update_management
         self.c2c = self.tiles[0].device_model.c2c
         self.generator = self.tiles[0].generator
         ins = [t.in_features for t in self.tiles]
@@ -119,6 +121,10 @@ class FusedPulseUpdate:
         for n in ins + outs:
             starts.append(starts[-1] + n)
         self.boundaries = torch.tensor(starts[1:-1], **as_long)  # where each tile's lines begin
+        # Segment of every line: t for the rows of tile t, n_tiles + t for its columns.
+        self.line_segment = torch.repeat_interleave(
+            torch.arange(2 * len(self.tiles), **as_long), torch.tensor(ins + outs, **as_long)
+        )
         # segment[t] selects the lines of tile t (its rows and its columns): pulse counters.
         self.segment = torch.zeros(len(self.tiles), n_lines, device=self.device, dtype=self.dtype)
         for t in range(len(self.tiles)):
@@ -194,13 +200,29 @@ class FusedPulseUpdate:
                 memory = tile.config.algorithm.extra_memory(tile.out_features, tile.in_features, batch)
                 counters.extra_memory = max(counters.extra_memory, memory)
         # Signed, scaled lines of every sample: |.| clipped is the firing probability.
-        lines = torch.cat(xs + ds, dim=1).to(self.dtype).mul_(self.scale)
+        lines = torch.cat(xs + ds, dim=1).to(self.dtype)
+        if self.update_management:
+            lines.mul_(self._management_factors(lines))
+        lines.mul_(self.scale)
         probability = lines.abs().clamp_max_(1)
         signs = lines.sign_()
         # Expected pulses BL Σ p per tile, as the per-tile path counts them.
         self._probability_sum.add_(probability.sum(0))
         for b in range(batch):
             self._rank1(probability[b], signs[b])
+
+    def _management_factors(self, lines: torch.Tensor) -> torch.Tensor:
+        """Update management (Gokmen, Onen & Haensch 2017), per sample and tile: ``Cx = C m``,
+        ``Cd = C / m`` with ``m = sqrt(max|δ| / max|x|)``, as :func:`~insitu.update.pulse.pulse_scales`.
+
+        Returns the factors ``(batch, lines)``: ``m`` on the row lines of a tile, ``1 / m`` on its
+        column lines."""
+        batch, n_tiles = lines.shape[0], len(self.tiles)
+        segments = self.line_segment.expand(batch, -1)
+        peaks = lines.new_zeros(batch, 2 * n_tiles).scatter_reduce_(1, segments, lines.abs(), "amax")
+        x_max, d_max = peaks[:, :n_tiles].clamp_min(1e-30), peaks[:, n_tiles:].clamp_min(1e-30)
+        m = d_max.div_(x_max).sqrt_()  # the floor keeps a zero vector's probabilities at 0
+        return torch.cat((m, m.reciprocal()), dim=1).gather(1, segments)
 
     def _rank1(self, probability: torch.Tensor, signs: torch.Tensor) -> None:
         """One rank-1 pulse update of every tile from one sample's lines."""
