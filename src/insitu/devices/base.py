@@ -204,13 +204,19 @@ class DeviceModel:
         if self.has_slope:
             step_up = step_up * (1 + p[SLOPE_UP] * weights)
             step_down = step_down * (1 + p[SLOPE_DOWN] * weights)
-        # mean = step_up n_up - step_down n_down
-        mean = torch.addcmul(half_total * (step_up - step_down), half_signed, step_up + step_down, value=-1)
+        # The arrays are as large as the tile and the batched update is bound by passes over
+        # memory: each line below is one pass, reusing its buffers.
+        # (Counts may be one per cell, (out, in, 1), against per-device steps (out, in, n).)
+        up = (half_total - half_signed).mul(step_up)  # step_up n_up
+        down = (half_total + half_signed).mul(step_down)  # step_down n_down
+        mean = up - down
         if generator is not None:
-            up2, down2 = step_up.square(), step_down.square()
-            # var = (count_variance + c2c²)(step_up² n_up + step_down² n_down)
-            var = torch.addcmul(half_total * (up2 + down2), half_signed, up2 - down2, value=-1).clamp_min_(0)
-            var = var * (count_variance + self.c2c * self.c2c)
+            # var = (count_variance + c2c²)(step_up² n_up + step_down² n_down); the clamp only
+            # catches rounding (n_up, n_down >= 0).
+            var = up.mul_(step_up).addcmul_(down, step_down).clamp_min_(0)
+            var.mul_(count_variance + self.c2c * self.c2c)
             noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
-            mean = torch.addcmul(mean, noise, var.sqrt_())
-        return torch.clamp(weights + mean, p[W_MIN], p[W_MAX])
+            # sqrt(var) as var / sqrt(max(var, tiny)): exactly 0 where var = 0 (those devices do
+            # not move), without sqrt of exact zeros (several times slower on some CPUs).
+            mean.addcmul_(noise, var.clamp_min(1e-30).rsqrt_().mul_(var))
+        return mean.add_(weights).clamp_(p[W_MIN], p[W_MAX])

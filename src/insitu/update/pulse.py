@@ -387,18 +387,17 @@ def _batched(weights, params, model, x, d, px, pd, bl, generator, counters) -> N
     """
     trials = bl if not torch.is_tensor(bl) else bl.to(pd.dtype)
     k = binomial(trials, pd, generator)  # (batch, out) pulses fired by each column line
-    k_signed = k * d.sign()  # depressing where sign(δ) = sign(x)
-    x_signed = px * x.sign()
-    half_total = torch.mm(k.t(), px).mul_(0.5)
-    half_signed = torch.mm(k_signed.t(), x_signed).mul_(0.5)
-    residual = torch.mm(k.t(), px * (1 - px))
+    # The factor 1/2 rides on the small (batch, out) operand, not on the (out, in) products.
+    half_k = k.mul_(0.5)
+    half_total = torch.mm(half_k.t(), px)
+    half_signed = torch.mm((half_k * d.sign()).t(), px * x.sign())  # depressing where sign(δ) = sign(x)
     # Fraction of the count's mean that is its residual variance (1 for Poisson-like counts,
     # 0 when every row line fires in every slot).
-    fraction = residual.div_((2 * half_total).clamp_min(1e-30))
-    half_total, half_signed, fraction = (_per_device(t, weights) for t in (half_total, half_signed, fraction))
-    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, fraction))
+    fraction = torch.mm(half_k.t(), px * (1 - px)).div_(half_total.clamp_min(1e-30))
     counters.rank1_updates += x.shape[0]
     counters.add_coincidences(2 * half_total.sum())
+    half_total, half_signed, fraction = (_per_device(t, weights) for t in (half_total, half_signed, fraction))
+    weights.copy_(model.apply_mixed(weights, half_total, half_signed, params, generator, fraction))
 
 
 def _summed(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:
