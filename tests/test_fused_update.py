@@ -266,3 +266,22 @@ def test_devices_without_coincidences_do_not_move_at_all():
     changes = torch.cat([t.weight.detach().flatten() for t in tiles])
     assert int((changes != 0).sum()) > 20
     assert int(((changes != 0) & (changes.abs() < 1e-6)).sum()) == 0
+
+
+def test_batches_of_different_sizes_share_one_fused_update():
+    tiles = _tiles(_rpu(bl=10))
+    optimizer = AnalogSGD([t.weight for t in tiles], lr=0.05)
+    for batch in (3, 1, 2):
+        xs, ds = _inputs(batch)
+        for t, tile in enumerate(tiles):
+            tile.stash(xs[t], ds[t])
+        optimizer.step()
+    assert len(optimizer._fused_updates) == 1
+    assert all(t.counters.rank1_updates == 6 and t.counters.steps == 3 for t in tiles)
+    # Tiles with different numbers of pending samples are not fused together, yet all update.
+    xs, ds = _inputs(2)
+    tiles[0].stash(xs[0][:1], ds[0][:1])
+    for t in (1, 2):
+        tiles[t].stash(xs[t], ds[t])
+    optimizer.step()
+    assert [t.counters.rank1_updates for t in tiles] == [7, 8, 8]

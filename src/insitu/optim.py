@@ -65,9 +65,11 @@ class AnalogSGD(torch.optim.Optimizer):
                 if len(tiles) == 1:  # alone (e.g. a convolution's many patches): its own loop is faster
                     tiles[0].update(lr)
                     continue
-                cached = self._fused_updates.get((index, key))
+                # One cached update per set of tiles, whatever the number of pending samples.
+                cache_key = (index, *map(id, tiles))
+                cached = self._fused_updates.get(cache_key)
                 if cached is None or not cached.current(tiles, lr):
-                    cached = self._fused_updates[(index, key)] = FusedPulseUpdate(tiles, lr)
+                    cached = self._fused_updates[cache_key] = FusedPulseUpdate(tiles, lr)
                 cached.apply()
         return loss
 

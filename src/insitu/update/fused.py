@@ -88,9 +88,10 @@ class FusedPulseUpdate:
     :func:`fusion_key`) computed together.
 
     The lines of all tiles are laid out in one vector: the row lines (inputs) of every tile, then
-    the column lines (errors) of every tile. Built once per set of tiles and learning rate;
-    :meth:`current` tells whether it still describes the tiles (their device parameters may have
-    been reloaded or moved).
+    the column lines (errors) of every tile. Built once per set of tiles; :meth:`current` tells
+    whether it still describes them (their device parameters may have been reloaded or moved)
+    and takes a new learning rate. It keeps a copy of four of the six device-parameter planes,
+    interleaved per device (16 bytes a device), so that a block of devices is one gather.
     """
 
     def __init__(self, tiles, lr: float):
@@ -100,7 +101,6 @@ class FusedPulseUpdate:
         self.bl = self.tiles[0].config.update.bl
         self.update_management = self.tiles[0].config.update.update_management
         self.c2c = self.tiles[0].device_model.c2c
-        self.generator = self.tiles[0].generator
         ins = [t.in_features for t in self.tiles]
         outs = [t.out_features for t in self.tiles]
         self.n_rows = sum(ins)
@@ -227,11 +227,12 @@ class FusedPulseUpdate:
     def _rank1(self, probability: torch.Tensor, signs: torch.Tensor) -> None:
         """One rank-1 pulse update of every tile from one sample's lines."""
         tiles, n_tiles = self.tiles, len(self.tiles)
+        generator = tiles[0].generator
         # Lines that can fire (MNIST background pixels cannot): draw trains for those only.
         live = probability.nonzero().view(-1)
         if live.numel() == 0:
             return
-        uniforms = torch.rand((self.bl, live.numel()), generator=self.generator, device=self.device, dtype=self.dtype)
+        uniforms = torch.rand((self.bl, live.numel()), generator=generator, device=self.device, dtype=self.dtype)
         # A line fires at least once iff its smallest uniform is below its probability.
         fired = (uniforms.amin(0) < probability.index_select(0, live)).nonzero().view(-1)
         lines = live.index_select(0, fired)  # sorted ids of the lines that fired
@@ -274,7 +275,7 @@ class FusedPulseUpdate:
         # n pulses of one sign: n steps, each with cycle-to-cycle spread, sum to
         # step (n + c2c sqrt(n) ξ) (see DeviceModel.apply_pulses).
         if self.c2c > 0:
-            noise = torch.randn(total, generator=self.generator, device=self.device, dtype=self.dtype)
+            noise = torch.randn(total, generator=generator, device=self.device, dtype=self.dtype)
             # sqrt(n) as n / sqrt(max(n, 1)): exact for whole counts, 0 where n = 0, and no
             # sqrt of exact zeros (several times slower than other square roots on some CPUs).
             n.addcmul_(noise, n.clamp_min(1).rsqrt_().mul_(n), value=self.c2c)
