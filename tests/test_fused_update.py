@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from insitu import AnalogLinear, AnalogSGD
-from insitu.devices import ConstantStepDevice, LinearStepDevice
+from insitu.devices import ConstantStepDevice, LinearStepDevice, SoftBoundsDevice
 from insitu.models import mlp
 from insitu.presets import get_preset
 from insitu.tile import AnalogTile, TileConfig
@@ -61,9 +61,14 @@ def _rpu(**update) -> TileConfig:
     return get_preset("gokmen-vlasov-2016").replace(update=PulseUpdateConfig(**update))
 
 
-@pytest.mark.parametrize("batch, management", [(1, False), (3, False), (2, True)])
-def test_fused_update_has_the_distribution_of_the_per_tile_update(batch, management):
+@pytest.mark.parametrize(
+    "batch, management, device",
+    [(1, False, None), (3, False, None), (2, True, None), (1, False, SoftBoundsDevice()), (2, False, LinearStepDevice(gamma_up=0.8))],
+)
+def test_fused_update_has_the_distribution_of_the_per_tile_update(batch, management, device):
     config = _rpu(bl=10, update_management=management)
+    if device is not None:  # weight-dependent steps, through DeviceModel.apply_signed_pulses
+        config = config.replace(device=device.replace(w_max=0.3, w_min=-0.3, dw_min=0.002))
     draws = 300
     fused = _weight_changes(True, config, draws, batch)
     separate = _weight_changes(False, config, draws, batch)
@@ -200,12 +205,12 @@ def test_which_tiles_are_fused():
     rpu = get_preset("gokmen-vlasov-2016")
     assert can_fuse(AnalogTile(3, 4, rpu))
     assert can_fuse(AnalogTile(3, 4, rpu.replace(update=rpu.update.replace(update_management=True))))
+    assert can_fuse(AnalogTile(3, 4, rpu.replace(device=SoftBoundsDevice())))
     not_covered = [
         rpu.replace(update=rpu.update.replace(update_management=True, dynamic_bl=True)),
         rpu.replace(update=rpu.update.replace(mode="batched")),
         rpu.replace(update=rpu.update.replace(pulse_type="expected")),
         rpu.replace(devices_per_weight=2),
-        rpu.replace(device=LinearStepDevice()),
         get_preset("floating-point"),
     ]
     for config in not_covered:

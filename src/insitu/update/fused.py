@@ -18,8 +18,9 @@ different order than the per-tile path, so the two agree in distribution, not dr
 (tested in ``tests/test_fused_update.py``). All draws of a group come from the generator of its
 first tile, so a seed still fixes the run and a restored model continues identically.
 
-Covered: :class:`~insitu.tile.AnalogTile` with a constant-step device (the 2016 RPU device), one
-device per cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
+Covered: :class:`~insitu.tile.AnalogTile` with a pulsed device (constant step as in 2016, linear
+step, soft bounds: the response of :class:`~insitu.devices.base.DeviceModel`), one device per
+cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
 with or without update management (each tile rebalanced by its own ``max|δ| / max|x|``), no
 dynamic BL, no connection mask. Any other tile takes the per-tile path, unchanged.
 """
@@ -50,15 +51,16 @@ def can_fuse(tile) -> bool:
     if update.dynamic_bl or config.algorithm.method != "sgd":
         return False
     model = tile.device_model
-    # Only our own constant-step response (a subclass may redefine it).
-    return type(model) is DeviceModel and not model.has_slope and not torch.is_tensor(model.c2c)
+    # Only our own response (a subclass may redefine it), with one c2c for the whole tile.
+    return type(model) is DeviceModel and not torch.is_tensor(model.c2c)
 
 
 def fusion_key(tile, rows: int) -> tuple:
     """Tiles with equal keys can share one fused update (``rows``: rank-1 writes pending)."""
     w = tile.weight
     update = tile.config.update
-    return (w.device, w.dtype, update.bl, update.update_management, tile.device_model.c2c, rows)
+    model = tile.device_model
+    return (w.device, w.dtype, update.bl, update.update_management, model.c2c, model.has_slope, rows)
 
 
 class _Tally:
@@ -100,7 +102,8 @@ class FusedPulseUpdate:
         self.dtype, self.device = first.dtype, first.device
         self.bl = self.tiles[0].config.update.bl
         self.update_management = self.tiles[0].config.update.update_management
-        self.c2c = self.tiles[0].device_model.c2c
+        self.model = self.tiles[0].device_model  # equal c2c and slope kind across the group
+        self.c2c = self.model.c2c
         ins = [t.in_features for t in self.tiles]
         outs = [t.out_features for t in self.tiles]
         self.n_rows = sum(ins)
@@ -145,16 +148,20 @@ class FusedPulseUpdate:
             self.lr, self.scale = lr, self._unit_scale * math.sqrt(lr)
 
     def _pack(self) -> None:
-        """Per tile and device, side by side (one gather per block): the mean and half the
-        difference of the up and down steps, and the two bounds. With ``m`` and ``h`` a device
-        receiving ``c`` signed coincidences moves by ``|c| (m sign(c) + h)``: the up step for
-        ``c > 0``, the down step for ``c < 0``, without a select."""
+        """Per tile and device, side by side (one gather per block). Constant steps: the mean and
+        half the difference of the up and down steps, and the two bounds; with ``m`` and ``h`` a
+        device receiving ``c`` signed coincidences moves by ``|c| (m sign(c) + h)`` (the up step
+        for ``c > 0``, the down step for ``c < 0``) without a select. Weight-dependent steps: all
+        six parameters in :data:`~insitu.devices.base.PARAM_NAMES` order, for
+        :meth:`DeviceModel.apply_signed_pulses`."""
         self.packed = []
         for t in self.tiles:
-            p = t.device_params
-            up, down = p[DW_UP].reshape(-1), p[DW_DOWN].reshape(-1)
-            planes = ((up + down) / 2, (up - down) / 2, p[W_MIN].reshape(-1), p[W_MAX].reshape(-1))
-            self.packed.append(torch.stack(planes, dim=1))
+            p = t.device_params.reshape(t.device_params.shape[0], -1)
+            if self.model.has_slope:
+                self.packed.append(p.t().contiguous())
+                continue
+            up, down = p[DW_UP], p[DW_DOWN]
+            self.packed.append(torch.stack(((up + down) / 2, (up - down) / 2, p[W_MIN], p[W_MAX]), dim=1))
         self._versions = self._state()
 
     def _state(self) -> list:
@@ -256,7 +263,7 @@ class FusedPulseUpdate:
         # The fired columns × fired rows of each tile, side by side in flat buffers.
         counts = torch.empty(total, device=self.device, dtype=self.dtype)
         weights = torch.empty(total, device=self.device, dtype=self.dtype)
-        params = torch.empty(total, 4, device=self.device, dtype=self.dtype)
+        params = torch.empty(total, self.packed[0].shape[1], device=self.device, dtype=self.dtype)
         flats = []
         for t, c0, c1, r0, r1, start, size in blocks:
             torch.mm(trains[:, c0:c1].t(), trains[:, r0:r1], out=counts[start : start + size].view(c1 - c0, r1 - r0))
@@ -270,15 +277,23 @@ class FusedPulseUpdate:
             self._coincidences.add_(sums)
         else:
             self._coincidences.index_add_(0, self._all_tiles[[b[0] for b in blocks]], sums.double())
+        if self.model.has_slope:
+            weights = self.model.apply_signed_pulses(weights, counts, params.t(), generator)
+        else:
+            self._constant_steps(weights, counts, n, params, generator)
+        for (t, *_rest, start, size), flat in zip(blocks, flats):
+            tiles[t].weight.view(-1).index_copy_(0, flat, weights[start : start + size])
+
+    def _constant_steps(self, weights, counts, n, params, generator) -> None:
+        """Constant-step response of a block, in place on ``weights`` (``counts`` signed, ``n``
+        their magnitudes; both are used as scratch)."""
         mean_step, half_difference, w_min, w_max = params.t()
         step = torch.addcmul(half_difference, mean_step, counts.sign_())  # up or down step
         # n pulses of one sign: n steps, each with cycle-to-cycle spread, sum to
         # step (n + c2c sqrt(n) ξ) (see DeviceModel.apply_pulses).
         if self.c2c > 0:
-            noise = torch.randn(total, generator=generator, device=self.device, dtype=self.dtype)
+            noise = torch.randn(n.shape, generator=generator, device=self.device, dtype=self.dtype)
             # sqrt(n) as n / sqrt(max(n, 1)): exact for whole counts, 0 where n = 0, and no
             # sqrt of exact zeros (several times slower than other square roots on some CPUs).
             n.addcmul_(noise, n.clamp_min(1).rsqrt_().mul_(n), value=self.c2c)
         weights.addcmul_(step, n).clamp_(w_min, w_max)
-        for (t, *_rest, start, size), flat in zip(blocks, flats):
-            tiles[t].weight.view(-1).index_copy_(0, flat, weights[start : start + size])
