@@ -67,7 +67,7 @@ class Run:
 
     def __init__(self, preset, method, batch, lr, data, seed):
         self.model = build(preset, method, seed)
-        self.optimizer = AnalogSGD(self.model.parameters(), lr=lr)
+        self.optimizer = AnalogSGD(self.model.parameters(), lr=lr, fused=False)  # the per-tile path the committed numbers were made with
         self.batch, self.data, self.method = batch, data, method
         self.order_generator = torch.Generator().manual_seed(seed)
         self.position, self.epochs_done, self.order = 0, 0, None
