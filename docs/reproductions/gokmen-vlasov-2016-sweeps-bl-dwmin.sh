@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The 2016 panel (a): BL for several dw_min, a 3 x 3 grid, 2 seeds, 6 epochs on full MNIST,
+# trained as replicas in lockstep (two groups of 9 cut by pulse load, on two workers). Rerun to
+# resume. Report, per-epoch export and store go to data/gokmen-vlasov-2016-sweeps-bl-dwmin/.
+set -euo pipefail
+DATA=${DATA:-../shared/datasets}
+OUT=${OUT:-runs/gv2016-sweeps-bl-dwmin}
+WORKERS=${WORKERS:-2}
+LOCKSTEP=${LOCKSTEP:-9}
+insitu sweep run docs/reproductions/configs/gv2016-sweeps-bl-dwmin.yaml --out "$OUT" --workers "$WORKERS" --threads 1 \
+  --lockstep "$LOCKSTEP" --data-dir "$DATA"
+insitu sweep status "$OUT"
+DEST=docs/reproductions/data/gokmen-vlasov-2016-sweeps-bl-dwmin
+insitu sweep report "$OUT" --out "$DEST" \
+  --caption "784-256-128-10 sigmoid, full MNIST (60,000), 6 epochs at lr 0.01 (paper: 30 epochs), batch 1, seeds 0-1"
+insitu sweep export "$OUT" --csv "$DEST/epochs.csv" --per-epoch
+cp "$OUT/study.sqlite" "$DEST/study.sqlite"
