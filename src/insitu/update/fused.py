@@ -92,8 +92,9 @@ class FusedPulseUpdate:
     The lines of all tiles are laid out in one vector: the row lines (inputs) of every tile, then
     the column lines (errors) of every tile. Built once per set of tiles; :meth:`current` tells
     whether it still describes them (their device parameters may have been reloaded or moved)
-    and takes a new learning rate. It keeps a copy of four of the six device-parameter planes,
-    interleaved per device (16 bytes a device), so that a block of devices is one gather.
+    and takes a new learning rate. It keeps a copy of the device parameters it needs,
+    interleaved per device (16 bytes a device for constant steps, 24 with slopes), so that a block
+    of devices is one gather.
     """
 
     def __init__(self, tiles, lr: float):
@@ -106,8 +107,7 @@ class FusedPulseUpdate:
         self.c2c = self.model.c2c
         ins = [t.in_features for t in self.tiles]
         outs = [t.out_features for t in self.tiles]
-        self.n_rows = sum(ins)
-        n_lines = self.n_rows + sum(outs)
+        n_lines = sum(ins) + sum(outs)
         as_long = dict(device=self.device, dtype=torch.long)
         # Flat device index of (column j, row i) of a tile is key[column] + key[row].
         self.key = torch.cat(
