@@ -374,9 +374,7 @@ class MultiConductanceTile(AnalogTile):
         """Open-loop update of the LSP from the stashed ``(x, δ)``; transfers when due."""
         if not self._pending:
             return
-        x = torch.cat([p[0] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
-        d = torch.cat([p[1] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
-        self._pending.clear()
+        x, d = self.take_pending()
         lsp = self.config.lsp
         # The pulse trains and coincidences of Gokmen & Vlasov 2016 (one LSP step per coincidence),
         # drawn by the RPU tile's own code; the counter records them per device.

@@ -242,12 +242,7 @@ class AnalogTile(nn.Module):
         """Apply the stashed ``(x, δ)`` pairs to the weights with learning rate ``lr``."""
         if not self._pending:
             return
-        if len(self._pending) == 1:
-            x, d = self._pending[0]
-        else:
-            x = torch.cat([p[0] for p in self._pending])
-            d = torch.cat([p[1] for p in self._pending])
-        self._pending.clear()
+        x, d = self.take_pending()
         memory = self.config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
         self.counters.extra_memory = max(self.counters.extra_memory, memory)
         self.counters.steps += 1
@@ -266,6 +261,17 @@ class AnalogTile(nn.Module):
             step, self.config.update, self.generator, self.counters,
         )
         self._zero_absent_crosspoints()
+
+    def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stashed pairs as one ``x`` ``(batch, in)`` and one ``δ`` ``(batch, out)``, in the
+        order they were stashed, and an empty stash. Call only when something is stashed."""
+        pending = self._pending
+        if len(pending) == 1:
+            x, d = pending[0]
+        else:
+            x, d = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+        pending.clear()
+        return x, d
 
     def discard_pending(self) -> None:
         """Drop stashed ``(x, δ)`` pairs without updating (e.g. after a diverged step)."""

@@ -72,7 +72,7 @@ class _Tally:
 
     def __init__(self, update: "FusedPulseUpdate", index: int):
         self.probability_sum, self.coincidence_sums = update._probability_sum, update._coincidences
-        self.lines, self.bl, self.index = update.segment[index].double(), update.bl, index
+        self.lines, self.bl, self.index = update.segment[index], update.bl, index
         self.base_pulses, self.base_coincidences = 0.0, 0.0
         self.base_pulses, self.base_coincidences = self.pulses, self.coincidences
 
@@ -129,14 +129,11 @@ class FusedPulseUpdate:
             torch.arange(2 * len(self.tiles), **as_long), torch.tensor(ins + outs, **as_long)
         )
         # segment[t] selects the lines of tile t (its rows and its columns): pulse counters.
-        self.segment = torch.zeros(len(self.tiles), n_lines, device=self.device, dtype=self.dtype)
-        for t in range(len(self.tiles)):
-            self.segment[t, starts[t] : starts[t + 1]] = 1
-            self.segment[t, starts[len(self.tiles) + t] : starts[len(self.tiles) + t + 1]] = 1
+        owner = self.line_segment % len(self.tiles)
+        self.segment = (owner == torch.arange(len(self.tiles), **as_long).unsqueeze(1)).double()
         # Running sums: firing probability of every line (pulses = BL Σ p) and coincidences per tile.
         self._probability_sum = torch.zeros(n_lines, device=self.device, dtype=torch.float64)
         self._coincidences = torch.zeros(len(self.tiles), device=self.device, dtype=torch.float64)
-        self._all_tiles = torch.arange(len(self.tiles), device=self.device)
         self._counted: list = [None] * len(self.tiles)  # the counters each tile's tally is attached to
         self._versions = None
         self._pack()
@@ -185,16 +182,7 @@ class FusedPulseUpdate:
         """Apply the pending ``(x, δ)`` pairs of every tile (the same number of rows each).
         Call under ``torch.no_grad()`` (as ``AnalogSGD.step`` does)."""
         tiles = self.tiles
-        xs, ds = [], []
-        for tile in tiles:
-            pending = tile._pending
-            if len(pending) == 1:
-                x, d = pending[0]
-            else:
-                x, d = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
-            pending.clear()
-            xs.append(x)
-            ds.append(d)
+        xs, ds = zip(*(tile.take_pending() for tile in tiles))
         batch = xs[0].shape[0]
         for t, tile in enumerate(tiles):
             counters = tile.counters
@@ -207,7 +195,7 @@ class FusedPulseUpdate:
                 memory = tile.config.algorithm.extra_memory(tile.out_features, tile.in_features, batch)
                 counters.extra_memory = max(counters.extra_memory, memory)
         # Signed, scaled lines of every sample: |.| clipped is the firing probability.
-        lines = torch.cat(xs + ds, dim=1).to(self.dtype)
+        lines = torch.cat((*xs, *ds), dim=1).to(self.dtype)
         if self.update_management:
             lines.mul_(self._management_factors(lines))
         lines.mul_(self.scale)
@@ -276,7 +264,8 @@ class FusedPulseUpdate:
         if len(blocks) == n_tiles:
             self._coincidences.add_(sums)
         else:
-            self._coincidences.index_add_(0, self._all_tiles[[b[0] for b in blocks]], sums.double())
+            tiles_hit = torch.tensor([b[0] for b in blocks], device=self.device)
+            self._coincidences.index_add_(0, tiles_hit, sums.double())
         if self.model.has_slope:
             weights = self.model.apply_signed_pulses(weights, counts, params.t(), generator)
         else:
