@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .update.fused import FusedPulseUpdate, can_fuse, fusion_key
+from .update.kernels import select_backend
 
 __all__ = ["AnalogSGD"]
 
@@ -53,7 +54,9 @@ class AnalogSGD(torch.optim.Optimizer):
                 link = getattr(p, "_insitu_tile", None)
                 tile = link() if link is not None else None
                 if tile is not None:
-                    if self.fused and tile._pending and _fusable(tile):
+                    # The compiled CPU kernel updates a tile in microseconds: fusing tiles pays
+                    # only on the torch backend, whose cost is per tensor operation.
+                    if self.fused and tile._pending and _fusable(tile) and select_backend(tile.weight.device) == "torch":
                         pending = tile._pending
                         rows = pending[0][0].shape[0] if len(pending) == 1 else sum(x.shape[0] for x, _ in pending)
                         fusable.setdefault(fusion_key(tile, rows), []).append(tile)

@@ -25,6 +25,7 @@ from torch import nn
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
+from .update.kernels import rng_state as rng
 from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
 
 __all__ = ["TileConfig", "AnalogTile"]
@@ -142,6 +143,10 @@ class AnalogTile(nn.Module):
         self.seed = int(seed)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.seed)
+        # The compiled kernels' own stream (CPU), seeded from the same seed: the pulse draws of
+        # the compiled backend, independent of the torch generator's IO noise.
+        self.pulse_rng = rng.new_state(self.seed, stream=1)
+        self._kernel_cache: dict = {}  # the compiled kernel's views of this tile's state
         return device
 
     # -- linking the weight parameter to its tile (for the optimizer) ------------------------
@@ -253,12 +258,12 @@ class AnalogTile(nn.Module):
             self._zero_absent_crosspoints()
             return
         # With a summed cell every coincidence moves the weight by #d steps: scale the pulses.
-        step = self.config.device.dw_min
+        step = self.config.device.nominal_step
         if self.config.cell_readout == "sum":
             step *= self.config.devices_per_weight
         pulsed_update(
             self.weight, self.device_params, self.device_model, x, d, lr,
-            step, self.config.update, self.generator, self.counters,
+            step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
         )
         self._zero_absent_crosspoints()
 
@@ -292,6 +297,7 @@ class AnalogTile(nn.Module):
             "config": self.config.to_dict(),
             "seed": self.seed,
             "generator": self.generator.get_state(),
+            "pulse_rng": self.pulse_rng.clone(),
             "counters": self.counters.to_dict(),
         }
 
@@ -305,6 +311,8 @@ class AnalogTile(nn.Module):
             )
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
+        if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
+            self.pulse_rng.copy_(state["pulse_rng"])
         self.counters = UpdateCounters(**state["counters"])
 
     def _apply(self, fn, recurse=True):

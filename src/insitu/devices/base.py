@@ -26,7 +26,7 @@ import torch
 
 from ..config import Config
 
-__all__ = ["DeviceConfig", "DeviceModel", "PARAM_NAMES"]
+__all__ = ["DeviceCapabilities", "DeviceConfig", "DeviceModel", "PARAM_NAMES"]
 
 # Layout of the first axis of the per-device parameter tensor (len(PARAM_NAMES), out, in): each
 # parameter is a contiguous plane, so elementwise device math streams through memory.
@@ -34,13 +34,66 @@ PARAM_NAMES = ("dw_up", "dw_down", "slope_up", "slope_down", "w_min", "w_max")
 DW_UP, DW_DOWN, SLOPE_UP, SLOPE_DOWN, W_MIN, W_MAX = range(len(PARAM_NAMES))
 
 
+@dataclasses.dataclass(frozen=True)
+class DeviceCapabilities:
+    """What the update engine may do with a device family (declared, never guessed from types).
+
+    Attributes:
+        fusable: the torch backend may update several tiles of this device in one set of tensor
+            operations (:mod:`insitu.update.fused`).
+        lockstep: replicas of this device can be stacked on a leading axis
+            (:class:`~insitu.replicas.ReplicatedTile`).
+        closed_form: ``n`` pulses of one sign have a closed form (``apply_signed_pulses`` costs the
+            same for any ``n``), checked against pulse-by-pulse application by the conformance tests.
+        compiled: the model supplies a jitted response (:meth:`DeviceModel.compiled_response`), so
+            the compiled CPU kernels can update it.
+        per_device_state: the device keeps state beyond its weight and drawn parameters (none of
+            the present families does).
+    """
+
+    fusable: bool = False
+    lockstep: bool = False
+    closed_form: bool = False
+    compiled: bool = False
+    per_device_state: bool = False
+
+    def require(self, capability: str, device_name: str, what: str) -> None:
+        """Raise :class:`ConfigError` if ``capability`` is missing (``what`` says what needed it)."""
+        if not getattr(self, capability):
+            from ..config import ConfigError
+
+            raise ConfigError(f"{what} needs a device with the '{capability}' capability; {device_name} does not have it.")
+
+
 @dataclasses.dataclass
 class DeviceConfig(Config):
-    """Base class of all device configs."""
+    """Base class of all device configs.
+
+    The contract of a device family (see ``docs/engine.md``): a validated config that states its
+    :attr:`nominal_step` (which sets ``Cx``, ``Cd`` and ``BL``) and its :attr:`capabilities`, draws
+    its per-device parameters (:meth:`draw_parameters`), and gives the :class:`DeviceModel` that
+    owns their layout and responds to coincidence counts (:meth:`model`).
+    """
 
     polymorphic: ClassVar[bool] = True
     #: True for the floating-point reference device: the tile then updates weights exactly.
     is_ideal: ClassVar[bool] = False
+    #: What the update engine may do with this family.
+    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities()
+
+    @property
+    def nominal_step(self) -> float:
+        """The mean weight change of one coincidence near w = 0 (``Δw_min`` of Gokmen & Vlasov
+        2016): the pulsed update chooses ``Cx Cd = lr / (BL · nominal_step)`` from it."""
+        value = getattr(self, "dw_min", None)
+        if value is None:
+            from ..config import ConfigError
+
+            raise ConfigError(
+                f"{type(self).__name__} states no nominal step: a pulsed device config must define a "
+                "'dw_min' field or override the 'nominal_step' property (the weight change of one pulse)."
+            )
+        return float(value)
 
     def draw_parameters(
         self,
@@ -75,6 +128,10 @@ class DeviceModel:
         has_slope: whether steps depend on the weight (selects the closed-form path).
     """
 
+    #: Names of the planes of the per-device parameter tensor ``(len(param_names), *shape)``;
+    #: nothing outside :mod:`insitu.devices` indexes planes by number.
+    param_names: tuple[str, ...] = PARAM_NAMES
+
     def __init__(self, c2c: float | torch.Tensor, has_slope: bool):
         self.c2c = c2c if torch.is_tensor(c2c) else float(c2c)
         #: Whether any device draws cycle-to-cycle noise (decided once, not at every pulse).
@@ -86,6 +143,36 @@ class DeviceModel:
         if torch.is_tensor(self.c2c):
             return counts + noise * scale * self.c2c
         return torch.addcmul(counts, noise, scale, value=self.c2c)
+
+    def plane(self, params: torch.Tensor, name: str) -> torch.Tensor:
+        """The plane ``name`` of a parameter tensor laid out as :attr:`param_names`."""
+        return params[self.param_names.index(name)]
+
+    def pack_interleaved(self, params: torch.Tensor, names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """``(n_devices, len(names))``: the named planes side by side per device (one gather reads
+        a device's parameters); all planes in layout order when ``names`` is None."""
+        if names is None:
+            return params.reshape(params.shape[0], -1).t().contiguous()
+        return torch.stack([self.plane(params, n).reshape(-1) for n in names], dim=1)
+
+    def compiled_response(self):
+        """The jitted response of one device to ``n`` signed coincidences, for the compiled CPU
+        kernels (:mod:`insitu.update.kernels.compiled`), or ``None`` if this model has none.
+
+        Signature ``respond(w, signed_n, params, j, i, k, c2c, xi) -> new w``: device ``k`` of
+        cross-point ``(j, i)`` receives ``signed_n`` coincidences (> 0 potentiate), ``params`` is
+        the ``(out, in, n, P)`` interleaved copy of the parameters (planes in
+        :attr:`param_names` order) and ``xi`` one standard normal for the cycle-to-cycle noise
+        of these pulses."""
+        if torch.is_tensor(self.c2c):
+            return None  # per-replica spreads: the replica path (torch) handles them
+        from ..update.kernels import compiled_available
+
+        if not compiled_available():
+            return None
+        from ..update.kernels import compiled
+
+        return compiled.linear_step_response if self.has_slope else compiled.constant_step_response
 
     @staticmethod
     def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:

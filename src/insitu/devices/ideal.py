@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import register_config
-from .base import DeviceConfig
+from .base import DeviceCapabilities, DeviceConfig
 
 __all__ = ["IdealDevice"]
 
@@ -20,3 +20,4 @@ class IdealDevice(DeviceConfig):
     """
 
     is_ideal = True
+    capabilities = DeviceCapabilities(lockstep=True)

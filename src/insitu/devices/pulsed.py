@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from ..config import register_config
-from .base import PARAM_NAMES, DeviceConfig, DeviceModel
+from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
 
 __all__ = ["ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice"]
 
@@ -26,6 +26,8 @@ class _PulsedDevice(DeviceConfig):
         w_max, w_min: mean weight bounds (``w_min`` < 0 < ``w_max``).
         w_max_dtod, w_min_dtod: device-to-device spread of the bounds, relative.
     """
+
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, closed_form=True, compiled=True)
 
     dw_min: float = 0.001
     dw_min_dtod: float = 0.3

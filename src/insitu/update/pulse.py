@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 
+import numpy as np
 import torch
 
 from ..config import Config, register_config
@@ -190,8 +191,16 @@ def pulsed_update(
     config: PulseUpdateConfig,
     generator: torch.Generator,
     counters: UpdateCounters,
+    rng_state: torch.Tensor | None = None,
+    cache: dict | None = None,
 ) -> None:
     """Apply ``ΔW ≈ -lr Σ_b δ_b x_bᵀ`` to ``weights`` in place through device pulses.
+
+    The one entry point of the pulse update for a single array: the backend is chosen by the
+    tensors' device (:func:`insitu.update.kernels.select_backend`). On CPU, with ``rng_state``
+    given and a device model that has a compiled response, the stochastic ``sequential`` update
+    runs in the compiled kernel (:mod:`insitu.update.kernels.compiled`), its random numbers drawn
+    from ``rng_state``; everything else runs the PyTorch implementation below (the reference).
 
     Args:
         weights: the array, shape ``(out, in)``, or ``(out, in, n)`` for unit cells of ``n``
@@ -205,7 +214,11 @@ def pulsed_update(
         config: pulse settings.
         generator: draws pulses and cycle-to-cycle noise.
         counters: updated in place.
+        rng_state: the tile's compiled-kernel generator state (:func:`insitu.update.kernels.rng_state.new_state`).
+        cache: a dict the caller keeps between calls (the compiled kernel's views of the state).
     """
+    if rng_state is not None and _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache):
+        return
     # Entering no_grad costs as much as a small tensor operation; the optimizer already did.
     with torch.no_grad() if torch.is_grad_enabled() else _NO_CONTEXT:
         x_abs, d_abs = x.abs(), d.abs()
@@ -228,6 +241,52 @@ def pulsed_update(
             _summed(weights, params, model, x, d, px, pd, bl, generator, counters)
         else:
             _sequential(weights, params, model, x, d, px, pd, bl, generator, counters)
+
+
+def _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache) -> bool:
+    """Run the update in the compiled kernel if this backend and update allow it (True if it ran).
+
+    ``cache`` (a dict owned by the caller, e.g. the tile) keeps the kernel and the numpy views of
+    the state between calls: at batch 1 the update is a few microseconds of work, and building
+    the views each time would cost as much.
+    """
+    if config.pulse_type != "stochastic" or config.mode != "sequential" or params is None:
+        return False
+    from .kernels import select_backend
+
+    if select_backend(weights.device) != "compiled":
+        return False
+    # The packed parameters are a copy: a new one when the parameters change (load_state_dict).
+    key = (weights.data_ptr(), weights.dtype, weights.shape, params.data_ptr(), params._version, rng_state.data_ptr(), model)
+    plan = cache.get("sequential") if cache is not None else None
+    if plan is None or plan[0] != key:
+        respond = getattr(model, "compiled_response", None)
+        respond = respond() if respond is not None else None
+        if respond is None:
+            return False
+        from .kernels.compiled import sequential_kernel
+        from .kernels.rng_state import as_views
+
+        cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
+        # Interleaved per device, (out, in, devices, P): a device's parameters in one cache line.
+        planes = params if params.dim() == 4 else params.unsqueeze(-1)
+        packed = planes.permute(1, 2, 3, 0).to(weights.dtype).contiguous()
+        plan = (key, sequential_kernel(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))
+        if cache is not None:
+            cache["sequential"] = plan
+    _, kernel, cell, planes, words, spare, tally = plan
+    dtype = weights.dtype
+    x = x.detach().to(dtype).contiguous().numpy()
+    d = d.detach().to(dtype).contiguous().numpy()
+    tally[:] = 0.0
+    kernel(
+        cell, planes, x, d, float(lr), float(dw_min), config.bl, config.update_management, config.dynamic_bl,
+        float(model.c2c), words, spare, tally,
+    )
+    counters.add_pulses(float(tally[0]))
+    counters.add_coincidences(float(tally[1]))
+    counters.rank1_updates += int(tally[2])
+    return True
 
 
 def _sequential(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:

@@ -1,0 +1,80 @@
+"""Backends of the pulse-update engine.
+
+``torch`` (:mod:`insitu.update.pulse`, :mod:`insitu.update.fused`, :mod:`insitu.update.replicas`)
+is the reference implementation, the CUDA path and the fallback. ``compiled``
+(:mod:`.compiled`) runs the ``sequential`` and ``summed`` stochastic updates of CPU tiles as numba
+kernels: pulse trains drawn as bits of 64-bit words, coincidences counted by popcount, random
+numbers from a counter-free xoshiro256** stream whose state the tile saves (:mod:`.rng`).
+
+The backend is chosen per torch device, never per feature: :func:`select_backend` gives
+``compiled`` for CPU tensors when numba imports, and ``torch`` otherwise. :func:`set_backend` (or
+the environment variable ``INSITU_BACKEND``) forces one, for comparisons and reproductions made
+with the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+__all__ = ["BACKENDS", "compiled_available", "get_backend", "select_backend", "set_backend", "use_backend"]
+
+BACKENDS = ("auto", "torch", "compiled")
+
+_choice = {"backend": os.environ.get("INSITU_BACKEND", "auto")}
+
+
+def set_backend(name: str) -> None:
+    """Choose the pulse-update backend for the whole process.
+
+    ``"auto"`` (default): compiled on CPU when numba is installed, torch elsewhere.
+    ``"torch"``: always the PyTorch reference path (what runs made before the compiled engine used).
+    ``"compiled"``: the numba kernels; an error if numba is missing.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}.")
+    if name == "compiled" and not compiled_available():
+        raise RuntimeError("backend 'compiled' needs numba: pip install numba (a wheel, no compiler needed).")
+    _choice["backend"] = name
+
+
+def get_backend() -> str:
+    """The backend setting (``auto``, ``torch`` or ``compiled``)."""
+    name = _choice["backend"]
+    if name not in BACKENDS:
+        raise ValueError(f"INSITU_BACKEND must be one of {', '.join(BACKENDS)}, got {name!r}.")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_available() -> bool:
+    """Whether numba imports (the compiled backend's only requirement)."""
+    try:
+        import numba  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the installation
+        return False
+    return True
+
+
+def select_backend(device) -> str:
+    """``"compiled"`` or ``"torch"`` for tensors on torch ``device``."""
+    name = get_backend()
+    if name == "torch":
+        return "torch"
+    if getattr(device, "type", device) != "cpu":
+        return "torch"  # the compiled kernels are CPU kernels; CUDA runs the torch path
+    if name == "compiled" or compiled_available():
+        return "compiled"
+    return "torch"
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: :func:`set_backend` ``name`` inside, the previous setting after."""
+    previous = _choice["backend"]
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _choice["backend"] = previous

@@ -1,0 +1,251 @@
+"""Compiled (numba) CPU kernels of the stochastic pulse update (Gokmen & Vlasov 2016, Eq. 2-3).
+
+One rank-1 update ``ΔW ≈ -lr δ xᵀ`` of an array of ``out × in`` cross-points (each a cell of
+``n`` devices) is computed as the hardware does it:
+
+1. Pulse scales: ``Cx = Cd = sqrt(lr / (BL dw))`` with ``dw`` the device's nominal step; with update
+   management ``Cx = C m``, ``Cd = C / m``, ``m = sqrt(max|δ| / max|x|)`` (Gokmen, Onen & Haensch
+   2017); with dynamic BL ``BL = ceil(lr max|x| max|δ| / dw)`` clipped to ``[1, BL_max]``.
+2. Every column line ``j`` fires in each of the ``BL`` slots with probability ``min(Cd |δ_j|, 1)``;
+   the slots are the bits of 64-bit words (``ceil(BL / 64)`` words a line). Column trains are drawn
+   first; when none fires nothing else is drawn. Then the row lines, ``min(Cx |x_i|, 1)``.
+3. The coincidences of device ``(j, i)`` are ``popcount(col_j & row_i)``; only fired columns ×
+   fired rows are visited. The device steps up where ``sign(x_i) ≠ sign(δ_j)``.
+4. The device family's response function moves every device of the cell by that many pulses,
+   given one standard normal ``ξ`` for the cycle-to-cycle noise of those pulses (drawn only for
+   devices that received a coincidence, and only when the device has cycle-to-cycle noise).
+
+The response is a jitted function supplied by the device model
+(:meth:`insitu.devices.DeviceModel.compiled_response`), so a new device family brings its own
+response and every kernel here serves it; kernels are compiled once per response function and
+dtype (about a second each, at first use).
+
+Random numbers come from the tile's own xoshiro256** stream (:mod:`.rng`); the kernel is serial
+within a tile, so results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types, uint64
+from numba.extending import intrinsic
+
+from .rng import fill_normals, uniform24_pair
+
+__all__ = ["sequential_kernel", "constant_step_response", "linear_step_response"]
+
+
+@intrinsic
+def _ctpop(typingctx, x):
+    """LLVM's population count (one instruction where the CPU has one)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _draw_train(p, bl, words, bits, line, s):
+    """Fill ``bits[line, :words]`` with ``bl`` Bernoulli(``p``) slots; True if any slot fired."""
+    fired = False
+    for w in range(words):
+        word = uint64(0)
+        first = w * 64
+        n = min(64, bl - first)
+        if p >= 1.0:
+            word = uint64(0xFFFFFFFFFFFFFFFF) if n == 64 else (uint64(1) << uint64(n)) - uint64(1)
+        else:
+            k = 0
+            while k < n:
+                u1, u2 = uniform24_pair(s)
+                if u1 < p:
+                    word |= uint64(1) << uint64(k)
+                if k + 1 < n and u2 < p:
+                    word |= uint64(1) << uint64(k + 1)
+                k += 2
+        bits[line, w] = word
+        if word != uint64(0):
+            fired = True
+    return fired
+
+
+_NORMALS = 128
+
+
+def _make_sequential(respond):
+    @njit(nogil=True)
+    def sequential(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
+        """``x.shape[0]`` rank-1 pulse updates of ``weights`` ``(out, in, n)``, one after another.
+
+        ``params`` ``(out, in, n, P)`` are the per-device parameters in the device model's layout,
+        interleaved per device (one cache line holds a device's parameters: the devices a pulse
+        reaches are scattered over the array).
+        ``tally`` (float64 (3,)) accumulates expected pulses, coincidences and rank-1 updates.
+        """
+        n_out, n_in, n_dev = weights.shape
+        batch = x.shape[0]
+        words_max = (bl_max + 63) // 64
+        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
+        cols = np.empty(n_out, dtype=np.int64)
+        # Fired rows are kept compact (ids, trains, signs side by side): the coincidence loop
+        # then streams through contiguous memory.
+        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
+        rows = np.empty(n_in, dtype=np.int64)
+        row_negative = np.empty(n_in, dtype=np.bool_)
+        hit_rows = np.empty(n_in, dtype=np.int64)
+        hit_counts = np.empty(n_in, dtype=np.int64)
+        # Cycle-to-cycle noise from a buffer filled in bulk: a generator call inside the
+        # coincidence loop keeps the compiler from optimising the loop (2x slower).
+        normals = np.empty(_NORMALS)
+        next_normal = _NORMALS
+        base_c = math.sqrt(lr / (step * bl_max))
+        for b in range(batch):
+            tally[2] += 1.0
+            bl = bl_max
+            c = base_c
+            cx = c
+            cd = c
+            if update_management or dynamic_bl:
+                x_max = 0.0
+                for i in range(n_in):
+                    x_max = max(x_max, abs(x[b, i]))
+                d_max = 0.0
+                for j in range(n_out):
+                    d_max = max(d_max, abs(d[b, j]))
+                if dynamic_bl:
+                    bl = int(math.ceil(lr * x_max * d_max / step))
+                    bl = min(max(bl, 1), bl_max)
+                    c = math.sqrt(lr / (step * bl))
+                if update_management:
+                    # The floor keeps a zero vector from producing 0/0: its probabilities stay 0.
+                    m = math.sqrt(max(d_max, 1e-30) / max(x_max, 1e-30))
+                    cx = c * m
+                    cd = c / m
+                else:
+                    cx = c
+                    cd = c
+            words = (bl + 63) // 64
+            # Expected pulses BL (Σ p_i + Σ p_j), as the torch path counts them.
+            p_sum = 0.0
+            n_cols = 0
+            for j in range(n_out):
+                p = min(cd * abs(d[b, j]), 1.0)
+                p_sum += p
+                if p > 0.0 and _draw_train(p, bl, words, col_bits, n_cols, s):
+                    cols[n_cols] = j
+                    n_cols += 1
+            if n_cols == 0:
+                for i in range(n_in):
+                    p_sum += min(cx * abs(x[b, i]), 1.0)
+                tally[0] += bl * p_sum
+                continue
+            n_rows = 0
+            for i in range(n_in):
+                p = min(cx * abs(x[b, i]), 1.0)
+                p_sum += p
+                if p > 0.0 and _draw_train(p, bl, words, row_bits, n_rows, s):
+                    rows[n_rows] = i
+                    row_negative[n_rows] = x[b, i] < 0
+                    n_rows += 1
+            tally[0] += bl * p_sum
+            coincidences = 0
+            for a in range(n_cols):
+                j = cols[a]
+                d_negative = d[b, j] < 0
+                # Counts of all fired rows first, then the devices with a coincidence, compacted
+                # without branches (half the pairs have none: a branch there mispredicts).
+                hits = 0
+                for r in range(n_rows):
+                    if words == 1:
+                        count = int(_ctpop(col_bits[a, 0] & row_bits[r, 0]))
+                    else:
+                        count = 0
+                        for w in range(words):
+                            count += int(_ctpop(col_bits[a, w] & row_bits[r, w]))
+                    hit_rows[hits] = r
+                    hit_counts[hits] = count
+                    hits += count != 0
+                for h in range(hits):
+                    r = hit_rows[h]
+                    count = hit_counts[h]
+                    coincidences += count
+                    # ΔW = -lr δ xᵀ: up where sign(x_i) ≠ sign(δ_j).
+                    signed = count if row_negative[r] != d_negative else -count
+                    i = rows[r]
+                    for k in range(n_dev):
+                        xi = 0.0
+                        if c2c > 0.0:
+                            if next_normal == _NORMALS:
+                                fill_normals(normals, s, spare)
+                                next_normal = 0
+                            xi = normals[next_normal]
+                            next_normal += 1
+                        weights[j, i, k] = respond(weights[j, i, k], signed, params, j, i, k, c2c, xi)
+            tally[1] += coincidences
+
+    return sequential
+
+
+_SEQUENTIAL: dict = {}
+
+
+def sequential_kernel(respond):
+    """The sequential kernel for device response ``respond`` (built and cached per response)."""
+    kernel = _SEQUENTIAL.get(respond)
+    if kernel is None:
+        kernel = _SEQUENTIAL[respond] = _make_sequential(respond)
+    return kernel
+
+
+@njit(inline="always")
+def _clip(value, low, high):
+    # Selects, not min/max: min/max of mixed float32/float64 arguments compile to slow code.
+    value = value if value > low else np.float64(low)
+    return value if value < high else np.float64(high)
+
+
+# -- responses of the pulsed families (insitu.devices.pulsed) ---------------------------------
+# Parameter layout of DeviceModel: dw_up, dw_down, slope_up, slope_down, w_min, w_max.
+
+
+@njit(inline="always")
+def constant_step_response(w, signed, params, j, i, k, c2c, xi):
+    """``|n|`` constant steps of one sign with cycle-to-cycle spread, then the device's bounds.
+
+    ``n`` steps ``dw (1 + c2c ξ_k)`` sum to ``dw (n + c2c sqrt(n) ξ)`` (Gokmen & Vlasov 2016).
+    """
+    n = abs(signed)
+    step = params[j, i, k, 0] if signed > 0 else -params[j, i, k, 1]
+    change = np.float64(n) + c2c * math.sqrt(n) * xi
+    return _clip(w + step * change, params[j, i, k, 4], params[j, i, k, 5])
+
+
+@njit(inline="always")
+def linear_step_response(w, signed, params, j, i, k, c2c, xi):
+    """``|n|`` steps ``g (1 + slope w)`` of one sign in closed form (linear step, soft bounds).
+
+    ``w_n = w_0 r + g (r - 1) / a`` with ``a = g slope``, ``r = (1 + a)^n``; the cycle-to-cycle
+    noise of the ``n`` steps as one Gaussian of std ``c2c |g (1 + slope w_0)| sqrt(n)`` (as
+    :meth:`DeviceModel.apply_pulses`).
+    """
+    n = abs(signed)
+    if signed > 0:
+        g = params[j, i, k, 0]
+        slope = params[j, i, k, 2]
+    else:
+        g = -params[j, i, k, 1]
+        slope = params[j, i, k, 3]
+    a = max(g * slope, -0.999)
+    if abs(a) < 1e-12:
+        new = w + g * n
+    else:
+        growth = math.expm1(n * math.log1p(a))
+        new = w + w * growth + g * growth / a
+    new += c2c * abs(g * (1.0 + slope * w)) * math.sqrt(n) * xi
+    return _clip(new, params[j, i, k, 4], params[j, i, k, 5])

@@ -1,0 +1,225 @@
+"""The pulse-update engine: the compiled CPU backend against the PyTorch reference.
+
+The compiled kernels (insitu.update.kernels) must be the torch update in distribution for every
+layout they serve (single tile, batches, update management, dynamic BL, multi-device cells,
+weight-dependent steps), count what it counts, be deterministic for a seed, resume bit for bit
+from a state_dict, and not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from insitu import AnalogLinear, AnalogSGD
+from insitu.devices import LinearStepDevice, SoftBoundsDevice
+from insitu.models import mlp
+from insitu.presets import get_preset
+from insitu.tile import AnalogTile, TileConfig
+from insitu.update import PulseUpdateConfig
+from insitu.update.kernels import select_backend, set_backend, use_backend
+
+pytest.importorskip("numba")
+
+OUT, IN = 7, 11
+
+
+def _config(device=None, cell: int = 1, readout: str = "mean", **update) -> TileConfig:
+    config = get_preset("gokmen-vlasov-2016").replace(update=PulseUpdateConfig(**update))
+    if device is not None:
+        config = config.replace(device=device)
+    return config.replace(devices_per_weight=cell, cell_readout=readout)
+
+
+def _inputs(batch: int):
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(batch, IN, generator=g) * 2 - 1
+    x[:, ::4] = 0.0  # lines that never fire
+    d = (torch.rand(batch, OUT, generator=g) * 2 - 1) * 0.5
+    return x, d
+
+
+def _changes(backend: str, config: TileConfig, draws: int, batch: int, lr: float = 0.05):
+    """``draws`` updates of a fresh tile from the same devices and start: the weight changes and
+    the pulse and coincidence counts."""
+    x, d = _inputs(batch)
+    changes, pulses, coincidences = [], [], []
+    with use_backend(backend):
+        for k in range(draws):
+            tile = AnalogTile(OUT, IN, config, seed=3)  # the same devices every draw
+            tile.set_weights(torch.full((OUT, IN), 0.05))
+            start = tile.weight.detach().clone()
+            tile.generator.manual_seed(100 + k)  # torch backend: another draw
+            tile.pulse_rng.copy_(AnalogTile(1, 1, config, seed=100 + k).pulse_rng)  # compiled: another draw
+            tile.stash(x, d)
+            tile.update(lr)
+            changes.append((tile.weight.detach() - start).double())
+            pulses.append(tile.counters.pulses)
+            coincidences.append(tile.counters.coincidences)
+    return torch.stack(changes), np.array(pulses), np.array(coincidences)
+
+
+LAYOUTS = {
+    "batch 1": (dict(), 1),
+    "batch 4": (dict(), 4),
+    "update management": (dict(update_management=True), 3),
+    "dynamic BL": (dict(update_management=True, dynamic_bl=True, bl=31), 2),
+    "long train (BL 100, two words)": (dict(bl=100), 1),
+    "3 devices per weight": (dict(cell=3), 2),
+    "2 devices, summed readout": (dict(cell=2, readout="sum"), 2),
+    "soft bounds": (dict(device=SoftBoundsDevice(w_max=0.3, w_min=-0.3, dw_min=0.002)), 2),
+    "linear step": (dict(device=LinearStepDevice(gamma_up=0.8, dw_min=0.002)), 2),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_compiled_update_has_the_distribution_of_the_torch_update(layout):
+    options, batch = LAYOUTS[layout]
+    update = {k: v for k, v in options.items() if k in ("update_management", "dynamic_bl", "bl")}
+    config = _config(options.get("device"), options.get("cell", 1), options.get("readout", "mean"), **update)
+    draws = 250
+    compiled, c_pulses, c_coinc = _changes("compiled", config, draws, batch)
+    reference, t_pulses, t_coinc = _changes("torch", config, draws, batch)
+    se = torch.sqrt(compiled.var(0) / draws + reference.var(0) / draws).clamp_min(1e-12)
+    z = (compiled.mean(0) - reference.mean(0)) / se
+    assert float(z.abs().max()) < 4.8, float(z.abs().max())
+    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel())
+    ratio = float(compiled.var(0).sum() / reference.var(0).sum())
+    assert 0.8 < ratio < 1.25, ratio
+    # Pulses are counted as their expected number: the same in both, to rounding.
+    assert np.allclose(c_pulses, t_pulses, rtol=1e-5)
+    z_coinc = (c_coinc.mean() - t_coinc.mean()) / math.sqrt(c_coinc.var() / draws + t_coinc.var() / draws + 1e-12)
+    assert abs(z_coinc) < 4.5
+
+
+def test_expected_update_of_the_compiled_kernel():
+    """Mean weight change at batch 3, far from the bounds: -lr Σ δ xᵀ (the definition of Cx Cd)."""
+    config = _config(bl=20)
+    draws = 400
+    compiled, _, _ = _changes("compiled", config, draws, 3, lr=0.02)
+    x, d = _inputs(3)
+    # Each device's own step scales its change: compare with the mean step of the devices drawn.
+    tile = AnalogTile(OUT, IN, config, seed=3)
+    up, down = tile.device_model.plane(tile.device_params, "dw_up"), tile.device_model.plane(tile.device_params, "dw_down")
+    target = -0.02 * (d.t() @ x).double()
+    expected_per_unit = torch.where(target > 0, up, down).double() / config.device.dw_min
+    mean = compiled.mean(0)
+    se = compiled.std(0) / math.sqrt(draws) + 1e-9
+    z = (mean - target * expected_per_unit) / se
+    assert float(z.abs().max()) < 5, float(z.abs().max())
+
+
+def _train(model, steps: int, seed: int, batch: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    optimizer = AnalogSGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        x = torch.rand(batch, 12, generator=g)
+        y = torch.randint(0, 3, (batch,), generator=g)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return optimizer
+
+
+def _model(seed: int):
+    torch.manual_seed(seed)
+    return mlp((12, 8, 3), "sigmoid", get_preset("gokmen-vlasov-2016"))
+
+
+def test_compiled_training_is_deterministic_and_depends_on_the_seed():
+    with use_backend("compiled"):
+        a, b, c = _model(0), _model(0), _model(1)
+        for model in (a, b):
+            _train(model, 30, seed=9)
+        _train(c, 30, seed=9)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a[0].tile.weight, c[0].tile.weight)
+
+
+def test_compiled_training_resumes_bit_identically_from_a_state_dict():
+    with use_backend("compiled"):
+        straight = _model(0)
+        _train(straight, 20, seed=9)
+        state = {k: v.clone() if torch.is_tensor(v) else v for k, v in straight.state_dict().items()}
+        _train(straight, 15, seed=10)
+        resumed = _model(7)  # other devices and weights, replaced by the loaded state
+        resumed.load_state_dict(state)
+        _train(resumed, 15, seed=10)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        if torch.is_tensor(a):
+            assert torch.equal(a, b)
+    assert straight[0].tile.counters.to_dict() == resumed[0].tile.counters.to_dict()
+
+
+def test_compiled_results_do_not_depend_on_the_number_of_threads():
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with use_backend("compiled"):
+                model = _model(0)
+                _train(model, 10, seed=3, batch=4)
+            results.append([p.detach().clone() for p in model.parameters()])
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_device_protocol_is_the_same_on_both_backends():
+    """100x100 tile at full coincidence (p = 1 on every line): 200 down then 200 up pulses.
+    The devices are the same (same seed); mean and spread across devices agree within 1 %."""
+    config = _config(bl=1)
+    dw_min = config.device.dw_min
+    ones_x, ones_d = torch.ones(1, 100), torch.ones(1, 100)
+    stats = {}
+    for backend in ("compiled", "torch"):
+        with use_backend(backend):
+            tile = AnalogTile(100, 100, config, seed=21)
+            tile.set_weights(torch.zeros(100, 100))
+            trace = []
+            for sign in [1.0] * 200 + [-1.0] * 200:  # δ = x: down first (ΔW = -lr δ xᵀ)
+                tile.stash(ones_x, sign * ones_d)
+                tile.update(dw_min)  # Cx = Cd = 1: one coincidence per device and update
+                trace.append(tile.weight.detach().clone())
+            assert tile.counters.coincidences == 400 * 100 * 100
+        low, end = trace[199], trace[-1]
+        stats[backend] = torch.tensor([low.mean(), low.std(), end.mean(), end.std()])
+    compiled, reference = stats["compiled"], stats["torch"]
+    scale = torch.tensor([reference[0].abs(), reference[1], reference[1], reference[3]])
+    assert torch.all((compiled - reference).abs() <= 0.01 * scale), (compiled, reference)
+
+
+def test_backend_selection():
+    assert select_backend(torch.device("cuda")) == "torch"
+    with use_backend("torch"):
+        assert select_backend(torch.device("cpu")) == "torch"
+    with use_backend("compiled"):
+        assert select_backend(torch.device("cpu")) == "compiled"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        set_backend("fortran")
+
+
+def test_analog_layers_train_on_the_compiled_backend():
+    """A small analog network learns a separable task through the compiled update."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(3, 12, generator=g)
+    with use_backend("compiled"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(AnalogLinear(12, 3, config=get_preset("gokmen-vlasov-2016")))
+        optimizer = AnalogSGD(model.parameters(), lr=0.02)
+        losses = []
+        for step in range(600):
+            y = torch.randint(0, 3, (1,), generator=g)
+            x = centers[y] + 0.05 * torch.randn(1, 12, generator=g)
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    assert np.mean(losses[-100:]) < 0.6 * np.mean(losses[:100])  # 0.43 vs 0.91 when written
