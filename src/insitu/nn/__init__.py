@@ -9,7 +9,9 @@ from .conv import AnalogConv1d, AnalogConv2d
 from .convert import convert_to_analog, convert_to_digital
 from .functional import analog_linear
 from .linear import AnalogLinear
+from .recurrent import AnalogGRU, AnalogGRUCell, AnalogLSTM, AnalogLSTMCell, AnalogRNN, AnalogRNNCell
 
 __all__ = [
-    "AnalogConv1d", "AnalogConv2d", "AnalogLinear", "analog_linear", "convert_to_analog", "convert_to_digital", "functional",
+    "AnalogConv1d", "AnalogConv2d", "AnalogLinear", "AnalogRNN", "AnalogRNNCell", "AnalogLSTM", "AnalogLSTMCell",
+    "AnalogGRU", "AnalogGRUCell", "analog_linear", "convert_to_analog", "convert_to_digital", "functional",
 ]
