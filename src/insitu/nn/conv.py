@@ -11,7 +11,8 @@ the transposed array in the backward pass, and the update is ``n`` rank-1 update
 (one per ``(patch, δ)`` pair) performed on the array in place.
 
 Here the patches are extracted with :func:`torch.nn.functional.unfold` and sent through the tile
-by the same autograd bridge as :class:`~insitu.nn.AnalogLinear`, so every patch gets its own
+by the same autograd bridge as :class:`~insitu.nn.AnalogLinear`
+(:func:`insitu.nn.functional.analog_linear`), so every patch gets its own
 noise, bounds and noise/bound management, and :class:`~insitu.optim.AnalogSGD` applies the
 ``N · H_out · W_out`` rank-1 updates of a batch of ``N`` images. Grouped convolutions use one tile
 per group, of ``M/groups × (k²d/groups [+1])`` devices.
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tile import AnalogTile, TileConfig
-from .linear import _AnalogMatMul
+from .functional import analog_linear
 
 __all__ = ["AnalogConv1d", "AnalogConv2d"]
 
@@ -224,9 +225,7 @@ class _AnalogConvNd(nn.Module):
                 p = F.pad(p, (0, 1), value=1.0)  # the bias column's constant input
             else:
                 p = p.contiguous()
-            if not hasattr(tile.weight, "_insitu_tile"):
-                tile._link_parameter()
-            outputs.append(_AnalogMatMul.apply(p, tile.weight, tile))
+            outputs.append(analog_linear(p, tile))
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # (N·L, M)
         y = y.reshape(n, math.prod(out_size), self.out_channels).transpose(1, 2).reshape(n, self.out_channels, *out_size)
         if self.bias is not None:

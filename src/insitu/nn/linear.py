@@ -8,30 +8,9 @@ import torch
 from torch import nn
 
 from ..tile import AnalogTile, TileConfig
+from .functional import analog_linear
 
 __all__ = ["AnalogLinear"]
-
-
-class _AnalogMatMul(torch.autograd.Function):
-    """Autograd bridge: forward and backward run on the tile; the weight gets no gradient.
-
-    The weight is an input only so that autograd calls ``backward`` even when ``x`` needs no
-    gradient (the first layer); ``backward`` stashes ``(x, δ)`` on the tile for the update.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, tile):
-        ctx.tile = tile
-        ctx.save_for_backward(x)
-        return tile.forward(x)
-
-    @staticmethod
-    def backward(ctx, d):
-        (x,) = ctx.saved_tensors
-        tile = ctx.tile
-        tile.stash(x, d)
-        grad_x = tile.backward(d) if ctx.needs_input_grad[0] else None
-        return grad_x, None, None
 
 
 class AnalogLinear(nn.Module):
@@ -171,26 +150,14 @@ class AnalogLinear(nn.Module):
                 f"AnalogLinear expected inputs with {self.in_features} features in the last dimension, "
                 f"got shape {tuple(x.shape)}."
             )
-        if self.replicas is not None:
-            if x.dim() < 2 or x.shape[0] != self.replicas:
-                raise ValueError(
-                    f"AnalogLinear with {self.replicas} replicas expected inputs (replicas={self.replicas}, ..., "
-                    f"{self.in_features}), got shape {tuple(x.shape)}."
-                )
-            lead = x.shape[:-1]
-            x2 = x.reshape(self.replicas, -1, self.in_features)
-        else:
-            lead = x.shape[:-1]
-            x2 = x.reshape(-1, self.in_features)
+        if self.replicas is not None and (x.dim() < 2 or x.shape[0] != self.replicas):
+            raise ValueError(
+                f"AnalogLinear with {self.replicas} replicas expected inputs (replicas={self.replicas}, ..., "
+                f"{self.in_features}), got shape {tuple(x.shape)}."
+            )
         if self.bias_on_array:
-            x2 = torch.nn.functional.pad(x2, (0, 1), value=1.0)  # the bias column's constant input
-        tile = self.tile
-        if not hasattr(tile.weight, "_insitu_tile"):
-            tile._link_parameter()
-        y = _AnalogMatMul.apply(x2, tile.weight, tile)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+            x = torch.nn.functional.pad(x, (0, 1), value=1.0)  # the bias column's constant input
+        return analog_linear(x, self.tile, self.bias)
 
     def replica(self, r: int) -> "AnalogLinear":
         """Replica ``r`` as a layer of its own (an :class:`~insitu.tile.AnalogTile` with that

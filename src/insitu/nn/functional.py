@@ -1,0 +1,90 @@
+"""Functional analog layers: the autograd bridge every analog layer computes through.
+
+:func:`analog_linear` is the analog counterpart of :func:`torch.nn.functional.linear`: it sends
+its input through a tile's forward pass ``y = W x`` (with the tile's forward IO: noise, bounds,
+quantisation, management), routes the backward pass through the tile's ``z = Wᵀ δ`` (backward
+IO), and stashes each ``(x, δ)`` pair on the tile so that :class:`~insitu.optim.AnalogSGD`
+applies the rank-1 updates ``W += -η δ xᵀ`` in place (Gokmen & Vlasov 2016, Fig. 1). The
+weight never receives a ``.grad``, as on the hardware.
+
+:class:`~insitu.nn.AnalogLinear`, the convolutions (one call per tile on the unrolled patches)
+and the recurrent layers (one call per time step on ``[x_t, h_{t-1}]``) all compute with it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["analog_linear"]
+
+
+class _AnalogMatMul(torch.autograd.Function):
+    """Autograd bridge: forward and backward run on the tile; the weight gets no gradient.
+
+    The weight is an input only so that autograd calls ``backward`` even when ``x`` needs no
+    gradient (the first layer); ``backward`` stashes ``(x, δ)`` on the tile for the update.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, tile):
+        ctx.tile = tile
+        ctx.save_for_backward(x)
+        return tile.forward(x)
+
+    @staticmethod
+    def backward(ctx, d):
+        (x,) = ctx.saved_tensors
+        tile = ctx.tile
+        tile.stash(x, d)
+        grad_x = tile.backward(d) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None
+
+
+def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``y = W x (+ bias)`` on ``tile``, differentiable with respect to ``x`` (and ``bias``).
+
+    Args:
+        x: inputs ``(*, in_features)``; for a :class:`~insitu.replicas.ReplicatedTile` with ``R``
+            replicas ``(R, *, in_features)`` (replica first).
+        tile: an :class:`~insitu.tile.AnalogTile` (or any tile with ``forward``, ``backward``,
+            ``stash`` and a ``weight`` parameter) of ``out_features × in_features`` devices. A
+            bias column on the array is the caller's business: append the constant input 1 to
+            ``x``.
+        bias: an optional digital bias, added after the array (broadcast against ``(*, out)``;
+            with replicas ``(R, 1, out)``); it gets an ordinary gradient.
+
+    Returns:
+        ``(*, out_features)`` (with replicas ``(R, *, out_features)``).
+
+    Every row of ``x`` is one analog matrix-vector product with its own noise; in backward every
+    row of ``δ`` is one product with the transposed array, and the pair ``(x, δ)`` is stashed on
+    the tile, so the next :meth:`AnalogSGD.step() <insitu.optim.AnalogSGD.step>` applies one
+    rank-1 update per row (or the tile's batched/summed update mode).
+
+    Raises:
+        ValueError: the last dimension of ``x`` is not the tile's ``in_features`` (or, with
+            replicas, the first is not the number of replicas).
+    """
+    width = tile.in_features
+    replicas = getattr(tile, "replicas", None)
+    if x.dim() < 1 or x.shape[-1] != width:
+        raise ValueError(
+            f"analog_linear: the tile has {width} inputs (in_features) but x has shape {tuple(x.shape)}; "
+            f"the last dimension of x must be {width}."
+        )
+    lead = x.shape[:-1]
+    if replicas is not None:
+        if x.dim() < 2 or x.shape[0] != replicas:
+            raise ValueError(
+                f"analog_linear: a tile with {replicas} replicas expects x of shape (replicas={replicas}, ..., {width}), "
+                f"got {tuple(x.shape)}."
+            )
+        x2 = x.reshape(replicas, -1, width)
+    else:
+        x2 = x.reshape(-1, width)
+    if not hasattr(tile.weight, "_insitu_tile"):
+        tile._link_parameter()  # a deep copy loses the link between parameter and tile
+    y = _AnalogMatMul.apply(x2, tile.weight, tile)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*lead, tile.out_features)
