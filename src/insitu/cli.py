@@ -51,6 +51,7 @@ def main() -> None:
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "compiled"]), help="Pulse-update backend: compiled numba kernels on CPU (auto), or the PyTorch reference (torch; what runs made before the compiled engine used).")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -78,6 +79,12 @@ def train(**opts) -> None:
         if opts["threads"] < 1:
             raise click.BadParameter("must be >= 1.", param_hint="--threads")
         torch.set_num_threads(opts["threads"])
+    from .update.kernels import set_backend
+
+    try:
+        set_backend(opts["backend"])
+    except (ValueError, RuntimeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--backend") from None
     try:
         tile = None
         if opts["tile_config"] is not None:
@@ -126,7 +133,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     if opts["model"] != "mlp":
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume", "per_tile_update")
+                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume", "per_tile_update", "backend")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given:

@@ -264,6 +264,14 @@ def _layer_counters(model: nn.Module) -> dict:
     }
 
 
+def _backend_name() -> str:
+    """The pulse-update backend CPU tiles run on (recorded in results.json: the same seed gives
+    the same run on the same backend; the backends agree in distribution)."""
+    from .update.kernels import select_backend
+
+    return select_backend(torch.device("cpu"))
+
+
 def run_training(
     config: TrainConfig,
     out_dir: str | Path,
@@ -325,6 +333,7 @@ def run_training(
         "dataset": {"name": data.name, "source": str(data.source), "train": int(train_x.shape[0]), "test": int(data.test_x.shape[0])},
         "epochs": [],
         "fused_update": bool(fused_update),
+        "update_backend": _backend_name(),
     }
     start_epoch = 0
     if resume:
@@ -350,6 +359,7 @@ def run_training(
         results = checkpoint["results"]
         results["status"] = "running"
         results["fused_update"] = bool(fused_update)  # the path of the epochs trained from now on
+        results["update_backend"] = _backend_name()
         results["config"] = config.to_dict()
         start_epoch = checkpoint["epoch"]
         log(f"resumed {out} after epoch {start_epoch}")
