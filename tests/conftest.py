@@ -18,3 +18,14 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "mnist").is_dir():
         pytest.fail(f"The shared datasets are missing: expected MNIST under {SHARED_DATASETS}/mnist.")
     return SHARED_DATASETS
+
+
+@pytest.fixture(autouse=True)
+def _default_update_backend():
+    """Each test starts on the default pulse-update backend (``insitu train --backend`` sets it
+    for the process, and CLI tests run in this process)."""
+    from insitu.update.kernels import set_backend
+
+    set_backend("auto")
+    yield
+    set_backend("auto")

@@ -52,8 +52,7 @@ def _changes(backend: str, config: TileConfig, draws: int, batch: int, lr: float
             tile = AnalogTile(OUT, IN, config, seed=3)  # the same devices every draw
             tile.set_weights(torch.full((OUT, IN), 0.05))
             start = tile.weight.detach().clone()
-            tile.generator.manual_seed(100 + k)  # torch backend: another draw
-            tile.pulse_rng.copy_(AnalogTile(1, 1, config, seed=100 + k).pulse_rng)  # compiled: another draw
+            tile.manual_seed(100 + k)  # another draw of the same devices
             tile.stash(x, d)
             tile.update(lr)
             changes.append((tile.weight.detach() - start).double())

@@ -20,7 +20,17 @@ from insitu.tile import AnalogTile, TileConfig
 from insitu.update import PulseUpdateConfig
 from insitu.update.fused import can_fuse
 
-SHAPES = ((6, 9), (5, 6), (3, 5))  # (out, in) of three tiles, as the layers of a small MLP
+SHAPES = ((6, 9), (5, 6), (3, 5))
+
+
+@pytest.fixture(autouse=True)
+def _torch_backend():
+    """Fusing tiles is a layout of the torch backend (the reference, and the CUDA path); on the
+    compiled backend AnalogSGD updates each tile on its own."""
+    from insitu.update.kernels import use_backend
+
+    with use_backend("torch"):
+        yield  # (out, in) of three tiles, as the layers of a small MLP
 
 
 def _tiles(config: TileConfig, start: float = 0.05) -> list[AnalogTile]:
@@ -48,7 +58,7 @@ def _weight_changes(fused: bool, config: TileConfig, draws: int, batch: int = 1,
     for k in range(draws):
         tiles = _tiles(config)
         for t, tile in enumerate(tiles):
-            tile.generator.manual_seed(1000 * k + t)
+            tile.manual_seed(1000 * k + t)
             tile.stash(xs[t], ds[t])
         optimizer = AnalogSGD([tile.weight for tile in tiles], lr=lr, fused=fused)
         optimizer.step()

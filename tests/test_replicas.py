@@ -86,7 +86,7 @@ def _weight_changes(replicated: bool, config: TileConfig, x, d, draws: int) -> t
     changes = []
     for k in range(draws):
         tile = AnalogTile(6, 8, config, seed=5)
-        tile.generator.manual_seed(10_000 + k)
+        tile.manual_seed(10_000 + k)
         tile.set_weights(torch.full((6, 8), 0.1))
         tile.stash(x, d)
         tile.update(0.05)

@@ -238,11 +238,16 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, dig
 
 def test_per_tile_update_path_is_recorded_and_reproduces_tile_by_tile_training(tmp_path, digits):
     """--per-tile-update (run_training(fused_update=False)) updates every tile on its own, as runs
-    before the fused update did: its draws equal a model stepped by AnalogSGD(fused=False)."""
-    fused = run_training(_config(epochs=1), tmp_path / "fused", data=digits, progress=False, log=lambda s: None)
-    per_tile = run_training(_config(epochs=1), tmp_path / "tile", data=digits, progress=False, log=lambda s: None, fused_update=False)
-    again = run_training(_config(epochs=1), tmp_path / "again", data=digits, progress=False, log=lambda s: None, fused_update=False)
+    before the fused update did: its draws equal a model stepped by AnalogSGD(fused=False).
+    Fusion is a layout of the torch backend (the compiled backend updates each tile on its own)."""
+    from insitu.update.kernels import use_backend
+
+    with use_backend("torch"):
+        fused = run_training(_config(epochs=1), tmp_path / "fused", data=digits, progress=False, log=lambda s: None)
+        per_tile = run_training(_config(epochs=1), tmp_path / "tile", data=digits, progress=False, log=lambda s: None, fused_update=False)
+        again = run_training(_config(epochs=1), tmp_path / "again", data=digits, progress=False, log=lambda s: None, fused_update=False)
     assert fused["fused_update"] is True and per_tile["fused_update"] is False
+    assert fused["update_backend"] == per_tile["update_backend"] == "torch"
     def outcome(r):
         return [(e["test_error"], e["train_loss"]) for e in r["epochs"]]
 
@@ -250,7 +255,8 @@ def test_per_tile_update_path_is_recorded_and_reproduces_tile_by_tile_training(t
     assert outcome(fused) != outcome(per_tile)  # another random stream (same update in distribution)
     result = CliRunner().invoke(
         main, ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--subset", "60", "--per-tile-update",
-               "--out", str(tmp_path / "cli"), "--no-progress"]
+               "--backend", "torch", "--out", str(tmp_path / "cli"), "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "cli" / "results.json").read_text())["fused_update"] is False
+    saved = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert saved["fused_update"] is False and saved["update_backend"] == "torch"

@@ -11,7 +11,7 @@ import difflib
 from typing import Callable
 
 from .config import ConfigError
-from .devices import ConstantStepDevice, IdealDevice
+from .devices import ConstantStepDevice, IdealDevice, PowStepDevice
 from .io import IOConfig
 from .tile import TileConfig
 from .update import PulseUpdateConfig
@@ -137,6 +137,16 @@ def cristiano_2018_single_pair() -> TileConfig:
     return base.replace(msp=None, lsp=base.msp.replace(g_max=1.0, dg=0.005))
 
 
+def pow_step_2016_io() -> TileConfig:
+    """A power-law step device (aihwkit's ``PowStepDevice`` defaults [V: algorithms.md §1.2]:
+    γ = 1 with 10 % device-to-device spread, ``dw_min`` 0.001 at the far bound, bounds ±0.6 with
+    30 % spread, 30 % cycle-to-cycle spread) in the 2016 periphery (BL 10, σ 0.06, α 12). Its
+    nominal step is the step at mid-range, ``0.001 · 0.5^γ`` = 0.0005, so ``Cx = Cd = 1.41`` at lr
+    0.01. About 1,200 states over the weight range (2 · 0.6 / 0.0005 · 0.5, [D])."""
+    base = gokmen_vlasov_2016()
+    return base.replace(device=PowStepDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down_dtod=0.01))
+
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -147,6 +157,7 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "cristiano-2018-two-pair": cristiano_2018_two_pair,
     "cristiano-2018-same-device": cristiano_2018_same_device,
     "cristiano-2018-single-pair": cristiano_2018_single_pair,
+    "pow-step-2016-io": pow_step_2016_io,
 }
 
 

@@ -30,17 +30,22 @@ import dataclasses
 import hashlib
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .config import ConfigError
-from .devices import ConstantStepDevice, IdealDevice, LinearStepDevice, SoftBoundsDevice
-from .devices.base import DW_DOWN, DW_UP, PARAM_NAMES, SLOPE_DOWN, SLOPE_UP, W_MAX, W_MIN
 from .io import REPLICA_IO_FIELDS, ReplicaIO, analog_mvm
 from .tile import AnalogTile, TileConfig
+from .update.kernels import rng_state, select_backend
 from .update.replicas import ReplicaCounters, replica_exact_update, replica_pulsed_update
 
 __all__ = ["ReplicatedTile", "lockstep_conflict", "replica_key", "runtime_seed"]
+
+
+def _plane_indices(model, names) -> list[int]:
+    """Indices of the named planes in ``model``'s parameter layout."""
+    return [model.param_names.index(name) for name in names]
 
 
 def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
@@ -57,8 +62,8 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
             return f"replica {r}: a {type(config).__name__} has no lockstep form; only plain TileConfig (RPU arrays) have."
         if config.algorithm.method != "sgd":
             return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
-        if not isinstance(config.device, _REPLICA_DEVICES):
-            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (constant step, linear step, soft bounds and ideal devices have)."
+        if not config.device.capabilities.lockstep:
+            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False; constant step, linear step, soft bounds and ideal devices have one)."
         if config.devices_per_weight != 1:
             return f"replica {r}: tile.devices_per_weight {config.devices_per_weight}: replicas need single-device cells."
         if config.update.mode == "batched" and config.update.pulse_type == "stochastic" and not config.device.is_ideal:
@@ -97,9 +102,9 @@ def runtime_seed(seeds: Sequence[int]) -> int:
     return int.from_bytes(digest[:8], "little") >> 2
 
 
-#: The parameter planes kept in ``device_params``, in this order.
-_STEP_AND_BOUNDS = (DW_UP, DW_DOWN, W_MIN, W_MAX)
-_REPLICA_DEVICES = (ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, IdealDevice)
+#: The parameter planes kept in ``device_params`` and ``device_slopes``, in this order.
+_STEP_AND_BOUNDS = ("dw_up", "dw_down", "w_min", "w_max")
+_SLOPES = ("slope_up", "slope_down")
 
 
 class ReplicatedTile(AnalogTile):
@@ -154,15 +159,26 @@ class ReplicatedTile(AnalogTile):
         self.register_buffer("device_params", None)
         self.register_buffer("device_slopes", None)
         if params[0] is not None:
-            stacked = torch.stack(params, dim=1)  # (6, R, out, in)
-            self.device_params = stacked[list(_STEP_AND_BOUNDS)].movedim(0, -1).contiguous()
-            if configs[0].device.model().has_slope:
-                self.device_slopes = stacked[[SLOPE_UP, SLOPE_DOWN]].movedim(0, -1).contiguous()
+            stacked = torch.stack(params, dim=1)  # (P, R, out, in)
+            model = configs[0].device.model()
+            self.device_params = stacked[_plane_indices(model, _STEP_AND_BOUNDS)].movedim(0, -1).contiguous()
+            if model.has_slope:
+                self.device_slopes = stacked[_plane_indices(model, _SLOPES)].movedim(0, -1).contiguous()
         self.register_buffer("connection_mask", None)
+        # One compiled-kernel stream per replica (from the group's seed and the replica's place),
+        # so that replicas with equal seeds still draw independent pulses, as on the torch path.
+        self.pulse_rng = self._replica_streams(self.seed)
         self._build_replica_constants()
         self.counters = ReplicaCounters(n_rep, device)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._link_parameter()
+
+    def _replica_streams(self, seed: int) -> torch.Tensor:
+        return torch.stack([rng_state.new_state(seed, stream=1 + r) for r in range(self.replicas)])
+
+    def manual_seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+        self.pulse_rng.copy_(self._replica_streams(int(seed)))
 
     def _build_replica_constants(self) -> None:
         """Per-replica numbers as tensors on the tile's device: IO settings, the device's
@@ -176,10 +192,13 @@ class ReplicatedTile(AnalogTile):
 
         self.device_model = configs[0].device.model()
         if not configs[0].device.is_ideal:
-            c2c = [c.device.dw_min_std for c in configs]
+            c2c = [float(c.device.model().c2c) for c in configs]
             if len(set(c2c)) > 1:
                 self.device_model = type(self.device_model)(c2c=per_replica(c2c), has_slope=self.device_model.has_slope)
-            self.dw_min = per_replica([c.device.dw_min for c in configs])
+            steps = [c.device.nominal_step for c in configs]
+            self.dw_min = per_replica(steps)
+            # The compiled kernel's per-replica numbers (float64 numpy arrays).
+            self._kernel_numbers = (np.array(steps), np.array([c.update.bl for c in configs], dtype=np.int64), np.array(c2c))
         self.bl = per_replica([float(c.update.bl) for c in configs])
 
     # -- weights ------------------------------------------------------------------------------
@@ -195,14 +214,15 @@ class ReplicatedTile(AnalogTile):
         self.weight.copy_(self.device_model.clip(weights.to(self.weight), self.parameter_planes()))
 
     def parameter_planes(self) -> torch.Tensor | None:
-        """The per-device parameters as planes ``(6, R, out, in)`` laid out as
-        :data:`~insitu.devices.base.PARAM_NAMES` (a copy), or ``None`` for ideal devices."""
+        """The per-device parameters as planes ``(P, R, out, in)`` in the device model's layout
+        (:attr:`~insitu.devices.DeviceModel.param_names`; a copy), or ``None`` for ideal devices."""
         if self.device_params is None:
             return None
-        planes = torch.zeros((len(PARAM_NAMES), *self.weight.shape), device=self.weight.device, dtype=self.weight.dtype)
-        planes[list(_STEP_AND_BOUNDS)] = self.device_params.movedim(-1, 0)
+        model = self.device_model
+        planes = torch.zeros((len(model.param_names), *self.weight.shape), device=self.weight.device, dtype=self.weight.dtype)
+        planes[_plane_indices(model, _STEP_AND_BOUNDS)] = self.device_params.movedim(-1, 0)
         if self.device_slopes is not None:
-            planes[[SLOPE_UP, SLOPE_DOWN]] = self.device_slopes.movedim(-1, 0)
+            planes[_plane_indices(model, _SLOPES)] = self.device_slopes.movedim(-1, 0)
         return planes
 
     def set_connection_mask(self, mask) -> None:
@@ -253,10 +273,48 @@ class ReplicatedTile(AnalogTile):
             replica_exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[1]
             return
+        if self._compiled_update(x, d, lr):
+            return
         replica_pulsed_update(
             self.weight, (self.device_params, self.device_slopes), self.device_model, x, d, lr,
             self.dw_min, self.bl, self.config.update, self.generator, self.counters,
         )
+
+    def _compiled_update(self, x: torch.Tensor, d: torch.Tensor, lr: float) -> bool:
+        """The sequential stochastic update of every replica in the compiled kernel (stacked
+        layout), each replica drawing from its own stream; False where the torch path must run."""
+        update = self.config.update
+        if update.pulse_type != "stochastic" or update.mode != "sequential":
+            return False
+        if select_backend(self.weight.device) != "compiled":
+            return False
+        respond = type(self.device_model)(c2c=0.0, has_slope=self.device_model.has_slope).compiled_response()
+        if respond is None:
+            return False
+        from .update.kernels.compiled import stacked_kernel
+
+        versions = (self.device_params._version, None if self.device_slopes is None else self.device_slopes._version)
+        key = (self.weight.data_ptr(), self.device_params.data_ptr(), versions, self.pulse_rng.data_ptr())
+        plan = self._kernel_cache.get("stacked")
+        if plan is None or plan[0] != key:
+            # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
+            packed = self.parameter_planes().permute(1, 2, 3, 0).unsqueeze(3).contiguous()
+            raw = self.pulse_rng.numpy()
+            words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
+            plan = (key, stacked_kernel(respond), self.weight.detach().unsqueeze(-1).numpy(), packed.numpy(), words, spare)
+            self._kernel_cache["stacked"] = plan
+        _, kernel, weights, packed, words, spare = plan
+        steps, bls, c2cs = self._kernel_numbers
+        tally = np.zeros((self.replicas, 3))
+        dtype = self.weight.dtype
+        x = x.detach().to(dtype).contiguous().numpy()
+        d = d.detach().to(dtype).contiguous().numpy()
+        kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally)
+        counters = self.counters
+        counters.rank1_updates += x.shape[1]
+        counters.pulses += torch.from_numpy(tally[:, 0]).to(counters.pulses)
+        counters.coincidences += torch.from_numpy(tally[:, 1]).to(counters.coincidences)
+        return True
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
@@ -264,6 +322,7 @@ class ReplicatedTile(AnalogTile):
             "configs": [c.to_dict() for c in self.configs],
             "seeds": self.seeds,
             "generator": self.generator.get_state(),
+            "pulse_rng": self.pulse_rng.clone(),
             "counters": self.counters.to_dict(),
         }
 
@@ -275,6 +334,8 @@ class ReplicatedTile(AnalogTile):
                 "the saved ones before loading."
             )
         self.generator.set_state(state["generator"])
+        if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
+            self.pulse_rng.copy_(state["pulse_rng"])
         self.counters = ReplicaCounters.from_dict(state["counters"], self.weight.device)
 
     def _apply(self, fn, recurse=True):

@@ -149,6 +149,12 @@ class AnalogTile(nn.Module):
         self._kernel_cache: dict = {}  # the compiled kernel's views of this tile's state
         return device
 
+    def manual_seed(self, seed: int) -> None:
+        """Reseed the tile's random streams (IO noise and pulses) without changing its devices,
+        e.g. to draw another update of the same array."""
+        self.generator.manual_seed(int(seed))
+        self.pulse_rng.copy_(rng.new_state(int(seed), stream=1))
+
     # -- linking the weight parameter to its tile (for the optimizer) ------------------------
     def _link_parameter(self) -> None:
         # A Parameter loses custom attributes when deep-copied; forward re-links it.

@@ -5,18 +5,21 @@
 ``ConstantStepDevice`` fixed step per coincidence, hard bounds (Gokmen & Vlasov 2016)
 ``LinearStepDevice``   step shrinking linearly towards the bound, hard bounds
 ``SoftBoundsDevice``   step proportional to the distance to the bound
+``PowStepDevice``      step a power of the distance to the bound (Fusi & Abbott type)
 ``PCMDevice``          conductance device: SET-only, saturating, initial jump (for multi-conductance cells)
 ``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
 =====================  ===========================================================
 """
 
-from .base import PARAM_NAMES, DeviceConfig, DeviceModel
+from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
 from .ideal import IdealDevice
 from .pulsed import ConstantStepDevice, LinearStepDevice, SoftBoundsDevice
+from .powstep import PowStepDevice
 from .pcm import ConductanceDevice, PCMDevice
 from .jump_table import JumpTableDevice
 
 __all__ = [
+    "DeviceCapabilities",
     "DeviceConfig",
     "DeviceModel",
     "PARAM_NAMES",
@@ -24,6 +27,7 @@ __all__ = [
     "ConstantStepDevice",
     "LinearStepDevice",
     "SoftBoundsDevice",
+    "PowStepDevice",
     "ConductanceDevice",
     "PCMDevice",
     "JumpTableDevice",

@@ -174,12 +174,11 @@ class DeviceModel:
 
         return compiled.linear_step_response if self.has_slope else compiled.constant_step_response
 
-    @staticmethod
-    def clip(weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+    def clip(self, weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
         """Clip weights to each device's bounds (what programming a target value achieves)."""
         if params is None:
             return weights
-        return torch.clamp(weights, params[W_MIN], params[W_MAX])
+        return torch.clamp(weights, self.plane(params, "w_min"), self.plane(params, "w_max"))
 
     def apply_pulses(
         self,
@@ -267,6 +266,15 @@ class DeviceModel:
             return weights.addcmul_(step, signed_counts).clamp_(planes[W_MIN], planes[W_MAX])
         return torch.clamp(torch.addcmul(weights, step, signed_counts), planes[W_MIN], planes[W_MAX])
 
+    def steps_at(self, weights: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Magnitudes of one up and one down step at ``weights`` (before cycle-to-cycle noise),
+        each shaped like ``weights``: what the approximate (``summed``/``batched``) modes use."""
+        step_up, step_down = params[DW_UP], params[DW_DOWN]
+        if self.has_slope:
+            step_up = step_up * (1 + params[SLOPE_UP] * weights)
+            step_down = step_down * (1 + params[SLOPE_DOWN] * weights)
+        return step_up, step_down
+
     def apply_mixed(
         self,
         weights: torch.Tensor,
@@ -287,10 +295,7 @@ class DeviceModel:
         the bounds are applied once.
         """
         p = params
-        step_up, step_down = p[DW_UP], p[DW_DOWN]
-        if self.has_slope:
-            step_up = step_up * (1 + p[SLOPE_UP] * weights)
-            step_down = step_down * (1 + p[SLOPE_DOWN] * weights)
+        step_up, step_down = self.steps_at(weights, p)
         # The arrays are as large as the tile and the batched update is bound by passes over
         # memory: each line below is one pass, reusing its buffers.
         # (Counts may be one per cell, (out, in, 1), against per-device steps (out, in, n).)
@@ -306,4 +311,4 @@ class DeviceModel:
             # sqrt(var) as var / sqrt(max(var, tiny)): exactly 0 where var = 0 (those devices do
             # not move), without sqrt of exact zeros (several times slower on some CPUs).
             mean.addcmul_(noise, var.clamp_min(1e-30).rsqrt_().mul_(var))
-        return mean.add_(weights).clamp_(p[W_MIN], p[W_MAX])
+        return mean.add_(weights).clamp_(self.plane(p, "w_min"), self.plane(p, "w_max"))

@@ -422,10 +422,9 @@ def _pulse_load(config) -> float:
     Vlasov 2016, Eq. 3), the measure by which :func:`group_tasks` orders lockstep points; 0 for
     a device without a pulse step (the ideal device)."""
     tile = config.tile_config()
-    dw_min = getattr(tile.device, "dw_min", None)
-    if not dw_min:
+    if tile.device.is_ideal:
         return 0.0
-    return (config.lr * tile.update.bl / dw_min) ** 0.5
+    return (config.lr * tile.update.bl / tile.device.nominal_step) ** 0.5
 
 
 def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads: int) -> list[dict]:

@@ -31,7 +31,6 @@ import math
 
 import torch
 
-from ..devices.base import DW_DOWN, DW_UP, W_MAX, W_MIN, DeviceModel
 
 __all__ = ["FusedPulseUpdate", "can_fuse", "fusion_key"]
 
@@ -50,9 +49,8 @@ def can_fuse(tile) -> bool:
         return False
     if update.dynamic_bl or config.algorithm.method != "sgd":
         return False
-    model = tile.device_model
-    # Only our own response (a subclass may redefine it), with one c2c for the whole tile.
-    return type(model) is DeviceModel and not torch.is_tensor(model.c2c)
+    # The device declares whether its response is the one this path computes; one c2c per tile.
+    return config.device.capabilities.fusable and not torch.is_tensor(tile.device_model.c2c)
 
 
 def fusion_key(tile, rows: int) -> tuple:
@@ -115,7 +113,7 @@ class FusedPulseUpdate:
         )
         # Cx = Cd = sqrt(lr / (BL dw_min)) per tile, stored without the sqrt(lr); ΔW = -lr δ xᵀ:
         # the minus sign rides on the column lines' scale.
-        scales = [math.sqrt(1 / (self.bl * t.config.device.dw_min)) for t in self.tiles]
+        scales = [math.sqrt(1 / (self.bl * t.config.device.nominal_step)) for t in self.tiles]
         self._unit_scale = torch.cat(
             [torch.full((n,), c, device=self.device, dtype=self.dtype) for n, c in zip(ins, scales)]
             + [torch.full((o,), -c, device=self.device, dtype=self.dtype) for o, c in zip(outs, scales)]
@@ -149,16 +147,16 @@ class FusedPulseUpdate:
         half the difference of the up and down steps, and the two bounds; with ``m`` and ``h`` a
         device receiving ``c`` signed coincidences moves by ``|c| (m sign(c) + h)`` (the up step
         for ``c > 0``, the down step for ``c < 0``) without a select. Weight-dependent steps: all
-        six parameters in :data:`~insitu.devices.base.PARAM_NAMES` order, for
+        parameters in the device model's layout (``param_names``), for
         :meth:`DeviceModel.apply_signed_pulses`."""
         self.packed = []
+        model = self.model
         for t in self.tiles:
-            p = t.device_params.reshape(t.device_params.shape[0], -1)
-            if self.model.has_slope:
-                self.packed.append(p.t().contiguous())
+            if model.has_slope:
+                self.packed.append(model.pack_interleaved(t.device_params))
                 continue
-            up, down = p[DW_UP], p[DW_DOWN]
-            self.packed.append(torch.stack(((up + down) / 2, (up - down) / 2, p[W_MIN], p[W_MAX]), dim=1))
+            up, down, w_min, w_max = model.pack_interleaved(t.device_params, ("dw_up", "dw_down", "w_min", "w_max")).unbind(1)
+            self.packed.append(torch.stack(((up + down) / 2, (up - down) / 2, w_min, w_max), dim=1))
         self._versions = self._state()
 
     def _state(self) -> list:

@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from .rng import fill_normals, uniform24_pair
 
-__all__ = ["sequential_kernel", "constant_step_response", "linear_step_response"]
+__all__ = ["sequential_kernel", "stacked_kernel", "constant_step_response", "linear_step_response"]
 
 
 @intrinsic
@@ -192,7 +192,25 @@ def _make_sequential(respond):
     return sequential
 
 
+def _make_stacked(sequential):
+    @njit(nogil=True)
+    def stacked(weights, params, x, d, lr, steps, bls, update_management, dynamic_bl, c2cs, s, spare, tally):
+        """The sequential update of ``R`` independent arrays on a leading axis (replicas in
+        lockstep): weights ``(R, out, in, n)``, params ``(R, out, in, n, P)``, x ``(R, B, in)``,
+        d ``(R, B, out)``; per replica its nominal step, BL, cycle-to-cycle spread, generator
+        state ``s[r]``, ``spare[r]`` and ``tally[r]``. Each replica draws from its own stream, so
+        replica r's pulses do not depend on the others."""
+        for r in range(weights.shape[0]):
+            sequential(
+                weights[r], params[r], x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl, c2cs[r],
+                s[r], spare[r], tally[r],
+            )
+
+    return stacked
+
+
 _SEQUENTIAL: dict = {}
+_STACKED: dict = {}
 
 
 def sequential_kernel(respond):
@@ -200,6 +218,14 @@ def sequential_kernel(respond):
     kernel = _SEQUENTIAL.get(respond)
     if kernel is None:
         kernel = _SEQUENTIAL[respond] = _make_sequential(respond)
+    return kernel
+
+
+def stacked_kernel(respond):
+    """The sequential kernel over a leading replica axis, for device response ``respond``."""
+    kernel = _STACKED.get(respond)
+    if kernel is None:
+        kernel = _STACKED[respond] = _make_stacked(sequential_kernel(respond))
     return kernel
 
 

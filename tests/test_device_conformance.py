@@ -1,0 +1,189 @@
+"""The device contract, checked on every registered device family (``docs/engine.md``).
+
+Every :class:`~insitu.devices.DeviceConfig` registered with the config registry runs the same
+checks: its nominal step and capabilities, the closed form of ``n`` pulses against pulse-by-pulse
+application, the bounds, determinism per seed, the mean and variance of ``n`` noisy pulses, the
+compiled response against the torch response, and a tile's state_dict round trip. A new device
+family gets all of them by being registered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from insitu.config import _REGISTRY, ConfigError
+from insitu.devices import DeviceCapabilities, DeviceConfig
+from insitu.tile import AnalogTile, TileConfig
+
+PULSED = sorted(
+    name for name, cls in _REGISTRY.items() if issubclass(cls, DeviceConfig) and not cls.is_ideal
+)
+SHAPE = (40, 30)
+
+
+def _device(name: str, **fields) -> DeviceConfig:
+    return _REGISTRY[name](**fields)
+
+
+def _params(device: DeviceConfig, seed: int = 0):
+    return device.draw_parameters(SHAPE, torch.Generator().manual_seed(seed))
+
+
+def test_every_pulsed_family_is_checked():
+    assert {"ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice", "PowStepDevice"} <= set(PULSED)
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_contract_fields(name):
+    device = _device(name)
+    assert isinstance(device.capabilities, DeviceCapabilities)
+    assert device.nominal_step > 0
+    model = device.model()
+    params = _params(device)
+    assert params.shape == (len(model.param_names), *SHAPE)
+    assert set(model.param_names) >= {"w_min", "w_max"}
+    assert torch.all(model.plane(params, "w_min") < 0) and torch.all(model.plane(params, "w_max") > 0)
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_parameters_are_deterministic_per_seed(name):
+    device = _device(name)
+    assert torch.equal(_params(device, 3), _params(device, 3))
+    assert not torch.equal(_params(device, 3), _params(device, 4))
+
+
+def _start(device, params, seed=1):
+    model = device.model()
+    g = torch.Generator().manual_seed(seed)
+    low, high = model.plane(params, "w_min"), model.plane(params, "w_max")
+    return low + (high - low) * torch.rand(SHAPE, generator=g)
+
+
+@pytest.mark.parametrize("name", PULSED)
+@pytest.mark.parametrize("up", [True, False])
+def test_n_pulses_equal_n_single_pulses(name, up):
+    """The response to n pulses at once (closed form or internal loop) is n single pulses."""
+    device = _device(name, dw_min=0.01)
+    model = device.model()
+    params = _params(device)
+    w0 = _start(device, params)
+    direction = torch.full(SHAPE, up)
+    n = 7
+    at_once = model.apply_pulses(w0, torch.full(SHAPE, float(n)), direction, params, None)
+    one_by_one = w0
+    for _ in range(n):
+        one_by_one = model.apply_pulses(one_by_one, torch.ones(SHAPE), direction, params, None)
+    assert torch.allclose(at_once, one_by_one, atol=1e-5), float((at_once - one_by_one).abs().max())
+    # Moving in the pulse direction, never past the device's bounds.
+    moved = (at_once - w0) if up else (w0 - at_once)
+    assert torch.all(moved >= -1e-7)
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_bounds_hold_under_many_noisy_pulses(name):
+    device = _device(name, dw_min=0.05, dw_min_std=1.0)
+    model = device.model()
+    params = _params(device)
+    g = torch.Generator().manual_seed(2)
+    w = torch.zeros(SHAPE)
+    for k in range(60):
+        w = model.apply_signed_pulses(w, torch.randint(-6, 7, SHAPE, generator=g).float(), params, g)
+    assert torch.all(w >= model.plane(params, "w_min")) and torch.all(w <= model.plane(params, "w_max"))
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_mean_and_variance_of_n_noisy_pulses(name):
+    """From the middle of the range: the mean of n noisy pulses is the noise-free response, and
+    its spread is c2c · sqrt(Σ step²) to first order (c2c · step · sqrt(n) for a constant step)."""
+    c2c, n, draws = 0.3, 5, 4000
+    device = _device(name, dw_min=0.002, dw_min_std=c2c, w_max_dtod=0.0, w_min_dtod=0.0)
+    model = device.model()
+    params = _params(device)[:, :1, :1].expand(-1, draws, 1).contiguous()  # one device, many draws
+    w0 = torch.zeros(draws, 1)
+    counts = torch.full((draws, 1), float(n))
+    up = torch.ones(draws, 1, dtype=torch.bool)
+    clean = model.apply_pulses(w0, counts, up, params, None)
+    noisy = model.apply_pulses(w0, counts, up, params, torch.Generator().manual_seed(5))
+    change = clean[0, 0] - w0[0, 0]
+    steps = []  # noise-free single steps along the path
+    w = w0[:1]
+    for _ in range(n):
+        nxt = model.apply_pulses(w, torch.ones(1, 1), up[:1], params[:, :1], None)
+        steps.append(float(nxt - w))
+        w = nxt
+    spread = c2c * math.sqrt(sum(s * s for s in steps))
+    assert abs(float(noisy.mean()) - float(clean[0, 0])) < 5 * spread / math.sqrt(draws)
+    assert abs(float(noisy.std()) / spread - 1) < 0.1, (float(noisy.std()), spread)
+    assert float(change) > 0
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_compiled_response_equals_the_torch_response(name):
+    """Noise-free, at random weights and counts of both signs, device by device."""
+    pytest.importorskip("numba")
+    import numpy as np
+    from numba import njit
+
+    device = _device(name, dw_min=0.01)
+    model = device.model()
+    if not device.capabilities.compiled:
+        assert model.compiled_response() is None
+        return
+    respond = model.compiled_response()
+
+    @njit
+    def apply_all(w, counts, packed):
+        out = np.empty_like(w)
+        for j in range(w.shape[0]):
+            for i in range(w.shape[1]):
+                out[j, i] = respond(w[j, i], counts[j, i], packed, j, i, 0, 0.0, 0.0)
+        return out
+
+    params = _params(device)
+    w0 = _start(device, params, seed=7)
+    counts = torch.randint(-8, 9, SHAPE, generator=torch.Generator().manual_seed(8))
+    torch_result = model.apply_signed_pulses(w0, counts.float(), params, None)
+    packed = params.permute(1, 2, 0).unsqueeze(2).contiguous().numpy()  # (out, in, 1, P)
+    compiled = apply_all(w0.double().numpy(), counts.numpy(), packed)
+    assert np.allclose(compiled, torch_result.double().numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_tile_state_round_trip(name):
+    config = TileConfig(device=_device(name))
+    tile = AnalogTile(5, 4, config, seed=3)
+    tile.set_weights(torch.rand(5, 4) * 0.2 - 0.1)
+    tile.stash(torch.rand(2, 4), torch.randn(2, 5) * 0.5)
+    tile.update(0.05)
+    other = AnalogTile(5, 4, config, seed=99)
+    other.load_state_dict(tile.state_dict())
+    for a, b in zip(tile.state_dict().values(), other.state_dict().values()):
+        if torch.is_tensor(a):
+            assert torch.equal(a, b)
+    # Continuing gives the same draws.
+    for t in (tile, other):
+        t.stash(torch.ones(1, 4), torch.ones(1, 5))
+        t.update(0.05)
+    assert torch.equal(tile.weight, other.weight)
+
+
+def test_missing_capability_is_refused_by_name():
+    from insitu.devices import PowStepDevice
+    from insitu.replicas import ReplicatedTile
+
+    with pytest.raises(ConfigError, match="lockstep"):
+        ReplicatedTile(3, 2, [TileConfig(device=PowStepDevice())] * 2)
+
+
+def test_a_device_without_a_nominal_step_says_what_to_add():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Stepless(DeviceConfig):
+        pass
+
+    with pytest.raises(ConfigError, match="nominal_step"):
+        Stepless().nominal_step
