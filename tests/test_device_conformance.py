@@ -146,7 +146,7 @@ def test_compiled_response_equals_the_torch_response(name):
     w0 = _start(device, params, seed=7)
     counts = torch.randint(-8, 9, SHAPE, generator=torch.Generator().manual_seed(8))
     torch_result = model.apply_signed_pulses(w0, counts.float(), params, None)
-    packed = params.permute(1, 2, 0).unsqueeze(2).contiguous().numpy()  # (out, in, 1, P)
+    packed = model.pack_for_kernel(params.unsqueeze(-1)).numpy()  # (out, in, 1, P')
     compiled = apply_all(w0.double().numpy(), counts.numpy(), packed)
     assert np.allclose(compiled, torch_result.double().numpy(), atol=1e-6)
 

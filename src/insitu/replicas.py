@@ -298,7 +298,7 @@ class ReplicatedTile(AnalogTile):
         plan = self._kernel_cache.get("stacked")
         if plan is None or plan[0] != key:
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
-            packed = self.parameter_planes().permute(1, 2, 3, 0).unsqueeze(3).contiguous()
+            packed = self.device_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
             raw = self.pulse_rng.numpy()
             words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
             plan = (key, stacked_kernel(respond), self.weight.detach().unsqueeze(-1).numpy(), packed.numpy(), words, spare)

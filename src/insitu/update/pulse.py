@@ -270,7 +270,7 @@ def _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, count
         cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
         # Interleaved per device, (out, in, devices, P): a device's parameters in one cache line.
         planes = params if params.dim() == 4 else params.unsqueeze(-1)
-        packed = planes.permute(1, 2, 3, 0).to(weights.dtype).contiguous()
+        packed = model.pack_for_kernel(planes, weights.dtype)
         plan = (key, sequential_kernel(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))
         if cache is not None:
             cache["sequential"] = plan

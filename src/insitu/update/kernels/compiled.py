@@ -249,7 +249,8 @@ def constant_step_response(w, signed, params, j, i, k, c2c, xi):
     n = abs(signed)
     step = params[j, i, k, 0] if signed > 0 else -params[j, i, k, 1]
     change = np.float64(n) + c2c * math.sqrt(n) * xi
-    return _clip(w + step * change, params[j, i, k, 4], params[j, i, k, 5])
+    # Planes dw_up, dw_down, w_min, w_max (DeviceModel.compiled_planes of a constant step).
+    return _clip(w + step * change, params[j, i, k, 2], params[j, i, k, 3])
 
 
 @njit(inline="always")
