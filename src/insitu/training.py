@@ -368,6 +368,9 @@ def run_training(
             bar = _progress(n_train, epoch, config.epochs, progress, [out])
             for step, start in enumerate(range(0, n_train, batch)):
                 xb, yb = xs[start : start + batch], ys[start : start + batch]
+                # Digital parameters (a digital bias) accumulate .grad like any torch parameter:
+                # without this their step would apply the sum of all past gradients.
+                optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):

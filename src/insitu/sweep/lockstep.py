@@ -202,6 +202,7 @@ def run_lockstep(
                 index = orders[:, start : start + batch]  # (R, B)
                 xb = train_x[index] if shared else train_x[arange, index]
                 yb = train_y[index] if shared else train_y[arange, index]
+                optimizer.zero_grad(set_to_none=True)  # digital biases accumulate .grad otherwise
                 logits = model(xb)
                 per_sample = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (R, B)
                 losses = per_sample.mean(dim=1)
