@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import load_checkpoint
 from ..config import ConfigError
 from ..optim import AnalogSGD
 from ..replicas import lockstep_conflict, replica_key
@@ -169,7 +170,7 @@ def run_lockstep(
     start_epoch = 0
     alive = torch.ones(n_rep, dtype=torch.bool)
     if resume:
-        checkpoint = torch.load(group_path, weights_only=False)
+        checkpoint = load_checkpoint(group_path)
         saved = [TrainConfig.from_dict(c).to_dict() for c in checkpoint["configs"]]
         wanted = [c.to_dict() for c in configs]
         if [{**s, "epochs": None} for s in saved] != [{**w, "epochs": None} for w in wanted]:
