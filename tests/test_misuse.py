@@ -38,3 +38,17 @@ def test_analog_sgd_still_accumulates_several_backward_passes():
     assert len(layer.tile._pending) == 3
     optimizer.step()
     assert layer.tile.counters.rank1_updates == 3
+
+
+def test_a_refused_load_state_dict_leaves_the_layer_unchanged():
+    from insitu.config import ConfigError
+    from insitu.devices import ConstantStepDevice
+    from insitu.tile import TileConfig
+
+    source = AnalogLinear(4, 3, seed=1, config=TileConfig(device=ConstantStepDevice(dw_min=0.002)))
+    target = AnalogLinear(4, 3, seed=2)
+    before = {k: v.clone() for k, v in target.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ConfigError, match="different config"):
+        target.load_state_dict(source.state_dict())
+    after = target.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # before the fix: weight and device_params overwritten

@@ -295,7 +295,8 @@ class AnalogTile(nn.Module):
             "counters": self.counters.to_dict(),
         }
 
-    def _load_base_extra_state(self, state: dict) -> None:
+    def _check_saved_state(self, state: dict) -> None:
+        """Raise :class:`ConfigError` if the extra ``state`` was saved from a tile with another config."""
         config_class = type(self.config)
         saved = config_class.from_dict(state["config"])
         if saved != self.config:
@@ -303,6 +304,17 @@ class AnalogTile(nn.Module):
                 "This checkpoint was saved from a tile with a different config; build the layer with "
                 f"the saved config ({config_class.__name__}.from_dict(...)) before loading. Saved: {saved}; here: {self.config}."
             )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # torch copies the tensors first and the extra state last: check the config before any
+        # copy, so that a refused load leaves the tile exactly as it was (issue 19).
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict):
+            self._check_saved_state(extra)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _load_base_extra_state(self, state: dict) -> None:
+        self._check_saved_state(state)
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         self.counters = UpdateCounters(**state["counters"])
