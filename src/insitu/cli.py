@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def train(**opts) -> None:
         return
     import torch
 
+    from .checkpoint import CheckpointError, LockedError
     from .data import DatasetError
     from .training import TrainConfig, TrainingDiverged, run_training
 
@@ -108,16 +110,25 @@ def train(**opts) -> None:
         raise click.UsageError(str(exc)) from None
     out_dir = opts["out_dir"] or f"runs/{config.preset}-{config.dataset}-b{config.batch_size}-s{config.seed}"
     click.echo(f"insitu train: {config.preset} on {config.dataset} -> {out_dir}")
+    # SIGTERM (a plain `kill`, a batch system's stop) ends the run as Ctrl-C does: results.json
+    # says "interrupted" and the last checkpoint stays, instead of a run that seems still running.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_training(
             config, out_dir, data_dir=opts["data_dir"], download=opts["download"], resume=opts["resume"],
             progress=not opts["no_progress"], log=click.echo, fused_update=not opts["per_tile_update"],
         )
-    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as exc:
+    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged, CheckpointError, LockedError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     last = results["epochs"][-1]
     click.echo(f"done: test error {100 * last['test_error']:.2f}% after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _train_sparse_from_train(opts: dict) -> None:
