@@ -46,6 +46,22 @@ class Config:
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_validated", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A field changed after construction is validated as at construction (config.dw_min = -5
+        # would otherwise be accepted and fail, or silently mislead, much later). A refused value
+        # leaves the config as it was. Several fields that must change together: use replace().
+        if not self.__dict__.get("_validated") or name not in {f.name for f in dataclasses.fields(self)}:
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get(name)
+        object.__setattr__(self, name, value)
+        try:
+            self.validate()
+        except BaseException:
+            object.__setattr__(self, name, old)
+            raise
 
     # -- validation helpers -------------------------------------------------------------------
     def validate(self) -> None:  # overridden by subclasses

@@ -114,6 +114,15 @@ class AnalogTile(nn.Module):
         shape = (out_features, in_features, *cell)
         self.weight = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
         params = config.device.draw_parameters(shape, self.generator, device, dtype)
+        dw_min = getattr(config.device, "dw_min", None)
+        if params is not None and (isinstance(dw_min, bool) or not isinstance(dw_min, (int, float)) or not dw_min > 0):
+            # The pulsed update converts lr·δ·x into pulses of dw_min each; without it the first
+            # update would fail with an AttributeError deep inside tile.update.
+            raise ConfigError(
+                f"{type(config.device).__name__} draws device parameters (a pulsed device) but has no positive "
+                f"`dw_min` (got {dw_min!r}): add a field dw_min: float (the mean weight step of one pulse) to the "
+                "device config, or return None from draw_parameters for an exact (ideal) device."
+            )
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
