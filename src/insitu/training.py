@@ -37,6 +37,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing was written for the failing epoch."""
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 @register_config
 @dataclasses.dataclass
 class TrainConfig(Config):
@@ -109,6 +112,8 @@ class TrainConfig(Config):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 self._fail(field, "must be an integer >= 1.")
         self._check_positive("lr", "lr_gamma")
+        if self.lr > _FLOAT32_MAX:  # weights are float32: the update lr·δ·x could not be formed
+            self._fail("lr", f"must be at most {_FLOAT32_MAX:.3g} (the largest float32); useful rates are far below 1.")
         if (
             not isinstance(self.hidden, (tuple, list))
             or not self.hidden
@@ -200,6 +205,9 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp makes the file 0600; a result file gets the mode any new file would (0666 & ~umask).
+    if hasattr(os, "fchmod"):  # not on Windows
+        os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         write(Path(tmp))
@@ -207,6 +215,12 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, then put it back
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: dict) -> None:
