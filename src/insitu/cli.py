@@ -262,6 +262,17 @@ def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_nam
     names = [n.strip() for n in (compare or hardware_names).split(",") if n.strip()]
     if not names:
         raise click.UsageError("give at least one --hardware (rpu, pcm, edge, gpu, cpu).")
+    # Checked before any work, so that a typo does not end in a traceback after the estimate.
+    if baseline is not None and baseline not in names:
+        raise click.UsageError(f"--baseline {baseline} is not among the hardware estimated ({', '.join(names)}); add it to --hardware or --compare.")
+    if plot_path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if Path(plot_path).suffix.lower().lstrip(".") not in formats:
+            raise click.UsageError(f"--plot {plot_path}: name the figure with one of the suffixes {', '.join('.' + f for f in sorted(formats))} (e.g. .png).")
+    if model == "cnn-2017" and inputs != 784:
+        raise click.UsageError("--inputs applies to --model mlp; cnn-2017 is the network of 28x28 images (784 inputs).")
     try:
         built = None
         if model == "mlp":
