@@ -388,3 +388,16 @@ def test_any_tile_config_dict_builds_or_raises_a_config_error_naming_a_field(dra
         if draw.draw(st.booleans()):
             data[field] = draw.draw(_config_dicts(cls))
     _check_builds_or_names_a_field(TileConfig, data)
+
+
+@pytest.mark.parametrize("content", [b"", b"SQLite format 3\x00" + bytes(range(256)) * 8, b"not a database at all" * 100])
+def test_a_damaged_store_is_a_clear_store_error(tmp_path, content):
+    from insitu.sweep import ResultsStore, StoreError
+
+    path = tmp_path / "study.sqlite"
+    path.write_bytes(content)
+    try:
+        with ResultsStore(path) as store:  # an empty file is a new, empty store
+            assert content == b"" and store.integrity_ok()
+    except StoreError as exc:
+        assert "study.sqlite is not a usable study store" in str(exc)
