@@ -120,15 +120,14 @@ def test_same_seed_gives_bit_identical_training_and_deepcopy_keeps_training():
     assert c.tile.counters.rank1_updates == a.tile.counters.rank1_updates
 
 
-def test_training_with_a_plain_torch_optimizer_warns(monkeypatch):
+def test_backward_passes_without_any_update_warn(monkeypatch):
+    # A torch optimizer given analog weights now refuses at its first step (tests/test_misuse.py);
+    # a loop that never steps at all is still caught by the stash.
     monkeypatch.setattr(insitu.tile, "_PENDING_WARN", 3)
     layer = AnalogLinear(3, 2)
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     with pytest.warns(UserWarning, match="AnalogSGD"):
         for _ in range(3):
-            opt.zero_grad()
             layer(torch.rand(1, 3)).sum().backward()
-            opt.step()
 
 
 def test_analog_sgd_rejects_bad_learning_rate():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def train(**opts) -> None:
         return
     import torch
 
+    from .checkpoint import CheckpointError, LockedError
     from .data import DatasetError
     from .training import TrainConfig, TrainingDiverged, run_training
 
@@ -115,16 +117,25 @@ def train(**opts) -> None:
         raise click.UsageError(str(exc)) from None
     out_dir = opts["out_dir"] or f"runs/{config.preset}-{config.dataset}-b{config.batch_size}-s{config.seed}"
     click.echo(f"insitu train: {config.preset} on {config.dataset} -> {out_dir}")
+    # SIGTERM (a plain `kill`, a batch system's stop) ends the run as Ctrl-C does: results.json
+    # says "interrupted" and the last checkpoint stays, instead of a run that seems still running.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_training(
             config, out_dir, data_dir=opts["data_dir"], download=opts["download"], resume=opts["resume"],
             progress=not opts["no_progress"], log=click.echo, fused_update=not opts["per_tile_update"],
         )
-    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as exc:
+    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged, CheckpointError, LockedError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     last = results["epochs"][-1]
     click.echo(f"done: test error {100 * last['test_error']:.2f}% after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _train_sparse_from_train(opts: dict) -> None:
@@ -258,6 +269,17 @@ def hardware_estimate(model, hidden, inputs, outputs, digital_bias, hardware_nam
     names = [n.strip() for n in (compare or hardware_names).split(",") if n.strip()]
     if not names:
         raise click.UsageError("give at least one --hardware (rpu, pcm, edge, gpu, cpu).")
+    # Checked before any work, so that a typo does not end in a traceback after the estimate.
+    if baseline is not None and baseline not in names:
+        raise click.UsageError(f"--baseline {baseline} is not among the hardware estimated ({', '.join(names)}); add it to --hardware or --compare.")
+    if plot_path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if Path(plot_path).suffix.lower().lstrip(".") not in formats:
+            raise click.UsageError(f"--plot {plot_path}: name the figure with one of the suffixes {', '.join('.' + f for f in sorted(formats))} (e.g. .png).")
+    if model == "cnn-2017" and inputs != 784:
+        raise click.UsageError("--inputs applies to --model mlp; cnn-2017 is the network of 28x28 images (784 inputs).")
     try:
         built = None
         if model == "mlp":

@@ -46,6 +46,22 @@ class Config:
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_validated", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A field changed after construction is validated as at construction (config.dw_min = -5
+        # would otherwise be accepted and fail, or silently mislead, much later). A refused value
+        # leaves the config as it was. Several fields that must change together: use replace().
+        if not self.__dict__.get("_validated") or name not in {f.name for f in dataclasses.fields(self)}:
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get(name)
+        object.__setattr__(self, name, value)
+        try:
+            self.validate()
+        except BaseException:
+            object.__setattr__(self, name, old)
+            raise
 
     # -- validation helpers -------------------------------------------------------------------
     def validate(self) -> None:  # overridden by subclasses
@@ -77,7 +93,11 @@ class Config:
 
     def _check_choice(self, field: str, choices) -> None:
         value = getattr(self, field)
-        if value not in choices:
+        try:
+            known = value in choices
+        except TypeError:  # unhashable (a list or a dict from a config file)
+            known = False
+        if not known:
             self._fail(field, f"must be one of {sorted(choices)}.{_closest(str(value), choices)}")
 
     # -- serialisation ------------------------------------------------------------------------
@@ -99,6 +119,10 @@ class Config:
         data = dict(data)
         type_name = data.pop("type", None)
         target = cls
+        if type_name is None and cls.polymorphic and _REGISTRY.get(cls.__name__) is not cls:
+            # An abstract base (DeviceConfig): which model is meant must be said.
+            kinds = sorted(name for name, k in _REGISTRY.items() if issubclass(k, cls))
+            raise ConfigError(f"{cls.__name__}: give a 'type' key naming the model, one of {kinds}.")
         if type_name is not None:
             if type_name not in _REGISTRY:
                 raise ConfigError(
@@ -122,7 +146,10 @@ class Config:
             hint = hints.get(name)
             sub = _config_class(hint)
             if sub is not None and isinstance(value, dict):
-                value = sub.from_dict(value)
+                try:
+                    value = sub.from_dict(value)
+                except ConfigError as exc:  # say where in the outer config the bad value sits
+                    raise ConfigError(f"{target.__name__}.{name}: {exc}") from None
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[name] = value
@@ -144,15 +171,31 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Config":
-        """Read a config from a ``.json``, ``.yaml`` or ``.yml`` file."""
+        """Read a config from a ``.json``, ``.yaml`` or ``.yml`` file (suffix in any case).
+
+        Syntax errors, unsafe YAML tags (``!!python/...``: only plain data is read, nothing is
+        constructed) and unknown suffixes are :class:`ConfigError` naming the file.
+        """
         path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
+        suffix = path.suffix.lower()
+        if suffix not in (".json", ".yaml", ".yml"):
+            raise ConfigError(f"{path}: unknown config file type '{path.suffix}'; name it .yaml, .yml or .json.")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc}).") from None
+        if suffix == ".json":
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(f"{path} is not valid JSON: {exc}.") from None
+        else:
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path} is not valid YAML (or uses a tag such as !!python/..., which is never read): {exc}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "Config":

@@ -49,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from .config import register_config
+from .config import ConfigError, register_config
 from .devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses
 from .tile import AnalogTile, TileConfig
 from .update import UpdateCounters
@@ -329,6 +329,14 @@ class MultiConductanceTile(AnalogTile):
         return 0.5 * (lsp.reset_conductance + lsp.nominal_g_max)
 
     # -- weights ------------------------------------------------------------------------------
+    def set_connection_mask(self, mask) -> None:
+        # The cell's devices live in (out, in, devices) planes that the pair updates and
+        # transfers rewrite as a whole; absent cross-points are not modelled for them.
+        raise ConfigError(
+            "Sparse connection masks (mask_analog_linear) are not available for multi-conductance (PCM) tiles; "
+            "use an RPU device preset (e.g. gokmen-vlasov-2016) for a sparse crossbar."
+        )
+
     def effective_weights(self) -> torch.Tensor:
         """``W = F p (G⁺ − G⁻) + (g⁺ − g⁻)``, shape ``(out, in)`` (cached until the devices change)."""
         if self._cached_weights is None:

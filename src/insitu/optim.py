@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from .update.fused import FusedPulseUpdate, can_fuse, fusion_key
 from .update.kernels import select_backend
 
-__all__ = ["AnalogSGD"]
+__all__ = ["AnalogSGD", "ForeignOptimizerError"]
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -85,3 +86,31 @@ def _fusable(tile) -> bool:
     if memo is None or memo[0] != signature:
         memo = tile.__dict__["_fusable_memo"] = (signature, can_fuse(tile))
     return memo[1]
+
+
+class ForeignOptimizerError(TypeError):
+    """A torch optimizer other than :class:`AnalogSGD` was asked to step analog weights."""
+
+
+def _refuse_foreign_optimizers(optimizer, args, kwargs):
+    """Global step pre-hook: a plain torch optimizer (``SGD``, ``Adam``, ...) would leave analog
+    weights unchanged (they never receive ``.grad``), so a training loop would run for hours and
+    learn nothing in its analog layers. Refuse at its first ``step()`` instead."""
+    if isinstance(optimizer, AnalogSGD):
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if getattr(p, "_insitu_tile", None) is not None:
+                raise ForeignOptimizerError(
+                    f"{type(optimizer).__name__} was given the weights of an analog tile "
+                    f"(shape {tuple(p.shape)}); torch optimizers cannot train them: they receive no .grad, and "
+                    "their update is the pulsed write the tile performs. Use insitu.optim.AnalogSGD "
+                    "(AnalogSGD(model.parameters(), lr=...)), or give this optimizer only the digital parameters, "
+                    "e.g. [p for p in model.parameters() if not hasattr(p, '_insitu_tile')]."
+                )
+
+
+# Registered once, when insitu is imported: it applies to every optimizer, including those built
+# before (the hook is global) and those of other libraries; AnalogSGD and optimizers without analog
+# parameters pass through at the cost of one attribute look-up per parameter and step.
+register_optimizer_step_pre_hook(_refuse_foreign_optimizers)

@@ -326,13 +326,16 @@ class ReplicatedTile(AnalogTile):
             "counters": self.counters.to_dict(),
         }
 
-    def set_extra_state(self, state: dict) -> None:
+    def _check_saved_state(self, state: dict) -> None:
         saved = [TileConfig.from_dict(c) for c in state["configs"]]
         if saved != self.configs or list(state["seeds"]) != self.seeds:
             raise ConfigError(
                 "This checkpoint was saved from replicas with other configs or seeds; build the layers with "
                 "the saved ones before loading."
             )
+
+    def set_extra_state(self, state: dict) -> None:
+        self._check_saved_state(state)
         self.generator.set_state(state["generator"])
         if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
             self.pulse_rng.copy_(state["pulse_rng"])

@@ -115,6 +115,15 @@ class AnalogTile(nn.Module):
         shape = (out_features, in_features, *cell)
         self.weight = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
         params = config.device.draw_parameters(shape, self.generator, device, dtype)
+        dw_min = getattr(config.device, "dw_min", None)
+        if params is not None and (isinstance(dw_min, bool) or not isinstance(dw_min, (int, float)) or not dw_min > 0):
+            # The pulsed update converts lr·δ·x into pulses of dw_min each; without it the first
+            # update would fail with an AttributeError deep inside tile.update.
+            raise ConfigError(
+                f"{type(config.device).__name__} draws device parameters (a pulsed device) but has no positive "
+                f"`dw_min` (got {dw_min!r}): add a field dw_min: float (the mean weight step of one pulse) to the "
+                "device config, or return None from draw_parameters for an exact (ideal) device."
+            )
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
@@ -307,7 +316,8 @@ class AnalogTile(nn.Module):
             "counters": self.counters.to_dict(),
         }
 
-    def _load_base_extra_state(self, state: dict) -> None:
+    def _check_saved_state(self, state: dict) -> None:
+        """Raise :class:`ConfigError` if the extra ``state`` was saved from a tile with another config."""
         config_class = type(self.config)
         saved = config_class.from_dict(state["config"])
         if saved != self.config:
@@ -315,6 +325,17 @@ class AnalogTile(nn.Module):
                 "This checkpoint was saved from a tile with a different config; build the layer with "
                 f"the saved config ({config_class.__name__}.from_dict(...)) before loading. Saved: {saved}; here: {self.config}."
             )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # torch copies the tensors first and the extra state last: check the config before any
+        # copy, so that a refused load leaves the tile exactly as it was (issue 19).
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict):
+            self._check_saved_state(extra)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _load_base_extra_state(self, state: dict) -> None:
+        self._check_saved_state(state)
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         if "pulse_rng" in state:  # checkpoints made before the compiled engine have none

@@ -25,15 +25,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, register_config
+from .checkpoint import FolderLock, LockedError, load_checkpoint
+from .config import Config, ConfigError, _closest, register_config
 from .optim import AnalogSGD
 from .tile import AnalogTile, TileConfig
 
-__all__ = ["TrainConfig", "TrainingDiverged", "run_training", "evaluate", "build_model"]
+__all__ = ["TrainConfig", "TrainingDiverged", "LockedError", "run_training", "evaluate", "build_model"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing was written for the failing epoch."""
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @register_config
@@ -97,23 +101,40 @@ class TrainConfig(Config):
 
         self._check_choice("model", MODELS)
         self._check_choice("activation", ACTIVATIONS)
+        from .data import DATASETS
+
+        if not isinstance(self.dataset, str) or self.dataset.lower().replace("_", "-") not in DATASETS:
+            self._fail("dataset", f"must be one of {list(DATASETS)}.{_closest(str(self.dataset), DATASETS)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            self._fail("seed", "must be an integer, e.g. 0.")
         for field in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 self._fail(field, "must be an integer >= 1.")
         self._check_positive("lr", "lr_gamma")
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+        if self.lr > _FLOAT32_MAX:  # weights are float32: the update lr·δ·x could not be formed
+            self._fail("lr", f"must be at most {_FLOAT32_MAX:.3g} (the largest float32); useful rates are far below 1.")
+        if (
+            not isinstance(self.hidden, (tuple, list))
+            or not self.hidden
+            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden)
+        ):
             self._fail("hidden", "must be one or more positive layer widths, e.g. 256,128.")
-        if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
+        if not isinstance(self.lr_milestones, (tuple, list)) or any(
+            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.lr_milestones
+        ):
             self._fail("lr_milestones", "must be positive epoch numbers, e.g. 10,20.")
-        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
+        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
             self._fail("subset", "must be a positive number of samples, or None for the whole set.")
         if self.update_mode is not None:
             from .update.pulse import MODES
 
             self._check_choice("update_mode", MODES)
         if self.update_algorithm is not None:
-            self._algorithm()  # validates method and rank with the algorithm's own messages
+            try:
+                self._algorithm()  # validates method and rank with the algorithm's own messages
+            except ConfigError as exc:
+                raise ConfigError(f"TrainConfig.update_algorithm / rank: {exc}") from None
             if self.batch_size < self.rank:
                 self._fail("batch_size", f"must be >= rank ({self.rank}): a batch of fewer samples has fewer singular pairs.")
         elif self.rank != 1:
@@ -184,6 +205,9 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp makes the file 0600; a result file gets the mode any new file would (0666 & ~umask).
+    if hasattr(os, "fchmod"):  # not on Windows
+        os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         write(Path(tmp))
@@ -191,6 +215,12 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, then put it back
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -300,18 +330,38 @@ def run_training(
 
     Returns:
         The results dict (also in ``out_dir/results.json``).
-    """
-    from .data import load_dataset
 
+    Raises:
+        LockedError: another run holds ``out_dir`` (its ``run.lock``).
+        insitu.checkpoint.CheckpointError: ``resume`` and the checkpoint is damaged or unsafe.
+    """
     out = Path(out_dir)
-    results_path, ckpt_path, plot_path = out / "results.json", out / "checkpoint.pt", out / "test_error.png"
-    if not resume and ckpt_path.exists():
-        raise FileExistsError(
-            f"{out} already holds a run (checkpoint.pt). Pass --resume to continue it, or choose another --out folder."
-        )
+    ckpt_path = out / "checkpoint.pt"
     if resume and not ckpt_path.exists():
         raise FileNotFoundError(f"Cannot resume: no checkpoint.pt in {out}. Start the run without --resume.")
     out.mkdir(parents=True, exist_ok=True)
+    # Two runs in one folder would overwrite each other's checkpoint and results: the second one
+    # stops here (the lock is released when this run ends, however it ends, even by kill -9).
+    lock = FolderLock(
+        out / LOCK_FILE,
+        f"Another `insitu train` is running in {out}; wait for it to finish (or stop it), or choose another --out folder.",
+    )
+    with lock:
+        if not resume and ckpt_path.exists():
+            raise FileExistsError(
+                f"{out} already holds a run (checkpoint.pt). Pass --resume to continue it, or choose another --out folder."
+            )
+        return _run_training_locked(config, out, data, data_dir, download, resume, progress, log, fused_update)
+
+
+#: The lock file of a run folder (see :func:`run_training`).
+LOCK_FILE = "run.lock"
+
+
+def _run_training_locked(config, out, data, data_dir, download, resume, progress, log, fused_update) -> dict:
+    from .data import load_dataset
+
+    results_path, ckpt_path, plot_path = out / "results.json", out / "checkpoint.pt", out / "test_error.png"
 
     if data is None:
         data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
@@ -337,7 +387,7 @@ def run_training(
     }
     start_epoch = 0
     if resume:
-        checkpoint = torch.load(ckpt_path, weights_only=False)
+        checkpoint = load_checkpoint(ckpt_path)
         # Through from_dict so that fields added since the checkpoint was written take their defaults.
         saved, wanted = TrainConfig.from_dict(checkpoint["config"]).to_dict(), config.to_dict()
         if {**saved, "epochs": None} != {**wanted, "epochs": None}:
@@ -378,6 +428,9 @@ def run_training(
             bar = _progress(n_train, epoch, config.epochs, progress, [out])
             for step, start in enumerate(range(0, n_train, batch)):
                 xb, yb = xs[start : start + batch], ys[start : start + batch]
+                # Digital parameters (a digital bias) accumulate .grad like any torch parameter:
+                # without this their step would apply the sum of all past gradients.
+                optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):

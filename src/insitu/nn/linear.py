@@ -55,6 +55,10 @@ class AnalogLinear(nn.Module):
         replicas: int | None = None,
     ):
         super().__init__()
+        # Checked here, before the bias column is added: the tile would report in_features + 1.
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AnalogLinear: {name} must be a positive integer, got {value!r}.")
         self.in_features = in_features
         self.out_features = out_features
         self.bias_on_array = bool(bias and bias_on_array)

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import load_checkpoint
 from ..config import ConfigError
 from ..optim import AnalogSGD
 from ..replicas import lockstep_conflict, replica_key
@@ -169,7 +170,7 @@ def run_lockstep(
     start_epoch = 0
     alive = torch.ones(n_rep, dtype=torch.bool)
     if resume:
-        checkpoint = torch.load(group_path, weights_only=False)
+        checkpoint = load_checkpoint(group_path)
         saved = [TrainConfig.from_dict(c).to_dict() for c in checkpoint["configs"]]
         wanted = [c.to_dict() for c in configs]
         if [{**s, "epochs": None} for s in saved] != [{**w, "epochs": None} for w in wanted]:
@@ -202,6 +203,7 @@ def run_lockstep(
                 index = orders[:, start : start + batch]  # (R, B)
                 xb = train_x[index] if shared else train_x[arange, index]
                 yb = train_y[index] if shared else train_y[arange, index]
+                optimizer.zero_grad(set_to_none=True)  # digital biases accumulate .grad otherwise
                 logits = model(xb)
                 per_sample = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (R, B)
                 losses = per_sample.mean(dim=1)

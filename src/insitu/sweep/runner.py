@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Generator, Iterator
 
+from ..checkpoint import CorruptCheckpointError, FolderLock, load_checkpoint
 from ..config import ConfigError
 from .store import ResultsStore, StoreError
 from .study import StudyConfig
@@ -115,8 +116,17 @@ def run_point(task: dict) -> dict:
     try:
         config = TrainConfig.from_dict(task["config"])
         resume = checkpoint_path.exists()
+        checkpoint = None
         if resume:
-            checkpoint = torch.load(checkpoint_path, weights_only=False)
+            try:
+                checkpoint = load_checkpoint(checkpoint_path)
+            except CorruptCheckpointError as exc:
+                # A damaged checkpoint cannot be resumed and would fail on every rerun: the point
+                # starts again from scratch (the damaged file is kept aside for inspection).
+                _set_aside(checkpoint_path)
+                outcome["note"] = f"restarted from scratch: {exc}"
+                resume = False
+        if resume:
             if checkpoint["epoch"] >= config.epochs:
                 # Finished before the driver could record it (killed in between): take it as is.
                 outcome.update(status="completed", results=checkpoint["results"], resumed=True)
@@ -155,6 +165,14 @@ def run_group(task: dict) -> list[dict]:
     try:
         configs = [TrainConfig.from_dict(m["config"]) for m in members]
         resume = (run_dirs[0] / CHECKPOINT_NAME).exists()
+        if resume:
+            try:
+                load_checkpoint(run_dirs[0] / CHECKPOINT_NAME)
+            except CorruptCheckpointError as exc:  # as in run_point: start the group again
+                _set_aside(run_dirs[0] / CHECKPOINT_NAME)
+                for outcome in outcomes:
+                    outcome["note"] = f"restarted from scratch: {exc}"
+                resume = False
         datasets = [_dataset(c, task["data_dir"]) for c in configs] if configs[0].subset is None else None
         results = run_lockstep(configs, run_dirs, datasets=datasets, data_dir=task["data_dir"], resume=resume, log=lambda line: None)
         for outcome, result in zip(outcomes, results):
@@ -170,6 +188,11 @@ def run_group(task: dict) -> list[dict]:
     for outcome in outcomes:
         outcome["seconds"] = seconds
     return outcomes
+
+
+def _set_aside(path: Path) -> None:
+    """Rename a damaged checkpoint to ``<name>.corrupt`` so that the run starts afresh."""
+    os.replace(path, path.with_name(path.name + ".corrupt"))
 
 
 def run_task(task: dict) -> list[dict]:
@@ -230,14 +253,21 @@ def _pool(tasks: list[dict], workers: int, threads: int, on_start: Callable[[dic
                     in_flight[pool.submit(run_task, task)] = task
                 done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
                 for future in done:
-                    task = in_flight.pop(future)
-                    yield future.result()
+                    # Forget the task only once its outcome is in hand: if the pool broke, the
+                    # handler below must still see every task that was in flight.
+                    outcome = future.result()
+                    del in_flight[future]
+                    yield outcome
         except BrokenProcessPool:
             # A worker died (killed, out of memory): its points fail this time (the next
             # `sweep run` retries them from their checkpoints); the rest go to a new pool.
+            # Tasks that finished before the pool broke keep their outcome.
             pool.shutdown(wait=True)
-            for task in in_flight.values():
-                yield [_died(point_id) for point_id in _task_points(task)]
+            for future, task in in_flight.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    yield future.result()
+                else:
+                    yield [_died(point_id) for point_id in _task_points(task)]
             continue
         except BaseException:
             # Interrupted: stop the points in flight now rather than waiting for them to finish
@@ -300,29 +330,15 @@ def _ray(tasks: list[dict], address: str, workers: int | None, threads: int, on_
 
 
 # -- the driver -----------------------------------------------------------------------------------
-class _StoreLock:
+class _StoreLock(FolderLock):
     """An exclusive lock next to the store: two `sweep run` on one store would run points twice."""
 
     def __init__(self, store_path: Path):
-        self.path = store_path.with_name(store_path.name + ".lock")
-        self.handle = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w")
-        try:
-            import fcntl
-
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # no fcntl (Windows): no protection against a second driver
-            pass
-        except OSError:
-            self.handle.close()
-            raise StoreError(f"Another `insitu sweep run` is using {self.path.with_suffix('')}; wait for it or stop it first.") from None
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()  # closing releases the lock; a killed process releases it too
+        super().__init__(
+            store_path.with_name(store_path.name + ".lock"),
+            f"Another `insitu sweep run` is using {store_path}; wait for it or stop it first.",
+            StoreError,
+        )
 
 
 def run_study(
@@ -363,6 +379,9 @@ def run_study(
         workers, threads = plan_workers(workers, threads)
     else:
         threads = threads or 1
+    # Checked before the store is created: a bad option must leave no trace.
+    if isinstance(lockstep, bool) or not isinstance(lockstep, int) or lockstep < 1:
+        raise ConfigError(f"lockstep = {lockstep!r}: must be an integer >= 1 (replicas per group; 1 = off).")
     with _StoreLock(store_path), ResultsStore(store_path) as store:
         store.attach_study(study, runs_root, extend=extend)
         if (reset := store.reset_interrupted()):
@@ -441,25 +460,27 @@ def group_tasks(tasks: list[dict], lockstep: int, data_dir: str | None, threads:
     from ..training import TrainConfig
     from .lockstep import GROUP_FILE, lockstep_group_key
 
-    by_dir = {str(Path(t["run_dir"])): t for t in tasks}
+    # Members are matched by run folder name (unique in a study): the paths a marker recorded
+    # were relative to the directory the group was started from, which may not be this one.
+    by_dir = {Path(t["run_dir"]).name: t for t in tasks}
     used: set[str] = set()
     bundles: list[list[dict]] = []
     for task in tasks:
         marker = Path(task["run_dir"]) / GROUP_FILE
-        if str(Path(task["run_dir"])) in used or not marker.exists():
+        if Path(task["run_dir"]).name in used or not marker.exists():
             continue
-        members = [str(Path(m)) for m in json.loads(marker.read_text())["members"]]
+        members = [Path(m).name for m in json.loads(marker.read_text())["members"]]
         if all(m in by_dir and m not in used for m in members):
             bundles.append([by_dir[m] for m in members])
             used.update(members)
         else:
             for m in members:
                 if m in by_dir and m not in used:
-                    _forget_group(Path(m))
+                    _forget_group(Path(by_dir[m]["run_dir"]))
     pending: dict[str, list[dict]] = {}
     alone: list[list[dict]] = []
     for task in tasks:
-        if str(Path(task["run_dir"])) in used:
+        if Path(task["run_dir"]).name in used:
             continue
         key = lockstep_group_key(TrainConfig.from_dict(task["config"])) if lockstep > 1 else None
         # A point already part-trained on its own resumes on its own.
@@ -522,6 +543,8 @@ def _outcome_line(outcome: dict, label: str, done: int, total: int) -> str:
     error = f"test error {100 * epochs[-1]['test_error']:.2f}%" if epochs else "no epoch finished"
     note = " (resumed)" if outcome.get("resumed") else ""
     line = f"[{done}/{total}] {label}: {outcome['status']}{note}, {error}, {outcome['seconds']:.1f} s"
+    if outcome.get("note"):
+        line += f"\n    {outcome['note']}"
     if outcome["status"] == "failed" and outcome["error"]:
         line += f"\n    {outcome['error'].splitlines()[0]}"
     return line

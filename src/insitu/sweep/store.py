@@ -176,7 +176,7 @@ class ResultsStore:
             for point in points:
                 row = db.execute("SELECT id FROM points WHERE key = ?", (point.key,)).fetchone()
                 if row is None:
-                    run_dir = str(Path(run_root) / f"p{next_id:04d}-{point.key[:8]}")
+                    run_dir = self._stored_run_dir(Path(run_root) / f"p{next_id:04d}-{point.key[:8]}")
                     db.execute(
                         "INSERT INTO points (id, key, seed, coords, axes, config, status, run_dir) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
                         (next_id, point.key, point.seed, _dumps(point.coords), _dumps(list(point.axes)), _dumps(point.config.to_dict()), run_dir),
@@ -191,6 +191,28 @@ class ResultsStore:
                     )
                     ids.append(row["id"])
         return ids
+
+    # -- run folders ------------------------------------------------------------------------------
+    # Run folders are recorded relative to the study folder (the store's folder), so that a study
+    # resumed from another working directory, or moved, finds its runs. Stores written before
+    # (issue 19) hold them relative to the working directory of their first run, or absolute.
+    def _stored_run_dir(self, run_dir: Path) -> str:
+        try:
+            return str(run_dir.absolute().relative_to(self.path.parent.absolute()))
+        except ValueError:  # run folders outside the study folder (API use): kept absolute
+            return str(run_dir.absolute())
+
+    def _run_dir(self, stored: str) -> str:
+        """The run folder of a recorded entry, as a path usable from the present directory."""
+        path, base = Path(stored), self.path.parent
+        if not path.is_absolute() and (path.parts[:1] == ("runs",) or (base / path).exists()):
+            return str(base / path)
+        # An old entry: the folder inside the study (where `sweep run` puts it) if it is there or
+        # nothing is anywhere yet; else the old place (a run folder outside the study).
+        inside = base / "runs" / path.name
+        if inside.exists() or not path.exists():
+            return str(inside)
+        return str(path)
 
     # -- status changes ---------------------------------------------------------------------------
     def reset_interrupted(self) -> int:
@@ -239,6 +261,7 @@ class ResultsStore:
             item = dict(row)
             for name in ("coords", "axes", "config"):
                 item[name] = json.loads(item[name])
+            item["run_dir"] = self._run_dir(item["run_dir"])
             rows.append(item)
         return rows
 

@@ -242,8 +242,9 @@ class StudyConfig(Config):
         super().__post_init__()
 
     def validate(self) -> None:
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", self.name or ""):
-            self._fail("name", "must be a non-empty name of letters, digits, '.', '_' or '-' (it names files).")
+        # "." and ".." would put the default output folder sweeps/<name> outside sweeps/.
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", self.name or "") or set(self.name) == {"."}:
+            self._fail("name", "must be a non-empty name of letters, digits, '.', '_' or '-', not only dots (it names files).")
         if not isinstance(self.base, TrainConfig):
             self._fail("base", "must be a TrainConfig (a mapping of `insitu train` options).")
         self._check_choice("mode", MODES)
