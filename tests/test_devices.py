@@ -206,7 +206,7 @@ def test_ideal_device_draws_nothing():
     assert cfg.is_ideal
     model = cfg.model()
     assert model.c2c == 0.0 and not model.has_slope
-    assert DeviceModel.clip(torch.tensor([5.0, -5.0]), None).tolist() == [5.0, -5.0]
+    assert model.clip(torch.tensor([5.0, -5.0]), None).tolist() == [5.0, -5.0]
     tile = AnalogTile(4, 3, TileConfig(device=cfg), seed=0)
     assert tile.device_params is None
     w = torch.tensor([[3.0, -7.0, 0.5]] * 4)

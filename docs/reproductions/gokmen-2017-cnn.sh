@@ -10,6 +10,9 @@
 # Update mode `summed`: every pulse train of the image's patches drawn, exact coincidence counts
 # applied at once per image (docs/update-modes.md); ~5.5 min per analog epoch on one core.
 set -euo pipefail
+# The committed results were made with the PyTorch pulse-update backend: reruns equal them draw for
+# draw with it (INSITU_BACKEND=auto runs the compiled CPU kernels: the same in distribution, faster).
+export INSITU_BACKEND=${INSITU_BACKEND:-torch}
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs/gokmen-2017-cnn}
 EPOCHS=${EPOCHS:-30}

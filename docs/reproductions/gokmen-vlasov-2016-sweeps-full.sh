@@ -6,6 +6,9 @@
 # groups resume from their checkpoints. More values per parameter: add them to the study file and
 # rerun (the script passes --extend when the store exists; only the new points train).
 set -euo pipefail
+# The committed results were made with the PyTorch pulse-update backend: reruns equal them draw for
+# draw with it (INSITU_BACKEND=auto runs the compiled CPU kernels: the same in distribution, faster).
+export INSITU_BACKEND=${INSITU_BACKEND:-torch}
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs/gv2016-sweeps-full}
 WORKERS=${WORKERS:-2}

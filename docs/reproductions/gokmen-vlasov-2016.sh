@@ -5,6 +5,9 @@
 # RPU IO). Each run takes 10-45 minutes on one core; they are independent (run them in parallel
 # on a machine with more cores). Interrupted runs continue with the same command plus --resume.
 set -euo pipefail
+# The committed results were made with the PyTorch pulse-update backend: reruns equal them draw for
+# draw with it (INSITU_BACKEND=auto runs the compiled CPU kernels: the same in distribution, faster).
+export INSITU_BACKEND=${INSITU_BACKEND:-torch}
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs}
 # --per-tile-update: the update path these committed runs were made with (reruns are draw for

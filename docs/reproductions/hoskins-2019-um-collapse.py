@@ -25,6 +25,11 @@ from insitu import AnalogSGD, IdealDevice
 from insitu.models import mlp
 from insitu.presets import get_preset
 from insitu.data import load_dataset
+from insitu.update.kernels import set_backend
+
+# The torch pulse-update backend (per-tile path): the committed numbers were made with it, and
+# reruns equal them draw for draw (the compiled CPU backend agrees in distribution only).
+set_backend("torch")
 torch.set_num_threads(1)
 data = load_dataset("mnist", path="../shared/datasets", subset=4000, seed=0)
 x = data.train_x; y = data.train_y

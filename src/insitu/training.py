@@ -485,11 +485,26 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
         for module in model.modules():
             if isinstance(module, AnalogTile):
                 module.discard_pending()
-        failed = dict(results, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-        failed["error"] = f"{type(exc).__name__}: {exc}"
+        interrupt = _interrupt_in(exc)
+        failed = dict(results, status="interrupted" if interrupt is not None else "failed")
+        failed["error"] = f"{type(interrupt or exc).__name__}: {interrupt or exc}"
         write_json(results_path, failed)
         raise
     return results
+
+
+def _interrupt_in(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI's handler) behind ``exc``, if any.
+
+    A signal that lands while autograd runs a Python backward (the analog layers' bridge) reaches
+    us wrapped in another exception; its chain still holds the interrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 PROGRESS_FILE = "progress.json"
