@@ -88,7 +88,7 @@ def test_a_custom_pulsed_device_without_dw_min_is_refused_when_the_tile_is_built
         def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32):
             return ConstantStepDevice().draw_parameters(shape, generator, device, dtype)
 
-    with pytest.raises(ConfigError, match="MyDevice .* no positive `dw_min`"):
+    with pytest.raises(ConfigError, match="MyDevice states no nominal step.*'dw_min' field.*'nominal_step' property"):
         AnalogLinear(3, 2, config=TileConfig(device=MyDevice()))
 
 

@@ -115,15 +115,16 @@ class AnalogTile(nn.Module):
         shape = (out_features, in_features, *cell)
         self.weight = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
         params = config.device.draw_parameters(shape, self.generator, device, dtype)
-        dw_min = getattr(config.device, "dw_min", None)
-        if params is not None and (isinstance(dw_min, bool) or not isinstance(dw_min, (int, float)) or not dw_min > 0):
-            # The pulsed update converts lr·δ·x into pulses of dw_min each; without it the first
-            # update would fail with an AttributeError deep inside tile.update.
-            raise ConfigError(
-                f"{type(config.device).__name__} draws device parameters (a pulsed device) but has no positive "
-                f"`dw_min` (got {dw_min!r}): add a field dw_min: float (the mean weight step of one pulse) to the "
-                "device config, or return None from draw_parameters for an exact (ideal) device."
-            )
+        if params is not None:
+            # The pulsed update converts lr·δ·x into pulses of the nominal step each: check it now
+            # rather than fail inside the first update (the property names what to add).
+            step = config.device.nominal_step
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+                raise ConfigError(
+                    f"{type(config.device).__name__}.nominal_step = {step!r}: a pulsed device (it draws device "
+                    "parameters) needs a positive nominal step, the mean weight change of one pulse (the `dw_min` "
+                    "field, or its own nominal_step property)."
+                )
         self.register_buffer("device_params", params)  # None for an ideal device
         self.device_model = config.device.model()
         self.counters = UpdateCounters()
