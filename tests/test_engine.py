@@ -222,3 +222,55 @@ def test_analog_layers_train_on_the_compiled_backend():
             optimizer.step()
             losses.append(float(loss.detach()))
     assert np.mean(losses[-100:]) < 0.6 * np.mean(losses[:100])  # 0.43 vs 0.91 when written
+
+
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+@pytest.mark.parametrize(
+    "layout",
+    ["update management + dynamic BL", "soft bounds", "linear step, per-replica BL and step"],
+)
+def test_stacked_replicas_have_the_distribution_of_separate_tiles(backend, layout):
+    """The replica layout (a leading axis, one update for all) against separate tiles, for the
+    settings the replica path handles on its own: update management, dynamic BL, weight-dependent
+    steps, and replicas that differ in BL and step."""
+    from insitu.replicas import ReplicatedTile
+
+    if layout == "update management + dynamic BL":
+        configs = [_config(update_management=True, dynamic_bl=True, bl=31)] * 2
+    elif layout == "soft bounds":
+        configs = [_config(SoftBoundsDevice(w_max=0.3, w_min=-0.3, dw_min=0.002), bl=10)] * 2
+    else:
+        configs = [
+            _config(LinearStepDevice(gamma_up=0.8, dw_min=0.002), bl=10),
+            _config(LinearStepDevice(gamma_up=0.8, dw_min=0.004), bl=5),
+        ]
+    x, d = _inputs(2)
+    draws = 200
+    with use_backend(backend):
+        replicated = []
+        for k in range(draws):
+            tile = ReplicatedTile(OUT, IN, configs, seeds=[3, 4])
+            tile.set_weights(torch.full((2, OUT, IN), 0.05))
+            start = tile.weight.detach().clone()
+            tile.manual_seed(500 + k)
+            tile.stash(x.expand(2, *x.shape), d.expand(2, *d.shape))
+            tile.update(0.05)
+            replicated.append((tile.weight.detach() - start).double())
+        replicated = torch.stack(replicated)
+        for r, (config, seed) in enumerate(zip(configs, [3, 4])):
+            separate = []
+            for k in range(draws):
+                tile = AnalogTile(OUT, IN, config, seed=seed)
+                tile.set_weights(torch.full((OUT, IN), 0.05))
+                start = tile.weight.detach().clone()
+                tile.manual_seed(900 + k)
+                tile.stash(x, d)
+                tile.update(0.05)
+                separate.append((tile.weight.detach() - start).double())
+            separate = torch.stack(separate)
+            mine = replicated[:, r]
+            se = torch.sqrt(mine.var(0) / draws + separate.var(0) / draws).clamp_min(1e-12)
+            z = (mine.mean(0) - separate.mean(0)) / se
+            assert float(z.abs().max()) < 4.8, float(z.abs().max())
+            ratio = float(mine.var(0).sum() / separate.var(0).sum())
+            assert 0.8 < ratio < 1.25, ratio
