@@ -24,6 +24,7 @@ import torch
 
 from ..config import Config, register_config
 from ..devices.base import DeviceModel
+from .kernels import select_backend
 
 __all__ = ["PulseUpdateConfig", "UpdateCounters", "pulsed_update", "exact_update"]
 
@@ -247,46 +248,82 @@ def _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, count
     """Run the update in the compiled kernel if this backend and update allow it (True if it ran).
 
     ``cache`` (a dict owned by the caller, e.g. the tile) keeps the kernel and the numpy views of
-    the state between calls: at batch 1 the update is a few microseconds of work, and building
-    the views each time would cost as much.
+    the state between calls: at batch 1 the kernel runs for microseconds, so the Python around
+    it is kept to a few checks.
     """
     if config.pulse_type != "stochastic" or config.mode != "sequential" or params is None:
         return False
-    from .kernels import select_backend
-
     if select_backend(weights.device) != "compiled":
         return False
-    # The packed parameters are a copy: a new one when the parameters change (load_state_dict).
-    key = (weights.data_ptr(), weights.dtype, weights.shape, params.data_ptr(), params._version, rng_state.data_ptr(), model)
     plan = cache.get("sequential") if cache is not None else None
-    if plan is None or plan[0] != key:
-        respond = getattr(model, "compiled_response", None)
-        respond = respond() if respond is not None else None
-        if respond is None:
+    # The packed parameters are a copy: rebuilt when the parameters change (load_state_dict) or
+    # any tensor moves to new memory (a dtype or device change keeps the Parameter object).
+    key = (weights.data_ptr(), params.data_ptr(), params._version, rng_state.data_ptr())
+    if plan is None or plan[0] != key or plan[1] is not model:
+        plan = _compiled_plan(key, weights, params, model, rng_state)
+        if plan is None:
             return False
-        from .kernels.compiled import sequential_kernel
-        from .kernels.rng_state import as_views
-
-        cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
-        # Interleaved per device, (out, in, devices, P): a device's parameters in one cache line.
-        planes = params if params.dim() == 4 else params.unsqueeze(-1)
-        packed = model.pack_for_kernel(planes, weights.dtype)
-        plan = (key, sequential_kernel(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))
         if cache is not None:
             cache["sequential"] = plan
-    _, kernel, cell, planes, words, spare, tally = plan
-    dtype = weights.dtype
-    x = x.detach().to(dtype).contiguous().numpy()
-    d = d.detach().to(dtype).contiguous().numpy()
-    tally[:] = 0.0
+    _, _, kernel, cell, packed, words, spare, tally = plan
+    # The kernel keeps running sums in ``tally``; the counters read them when they are read
+    # (attached before the kernel adds this update's counts).
+    if cache is None or cache.get("counted") is not counters or cache.get("tally") is not tally:
+        counters.attach(_KernelTally(tally))
+        if cache is not None:
+            cache["counted"], cache["tally"] = counters, tally
     kernel(
-        cell, planes, x, d, float(lr), float(dw_min), config.bl, config.update_management, config.dynamic_bl,
-        float(model.c2c), words, spare, tally,
+        cell, packed, _as_numpy(x, weights.dtype), _as_numpy(d, weights.dtype), lr, dw_min, config.bl,
+        config.update_management, config.dynamic_bl, model.c2c, words, spare, tally,
     )
-    counters.add_pulses(float(tally[0]))
-    counters.add_coincidences(float(tally[1]))
-    counters.rank1_updates += int(tally[2])
+    counters.rank1_updates += x.shape[0]
     return True
+
+
+def _as_numpy(values: torch.Tensor, dtype: torch.dtype):
+    """A numpy view of ``values`` in ``dtype``, contiguous (a copy only when needed)."""
+    if values.requires_grad:
+        values = values.detach()
+    if values.dtype != dtype or not values.is_contiguous():
+        values = values.to(dtype).contiguous()
+    return values.numpy()
+
+
+class _KernelTally:
+    """Pulses and coincidences the compiled kernel counted into its running ``tally`` since this
+    was attached to a tile's counters (:meth:`UpdateCounters.attach`)."""
+
+    __slots__ = ("tally", "base_pulses", "base_coincidences")
+
+    def __init__(self, tally: np.ndarray):
+        self.tally = tally
+        self.base_pulses, self.base_coincidences = float(tally[0]), float(tally[1])
+
+    @property
+    def pulses(self) -> float:
+        return float(self.tally[0]) - self.base_pulses
+
+    @property
+    def coincidences(self) -> float:
+        return float(self.tally[1]) - self.base_coincidences
+
+
+def _compiled_plan(key, weights, params, model, rng_state):
+    """What :func:`_compiled_sequential` keeps between calls, or None if ``model`` has no
+    compiled response: the kernel, numpy views of the weights and of the generator state, and
+    the parameters packed for the kernel."""
+    respond = getattr(model, "compiled_response", None)
+    respond = respond() if respond is not None else None
+    if respond is None:
+        return None
+    from .kernels.compiled import sequential_kernel
+    from .kernels.rng_state import as_views
+
+    cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
+    planes = params if params.dim() == 4 else params.unsqueeze(-1)
+    # Interleaved per device, (out, in, devices, P'): a device's parameters in one cache line.
+    packed = model.pack_for_kernel(planes, weights.dtype)
+    return (key, model, sequential_kernel(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))
 
 
 def _sequential(weights, params, model, x, d, px, pd, bl, generator, counters) -> None:

@@ -86,7 +86,8 @@ def _make_sequential(respond):
         ``params`` ``(out, in, n, P)`` are the per-device parameters in the device model's layout,
         interleaved per device (one cache line holds a device's parameters: the devices a pulse
         reaches are scattered over the array).
-        ``tally`` (float64 (3,)) accumulates expected pulses, coincidences and rank-1 updates.
+        ``tally`` (float64 (3,)) accumulates expected pulses, coincidences and rank-1 updates
+        (running sums: the caller reads them).
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
