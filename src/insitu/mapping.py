@@ -51,14 +51,15 @@ def _offsets(sizes: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in zip(cuts[:-1], cuts[1:]))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class TileGrid:
     """The split of an ``out_features × in_features`` matrix onto tiles of at most
     ``max_out × max_in`` devices (``None``: unlimited in that direction).
 
     ``rows`` are outputs (the forward pass's read lines), ``cols`` inputs, as in
     :class:`~insitu.hardware.shapes.LayerShape`. Tiles are numbered row-major: tile
-    ``i * n_col_blocks + j`` holds output block ``i`` and input block ``j``.
+    ``i * n_col_blocks + j`` holds output block ``i`` and input block ``j``. Two grids are equal
+    when they cut the matrix into the same tiles (whatever maximum produced them).
     """
 
     out_features: int
@@ -70,6 +71,14 @@ class TileGrid:
         # balanced_splits validates every number.
         object.__setattr__(self, "row_sizes", balanced_splits(self.out_features, self.max_out))
         object.__setattr__(self, "col_sizes", balanced_splits(self.in_features, self.max_in))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, TileGrid):
+            return NotImplemented
+        return (self.row_sizes, self.col_sizes) == (other.row_sizes, other.col_sizes)
+
+    def __hash__(self) -> int:
+        return hash((self.row_sizes, self.col_sizes))
 
     @classmethod
     def for_config(cls, out_features: int, in_features: int, config) -> "TileGrid":
