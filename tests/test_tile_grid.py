@@ -304,3 +304,13 @@ def test_a_pulsed_split_layer_trains(backend):
     after = loss()
     assert after < 0.3 * before
     assert all(not torch.equal(s, t.get_weights()) for s, t in zip(start, layer.tile.tiles))  # every tile learned
+
+
+def test_a_sparse_connection_mask_is_split_over_the_tiles():
+    from insitu.sparse.analog import mask_analog_linear
+
+    layer = AnalogLinear(9, 7, config=ideal((3, 4)), seed=0)
+    mask = torch.rand(7, 9, generator=torch.Generator().manual_seed(0)) > 0.5
+    mask_analog_linear(layer, mask)
+    w = layer.get_weights()[0]
+    assert bool((w[~mask] == 0).all()) and bool((w[mask] != 0).all())
