@@ -54,6 +54,10 @@ class TileConfig(Config):
         cell_readout: ``"mean"`` (the weight is the devices' average; same weight range) or
             ``"sum"`` (their sum: ``#d`` times the range, and the pulse probabilities are scaled
             so that the expected update stays ``lr δ xᵀ``).
+        max_tile_size: ``(max_out, max_in)``, the largest array (outputs × inputs, a bias column
+            included) one tile may be; a layer larger than it is split into a grid of tiles whose
+            partial outputs are summed digitally (:mod:`insitu.mapping`, ``docs/tiles.md``).
+            ``None`` (the default): unlimited, one tile per layer.
     """
 
     device: DeviceConfig = dataclasses.field(default_factory=ConstantStepDevice)
@@ -63,6 +67,7 @@ class TileConfig(Config):
     algorithm: UpdateAlgorithmConfig = dataclasses.field(default_factory=UpdateAlgorithmConfig)
     devices_per_weight: int = 1
     cell_readout: str = "mean"
+    max_tile_size: tuple[int, int] | None = None
 
     def validate(self) -> None:
         expected = {
@@ -81,6 +86,14 @@ class TileConfig(Config):
         if n > 1 and self.device.is_ideal:
             self._fail("devices_per_weight", "must be 1 for an IdealDevice (exact weights need no averaging).")
         self._check_choice("cell_readout", ("mean", "sum"))
+        size = self.max_tile_size
+        if size is not None:
+            if (
+                not isinstance(size, (tuple, list)) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)
+            ):
+                self._fail("max_tile_size", "must be None (unlimited) or two positive integers (max_out, max_in).")
+            object.__setattr__(self, "max_tile_size", tuple(size))
 
 
 class AnalogTile(nn.Module):
@@ -110,6 +123,13 @@ class AnalogTile(nn.Module):
         super().__init__()
         config = TileConfig() if config is None else config
         device = self._init_common(out_features, in_features, config, TileConfig, seed, device)
+        limit = config.max_tile_size
+        if limit is not None and (out_features > limit[0] or in_features > limit[1]):
+            raise ConfigError(
+                f"An AnalogTile of {out_features}×{in_features} exceeds the config's max_tile_size {limit}: one tile "
+                "is one array. Build the layer (AnalogLinear, ...) or insitu.mapping.make_tile, which split it "
+                "over a grid of tiles."
+            )
         # A unit cell of several devices adds a trailing axis: (out, in, devices_per_weight).
         cell = (config.devices_per_weight,) if config.devices_per_weight > 1 else ()
         shape = (out_features, in_features, *cell)

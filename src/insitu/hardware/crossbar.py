@@ -27,6 +27,7 @@ import dataclasses
 import math
 
 from ..config import Config, register_config
+from ..mapping import TileGrid
 from .base import Estimator, LayerEstimate
 from .shapes import LayerShape, NetworkShape
 
@@ -162,12 +163,17 @@ class CrossbarEstimator(Estimator):
         return {}, {}
 
     # -- shared -----------------------------------------------------------------------------
-    def tiles_of(self, layer: LayerShape) -> tuple[int, int, int]:
-        """``(tiles, row_tiles, col_tiles)`` holding ``layer``."""
+    def grid_of(self, layer: LayerShape) -> TileGrid:
+        """The split of one group's ``rows × cols`` array onto this system's ``array_rows ×
+        array_cols`` tiles: the :class:`~insitu.mapping.TileGrid` the simulated layers use (a layer
+        built with ``TileConfig.max_tile_size = (array_rows, array_cols)`` has these very tiles)."""
         c = self.config
-        row_tiles = math.ceil(layer.rows / c.array_rows)
-        col_tiles = math.ceil(layer.cols / c.array_cols)
-        return layer.groups * row_tiles * col_tiles, row_tiles, col_tiles
+        return TileGrid(layer.rows, layer.cols, c.array_rows, c.array_cols)
+
+    def tiles_of(self, layer: LayerShape) -> tuple[int, int, int]:
+        """``(tiles, row_tiles, col_tiles)`` holding ``layer`` (``groups`` grids of :meth:`grid_of`)."""
+        grid = self.grid_of(layer)
+        return layer.groups * grid.n_tiles, grid.n_row_blocks, grid.n_col_blocks
 
     def _product(self, inputs: int, outputs: int, in_tiles: int, out_tiles: int, groups: int,
                  weights: int, tiles: int, repeats: float = 1.0) -> tuple[float, dict, float]:

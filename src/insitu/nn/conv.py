@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..mapping import make_tile, reference_weight
 from ..tile import AnalogTile, TileConfig
 from .functional import analog_linear
 
@@ -118,9 +119,9 @@ class _AnalogConvNd(nn.Module):
         self._patch = in_channels // groups * math.prod(self.kernel_size)  # k²d per group
         rows, columns = out_channels // groups, self._patch + (1 if self.bias_on_array else 0)
         seeds = self._group_seeds(seed)
-        tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile  # as in AnalogLinear
+        # As in AnalogLinear: the config's tile class, a grid of them (GridTile) past max_tile_size.
         self.tiles = nn.ModuleList(
-            tile_class(rows, columns, config, seed=s, device=device, dtype=dtype) for s in seeds
+            make_tile(rows, columns, config, seed=s, device=device, dtype=dtype) for s in seeds
         )
         if bias and not bias_on_array:
             self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype))
@@ -196,7 +197,7 @@ class _AnalogConvNd(nn.Module):
         rows = self.out_channels // self.groups
         flat = weight.detach().reshape(self.out_channels, self._patch)
         for g, tile in enumerate(self.tiles):
-            w = flat[g * rows : (g + 1) * rows].to(tile.weight)
+            w = flat[g * rows : (g + 1) * rows].to(reference_weight(tile))
             if self.bias_on_array:
                 b = tile.get_weights()[:, -1] if bias is None else bias.detach().reshape(-1)[g * rows : (g + 1) * rows]
                 w = torch.cat((w, b.reshape(-1, 1).to(w)), dim=1)

@@ -47,7 +47,9 @@ def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> to
         x: inputs ``(*, in_features)``; for a :class:`~insitu.replicas.ReplicatedTile` with ``R``
             replicas ``(R, *, in_features)`` (replica first).
         tile: an :class:`~insitu.tile.AnalogTile` (or any tile with ``forward``, ``backward``,
-            ``stash`` and a ``weight`` parameter) of ``out_features × in_features`` devices. A
+            ``stash`` and a ``weight`` parameter) of ``out_features × in_features`` devices, or a
+            :class:`~insitu.mapping.GridTile` (a layer over several tiles: each sub-tile computes
+            its partial product, the partials are summed digitally, forward and backward). A
             bias column on the array is the caller's business: append the constant input 1 to
             ``x``.
         bias: an optional digital bias, added after the array (broadcast against ``(*, out)``;
@@ -66,6 +68,9 @@ def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> to
             replicas, the first is not the number of replicas).
     """
     width = tile.in_features
+    grid = getattr(tile, "grid", None)
+    if grid is not None and grid.n_tiles > 1:
+        return _grid_linear(x, tile, bias)
     replicas = getattr(tile, "replicas", None)
     if x.dim() < 1 or x.shape[-1] != width:
         raise ValueError(
@@ -88,3 +93,37 @@ def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> to
     if bias is not None:
         y = y + bias
     return y.reshape(*lead, tile.out_features)
+
+
+def _grid_linear(x: torch.Tensor, grid_tile, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`analog_linear` over a :class:`~insitu.mapping.GridTile`.
+
+    Tile ``(i, j)`` gets input block ``x_j`` and returns its analog partial ``W_ij x_j``; output
+    block ``i`` is the digital sum over ``j``. Autograd then sends each tile the block ``δ_i`` of
+    its output block, the tile stashes its own ``(x_j, δ_i)`` and returns ``W_ijᵀ δ_i``, and the
+    input gradient of block ``j`` is the digital sum of those partials over ``i``.
+    """
+    grid = grid_tile.grid
+    width = grid_tile.in_features
+    if x.dim() < 1 or x.shape[-1] != width:
+        raise ValueError(
+            f"analog_linear: the tile has {width} inputs (in_features) but x has shape {tuple(x.shape)}; "
+            f"the last dimension of x must be {width}."
+        )
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, width)
+    blocks = [x2[:, cs] for cs in grid.col_slices]
+    outputs = []
+    for i in range(grid.n_row_blocks):
+        partial = None
+        for j, xj in enumerate(blocks):
+            tile = grid_tile.tile_at(i, j)
+            if not hasattr(tile.weight, "_insitu_tile"):
+                tile._link_parameter()
+            y = _AnalogMatMul.apply(xj, tile.weight, tile)
+            partial = y if partial is None else partial + y
+        outputs.append(partial)
+    y = torch.cat(outputs, dim=-1)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*lead, grid_tile.out_features)

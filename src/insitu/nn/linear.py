@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from ..tile import AnalogTile, TileConfig
+from ..mapping import check_no_grid_with_replicas, make_tile
+from ..tile import TileConfig
 from .functional import analog_linear
 
 __all__ = ["AnalogLinear"]
@@ -68,11 +69,12 @@ class AnalogLinear(nn.Module):
         if configs is not None:
             from ..replicas import ReplicatedTile
 
+            check_no_grid_with_replicas(out_features, columns, configs)
             self.tile = ReplicatedTile(out_features, columns, configs, seeds, device=device, dtype=dtype)
         else:
-            # A config may name its own tile class (e.g. the multi-conductance cell); else the RPU tile.
-            tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile
-            self.tile = tile_class(out_features, columns, config, seed=seed, device=device, dtype=dtype)
+            # A config may name its own tile class (e.g. the multi-conductance cell); else the RPU
+            # tile; a grid of them (GridTile) when the array exceeds config.max_tile_size.
+            self.tile = make_tile(out_features, columns, config, seed=seed, device=device, dtype=dtype)
         if bias and not bias_on_array:
             lead = () if self.replicas is None else (self.replicas, 1)
             self.bias = nn.Parameter(torch.zeros(*lead, out_features, device=device, dtype=dtype))

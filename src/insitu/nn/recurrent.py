@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..mapping import make_tile, reference_weight
 from ..tile import AnalogTile, TileConfig
 from .functional import analog_linear
 
@@ -60,8 +61,8 @@ def _derived_seeds(seed: int | None, n: int) -> list[int | None]:
 
 def _make_tile(rows: int, columns: int, config, seed, device, dtype):
     # A config may name its own tile class (the multi-conductance cell); else the RPU tile.
-    tile_class = config.tile_class() if hasattr(config, "tile_class") else AnalogTile
-    return tile_class(rows, columns, config, seed=seed, device=device, dtype=dtype)
+    # A grid of tiles (GridTile) when the array exceeds config.max_tile_size.
+    return make_tile(rows, columns, config, seed=seed, device=device, dtype=dtype)
 
 
 def _with_one(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ class _AnalogCellBase(nn.Module):
         """Program the weights in torch's layout (clipped to the device bounds); ``None`` biases
         keep the present ones."""
         self._check_weights(weight_ih, weight_hh, bias_ih, bias_hh)
-        w = torch.cat((weight_ih.detach(), weight_hh.detach()), dim=1).to(self.tile.weight)
+        w = torch.cat((weight_ih.detach(), weight_hh.detach()), dim=1).to(reference_weight(self.tile))
         if self.bias_on_array:
             if bias_ih is None and bias_hh is None:
                 b = self.tile.get_weights()[:, -1]
@@ -338,7 +339,7 @@ class AnalogGRUCell(_AnalogCellBase):
         """Program the weights in torch's layout; ``None`` biases keep the present ones."""
         self._check_weights(weight_ih, weight_hh, bias_ih, bias_hh)
         for tile, w, b in ((self.tile_ih, weight_ih, bias_ih), (self.tile_hh, weight_hh, bias_hh)):
-            w = w.detach().to(tile.weight)
+            w = w.detach().to(reference_weight(tile))
             if self.bias_on_array:
                 b = tile.get_weights()[:, -1] if b is None else b.detach().to(w)
                 w = torch.cat((w, b.reshape(-1, 1)), dim=1)
