@@ -276,3 +276,19 @@ def test_stacked_replicas_have_the_distribution_of_separate_tiles(backend, layou
             assert float(z.abs().max()) < 4.8, float(z.abs().max())
             ratio = float(mine.var(0).sum() / separate.var(0).sum())
             assert 0.8 < ratio < 1.25, ratio
+
+
+def test_a_deep_copy_trains_on_its_own_tensors():
+    """The compiled path keeps numpy views of a tile's tensors; a copied model must write into
+    its own tensors (not the original's) and continue as the original does."""
+    import copy
+
+    with use_backend("compiled"):
+        original = _model(0)
+        _train(original, 5, seed=1)
+        before = original[0].tile.weight.detach().clone()
+        twin = copy.deepcopy(original)
+        _train(twin, 5, seed=2)
+        assert torch.equal(original[0].tile.weight, before)  # untouched by the copy's training
+        _train(original, 5, seed=2)
+    assert torch.equal(original[0].tile.weight, twin[0].tile.weight)

@@ -96,6 +96,18 @@ class TileConfig(Config):
             object.__setattr__(self, "max_tile_size", tuple(size))
 
 
+class _KernelCache(dict):
+    """What the compiled update keeps between calls (numpy views of the tile's tensors, the
+    jitted kernel). Rebuilt on demand, so a copy or a pickle of the tile starts it empty: views
+    must point into the copy's own tensors, and jitted functions do not pickle."""
+
+    def __reduce__(self):
+        return (_KernelCache, ())
+
+    def __deepcopy__(self, memo):
+        return _KernelCache()
+
+
 class AnalogTile(nn.Module):
     """A simulated cross-point array of ``out_features × in_features`` devices.
 
@@ -176,7 +188,7 @@ class AnalogTile(nn.Module):
         # The compiled kernels' own stream (CPU), seeded from the same seed: the pulse draws of
         # the compiled backend, independent of the torch generator's IO noise.
         self.pulse_rng = rng.new_state(self.seed, stream=1)
-        self._kernel_cache: dict = {}  # the compiled kernel's views of this tile's state
+        self._kernel_cache = _KernelCache()  # the compiled kernel's views of this tile's state
         return device
 
     def manual_seed(self, seed: int) -> None:
