@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The 2016 RPU runs of docs/reproductions/gokmen-vlasov-2016.md (seeds 0 and 1, 30 epochs) again
+# on the compiled pulse-update engine (issue 15), to check that it trains as the torch path did:
+# same results in distribution, not draw for draw (another random stream). About 20-35 minutes
+# each on one core; run them in parallel on two. Interrupted runs continue with --resume.
+set -euo pipefail
+DATA=${DATA:-../shared/datasets}
+OUT=${OUT:-runs}
+common=(--preset gokmen-vlasov-2016 --dataset mnist --data-dir "$DATA" --epochs 30 --batch-size 1 --lr 0.01
+        --lr-milestones 10,20 --threads 1 --no-progress --backend compiled)
+insitu train "${common[@]}" --seed 0 --out "$OUT/engine-gv2016-rpu-s0" &
+insitu train "${common[@]}" --seed 1 --out "$OUT/engine-gv2016-rpu-s1" &
+wait
+mkdir -p docs/reproductions/data/gokmen-vlasov-2016
+cp "$OUT/engine-gv2016-rpu-s0/results.json" docs/reproductions/data/gokmen-vlasov-2016/engine-rpu-s0.json
+cp "$OUT/engine-gv2016-rpu-s1/results.json" docs/reproductions/data/gokmen-vlasov-2016/engine-rpu-s1.json
