@@ -39,7 +39,9 @@ SBREF_PARAM_NAMES = ("dw_up", "dw_down", "w_min", "w_max", "reference")
 def soft_bounds_symmetry_point(dw_up, dw_down, b_min, b_max):
     """The device state ``G*`` where one soft-bounds up step equals one down step (§2):
     ``s_up (1 - G/b_max) = s_dn (1 - G/b_min)`` gives ``G* = (s_up - s_dn) / (s_up/b_max - s_dn/b_min)``."""
-    return (dw_up - dw_down) / (dw_up / b_max - dw_down / b_min)
+    sp = (dw_up - dw_down) / (dw_up / b_max - dw_down / b_min)
+    # A stuck device (both steps 0) has no symmetry point: leave its reference alone.
+    return torch.nan_to_num(sp, nan=0.0) if torch.is_tensor(sp) else sp
 
 
 def _place_reference(reference, dw_up, dw_down, b_min, b_max):
