@@ -199,3 +199,23 @@ def test_soft_bounds_from_states():
     assert plain.dw_min == pytest.approx(1.2 / 600) and plain.dw_min_std == 0.1
     with pytest.raises(ConfigError, match="n_states"):
         SoftBoundsDevice.from_states(1)
+
+
+def test_a_stuck_reference_device_with_a_bound_at_zero_does_not_move():
+    """A device whose drawn steps are 0 may have a bound at 0 (bounds are kept 2 steps out):
+    the soft-bounds-reference response must leave it alone (no 0/0), torch and compiled alike."""
+    config = SoftBoundsReferenceDevice()
+    model = config.model()
+    params = config.draw_parameters((2, 2), torch.Generator().manual_seed(0))
+    for name, value in (("dw_up", 0.0), ("dw_down", 0.0), ("w_min", 0.0), ("reference", 0.0)):
+        model.plane(params, name)[0, 0] = value
+    w = torch.zeros(2, 2)
+    for counts in (torch.full((2, 2), 3.0), torch.full((2, 2), -3.0)):
+        out = model.apply_signed_pulses(w, counts, params, torch.Generator().manual_seed(1))
+        assert torch.isfinite(out).all() and out[0, 0] == 0
+    pytest.importorskip("numba")
+    from insitu.update.kernels.compiled_devices import soft_bounds_reference_response
+
+    packed = model.pack_for_kernel(params.unsqueeze(-1)).double().numpy()
+    for n in (3, -3):
+        assert soft_bounds_reference_response(0.0, n, packed, 0, 0, 0, 0.3, 1.0) == 0.0

@@ -151,7 +151,8 @@ class SoftBoundsReferenceModel(DeviceModel):
         w_min, w_max, r = p("w_min"), p("w_max"), p("reference")
         step = torch.where(up, p("dw_up"), p("dw_down"))
         bound = torch.where(up, w_max, w_min)  # the bound ahead, in weight units
-        ratio = (1 - step / (bound + r).abs()).clamp_min(0)
+        # (A stuck device, dw = 0, may have a bound at 0: it does not move.)
+        ratio = (1 - step / (bound + r).abs().clamp_min(1e-30)).clamp_min(0)
         decay = ratio.pow(counts)
         new = bound + (weights - bound) * decay
         if generator is not None and self.noisy:

@@ -117,7 +117,8 @@ def _soft_bounds_reference(w, signed, params, j, i, k, c2c, xi, mult_noise):
     else:
         dw = params[j, i, k, 1]
         bound = w_min
-    ratio = max(1.0 - dw / abs(bound + r), 0.0)
+    # A stuck device (dw = 0) may have a bound at 0: it does not move.
+    ratio = max(1.0 - dw / max(abs(bound + r), 1e-30), 0.0)
     decay = ratio**n
     new = bound + (w - bound) * decay
     if c2c > 0.0:
