@@ -47,7 +47,10 @@ def _params(device: DeviceConfig, seed: int = 0):
 
 
 def test_every_pulsed_family_is_checked():
-    assert {"ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice", "PowStepDevice"} <= set(PULSED)
+    assert {
+        "ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice", "PowStepDevice", "ExpStepDevice",
+        "PiecewiseStepDevice", "SoftBoundsReferenceDevice", "PowStepReferenceDevice",
+    } <= set(PULSED)
 
 
 @pytest.mark.parametrize("name", PULSED)

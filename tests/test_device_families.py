@@ -219,3 +219,12 @@ def test_a_stuck_reference_device_with_a_bound_at_zero_does_not_move():
     packed = model.pack_for_kernel(params.unsqueeze(-1)).double().numpy()
     for n in (3, -3):
         assert soft_bounds_reference_response(0.0, n, packed, 0, 0, 0, 0.3, 1.0) == 0.0
+
+
+def test_pow_step_reference_bisection_finds_the_fixed_point_of_the_peers_iteration():
+    base = PowStepReferenceDevice(dw_min=0.01, up_down=0.2, up_down_dtod=0.05, pow_gamma=1.5, subtract_symmetry_point=True)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    bisection = base.model().plane(base.draw_parameters((4, 4), g()), "reference")
+    iterated = base.replace(n_estimation_steps=5000)
+    peer = iterated.model().plane(iterated.draw_parameters((4, 4), g()), "reference")
+    assert torch.allclose(bisection, peer, atol=1e-4)

@@ -192,10 +192,11 @@ class PowStepReferenceDevice(_ReferenceFields, PowStepDevice):
     ``ω = (b_max - G) / (b_max - b_min) = (w_max - w) / (w_max - w_min)``: the step as a function
     of the weight is the :class:`~insitu.devices.PowStepDevice` step on the shifted range, so both
     responses are :mod:`.powstep`'s (the reference only moves the bounds of the weight). The
-    symmetry point has no closed form; with ``subtract_symmetry_point`` it is estimated per device
-    without noise, as the peer does: from ``sp = 0``, ``n`` times
-    ``sp <- sp - dw_down ((sp - b_min)/R)^γ_down + dw_up ((b_max - sp)/R)^γ_up`` (``R = b_max - b_min``),
-    ``n = n_estimation_steps`` or, if that is <= 0, ``min(round(10 R / min(dw_up, dw_down)), 10000)``.
+    symmetry point has no closed form; with ``subtract_symmetry_point`` it is found per device
+    without noise (:meth:`estimate_symmetry_point`): by the peer's iteration when
+    ``n_estimation_steps > 0``, otherwise (default; a reading different from the peer's, which
+    runs its iteration ``min(round(10 R / min(dw_up, dw_down)), 10000)`` times) as the root that
+    iteration approaches, by bisection.
     The nominal step is PowStep's, ``dw_min · 0.5^γ``.
     """
 
@@ -222,17 +223,36 @@ class PowStepReferenceDevice(_ReferenceFields, PowStepDevice):
         return torch.stack([dw_up, dw_down, gamma_up, gamma_down, w_min, w_max, r], dim=0)
 
     def estimate_symmetry_point(self, dw_up, dw_down, gamma_up, gamma_down, b_min, b_max) -> torch.Tensor:
-        """The noise-free alternating-pulse estimate of the symmetry point in device units (§1.5)."""
-        span = b_max - b_min
-        n = self.n_estimation_steps
-        if n <= 0:
-            n = int(min(round(float((10 * span / torch.minimum(dw_up, dw_down).clamp_min(1e-12)).max())), 10000))
-        sp = torch.zeros_like(span, dtype=torch.float64)
-        span64, lo, hi = span.double(), b_min.double(), b_max.double()
+        """The noise-free symmetry point in device units: where ``dw_up ((b_max - G)/R)^γ_up =
+        dw_down ((G - b_min)/R)^γ_down`` (``R = b_max - b_min``).
+
+        With ``n_estimation_steps > 0``: the peer's iteration (§1.5), ``n`` times
+        ``sp <- sp - dw_down ((sp - b_min)/R)^γ_down + dw_up ((b_max - sp)/R)^γ_up`` from 0.
+        Otherwise (default): the root itself, by 60 bisections on ``[b_min, b_max]`` (the up step
+        minus the down step falls strictly from ``dw_up`` to ``-dw_down`` there). That is the fixed
+        point the peer's iteration approaches; the peer's default stops it after
+        ``min(round(10 R / min(dw_up, dw_down)), 10000)`` steps, which costs minutes on a large
+        tile and need not have converged.
+        """
+        span = (b_max - b_min).double()
+        lo, hi = b_min.double(), b_max.double()
         up, dn, gu, gd = dw_up.double(), dw_down.double(), gamma_up.double(), gamma_down.double()
-        for _ in range(n):
-            sp = sp - dn * ((sp - lo) / span64).clamp_min(0).pow(gd) + up * ((hi - sp) / span64).clamp_min(0).pow(gu)
-        return sp.to(span.dtype)
+
+        def excess(sp):  # up step minus down step at device state sp
+            return up * ((hi - sp) / span).clamp(0, 1).pow(gu) - dn * ((sp - lo) / span).clamp(0, 1).pow(gd)
+
+        if self.n_estimation_steps > 0:
+            sp = torch.zeros_like(span)
+            for _ in range(self.n_estimation_steps):
+                sp = sp + excess(sp)
+            return sp.to(b_min.dtype)
+        left, right = lo.clone(), hi.clone()
+        for _ in range(60):
+            mid = 0.5 * (left + right)
+            above = excess(mid) > 0  # the root lies above mid
+            left = torch.where(above, mid, left)
+            right = torch.where(above, right, mid)
+        return (0.5 * (left + right)).to(b_min.dtype)
 
 
 class PowStepReferenceModel(PowStepModel):
