@@ -21,10 +21,24 @@ from insitu.tile import AnalogTile, TileConfig
 PULSED = sorted(
     name for name, cls in _REGISTRY.items() if issubclass(cls, DeviceConfig) and not cls.is_ideal
 )
+#: Non-default settings that change a family's response, checked like the families themselves:
+#: "Family[variant]" -> fields.
+VARIANTS = {
+    "PiecewiseStepDevice[table]": {"piecewise_up": (1.6, 1.2, 1.0, 0.7, 0.2), "piecewise_down": (0.3, 0.8, 1.0, 1.1, 1.5)},
+    "SoftBoundsReferenceDevice[sp,ref,mult]": {
+        "subtract_symmetry_point": True, "reference_std": 0.05, "mult_noise": True, "up_down": 0.1, "slope_up_dtod": 0.1,
+    },
+    "SoftBoundsReferenceDevice[sp]": {"subtract_symmetry_point": True, "up_down": 0.1},
+    "PowStepReferenceDevice[sp]": {"subtract_symmetry_point": True, "up_down": 0.1, "n_estimation_steps": 300},
+    "ExpStepDevice[rereams]": {"a": -0.5, "b": -0.5, "gamma_up": 5.0, "gamma_down": 5.0, "A_up": -1.18445, "A_down": -0.081404},
+}
+PULSED = PULSED + sorted(VARIANTS)
 SHAPE = (40, 30)
 
 
 def _device(name: str, **fields) -> DeviceConfig:
+    if name in VARIANTS:
+        return _REGISTRY[name.split("[")[0]](**{**VARIANTS[name], **fields})
     return _REGISTRY[name](**fields)
 
 
@@ -33,7 +47,10 @@ def _params(device: DeviceConfig, seed: int = 0):
 
 
 def test_every_pulsed_family_is_checked():
-    assert {"ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice", "PowStepDevice"} <= set(PULSED)
+    assert {
+        "ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice", "PowStepDevice", "ExpStepDevice",
+        "PiecewiseStepDevice", "SoftBoundsReferenceDevice", "PowStepReferenceDevice",
+    } <= set(PULSED)
 
 
 @pytest.mark.parametrize("name", PULSED)
@@ -97,7 +114,8 @@ def test_bounds_hold_under_many_noisy_pulses(name):
 @pytest.mark.parametrize("name", PULSED)
 def test_mean_and_variance_of_n_noisy_pulses(name):
     """From the middle of the range: the mean of n noisy pulses is the noise-free response, and
-    its spread is c2c · sqrt(Σ step²) to first order (c2c · step · sqrt(n) for a constant step)."""
+    its spread is c2c · sqrt(Σ step²) to first order (c2c · step · sqrt(n) for a constant step;
+    c2c · dw · sqrt(n) for additive noise)."""
     c2c, n, draws = 0.3, 5, 4000
     device = _device(name, dw_min=0.002, dw_min_std=c2c, w_max_dtod=0.0, w_min_dtod=0.0)
     model = device.model()
@@ -115,6 +133,9 @@ def test_mean_and_variance_of_n_noisy_pulses(name):
         steps.append(float(nxt - w))
         w = nxt
     spread = c2c * math.sqrt(sum(s * s for s in steps))
+    if getattr(model, "mult_noise", True) is False:
+        # Additive noise (SoftBoundsReferenceDevice's default): σ · dw per pulse whatever the weight.
+        spread = c2c * float(model.plane(params, "dw_up")[0, 0]) * math.sqrt(n)
     assert abs(float(noisy.mean()) - float(clean[0, 0])) < 5 * spread / math.sqrt(draws)
     assert abs(float(noisy.std()) / spread - 1) < 0.1, (float(noisy.std()), spread)
     assert float(change) > 0

@@ -11,7 +11,14 @@ import difflib
 from typing import Callable
 
 from .config import ConfigError
-from .devices import ConstantStepDevice, IdealDevice, PowStepDevice
+from .devices import (
+    ConstantStepDevice,
+    ExpStepDevice,
+    IdealDevice,
+    LinearStepDevice,
+    PowStepDevice,
+    SoftBoundsReferenceDevice,
+)
 from .io import IOConfig
 from .tile import TileConfig
 from .update import PulseUpdateConfig
@@ -147,6 +154,120 @@ def pow_step_2016_io() -> TileConfig:
     return base.replace(device=PowStepDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down_dtod=0.01))
 
 
+# -- aihwkit's published device presets (algorithms.md §8, read in the peer's presets/devices.py [V]) ----
+# Each device in the 2016 periphery of ``gokmen-vlasov-2016`` (BL 10, output noise 0.06, bound 12, no
+# DAC/ADC, no noise/bound/update management), so that the families compare on the same footing. The
+# peer wraps them in its own periphery instead (7-bit DAC, 9-bit ADC, out_noise 0.1, out_bound 20,
+# noise and bound management, BL 31 with update and BL management; §8 "PresetIOParameters") [V].
+# Number of states = (w_max - w_min) / dw_min (the peer's definition). Not modelled (no such effects
+# in insitu yet, issue 16 item 2): write noise (ReRAM), the capacitor's decay (lifetime 1e6 mini-batches).
+
+
+def _aihwkit_2016_io(device) -> TileConfig:
+    return gokmen_vlasov_2016().replace(device=device)
+
+
+def reram_es_2016_io() -> TileConfig:
+    """aihwkit's ``ReRamESPresetDevice``: ReRAM with exponentially saturating steps (ExpStep) [V: §8].
+
+    ``dw_min`` 0.00135, bounds ±1, ``up_down`` 0.259359, ``dw_min_dtod`` 0.2, ``up_down_dtod``
+    0.05, bound spread 0.3, cycle-to-cycle ``dw_min_std`` 5.0 (the peer's value: five steps of
+    spread a pulse), ``a = b = -0.5``, ``γ_up = γ_down = 5``, ``A_up`` -1.18445, ``A_down`` -0.081404;
+    write noise (75 steps) not modelled. The peer's code shrinks only the down step
+    (``dw_up = dw_min``, ``dw_down = dw_min (1 - up_down)``); insitu's ``up_down`` is symmetric, so
+    the same two steps are ``dw_min' = dw_min (1 - u/2)`` = 0.0011749 and ``up_down' = u / (2 - u)``
+    = 0.14900. About 1,480 states (2 / 0.00135; the peer's docs: 1000 steps).
+    """
+    u = 0.259359
+    return _aihwkit_2016_io(
+        ExpStepDevice(
+            dw_min=0.00135 * (1 - u / 2), up_down=u / (2 - u), dw_min_dtod=0.2, up_down_dtod=0.05,
+            w_max=1.0, w_min=-1.0, w_max_dtod=0.3, w_min_dtod=0.3, dw_min_std=5.0,
+            a=-0.5, b=-0.5, gamma_up=5.0, gamma_down=5.0, A_up=-1.18445, A_down=-0.081404,
+        )
+    )
+
+
+def reram_sb_2016_io() -> TileConfig:
+    """aihwkit's ``ReRamSBPresetDevice``: ReRAM with soft bounds read against a reference [V: §8].
+
+    ``SoftBoundsReferenceDevice``: ``dw_min`` 0.002, bounds 1.25 / -0.75 with spreads 0.3/1.25 and
+    0.3/0.75 (relative 0.24 and 0.4), ``dw_min_dtod`` 0.3, ``up_down_dtod`` 0.01, additive
+    cycle-to-cycle noise ``dw_min_std`` 3.75 (``mult_noise`` False), reference 0 and no symmetry
+    point subtraction (the mean device's symmetry point is 0 already, §2); write noise (56 steps)
+    not modelled. 1,000 states (2 / 0.002).
+    """
+    return _aihwkit_2016_io(
+        SoftBoundsReferenceDevice(
+            dw_min=0.002, up_down=0.0, dw_min_dtod=0.3, up_down_dtod=0.01, w_max=1.25, w_min=-0.75,
+            w_max_dtod=0.3 / 1.25, w_min_dtod=0.3 / 0.75, dw_min_std=3.75, mult_noise=False,
+        )
+    )
+
+
+def ecram_2016_io() -> TileConfig:
+    """aihwkit's ``EcRamPresetDevice``: ECRAM, a linear step [V: §8].
+
+    ``LinearStepDevice``: ``dw_min`` 0.002, bounds 1.1724 / -0.8276 (spread 0.05), ``dw_min_dtod``
+    0.1, ``up_down_dtod`` 0.01, ``dw_min_std`` 0.3 (multiplicative), ``γ_up`` 0.1153, ``γ_down``
+    0.5085 with spread 0.05; symmetry point at 0. The peer takes the slopes relative to the mean
+    bound (``mean_bound_reference``), insitu to each device's bound. 1,000 states (2 / 0.002).
+    """
+    return _aihwkit_2016_io(
+        LinearStepDevice(
+            dw_min=0.002, up_down=0.0, dw_min_dtod=0.1, up_down_dtod=0.01, w_max=1.1724, w_min=-0.8276,
+            w_max_dtod=0.05, w_min_dtod=0.05, dw_min_std=0.3, gamma_up=0.1153, gamma_down=0.5085, gamma_dtod=0.05,
+        )
+    )
+
+
+def ecram_mo_2016_io() -> TileConfig:
+    """aihwkit's ``EcRamMOPresetDevice``: metal-oxide ECRAM, a linear step [V: §8].
+
+    ``LinearStepDevice``: ``dw_min`` 2.8214e-4, bounds 1.1714 / -0.8286 (spread 0.05),
+    ``dw_min_dtod`` 0.1, ``up_down_dtod`` 0.01, ``dw_min_std`` 2.0 (multiplicative), ``γ_up``
+    0.4152, ``γ_down`` 0.7342 with spread 0.05; slopes relative to each device's bound (the peer:
+    the mean bound). About 7,089 states (2 / 2.8214e-4).
+    """
+    return _aihwkit_2016_io(
+        LinearStepDevice(
+            dw_min=2.8214e-4, up_down=0.0, dw_min_dtod=0.1, up_down_dtod=0.01, w_max=1.1714, w_min=-0.8286,
+            w_max_dtod=0.05, w_min_dtod=0.05, dw_min_std=2.0, gamma_up=0.4152, gamma_down=0.7342, gamma_dtod=0.05,
+        )
+    )
+
+
+def capacitor_2016_io() -> TileConfig:
+    """aihwkit's ``CapacitorPresetDevice``: a capacitor-based cell, a nearly constant linear step [V: §8].
+
+    ``LinearStepDevice``: ``dw_min`` 0.005, bounds ±1 (spread 0.07), ``dw_min_dtod`` 0.1,
+    ``up_down_dtod`` 0.06, ``dw_min_std`` 0.3, ``γ_up = γ_down`` 0.05 with spread 0.01. Not
+    modelled: the peer's additive noise (``mult_noise`` False; insitu's linear step is
+    multiplicative, the same to 5 % at γ 0.05), its slopes relative to the mean bound, and the
+    leak (lifetime 1e6 mini-batches, spread 0.3). 400 states (2 / 0.005).
+    """
+    return _aihwkit_2016_io(
+        LinearStepDevice(
+            dw_min=0.005, up_down=0.0, dw_min_dtod=0.1, up_down_dtod=0.06, w_max=1.0, w_min=-1.0,
+            w_max_dtod=0.07, w_min_dtod=0.07, dw_min_std=0.3, gamma_up=0.05, gamma_down=0.05, gamma_dtod=0.01,
+        )
+    )
+
+
+def idealized_2016_io() -> TileConfig:
+    """aihwkit's ``IdealizedPresetDevice``: a constant step with many states [V: §8].
+
+    ``ConstantStepDevice``: ``dw_min`` 0.0002, bounds ±1 (spread 0.3), ``dw_min_dtod`` 0.3,
+    ``up_down_dtod`` 0, ``dw_min_std`` 0.3. 10,000 states (2 / 0.0002).
+    """
+    return _aihwkit_2016_io(
+        ConstantStepDevice(
+            dw_min=0.0002, up_down=0.0, dw_min_dtod=0.3, up_down_dtod=0.0, w_max=1.0, w_min=-1.0,
+            w_max_dtod=0.3, w_min_dtod=0.3, dw_min_std=0.3,
+        )
+    )
+
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -158,6 +279,12 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "cristiano-2018-same-device": cristiano_2018_same_device,
     "cristiano-2018-single-pair": cristiano_2018_single_pair,
     "pow-step-2016-io": pow_step_2016_io,
+    "reram-es-2016-io": reram_es_2016_io,
+    "reram-sb-2016-io": reram_sb_2016_io,
+    "ecram-2016-io": ecram_2016_io,
+    "ecram-mo-2016-io": ecram_mo_2016_io,
+    "capacitor-2016-io": capacitor_2016_io,
+    "idealized-2016-io": idealized_2016_io,
 }
 
 

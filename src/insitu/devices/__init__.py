@@ -6,6 +6,10 @@
 ``LinearStepDevice``   step shrinking linearly towards the bound, hard bounds
 ``SoftBoundsDevice``   step proportional to the distance to the bound
 ``PowStepDevice``      step a power of the distance to the bound (Fusi & Abbott type)
+``ExpStepDevice``      step saturating exponentially towards the bound ahead
+``PiecewiseStepDevice`` step factor interpolated in a table over the weight range
+``SoftBoundsReferenceDevice`` soft bounds read against a reference (symmetry-point offset)
+``PowStepReferenceDevice``    power step read against a reference (symmetry-point offset)
 ``PCMDevice``          conductance device: SET-only, saturating, initial jump (for multi-conductance cells)
 ``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
 =====================  ===========================================================
@@ -15,6 +19,9 @@ from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
 from .ideal import IdealDevice
 from .pulsed import ConstantStepDevice, LinearStepDevice, SoftBoundsDevice
 from .powstep import PowStepDevice
+from .expstep import ExpStepDevice
+from .piecewise import PiecewiseStepDevice
+from .reference import PowStepReferenceDevice, SoftBoundsReferenceDevice
 from .pcm import ConductanceDevice, PCMDevice
 from .jump_table import JumpTableDevice
 
@@ -28,6 +35,10 @@ __all__ = [
     "LinearStepDevice",
     "SoftBoundsDevice",
     "PowStepDevice",
+    "ExpStepDevice",
+    "PiecewiseStepDevice",
+    "SoftBoundsReferenceDevice",
+    "PowStepReferenceDevice",
     "ConductanceDevice",
     "PCMDevice",
     "JumpTableDevice",

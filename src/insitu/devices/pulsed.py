@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from ..config import register_config
+from ..config import ConfigError, register_config
 from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
 
 __all__ = ["ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice"]
@@ -127,3 +127,33 @@ class SoftBoundsDevice(_PulsedDevice):
 
     def _slopes(self, w_min, w_max, generator):
         return -1.0 / w_max, -1.0 / w_min
+
+    @classmethod
+    def from_states(
+        cls, n_states: float, dw_max: float | None = None, w_max: float = 0.6, w_min: float | None = None, **fields
+    ) -> "SoftBoundsDevice":
+        """Soft bounds given by their number of states (and optionally their largest step).
+
+        The number of states is ``(w_max - w_min) / dw_min`` (the peer's definition, §0 of the
+        reference sheet), so ``dw_min = (w_max - w_min) / n_states``. With ``dw_max``, the
+        largest step (an up pulse at ``w_min``: ``dw_min (1 - w_min / w_max)``) fixes the range
+        too, keeping the ratio of ``w_max`` to ``-w_min`` given (symmetric by default):
+        ``dw_min = dw_max · w_max / (w_max - w_min)`` and the range ``n_states · dw_min``.
+        ``fields`` are the other fields (spreads, ``up_down``). Example:
+        ``SoftBoundsDevice.from_states(1000, dw_max=0.004)`` is ``dw_min`` 0.002, bounds ±1.
+        """
+        w_min = -w_max if w_min is None else w_min
+        if not n_states > 1:
+            raise ConfigError(f"n_states must be > 1 (got {n_states!r}): the number of steps across the weight range.")
+        if not (w_max > 0 > w_min):
+            raise ConfigError(f"need w_min < 0 < w_max (got w_min={w_min}, w_max={w_max}).")
+        if dw_max is None:
+            dw_min = (w_max - w_min) / n_states
+        else:
+            if not dw_max > 0:
+                raise ConfigError(f"dw_max must be > 0 (got {dw_max!r}).")
+            share = w_max / (w_max - w_min)
+            dw_min = dw_max * share
+            span = n_states * dw_min
+            w_max, w_min = share * span, share * span - span
+        return cls(dw_min=dw_min, w_max=w_max, w_min=w_min, **fields)

@@ -1,0 +1,84 @@
+"""The published device presets (issue 16 item 6) and the new families in every update path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from insitu.config import ConfigError
+from insitu.presets import get_preset
+from insitu.replicas import ReplicatedTile
+from insitu.tile import AnalogTile, TileConfig
+from insitu.update import PulseUpdateConfig
+from insitu.update.kernels import use_backend
+
+NEW = ["reram-es-2016-io", "reram-sb-2016-io", "ecram-2016-io", "ecram-mo-2016-io", "capacitor-2016-io", "idealized-2016-io"]
+STATES = {  # (w_max - w_min) / dw_min of the peer's numbers (algorithms.md §8)
+    "reram-sb-2016-io": 1000, "ecram-2016-io": 1000, "ecram-mo-2016-io": 7089, "capacitor-2016-io": 400, "idealized-2016-io": 10000,
+}
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_preset_builds_round_trips_and_states_its_source_and_states(name):
+    from insitu.presets import PRESETS
+
+    config = get_preset(name)
+    assert TileConfig.from_dict(config.to_dict()) == config
+    doc = PRESETS[name].__doc__
+    assert "aihwkit" in doc and "§8" in doc and re.search(r"states", doc)
+    device = config.device
+    if name in STATES:
+        assert (device.w_max - device.w_min) / device.dw_min == pytest.approx(STATES[name], rel=1e-3)
+
+
+def test_reram_es_keeps_the_peers_two_steps():
+    device = get_preset("reram-es-2016-io").device
+    u = 0.259359
+    assert device.dw_min * (1 + device.up_down) == pytest.approx(0.00135)  # the peer's up step
+    assert device.dw_min * (1 - device.up_down) == pytest.approx(0.00135 * (1 - u))  # and down step
+
+
+FAMILIES = ["reram-es-2016-io", "reram-sb-2016-io", "pow-step-2016-io"]
+
+
+def _train_a_little(config, backend):
+    tile = AnalogTile(7, 5, config, seed=1)
+    tile.set_weights(torch.rand(7, 5) * 0.2 - 0.1)
+    before = tile.weight.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    with use_backend(backend):
+        for _ in range(3):
+            tile.stash(torch.rand(4, 5, generator=g), torch.randn(4, 7, generator=g) * 0.3)
+            tile.update(0.05)
+    assert torch.isfinite(tile.weight).all()
+    assert not torch.equal(tile.weight.detach(), before)
+    return tile
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize(
+    "update,backend",
+    [
+        ({"mode": "sequential"}, "compiled"),
+        ({"mode": "sequential"}, "torch"),
+        ({"mode": "summed"}, "torch"),
+        ({"mode": "batched"}, "torch"),
+        ({"pulse_type": "expected", "mode": "sequential"}, "torch"),
+        ({"mode": "sequential", "update_management": True, "dynamic_bl": True}, "compiled"),
+    ],
+)
+def test_new_families_train_in_every_update_path(name, update, backend):
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    base = get_preset(name)
+    config = base.replace(update=PulseUpdateConfig(**{"bl": 10, **update}))
+    _train_a_little(config, backend)
+    _train_a_little(config.replace(devices_per_weight=3), backend)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_replicas_refuse_the_new_families_by_capability(name):
+    with pytest.raises(ConfigError, match="lockstep"):
+        ReplicatedTile(3, 2, [get_preset(name)] * 2)
