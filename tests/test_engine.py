@@ -292,3 +292,33 @@ def test_a_deep_copy_trains_on_its_own_tensors():
         assert torch.equal(original[0].tile.weight, before)  # untouched by the copy's training
         _train(original, 5, seed=2)
     assert torch.equal(original[0].tile.weight, twin[0].tile.weight)
+
+
+def test_the_kernel_normals_are_standard_normal_and_seeded():
+    """The ziggurat of the compiled kernels: moments, tails (through the slow paths) and the
+    distribution (Kolmogorov-Smirnov), the bulk filler equal to single draws, seeds separate."""
+    from numba import njit
+    from scipy import stats
+
+    from insitu.update.kernels.rng import fill_normals, normal
+    from insitu.update.kernels.rng_state import as_views, new_state
+
+    @njit
+    def one_by_one(n, s, spare):
+        out = np.empty(n)
+        for k in range(n):
+            out[k] = normal(s, spare)
+        return out
+
+    n = 400_000
+    bulk = np.empty(n)
+    fill_normals(bulk, *as_views(new_state(11)))
+    single = one_by_one(n, *as_views(new_state(11)))
+    assert np.array_equal(bulk, single)
+    assert abs(bulk.mean()) < 5 / math.sqrt(n) and abs(bulk.var() - 1) < 5 * math.sqrt(2 / n)
+    assert stats.kstest(bulk, "norm").pvalue > 1e-3
+    tail = 2 * stats.norm.sf(3.442619855899)  # beyond the ziggurat's base: the tail sampler
+    assert abs((np.abs(bulk) > 3.442619855899).mean() - tail) < 5 * math.sqrt(tail / n)
+    other = np.empty(n)
+    fill_normals(other, *as_views(new_state(12)))
+    assert not np.array_equal(bulk, other)

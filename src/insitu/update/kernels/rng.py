@@ -59,6 +59,30 @@ def uniform53(s):
     return float(next_u64(s) >> uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(inline="always")
+def _split(r):
+    """The ziggurat's uniform in (-1, 1) (53 high bits) and layer index (7 low bits) of one draw."""
+    return 2.0 * (float(r >> uint64(11)) * (1.0 / 9007199254740992.0)) - 1.0, int(r & uint64(0x7F))
+
+
+@njit
+def _outside_fast_path(u, i, s):
+    """The rest of one ziggurat draw ``(u, i)`` that missed the fast path: ``(value, accepted)``.
+    Layer 0 samples the tail beyond r (Marsaglia 1964; always accepted); other layers test the
+    wedge, and a rejected draw starts over."""
+    if i == 0:
+        while True:
+            a = np.log(1.0 - uniform53(s)) / _ZIG_TAIL
+            b = np.log(1.0 - uniform53(s))
+            if -2.0 * b >= a * a:
+                break
+        return (a - _ZIG_TAIL if u < 0 else _ZIG_TAIL - a), True
+    x = u * _ZIG_X[i]
+    f0 = np.exp(-0.5 * (_ZIG_X[i] * _ZIG_X[i] - x * x))
+    f1 = np.exp(-0.5 * (_ZIG_X[i + 1] * _ZIG_X[i + 1] - x * x))
+    return x, f1 + uniform53(s) * (f0 - f1) < 1.0
+
+
 @njit
 def normal(s, spare):
     """A standard normal by the ziggurat method (one 64-bit draw in ~99% of calls).
@@ -67,24 +91,12 @@ def normal(s, spare):
     7 low bits of the draw and the uniform from its 53 high bits, which do not overlap.
     """
     while True:
-        r = next_u64(s)
-        u = 2.0 * (float(r >> uint64(11)) * (1.0 / 9007199254740992.0)) - 1.0
-        i = int(r & uint64(0x7F))
+        u, i = _split(next_u64(s))
         if abs(u) < _ZIG_R[i]:
             return u * _ZIG_X[i]
-        if i == 0:
-            # The tail beyond r (Marsaglia 1964).
-            while True:
-                a = np.log(1.0 - uniform53(s)) / _ZIG_TAIL
-                b = np.log(1.0 - uniform53(s))
-                if -2.0 * b >= a * a:
-                    break
-            return a - _ZIG_TAIL if u < 0 else _ZIG_TAIL - a
-        x = u * _ZIG_X[i]
-        f0 = np.exp(-0.5 * (_ZIG_X[i] * _ZIG_X[i] - x * x))
-        f1 = np.exp(-0.5 * (_ZIG_X[i + 1] * _ZIG_X[i + 1] - x * x))
-        if f1 + uniform53(s) * (f0 - f1) < 1.0:
-            return x
+        value, accepted = _outside_fast_path(u, i, s)
+        if accepted:
+            return value
 
 
 @njit
@@ -108,40 +120,17 @@ def fill_normals(buffer, s, spare):
         s0 ^= s3
         s2 ^= t
         s3 = _rotl(s3, 45)
-        u = 2.0 * (float(r >> uint64(11)) * (1.0 / 9007199254740992.0)) - 1.0
-        i = int(r & uint64(0x7F))
+        u, i = _split(r)
         if abs(u) < _ZIG_R[i]:
             buffer[q] = u * _ZIG_X[i]
             q += 1
             continue
-        # Rare (about 1 %): finish this draw with the array-based generator.
+        # Rare (about 1 %): finish this draw on the state array (a rejected one starts over).
         s[0], s[1], s[2], s[3] = s0, s1, s2, s3
-        buffer[q] = _normal_slow(u, i, s)
+        value, accepted = _outside_fast_path(u, i, s)
+        if not accepted:
+            value = normal(s, spare)
+        buffer[q] = value
         q += 1
         s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
     s[0], s[1], s[2], s[3] = s0, s1, s2, s3
-
-
-@njit
-def _normal_slow(u, i, s):
-    """The rest of :func:`normal` for a draw ``(u, i)`` outside the fast path (one draw's
-    tail or wedge test; a rejected wedge starts over with :func:`normal`)."""
-    if i == 0:
-        while True:
-            a = np.log(1.0 - uniform53(s)) / _ZIG_TAIL
-            b = np.log(1.0 - uniform53(s))
-            if -2.0 * b >= a * a:
-                break
-        return a - _ZIG_TAIL if u < 0 else _ZIG_TAIL - a
-    x = u * _ZIG_X[i]
-    f0 = np.exp(-0.5 * (_ZIG_X[i] * _ZIG_X[i] - x * x))
-    f1 = np.exp(-0.5 * (_ZIG_X[i + 1] * _ZIG_X[i + 1] - x * x))
-    if f1 + uniform53(s) * (f0 - f1) < 1.0:
-        return x
-    return _normal_restart(s)
-
-
-@njit
-def _normal_restart(s):
-    spare = np.zeros(1)
-    return normal(s, spare)
