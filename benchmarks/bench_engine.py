@@ -38,7 +38,7 @@ from insitu.devices import LinearStepDevice, PowStepDevice, SoftBoundsDevice
 from insitu.models import cnn_2017, mlp
 from insitu.presets import get_preset
 from insitu.tile import AnalogTile
-from insitu.update.kernels import compiled_available, use_backend
+from insitu.update.kernels import compiled_available, set_threads, use_backend
 
 SIZES = (784, 256, 128, 10)
 
@@ -125,6 +125,7 @@ def main() -> None:
     if args.quick:
         args.samples, args.steps64, args.images, args.replica_steps = 50, 2, 4, 10
     torch.set_num_threads(1)
+    set_threads(1)  # the targets are per thread (replicas may run in parallel threads otherwise)
     backends = ["compiled", "torch"] if compiled_available() else ["torch"]
     data = load_dataset("mnist", path=args.data_dir)
     x, y = data.train_x, data.train_y

@@ -322,3 +322,29 @@ def test_the_kernel_normals_are_standard_normal_and_seeded():
     other = np.empty(n)
     fill_normals(other, *as_views(new_state(12)))
     assert not np.array_equal(bulk, other)
+
+
+def test_replicas_in_parallel_threads_give_the_same_result():
+    """The stacked kernel runs replicas in parallel threads; each has its own stream, so one or
+    two threads give the same weights and counters."""
+    import numba
+
+    from insitu.replicas import ReplicatedTile
+    from insitu.update.kernels import set_threads
+
+    x, d = _inputs(3)
+    results = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            set_threads(threads)
+            with use_backend("compiled"):
+                tile = ReplicatedTile(OUT, IN, [_config()] * 4, seeds=[1, 2, 3, 4])
+                tile.set_weights(torch.full((4, OUT, IN), 0.05))
+                for _ in range(3):
+                    tile.stash(x.expand(4, *x.shape), d.expand(4, *d.shape))
+                    tile.update(0.05)
+            results.append((tile.weight.detach().clone(), tile.counters.coincidences.clone()))
+    finally:
+        set_threads(numba.config.NUMBA_NUM_THREADS)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][0][0], results[0][0][1])  # the replicas drew differently

@@ -81,6 +81,9 @@ def train(**opts) -> None:
         if opts["threads"] < 1:
             raise click.BadParameter("must be >= 1.", param_hint="--threads")
         torch.set_num_threads(opts["threads"])
+        from .update.kernels import set_threads
+
+        set_threads(opts["threads"])
     from .update.kernels import set_backend
 
     try:

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import os
 
-__all__ = ["BACKENDS", "compiled_available", "get_backend", "select_backend", "set_backend", "use_backend"]
+__all__ = ["BACKENDS", "compiled_available", "get_backend", "select_backend", "set_backend", "set_threads", "use_backend"]
 
 BACKENDS = ("auto", "torch", "compiled")
 
@@ -78,3 +78,16 @@ def use_backend(name: str):
         yield
     finally:
         _choice["backend"] = previous
+
+
+def set_threads(n: int) -> None:
+    """Threads of the compiled kernels that run independent arrays in parallel (replicas in
+    lockstep); at most numba's pool size (the number of cores unless ``NUMBA_NUM_THREADS`` is
+    set). Results do not depend on it. ``insitu train --threads`` sets it with PyTorch's."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}.")
+    if not compiled_available():
+        return
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

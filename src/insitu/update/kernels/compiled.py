@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types, uint64
+from numba import njit, prange, types, uint64
 from numba.extending import intrinsic
 
 from .rng import fill_normals, uniform24_pair
@@ -194,14 +194,16 @@ def _make_sequential(respond):
 
 
 def _make_stacked(sequential):
-    @njit(nogil=True)
+    @njit(nogil=True, parallel=True)
     def stacked(weights, params, x, d, lr, steps, bls, update_management, dynamic_bl, c2cs, s, spare, tally):
         """The sequential update of ``R`` independent arrays on a leading axis (replicas in
         lockstep): weights ``(R, out, in, n)``, params ``(R, out, in, n, P)``, x ``(R, B, in)``,
         d ``(R, B, out)``; per replica its nominal step, BL, cycle-to-cycle spread, generator
-        state ``s[r]``, ``spare[r]`` and ``tally[r]``. Each replica draws from its own stream, so
-        replica r's pulses do not depend on the others."""
-        for r in range(weights.shape[0]):
+        state ``s[r]``, ``spare[r]`` and ``tally[r]``. Each replica draws from its own stream and
+        writes only its own arrays, so the replicas run in parallel threads (numba's thread
+        count, :func:`insitu.update.kernels.set_threads`) with results that do not depend on
+        the number of threads."""
+        for r in prange(weights.shape[0]):
             sequential(
                 weights[r], params[r], x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl, c2cs[r],
                 s[r], spare[r], tally[r],
