@@ -112,12 +112,6 @@ class PowStepModel(DeviceModel):
             w = torch.clamp(w + self.c2c * squares.sqrt() * noise, w_min, w_max)
         return w
 
-    def apply_signed_pulses(self, weights, signed_counts, params, generator, counters=None, overwrite=False):
-        n = signed_counts.abs()
-        if counters is not None:
-            counters.add_coincidences(n.sum())
-        return self.apply_pulses(weights, n, signed_counts > 0, params, generator)
-
     def compiled_response(self):
         from ..update.kernels import compiled_available
 

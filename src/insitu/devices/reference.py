@@ -166,12 +166,6 @@ class SoftBoundsReferenceModel(DeviceModel):
             new = new + self.c2c * spread * noise
         return torch.clamp(new, w_min, w_max)
 
-    def apply_signed_pulses(self, weights, signed_counts, params, generator, counters=None, overwrite=False):
-        n = signed_counts.abs()
-        if counters is not None:
-            counters.add_coincidences(n.sum())
-        return self.apply_pulses(weights, n, signed_counts > 0, params, generator)
-
     def compiled_response(self):
         from ..update.kernels import compiled_available
 
