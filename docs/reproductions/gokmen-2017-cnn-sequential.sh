@@ -1,43 +1,7 @@
 #!/usr/bin/env bash
-# Reproduction of Gokmen, Onen & Haensch 2017 (Front. Neurosci. 11:538): the paper's CNN on full MNIST,
-# batch 1, lr 0.01 constant, five conditions. The conditions advance round-robin, one epoch at a time
-# (each run checkpoints after every epoch and is resumed with a larger --epochs), so that whatever
-# time a sitting has gives every condition the same number of epochs, and the next sitting continues.
-#   bash docs/reproductions/gokmen-2017-cnn-sequential.sh            # up to 30 epochs (the paper's length)
-#   EPOCHS=3 bash docs/reproductions/gokmen-2017-cnn-sequential.sh   # stop after 3
-#   NAMES="fp nm-bm" bash docs/reproductions/gokmen-2017-cnn-sequential.sh   # only these conditions (run two
-#                                                    # such lists side by side on two cores)
-# Update mode `sequential` (issue 18): one rank-1 pulse update per image patch, in order, as the
-# array performs them, on the compiled CPU engine (docs/engine.md); about 3.6 ms per image on an
-# idle core (~4 min per analog epoch). The earlier `summed` runs: gokmen-2017-cnn.sh.
-# Runs continue from their checkpoints; committed partial runs live in
-# docs/reproductions/data/gokmen-2017-cnn-sequential/NAME (copy a folder to $OUT/NAME to continue it).
-set -euo pipefail
-export INSITU_BACKEND=${INSITU_BACKEND:-compiled}
-DATA=${DATA:-../shared/datasets}
-OUT=${OUT:-runs/gokmen-2017-cnn-sequential}
-EPOCHS=${EPOCHS:-30}
-common=(--model cnn-2017 --activation tanh --dataset mnist --data-dir "$DATA" --batch-size 1 --lr 0.01
-        --lr-milestones none --update-mode sequential --threads 1 --no-progress)
-read -r -a names <<< "${NAMES:-fp baseline nm-bm nm-bm-um nm-bm-um-4d}"
-declare -A options=(
-  [fp]="--preset floating-point"
-  [baseline]="--preset gokmen-2017-cnn-baseline"
-  [nm-bm]="--preset gokmen-2017-cnn-nm-bm"
-  [nm-bm-um]="--preset gokmen-2017-cnn-nm-bm-um"
-  [nm-bm-um-4d]="--preset gokmen-2017-cnn-nm-bm-um --conv-preset gokmen-2017-cnn-nm-bm-um-4d"
-)
-for epoch in $(seq 1 "$EPOCHS"); do
-  for name in "${names[@]}"; do
-    run="$OUT/$name"
-    done_epochs=$(python -c "import json,sys; print(len(json.load(open(sys.argv[1]))['epochs']))" "$run/results.json" 2>/dev/null || echo 0)
-    (( done_epochs >= epoch )) && continue
-    resume=(); [[ -f "$run/checkpoint.pt" ]] && resume=(--resume)
-    # shellcheck disable=SC2086
-    insitu train ${options[$name]} "${common[@]}" --epochs "$epoch" --out "$run" "${resume[@]}"
-  done
-  insitu compare "$OUT/fp" "$OUT/baseline" "$OUT/nm-bm" "$OUT/nm-bm-um" "$OUT/nm-bm-um-4d" \
-    --label "floating point" --label "RPU baseline" --label "+ noise/bound mgmt" --label "+ update mgmt" \
-    --label "+ 4 devices/weight on convs" --title "CNN of Gokmen et al. 2017 on MNIST, batch 1" \
-    --out docs/reproductions/gokmen-2017-cnn-sequential.png || true  # a condition run by the other list may not exist yet
-done
+# The 2017 CNN at full length with the faithful `sequential` update (one rank-1 pulse update per
+# image patch, in order) on the compiled CPU engine (docs/engine.md): about 2-3.5 ms per image on
+# one core. Same conditions, options and round-robin as gokmen-2017-cnn.sh (NAMES, EPOCHS, OUT).
+# Committed partial runs: docs/reproductions/data/gokmen-2017-cnn-sequential/NAME (copy a folder to
+# runs/gokmen-2017-cnn-sequential/NAME to continue it).
+MODE=sequential exec bash "$(dirname "$0")/gokmen-2017-cnn.sh" "$@"
