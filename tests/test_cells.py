@@ -1,102 +1,290 @@
-"""Multi-device unit cells (Gokmen, Onen & Haensch 2017): #d devices per weight, updated together."""
+"""Learning-rule cells (issue 17): exact identities in the noiseless limits, schedules, choppers,
+the mixed-precision accumulator, state round trips, layers and misuse."""
 
 from __future__ import annotations
 
-import io
+import math
 
 import pytest
 import torch
 
-from insitu import AnalogLinear, AnalogSGD, AnalogTile, ConfigError, ConstantStepDevice, IdealDevice, IOConfig, TileConfig
-from insitu.update import PulseUpdateConfig
+from insitu.cells import AGADCell, ChoppedTikiTakaCell, MixedPrecisionCell, TikiTakaCell, TikiTakaV2Cell, cell_by_name
+from insitu.config import ConfigError
+from insitu.devices import ConstantStepDevice, IdealDevice, SoftBoundsDevice
+from insitu.io import IOConfig
+from insitu.nn import AnalogConv2d, AnalogLinear
+from insitu.optim import AnalogSGD
+from insitu.replicas import lockstep_conflict
+from insitu.tile import AnalogTile, TileConfig
 
-LR, BL = 0.01, 10
+PERFECT = IOConfig(is_perfect=True)
 
 
-def _tile(devices, readout="mean", dtod=0.3, c2c=0.3, mode="sequential", pulse_type="stochastic", seed=0, size=(60, 60)):
-    device = ConstantStepDevice(dw_min=0.001, dw_min_dtod=dtod, dw_min_std=c2c, w_max=10.0, w_min=-10.0, w_max_dtod=0.0, w_min_dtod=0.0)
-    config = TileConfig(
-        device=device, update=PulseUpdateConfig(bl=BL, mode=mode, pulse_type=pulse_type),
-        devices_per_weight=devices, cell_readout=readout,
+def exact_device(dw_min=0.01, bound=10.0):
+    """A constant-step device without variation or noise: n pulses move it by exactly n dw_min."""
+    return ConstantStepDevice(
+        dw_min=dw_min, dw_min_dtod=0.0, dw_min_std=0.0, w_max=bound, w_min=-bound, w_max_dtod=0.0, w_min_dtod=0.0
     )
-    tile = AnalogTile(*size, config, seed=seed)
-    tile.set_weights(torch.zeros(size))
-    return tile
 
 
-def _full_scale_update(tile):
-    """x = δ-like inputs that fire every line in every slot: each cross-point sees exactly BL coincidences."""
-    out, n_in = tile.out_features, tile.in_features
-    x = torch.ones(1, n_in)
-    d = -torch.ones(1, out)  # weights grow
+def ideal_tt(**fields):
+    cell = TikiTakaCell(transfer_io=PERFECT, **fields)
+    return TileConfig(device=IdealDevice(), forward=PERFECT, backward=PERFECT, cell=cell)
+
+
+def step(tile, x, d, lr):
     tile.stash(x, d)
-    tile.update(LR)  # C = 1: every probability is 1
-    return tile.get_weights()
+    tile.update(lr)
 
 
-@pytest.mark.parametrize("dtod, c2c", [(0.3, 0.0), (0.0, 0.3)])
-def test_device_and_cycle_variation_of_the_weight_shrink_as_one_over_sqrt_devices(dtod, c2c):
-    spreads = {}
-    for devices in (1, 4, 16):
-        change = _full_scale_update(_tile(devices, dtod=dtod, c2c=c2c))
-        assert torch.allclose(change.mean(), torch.tensor(BL * 0.001), rtol=0.02)
-        spreads[devices] = float(change.std() / change.mean())
-    expected_single = dtod if dtod else c2c / BL**0.5
-    n = 3600  # cross-points: relative standard error of a std estimate ~ 1/sqrt(2n)
-    tol = 5 / (2 * n) ** 0.5
-    for devices, spread in spreads.items():
-        assert spread == pytest.approx(expected_single / devices**0.5, rel=tol + 0.02), (devices, spreads)
-
-
-def test_sum_readout_keeps_the_mean_update_and_multiplies_the_range():
-    x = torch.tensor([[0.5, -0.2, 0.9]])
-    d = torch.tensor([[0.3, -0.6]])
-    for readout in ("mean", "sum"):
-        tile = _tile(4, readout=readout, dtod=0.0, c2c=0.0, pulse_type="expected", size=(2, 3))
-        tile.stash(x, d)
-        tile.update(LR)
-        torch.testing.assert_close(tile.get_weights(), -LR * d.t() @ x, rtol=1e-5, atol=1e-9)
-    summed = _tile(4, readout="sum", size=(2, 3))
-    summed.set_weights(torch.full((2, 3), 100.0))
-    assert torch.allclose(summed.get_weights(), torch.full((2, 3), 40.0))  # 4 devices at their bound 10
-
-
-@pytest.mark.parametrize("mode", ["sequential", "batched"])
-def test_multi_device_layers_train_in_both_update_modes_and_restore(mode):
-    config = TileConfig(update=PulseUpdateConfig(mode=mode), devices_per_weight=3)
+# -- Tiki-Taka v1 -------------------------------------------------------------------------------
+@pytest.mark.parametrize("columns", [1, 3])
+def test_ttv1_ideal_transfer_writes_exactly_the_scheduled_columns(columns):
     torch.manual_seed(0)
-    layer = AnalogLinear(20, 4, config=config)
-    opt = AnalogSGD(layer.parameters(), lr=0.05)
-    gen = torch.Generator().manual_seed(1)
-    target = torch.randn(4, 20, generator=gen) * 0.1
-    x_test = torch.rand(200, 20, generator=gen)
-    x_test[:, :10] = 0  # exercises the sparse-input path of the sequential update
-
-    def error():
-        with torch.no_grad():
-            return float(((layer(x_test) - x_test @ target.t()) ** 2).mean())
-
-    before = error()
-    for _ in range(600):
-        x = torch.rand(4, 20, generator=gen)
-        x[:, :10] = 0
-        opt.zero_grad()
-        (0.5 * ((layer(x) - x @ target.t()) ** 2).sum()).backward()
-        opt.step()
-    assert error() < 0.3 * before
-    assert layer.tile.weight.shape == (4, 21, 3) and layer.tile.device_params.shape == (6, 4, 21, 3)
-    buffer = io.BytesIO()
-    torch.save(layer.state_dict(), buffer)
-    buffer.seek(0)
-    restored = AnalogLinear(20, 4, config=config, seed=123)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
-    assert torch.equal(restored.get_weights()[0], layer.get_weights()[0])
+    lr, fast_lr, transfer_lr = 0.1, 0.5, 0.3
+    tile = AnalogTile(4, 5, ideal_tt(fast_lr=fast_lr, transfer_lr=transfer_lr, columns_per_transfer=columns), seed=1)
+    tile.set_weights(torch.randn(4, 5))
+    expected_column = 0
+    for _ in range(7):
+        a0, c0 = tile.weight.detach().clone(), tile.cell.slow_weight.clone()
+        x, d = torch.randn(1, 5), torch.randn(1, 4)
+        step(tile, x, d, lr)
+        a1 = a0 - fast_lr * lr * d.t() @ x  # A took the gradient write exactly
+        torch.testing.assert_close(tile.weight.detach(), a1)
+        read = [(expected_column + k) % 5 for k in range(columns)]
+        expected_c = c0.clone()
+        for j in read:
+            expected_c[:, j] += transfer_lr * lr * a1[:, j]
+        torch.testing.assert_close(tile.cell.slow_weight, expected_c)
+        expected_column = (expected_column + columns) % 5
+        torch.testing.assert_close(tile.get_weights(), tile.cell.slow_weight)  # gamma 0: W = C
 
 
-def test_bad_unit_cells_are_refused():
+def test_ttv1_sample_unit_transfers_between_the_rows_of_a_batch():
+    lr = 0.1
+    tile = AnalogTile(3, 4, ideal_tt(transfer_unit="sample", transfer_every=3, scale_transfer_lr=False, transfer_lr=1.0), seed=2)
+    x, d = torch.randn(7, 4), torch.randn(7, 3)
+    step(tile, x, d, lr)  # rows 0-2, transfer (column 0), rows 3-5, transfer (column 1), row 6
+    a_at_3 = -lr * d[:3].t() @ x[:3]
+    a_at_6 = -lr * d[:6].t() @ x[:6]
+    expected = torch.zeros(3, 4)
+    expected[:, 0] = a_at_3[:, 0]
+    expected[:, 1] = a_at_6[:, 1]
+    torch.testing.assert_close(tile.cell.slow_weight, expected)
+    assert tile.cell.since == 1 and tile.counter_report()["transfer_reads"] == 2
+
+
+def test_ttv1_gamma_mixes_the_fast_array_into_the_weight():
+    tile = AnalogTile(2, 3, ideal_tt(gamma=0.25), seed=0)
+    step(tile, torch.randn(1, 3), torch.randn(1, 2), 0.1)
+    torch.testing.assert_close(tile.get_weights(), tile.cell.slow_weight + 0.25 * tile.weight.detach())
+
+
+def test_ttv1_reset_clears_the_read_columns():
+    tile = AnalogTile(3, 4, ideal_tt(reset_prob=1.0), seed=0)
+    step(tile, torch.randn(1, 4), torch.randn(1, 3), 0.1)
+    assert torch.all(tile.weight.detach()[:, 0] == 0) and torch.any(tile.weight.detach()[:, 1:] != 0)
+
+
+def test_ttv1_pulsed_transfer_follows_the_fast_array_on_average():
+    """With real devices the transfer is a pulsed write: its mean is rate·A[:, j] while that is
+    within one pulse train (BL steps), and at most BL steps beyond."""
+    device = SoftBoundsDevice(dw_min=0.002, w_max=1.0, w_min=-1.0)
+    for rate, expected in ((0.2, 0.02), (5.0, 31 * 0.002)):  # 10 steps; 250 steps capped at BL = 31
+        config = TileConfig(device=device, cell=TikiTakaCell(transfer_io=PERFECT, transfer_lr=rate, scale_transfer_lr=False))
+        tile = AnalogTile(256, 1, config, seed=3)
+        tile.weight.data.fill_(0.1)  # A = 0.1 everywhere, one column
+        tile.cell._transfer(tile, lr=1.0)
+        assert tile.cell.slow_weight.mean().item() == pytest.approx(expected, rel=0.1)
+
+
+# -- TTv2 / chopped / AGAD ------------------------------------------------------------------------
+def buffered_tile(kind=TikiTakaV2Cell, out=3, inp=4, seed=0, **fields):
+    fields.setdefault("auto_scale", False)
+    cell = kind(transfer_io=PERFECT, **fields)
+    config = TileConfig(device=exact_device(), forward=PERFECT, backward=PERFECT, cell=cell)
+    return AnalogTile(out, inp, config, seed=seed)
+
+
+def test_ttv2_buffer_and_slow_array_conserve_the_reads():
+    """No forgetting (momentum 0): H_new + n = H_old + λ v exactly, and C moves by n dw_min."""
+    tile = buffered_tile(forget_buffer=False, max_pulses=1000, scale_fast_lr=True, fast_lr=1.0)
+    lr = 0.5
+    lam = lr / (1.0 * 0.01)  # transfer rate / (granularity · dw_min)
+    for _ in range(12):
+        h0, c0 = tile.cell.buffer.clone(), tile.cell.slow_weight.clone()
+        j = tile.cell.column
+        step(tile, torch.randn(1, 4), torch.randn(1, 3), lr)
+        read = tile.weight.detach()[:, j]
+        pulses = (tile.cell.slow_weight - c0) / 0.01
+        torch.testing.assert_close(pulses, pulses.round(), atol=1e-3, rtol=0)
+        torch.testing.assert_close(tile.cell.buffer[:, j] + pulses[:, j], h0[:, j] + lam * read, atol=1e-3, rtol=1e-5)
+        others = [k for k in range(4) if k != j]
+        assert torch.all(pulses[:, others].abs() < 1e-3)
+    assert tile.counter_report()["transfer_pulses"] > 0
+
+
+def test_ttv2_max_pulses_and_forgetting():
+    tile = buffered_tile(max_pulses=1, momentum=0.25)
+    tile.weight.data.fill_(1.0)  # a large A: every read crosses the threshold many times over
+    c0 = tile.cell.slow_weight.clone()
+    tile.cell._transfer(tile, lr=1.0)
+    assert torch.allclose(tile.cell.slow_weight[:, 0] - c0[:, 0], torch.full((3,), 0.01))  # one pulse each
+    lam = 1.0 / 0.01
+    torch.testing.assert_close(tile.cell.buffer[:, 0], torch.full((3,), 0.25 * lam * 1.0))
+
+
+def test_chopped_update_is_chopped_and_the_weight_dechopped():
+    tile = buffered_tile(ChoppedTikiTakaCell, in_chop_prob=0.0, gamma=1.0, fast_lr=0.1, scale_fast_lr=False, transfer_every=1000)
+    tile.cell.in_chopper[1] = -1.0
+    tile.cell.out_chopper[0] = -1.0
+    x, d = torch.ones(1, 4), torch.ones(1, 3)
+    step(tile, x, d, 1.0)
+    expected = -0.1 * torch.ones(3, 4)  # what A would hold unchopped (10 pulses of 0.01)
+    expected[:, 1] *= -1
+    expected[0, :] *= -1
+    torch.testing.assert_close(tile.weight.detach(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tile.get_weights(), tile.cell.slow_weight - 0.1 * torch.ones(3, 4), atol=1e-5, rtol=0)
+
+
+def test_random_chopper_flips_at_the_configured_rate():
+    p = 0.2
+    tile = buffered_tile(ChoppedTikiTakaCell, inp=5, in_chop_prob=p, fast_lr=1e-6, seed=4)
+    flips = 0
+    previous = tile.cell.in_chopper.clone()
+    reads = 4000
+    for _ in range(reads):
+        tile.cell._transfer(tile, lr=0.0 + 1e-9)
+        flips += int((tile.cell.in_chopper != previous).sum())
+        previous = tile.cell.in_chopper.clone()
+    assert abs(flips / reads - p) < 4 * math.sqrt(p * (1 - p) / reads)
+
+
+def test_regular_chopper_flips_every_period():
+    tile = buffered_tile(ChoppedTikiTakaCell, inp=3, in_chop_prob=0.25, in_chop_random=False)
+    assert tile.config.cell.chopper_period == 4
+    signs = []
+    for _ in range(3 * 12):  # 12 passes over 3 columns
+        tile.cell._transfer(tile, lr=1e-9)
+        signs.append(tile.cell.in_chopper.clone())
+    # Column chopper after each pass: flips at the end of passes 4, 8, 12.
+    per_pass = torch.stack(signs[2::3])[:, 0].tolist()
+    assert per_pass == [1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1]
+
+
+def test_agad_writes_nothing_during_warm_up_and_tracks_a_reference():
+    tile = buffered_tile(AGADCell, inp=2, in_chop_prob=0.5)  # period N = 2 passes
+    tile.weight.data.fill_(0.5)
+    c0 = tile.cell.slow_weight.clone()
+    for _ in range(2 * 3):  # passes 0..2: no write while passes <= N
+        tile.cell._transfer(tile, lr=1.0)
+    assert torch.equal(tile.cell.slow_weight, c0)
+    assert torch.all(tile.cell.running_mean > 0)
+    for _ in range(2 * 4):
+        tile.cell._transfer(tile, lr=1.0)
+    assert torch.all(tile.cell.reference > 0)  # set from the running mean at the chopper flips
+
+
+# -- mixed precision ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bins", [0, 5])
+def test_mixed_precision_accumulator_conserves_the_rank_updates(bins):
+    eps = 0.01
+    cell = MixedPrecisionCell(granularity=eps, n_x_bins=bins, n_d_bins=bins, rows_per_transfer=2, transfer_every=2)
+    config = TileConfig(device=exact_device(eps), forward=PERFECT, backward=PERFECT, cell=cell)
+    tile = AnalogTile(3, 4, config, seed=0)
+    total = torch.zeros(3, 4, dtype=torch.float64)
+    lr = 0.3
+    for _ in range(20):
+        x, d = torch.randn(2, 4), torch.randn(2, 3)
+        step(tile, x, d, lr)
+        if bins == 0:
+            total -= lr * (d.t() @ x).double()
+    pulses = (tile.weight.detach().double() / eps)
+    torch.testing.assert_close(pulses, pulses.round(), atol=1e-3, rtol=0)
+    assert tile.cell.accumulator.abs().max() > 0
+    if bins == 0:
+        torch.testing.assert_close(tile.cell.accumulator.double() + pulses.round() * eps, total, atol=1e-4, rtol=1e-5)
+    report = tile.counter_report()
+    assert report["transfers"] == 10 and report["digital_macs"] == 20 * 2 * 12
+    assert report["transfer_pulses"] >= pulses.round().abs().sum().item() > 0  # pulses of both signs were sent
+
+
+def test_mixed_precision_quantisation_is_unbiased():
+    from insitu.cells.mixed_precision import _quantise
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.tensor([[0.3, -0.55, 1.0, 0.05]]).repeat(20000, 1)
+    q = _quantise(values, 4, True, g)
+    assert set(torch.unique((q / 0.5).round()).tolist()) <= {-2, -1, 0, 1, 2}
+    torch.testing.assert_close(q.mean(0), values[0], atol=0.01, rtol=0)
+
+
+# -- every rule: state, resume, layers, engine -----------------------------------------------------
+RULES = ["tiki-taka", "ttv2", "c-ttv2", "agad", "mp"]
+
+
+def rule_config(name):
+    device = SoftBoundsDevice(dw_min=0.01, w_max=1.0, w_min=-1.0, up_down=0.1)
+    return TileConfig(device=device, cell=cell_by_name(name))
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_resume_is_bit_identical(name):
+    config = rule_config(name)
+    tile = AnalogTile(6, 5, config, seed=7)
+    data = [(torch.randn(3, 5), torch.randn(3, 6)) for _ in range(16)]
+    for x, d in data[:8]:
+        step(tile, x, d, 0.1)
+    saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in tile.state_dict().items()}
+    for x, d in data[8:]:
+        step(tile, x, d, 0.1)
+    other = AnalogTile(6, 5, config, seed=99)
+    other.load_state_dict(saved)
+    for x, d in data[8:]:
+        step(other, x, d, 0.1)
+    assert torch.equal(other.get_weights(), tile.get_weights())
+    assert torch.equal(other.weight, tile.weight)
+    assert other.counter_report() == pytest.approx(tile.counter_report())  # float sums in another order
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_rules_train_layers_with_analog_sgd(name):
+    torch.manual_seed(0)
+    config = rule_config(name)
+    model = torch.nn.Sequential(AnalogConv2d(1, 2, 3, config=config), torch.nn.Flatten(), AnalogLinear(2 * 4 * 4, 3, config=config))
+    optimizer = AnalogSGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 2, 0])
+    before = [m.tile.get_weights().clone() for m in (model[0], model[2]) if hasattr(m, "tile")]
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    after = [m.tile.get_weights() for m in (model[0], model[2]) if hasattr(m, "tile")]
+    assert before and any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert all(torch.isfinite(a).all() for a in after)
+
+
+def test_config_round_trip_and_names():
+    for name in RULES:
+        config = rule_config(name)
+        assert TileConfig.from_dict(config.to_dict()) == config
+    assert cell_by_name("sgd") is None
+    with pytest.raises(ConfigError, match="Did you mean 'agad'"):
+        cell_by_name("agd")
+
+
+def test_misuse_is_refused_with_a_reason():
+    with pytest.raises(ConfigError, match="columns_per_transfer"):
+        ChoppedTikiTakaCell(columns_per_transfer=2)
+    with pytest.raises(ConfigError, match="noise_management"):
+        TikiTakaCell(transfer_io=IOConfig(noise_management="abs_max"))
     with pytest.raises(ConfigError, match="devices_per_weight"):
-        TileConfig(devices_per_weight=0)
-    with pytest.raises(ConfigError, match="IdealDevice"):
-        TileConfig(device=IdealDevice(), forward=IOConfig.perfect(), backward=IOConfig.perfect(), devices_per_weight=2)
-    with pytest.raises(ConfigError, match="cell_readout"):
-        TileConfig(cell_readout="median")
+        TileConfig(devices_per_weight=2, cell=TikiTakaCell())
+    with pytest.raises(ConfigError, match="in_chop_prob"):
+        AGADCell(in_chop_prob=0.0)
+    with pytest.raises(ConfigError, match="rows_per_transfer"):
+        MixedPrecisionCell(rows_per_transfer=0)
+    assert "cell" in lockstep_conflict([rule_config("ttv2")] * 2)
+    tile = AnalogTile(2, 2, rule_config("tiki-taka"), seed=0)
+    with pytest.raises(ConfigError, match="connection mask"):
+        tile.set_connection_mask(torch.ones(2, 2, dtype=torch.bool))

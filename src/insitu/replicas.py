@@ -64,6 +64,11 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
             return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
         if not config.device.capabilities.lockstep:
             return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False; constant step, linear step, soft bounds and ideal devices have one)."
+        if config.cell is not None:
+            return (
+                f"replica {r}: tile.cell {type(config.cell).__name__}: learning-rule cells have no lockstep form yet "
+                "(their transfers are per tile); run the replicas one after another (insitu sweep without --lockstep)."
+            )
         if config.devices_per_weight != 1:
             return f"replica {r}: tile.devices_per_weight {config.devices_per_weight}: replicas need single-device cells."
         if config.update.mode == "batched" and config.update.pulse_type == "stochastic" and not config.device.is_ideal:

@@ -22,6 +22,7 @@ import weakref
 import torch
 from torch import nn
 
+from .cells import CellConfig
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
@@ -58,6 +59,9 @@ class TileConfig(Config):
             included) one tile may be; a layer larger than it is split into a grid of tiles whose
             partial outputs are summed digitally (:mod:`insitu.mapping`, ``docs/tiles.md``).
             ``None`` (the default): unlimited, one tile per layer.
+        cell: a learning-rule unit cell (:mod:`insitu.cells`: Tiki-Taka v1/v2, chopped TTv2,
+            AGAD, mixed precision) built from ``device`` arrays and digital buffers; ``None`` (the
+            default): the plain array of ``device`` (with ``devices_per_weight`` devices per weight).
     """
 
     device: DeviceConfig = dataclasses.field(default_factory=ConstantStepDevice)
@@ -68,6 +72,7 @@ class TileConfig(Config):
     devices_per_weight: int = 1
     cell_readout: str = "mean"
     max_tile_size: tuple[int, int] | None = None
+    cell: CellConfig | None = None
 
     def validate(self) -> None:
         expected = {
@@ -94,6 +99,12 @@ class TileConfig(Config):
             ):
                 self._fail("max_tile_size", "must be None (unlimited) or two positive integers (max_out, max_in).")
             object.__setattr__(self, "max_tile_size", tuple(size))
+        if self.cell is not None:
+            if not isinstance(self.cell, CellConfig):
+                self._fail("cell", f"must be a CellConfig (insitu.cells) or None, got {type(self.cell).__name__}.")
+            if n > 1:
+                self._fail("devices_per_weight", "must be 1 with a learning-rule cell (its arrays hold one device per weight each).")
+            self.cell.check_device(self.device)
 
 
 class _KernelCache(dict):
@@ -164,6 +175,9 @@ class AnalogTile(nn.Module):
         self.register_buffer("connection_mask", None)
         self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if config.cell is not None:
+            # Built last: the cell draws its own arrays' devices after the tile's, from the same generator.
+            self.cell = config.cell.build(self)
         self._link_parameter()
 
     def _init_common(self, out_features, in_features, config, config_class, seed, device) -> torch.device:
@@ -189,6 +203,7 @@ class AnalogTile(nn.Module):
         # the compiled backend, independent of the torch generator's IO noise.
         self.pulse_rng = rng.new_state(self.seed, stream=1)
         self._kernel_cache = _KernelCache()  # the compiled kernel's views of this tile's state
+        self.cell = None  # a learning-rule cell (insitu.cells), set by tiles that have one
         return device
 
     def manual_seed(self, seed: int) -> None:
@@ -216,6 +231,9 @@ class AnalogTile(nn.Module):
                 f"got {tuple(weights.shape)}."
             )
         target = weights.to(self.weight)
+        if self.cell is not None:
+            self.cell.program(self, target)
+            return
         if self.weight.dim() == 3:
             if self.config.cell_readout == "sum":
                 target = target / self.config.devices_per_weight
@@ -234,6 +252,11 @@ class AnalogTile(nn.Module):
         if mask is None:
             self.connection_mask = None
             return
+        if self.cell is not None:
+            raise ConfigError(
+                f"A sparse crossbar (connection mask) is not supported with the cell {type(self.cell.config).__name__}; "
+                "use cell=None for sparse layers."
+            )
         if mask.dtype != torch.bool or tuple(mask.shape) != (self.out_features, self.in_features):
             raise ValueError(
                 f"set_connection_mask: expected a bool tensor of shape ({self.out_features}, {self.in_features}) "
@@ -252,6 +275,8 @@ class AnalogTile(nn.Module):
 
     def effective_weights(self) -> torch.Tensor:
         """The weights the array computes with, shape ``(out, in)`` (a cell's mean or sum)."""
+        if self.cell is not None:
+            return self.cell.effective_weights(self)
         w = self.weight.detach()
         if w.dim() == 3:
             return w.mean(-1) if self.config.cell_readout == "mean" else w.sum(-1)
@@ -300,6 +325,9 @@ class AnalogTile(nn.Module):
         self.counters.extra_memory = max(self.counters.extra_memory, memory)
         self.counters.steps += 1
         x, d = self.algorithm.writes(x, d)
+        if self.cell is not None:
+            self.cell.apply_writes(self, x, d, lr)
+            return
         if self.device_params is None:
             exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[0]
@@ -331,13 +359,23 @@ class AnalogTile(nn.Module):
         self._pending.clear()
 
     # -- state ----------------------------------------------------------------------------------
+    def counter_report(self) -> dict:
+        """What the cell counted beyond :attr:`counters` (transfers, their pulses, digital
+        operations), for results; empty for a plain array."""
+        return self.cell.counter_report() if self.cell is not None else {}
+
     def get_extra_state(self) -> dict:
-        return {**self._base_extra_state(), "algorithm": self.algorithm.state_dict()}
+        state = {**self._base_extra_state(), "algorithm": self.algorithm.state_dict()}
+        if self.cell is not None:
+            state["cell"] = self.cell.extra_state()
+        return state
 
     def set_extra_state(self, state: dict) -> None:
         self._load_base_extra_state(state)
         if "algorithm" in state:
             self.algorithm.load_state_dict(state["algorithm"])
+        if self.cell is not None and "cell" in state:
+            self.cell.load_extra_state(state["cell"])
 
     def _base_extra_state(self) -> dict:
         """What every tile kind saves beside its tensors: config, seed, generator, counters."""

@@ -39,7 +39,7 @@ def can_fuse(tile) -> bool:
     """Whether ``tile``'s update can be computed by :class:`FusedPulseUpdate`."""
     from ..tile import AnalogTile
 
-    if type(tile) is not AnalogTile or tile.device_params is None or tile.weight.dim() != 2:
+    if type(tile) is not AnalogTile or tile.device_params is None or tile.weight.dim() != 2 or tile.cell is not None:
         return False
     if tile.connection_mask is not None:
         return False
