@@ -49,6 +49,7 @@ def main() -> None:
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
 @click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
 @click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
+@click.option("--cell", default=None, type=click.Choice(["sgd", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp"]), help="Learning-rule cell on the preset's device (insitu.cells, docs/cells.md; defaults of each rule; tune them in a --tile-config file): plain pulsed SGD, Tiki-Taka v1, TTv2, chopped TTv2, AGAD or mixed precision.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
@@ -113,6 +114,7 @@ def train(**opts) -> None:
             update_mode=opts["update_mode"],
             update_algorithm=opts["update_algorithm"],
             rank=opts["rank"],
+            cell=opts["cell"],
             bias_on_array=not opts["digital_bias"],
             tile=tile,
         )
@@ -147,7 +149,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     if opts["model"] != "mlp":
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "digital_bias", "resume", "per_tile_update", "backend")
+                   "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given:

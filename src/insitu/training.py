@@ -70,6 +70,9 @@ class TrainConfig(Config):
         update_algorithm: override of the preset's update algorithm (``sgd``, ``mbgd``, ``svd``
             or ``sbe``; :mod:`insitu.update.lowrank`), or ``None``.
         rank: singular pairs written per batch by ``svd`` and ``sbe``.
+        cell: a learning-rule cell by name (:data:`insitu.cells.CELL_NAMES`: ``sgd``,
+            ``tiki-taka``, ``ttv2``, ``c-ttv2``, ``agad``, ``mp``) on the preset's device, with that
+            rule's defaults; ``None`` keeps the preset's cell.
     """
 
     preset: str = "gokmen-vlasov-2016"
@@ -91,6 +94,7 @@ class TrainConfig(Config):
     conv_preset: str | None = None
     update_algorithm: str | None = None
     rank: int = 1
+    cell: str | None = None
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
@@ -143,6 +147,10 @@ class TrainConfig(Config):
             self._check_choice("conv_preset", PRESETS)
             if self.model != "cnn-2017":
                 self._fail("conv_preset", "applies to the convolutional layers of --model cnn-2017 only.")
+        if self.cell is not None:
+            from .cells import CELL_NAMES
+
+            self._check_choice("cell", CELL_NAMES)
         if self.tile is not None and not isinstance(self.tile, TileConfig):
             self._fail("tile", "must be a TileConfig (or None to use the preset).")
 
@@ -169,6 +177,10 @@ class TrainConfig(Config):
             config = config.replace(update=config.update.replace(mode=self.update_mode))
         if self.update_algorithm is not None:
             config = config.replace(algorithm=self._algorithm())
+        if self.cell is not None:
+            from .cells import cell_by_name
+
+            config = config.replace(cell=cell_by_name(self.cell))
         return config
 
 

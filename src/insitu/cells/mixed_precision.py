@@ -103,19 +103,27 @@ class MixedPrecision(Cell):
     def _transfer(self, tile) -> None:
         out = tile.out_features
         n = out if self.config.rows_per_transfer == -1 else min(self.config.rows_per_transfer, out)
-        rows = (torch.arange(n) + self.row) % out
-        self.row = (self.row + n) % out
         eps = self.granularity(tile)
-        rows = rows.to(tile.weight.device)
-        chi = self.accumulator[rows]
-        pulses = torch.trunc(chi / eps)
-        self.accumulator[rows] = chi - pulses * eps
         self.transfers += 1
-        if bool((pulses != 0).any()):
-            params = None if tile.device_params is None else tile.device_params[:, rows]
-            tile.weight.data[rows] = write_pulses(
-                tile.weight.detach()[rows], params, tile.device_model, pulses, tile.generator, self.transfer_counters,
-            )
+        if n == out:  # every row: no gather
+            chi = self.accumulator
+        else:
+            rows = ((torch.arange(n) + self.row) % out).to(tile.weight.device)
+            self.row = (self.row + n) % out
+            chi = self.accumulator[rows]
+        pulses = torch.trunc(chi / eps)
+        # Only the elements due a pulse are written (few per step): gather, pulse, scatter back.
+        due = pulses.nonzero(as_tuple=True)
+        if due[0].numel() == 0:
+            return
+        counts = pulses[due]
+        chi.index_put_(due, chi[due] - counts * eps)  # χ keeps the remainder, exactly χ − n ε
+        if n != out:
+            self.accumulator[rows] = chi
+            due = (rows[due[0]], due[1])
+        weight = tile.weight.data
+        params = None if tile.device_params is None else tile.device_params[(slice(None), *due)]
+        weight.index_put_(due, write_pulses(weight[due], params, tile.device_model, counts, tile.generator, self.transfer_counters))
 
     def extra_state(self) -> dict:
         return {

@@ -1,0 +1,80 @@
+"""Cost of the learning-rule cells (issue 17) on the 2016 network at batch 1, one CPU thread.
+
+Prints one JSON object: per rule, milliseconds per training step (forward, backward, update) of
+the 784-256-128-10 sigmoid network on MNIST, and the ratio to plain pulsed SGD on the same device
+in the same run (target: TTv2 at most 2x). The device is the 2016 preset's with the rule's cell
+on it (``gokmen-vlasov-2016`` + ``cell``); the rules run with their defaults (a transfer of one
+column per sample for TTv2, c-TTv2 and AGAD; one per batch, i.e. per sample here, for TTv1 and
+mixed precision). Times are CPU time of this process.
+
+Usage: ``python benchmarks/bench_cells.py [--samples 1500] [--data-dir ../shared/datasets]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from torch import nn
+
+from insitu import AnalogSGD
+from insitu.cells import cell_by_name
+from insitu.data import load_dataset
+from insitu.models import mlp
+from insitu.presets import get_preset
+from insitu.update.kernels import select_backend, set_threads
+
+RULES = ("sgd", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp")
+
+
+def ms_per_step(rule: str, x, y, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    config = get_preset("gokmen-vlasov-2016").replace(cell=cell_by_name(rule))
+    model = mlp((784, 256, 128, 10), "sigmoid", config)
+    optimizer = AnalogSGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(i):
+        optimizer.zero_grad()
+        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
+        optimizer.step()
+
+    for i in range(warmup):
+        step(i)
+    start = time.process_time()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return 1e3 * (time.process_time() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1500)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    set_threads(1)
+    data = load_dataset("mnist", args.data_dir)
+    n = args.samples + args.warmup
+    x, y = data.train_x[:n], data.train_y[:n]
+    results = {rule: ms_per_step(rule, x, y, args.samples, args.warmup) for rule in RULES}
+    base = results["sgd"]
+    out = {
+        "benchmark": "learning-rule cells, 2016 MLP, batch 1",
+        "backend": select_backend(torch.device("cpu")),
+        "samples": args.samples,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "ms_per_step": results,
+        "over_sgd": {rule: ms / base for rule, ms in results.items()},
+        "target": {"ttv2_over_sgd_at_most": 2.0, "met": results["ttv2"] / base <= 2.0},
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Learning rules on asymmetric devices (issue 17; docs/reproductions/learning-rules.md).
+
+The 784-256-128-10 sigmoid network of Gokmen & Vlasov 2016 on MNIST (or Fashion-MNIST), batch 1,
+trained with plain pulsed SGD and with each learning-rule cell (insitu.cells) on the same
+devices, plus the floating-point reference. Every run is an ``insitu`` run folder (results.json,
+checkpoint.pt per epoch) under ``--out``/DEVICE/RULE, resumed when it exists, so a study grows
+across sittings:
+
+    python docs/reproductions/learning_rules.py --devices sb-sp0.3 --rules sgd,ttv2,c-ttv2 --epochs 3
+
+Devices (``DEVICES``): soft bounds with 1000 states whose symmetry point is moved to ``u`` by the
+up/down imbalance (``sb-spU``: for soft bounds on ±1, ``up_down = u`` puts the mean device's
+symmetry point at w* = u, algorithms.md §2), the ReRAM soft-bounds preset of the peer, and the
+2016 constant-step device as the symmetric control. The IO (forward, backward) and the main pulse
+update are the 2016 preset's for every run, so only the device and the rule change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from insitu.cells import cell_by_name
+from insitu.devices import SoftBoundsDevice
+from insitu.presets import get_preset
+from insitu.training import TrainConfig, run_training
+
+
+def soft_bounds(symmetry_point: float) -> SoftBoundsDevice:
+    # 1000 states on [-1, 1]; 30 % device-to-device and cycle-to-cycle spread as the 2016 spec;
+    # the symmetry point spreads by 0.05 from device to device.
+    return SoftBoundsDevice(
+        dw_min=0.002, dw_min_dtod=0.3, dw_min_std=0.3, up_down=symmetry_point, up_down_dtod=0.05,
+        w_max=1.0, w_min=-1.0, w_max_dtod=0.1, w_min_dtod=0.1,
+    )
+
+
+def device(name: str):
+    if name.startswith("sb-sp"):
+        return soft_bounds(float(name[len("sb-sp"):]))
+    if name == "reram-sb":
+        return get_preset("reram-sb-2016-io").device
+    if name == "cs-2016":
+        return get_preset("gokmen-vlasov-2016").device
+    raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), reram-sb or cs-2016")
+
+
+def tile_config(device_name: str, rule: str):
+    base = get_preset("gokmen-vlasov-2016")
+    return base.replace(device=device(device_name), cell=cell_by_name(rule))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="sb-sp0.3")
+    parser.add_argument("--rules", default="fp,sgd,tiki-taka,ttv2,c-ttv2,agad,mp")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--subset", type=int, default=None)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    parser.add_argument("--out", default="runs/learning-rules")
+    args = parser.parse_args(argv)
+    summary = {}
+    for device_name in args.devices.split(","):
+        for rule in args.rules.split(","):
+            tag = f"{device_name}/{rule}" if rule != "fp" else "fp"
+            out = Path(args.out) / args.dataset / f"s{args.seed}" / tag
+            if rule == "fp":
+                config = TrainConfig(preset="floating-point", dataset=args.dataset, epochs=args.epochs, subset=args.subset,
+                                     seed=args.seed, lr=args.lr, lr_milestones=())
+            else:
+                config = TrainConfig(dataset=args.dataset, epochs=args.epochs, subset=args.subset, seed=args.seed, lr=args.lr,
+                                     lr_milestones=(), tile=tile_config(device_name, rule))
+            done = 0
+            if (out / "results.json").exists():
+                done = len(json.loads((out / "results.json").read_text())["epochs"])
+            if done < args.epochs:
+                results = run_training(config, out, data_dir=args.data_dir, resume=(out / "checkpoint.pt").exists(),
+                                       progress=False)
+            else:
+                results = json.loads((out / "results.json").read_text())
+            summary[tag] = [round(100 * e["test_error"], 2) for e in results["epochs"]]
+            print(f"{tag}: test error % per epoch {summary[tag]}", flush=True)
+    json.dump(summary, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
