@@ -17,8 +17,8 @@ generator: a replica's run equals the separate run in distribution, not draw for
 deterministic settings, e.g. ``pulse_type="expected"`` and noise-free IO, they agree to rounding).
 
 What replicas may set differently: every number of the device config (the same device class),
-``update.bl``, and the IO numbers ``inp_bound``, ``out_noise``, ``out_bound``
-(:data:`insitu.io.REPLICA_IO_FIELDS`). Everything else (switches, bit widths, modes) must agree;
+``update.bl``, and the IO numbers ``inp_bound``, ``out_noise``, ``out_bound``, ``inp_noise``,
+``w_noise`` (:data:`insitu.io.REPLICA_IO_FIELDS`). Everything else (switches, bit widths, modes) must agree;
 :func:`lockstep_conflict` names the first field that does not. Not available with replicas:
 update algorithms other than ``sgd``, multi-device cells, the multi-conductance (PCM) cell,
 sparse connection masks and the ``batched`` update mode (``summed`` is the batch mode).
