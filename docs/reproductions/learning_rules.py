@@ -6,7 +6,7 @@ devices, plus the floating-point reference. Every run is an ``insitu`` run folde
 checkpoint.pt per epoch) under ``--out``/DEVICE/RULE, resumed when it exists, so a study grows
 across sittings:
 
-    python docs/reproductions/learning_rules.py --devices sb-sp0.3 --rules sgd,ttv2,c-ttv2 --epochs 3
+    python docs/reproductions/learning_rules.py --devices sb-sp0.3 --rules "sgd;ttv2;c-ttv2:in_chop_prob=0.05" --epochs 3
 
 Devices (``DEVICES``): soft bounds with 1000 states whose symmetry point is moved to ``u`` by the
 up/down imbalance (``sb-spU``: for soft bounds on ±1, ``up_down = u`` puts the mean device's
@@ -21,6 +21,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import yaml
 
 from insitu.cells import cell_by_name
 from insitu.devices import SoftBoundsDevice
@@ -47,15 +49,30 @@ def device(name: str):
     raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), reram-sb or cs-2016")
 
 
+def parse_rule(spec: str) -> tuple[str, dict]:
+    """``"ttv2"`` or ``"ttv2:fast_lr=0.1,transfer_lr=2"``: a ``--cell`` name and field overrides."""
+    name, _, options = spec.partition(":")
+    fields = {}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        fields[key] = yaml.safe_load(value)
+    return name, fields
+
+
 def tile_config(device_name: str, rule: str):
+    name, fields = parse_rule(rule)
     base = get_preset("gokmen-vlasov-2016")
-    return base.replace(device=device(device_name), cell=cell_by_name(rule))
+    cell = cell_by_name(name)
+    if cell is not None and fields:
+        cell = cell.replace(**fields)
+    return base.replace(device=device(device_name), cell=cell)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="sb-sp0.3")
-    parser.add_argument("--rules", default="fp,sgd,tiki-taka,ttv2,c-ttv2,agad,mp")
+    parser.add_argument("--rules", default="fp;sgd;tiki-taka;ttv2;c-ttv2;agad;mp",
+                        help="';'-separated rules, each a --cell name with optional field overrides: ttv2:fast_lr=0.1,max_pulses=2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--subset", type=int, default=None)
     parser.add_argument("--dataset", default="mnist")
@@ -66,7 +83,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     summary = {}
     for device_name in args.devices.split(","):
-        for rule in args.rules.split(","):
+        for rule in args.rules.split(";"):
             tag = f"{device_name}/{rule}" if rule != "fp" else "fp"
             out = Path(args.out) / args.dataset / f"s{args.seed}" / tag
             if rule == "fp":

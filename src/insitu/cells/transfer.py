@@ -169,6 +169,10 @@ class TikiTakaV2Cell(TikiTakaCell):
 class ChoppedTikiTakaCell(TikiTakaV2Cell):
     """Chopped TTv2 (Rasch et al. 2024): TTv2 with sign choppers on ``A``'s inputs and outputs.
 
+    The peer reads one column per transfer here; ``columns_per_transfer > 1`` (read in order,
+    each column with its own chopper) is allowed as an extension: a wide layer otherwise visits
+    each column only once every ``in_features`` transfers.
+
     Attributes:
         in_chop_prob: per column read, the probability that its input chopper flips
             (``in_chop_random``); or, regularly, a flip every ``max(ceil(1 / p), 2)`` passes.
@@ -186,7 +190,6 @@ class ChoppedTikiTakaCell(TikiTakaV2Cell):
         require_probability(self, "in_chop_prob", "out_chop_prob")
         require_bool(self, "in_chop_random")
         for field, ok, why in (
-            ("columns_per_transfer", self.columns_per_transfer == 1, "must be 1 (one column per chopped read)"),
             ("column_order", self.column_order == "sequential", "must be 'sequential' (choppers count passes)"),
             ("reset_prob", self.reset_prob == 0, "must be 0 (a chopped fast array is never reset)"),
         ):
@@ -349,6 +352,9 @@ class TransferCell(Cell):
         config = self.config
         columns = self._next_columns(tile)
         self.reads += len(columns)
+        if self.buffered and self._compiled_transfer(tile, columns, lr):
+            self._finish_transfer(tile)
+            return
         weight = tile.weight.detach()
         onehot = torch.zeros(len(columns), tile.in_features, dtype=weight.dtype, device=weight.device)
         onehot[torch.arange(len(columns)), columns.to(weight.device)] = 1.0
@@ -366,8 +372,56 @@ class TransferCell(Cell):
         else:
             for k, j in enumerate(columns.tolist()):
                 self._buffered_column(tile, j, reads[k], rate)
+        self._finish_transfer(tile)
+
+    def _finish_transfer(self, tile) -> None:
         if self._wrapped:
             self._end_of_pass(tile)
+
+    def _compiled_transfer(self, tile, columns: torch.Tensor, lr: float) -> bool:
+        """The buffered transfer in the compiled CPU kernel
+        (:mod:`insitu.update.kernels.compiled_transfer`); False (nothing done) where it does not
+        apply: another backend, a slow device without a compiled response, or a read with IO
+        effects the kernel does not model (anything beyond output noise, bound and ADC)."""
+        from ..update.kernels import select_backend
+
+        if select_backend(tile.weight.device) != "compiled" or self.slow_params is None:
+            return False
+        plan = self._cache_slow.get("transfer")
+        key = (self.slow_params.data_ptr(), self.slow_params._version, self.slow_model)
+        if plan is None or plan[0] != key:
+            plan = _transfer_plan(key, self.config.transfer_io, self.slow_model, self.slow_params, tile.weight.dtype)
+            self._cache_slow["transfer"] = plan
+        _, kernel, packed, x_read, io = plan
+        if kernel is None:
+            return False
+        from ..update.kernels.rng_state import as_views
+
+        config = self.config
+        rate = config.transfer_lr * lr if config.scale_transfer_lr else config.transfer_lr
+        empty2 = self._cache_slow.setdefault("empty2", torch.zeros(0, 0, dtype=tile.weight.dtype).numpy())
+        empty1 = self._cache_slow.setdefault("empty1", torch.zeros(0, dtype=tile.weight.dtype).numpy())
+        empty_flags = self._cache_slow.setdefault("empty_flags", torch.zeros(0, dtype=torch.bool).numpy())
+        chopped, agad = self.chopped, self.agad
+        period = config.chopper_period if chopped else 0
+        cap = config.buffer_cap * config.max_pulses if agad else 0.0
+        pulses = kernel(
+            tile.weight.detach().numpy(), self.slow_weight.numpy(), packed, self.buffer.numpy(),
+            columns.numpy(), self.in_chopper.numpy() if chopped else empty1,
+            self.out_chopper.numpy() if chopped else empty1,
+            self.running_mean.numpy() if agad else empty2, self.reference.numpy() if agad else empty2,
+            self.flipped.numpy() if agad else empty_flags,
+            x_read, io[0], io[1], io[2], rate / self._granularity(tile), config.max_pulses, config.momentum,
+            config.forget_buffer, chopped, agad,
+            min(config.tail_weighting / period, 1.0) if agad else 0.0, cap,
+            not agad or self.passes > period,
+            config.in_chop_prob if chopped else 0.0, config.in_chop_random if chopped else False,
+            chopped and period > 0 and (self.passes + 1) % period == 0,
+            float(self.slow_model.c2c), *as_views(tile.pulse_rng),
+        )
+        self.transfer_counters.add_pulses(pulses)
+        self.transfer_counters.add_coincidences(pulses)
+        return True
 
     def _reset_columns(self, tile, columns) -> None:
         chosen = torch.rand(len(columns), generator=tile.generator, device=tile.generator.device) < self.config.reset_prob
@@ -456,3 +510,31 @@ class TransferCell(Cell):
 
     def extra_repr(self) -> str:
         return f"{type(self.config).__name__}, slow_device={type(self.slow_device).__name__}"
+
+
+def _transfer_plan(key, io: IOConfig, slow_model, slow_params: torch.Tensor, dtype: torch.dtype):
+    """What the compiled transfer needs beyond the state: the kernel (None if it does not apply),
+    the slow device's packed parameters, the one-hot input after the DAC, and the output stage
+    ``(σ, bound or 0, ADC levels or 0)``."""
+    respond = slow_model.compiled_response()
+    simple_read = io.is_perfect or (
+        io.inp_noise == 0 and io.w_noise == 0 and io.out_noise_asymmetry == 0 and io.ir_drop == 0
+        and not io.inp_sto_round and not io.out_sto_round
+    )
+    if respond is None or not simple_read:
+        return (key, None, None, None, None)
+    from ..io import _quantize
+    from ..update.kernels.compiled_transfer import transfer_kernel
+
+    one = torch.ones(1, dtype=dtype)
+    if io.is_perfect:
+        stage = (0.0, 0.0, 0)
+    else:
+        if io.inp_bound is not None:
+            one = one.clamp(-io.inp_bound, io.inp_bound)
+            if io.inp_bits is not None:
+                one = _quantize(one, io.inp_bound, io.inp_bits)
+        levels = 2 ** (io.out_bits - 1) - 1 if io.out_bits is not None else 0
+        stage = (float(io.out_noise), float(io.out_bound or 0.0), levels)
+    packed = slow_model.pack_for_kernel(slow_params.unsqueeze(-1), dtype).numpy()
+    return (key, transfer_kernel(respond), packed, float(one), stage)
