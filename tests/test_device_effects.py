@@ -118,7 +118,7 @@ def test_decay_with_device_to_device_spread_follows_the_expected_law():
     for _ in range(n):
         _idle_update(tile)
     s = tile.effect_params[tile.device_effects.plane_names().index("decay")].double()
-    assert torch.allclose(tile.weight.double(), w0 * s**n, rtol=1e-3, atol=1e-6)
+    assert torch.allclose(tile.weight.detach().double(), w0 * s**n, rtol=1e-3, atol=1e-6)
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
     life = lifetime * (1 + spread * nodes)
     factor = np.where(life > 1, 1 - 1 / np.maximum(life, 1), 0.0) ** n
@@ -137,11 +137,11 @@ def test_diffusion_std_grows_as_sqrt_of_the_updates():
     for n in range(1, 101):
         _idle_update(tile)
         if n in (25, 100):
-            stds[n] = float(tile.weight.double().std())
+            stds[n] = float(tile.weight.detach().double().std())
     # 10^4 devices: the sample std is within a few 1/sqrt(2N) = 0.7 % of the truth.
     assert stds[25] == pytest.approx(rho * 5, rel=0.03)
     assert stds[100] == pytest.approx(rho * 10, rel=0.03)
-    assert abs(float(tile.weight.mean())) < 4 * rho * 10 / 100
+    assert abs(float(tile.weight.detach().mean())) < 4 * rho * 10 / 100
 
 
 def test_diffusion_is_clipped_to_the_bounds():
@@ -173,7 +173,7 @@ def test_stuck_devices_never_move(backend):
         for _ in range(20):
             _random_update(tile, g, lr=2.0)
             assert torch.equal(tile.weight[stuck], value[stuck])
-    assert float((tile.weight[~stuck] - start[~stuck]).abs().mean()) > 0.01  # the others did move
+    assert float((tile.weight.detach()[~stuck] - start[~stuck]).abs().mean()) > 0.01  # the others did move
     tile.reset_devices(torch.ones(60, 50, dtype=torch.bool))
     assert torch.equal(tile.weight[stuck], value[stuck])
 
@@ -218,14 +218,14 @@ def test_write_noise_leaves_the_true_update_and_its_mean_unchanged():
             _random_update(plain, g1, lr=0.2)
             _random_update(noisy, g2, lr=0.2)
     assert torch.equal(plain.weight, noisy.weight)
-    read_minus_true = (noisy.effective_weights() - noisy.weight).double()
+    read_minus_true = (noisy.effective_weights() - noisy.weight.detach()).double()
     n = read_minus_true.numel()
     sigma = sigma_units * dw_min
     assert float(read_minus_true.std()) == pytest.approx(sigma, rel=4 / math.sqrt(2 * n))
     assert abs(float(read_minus_true.mean())) < 4 * sigma / math.sqrt(n)
     # The mean update seen through the read weights is the true mean update.
     read_update = (noisy.effective_weights() - before).double().mean()
-    true_update = noisy.weight.double().mean()  # from 0
+    true_update = noisy.weight.detach().double().mean()  # from 0
     assert abs(float(read_update - true_update)) < 4 * sigma * math.sqrt(2 / n)
     assert abs(float(true_update)) > 10 * sigma * math.sqrt(2 / n)  # a non-trivial update was compared
 
@@ -271,7 +271,7 @@ def test_reset_columns_and_masks():
     tile.set_weights(torch.full((200, 30), -0.3))
     tile.reset_devices([2, 5])
     for col in (2, 5):
-        values = tile.weight[:, col].double()
+        values = tile.weight.detach()[:, col].double()
         assert float(values.mean()) == pytest.approx(reset, abs=4 * spread / math.sqrt(200))
         assert float(values.std()) == pytest.approx(spread, rel=0.25)
     others = [c for c in range(30) if c not in (2, 5)]
