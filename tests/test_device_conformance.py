@@ -30,6 +30,10 @@ VARIANTS = {
     },
     "SoftBoundsReferenceDevice[sp]": {"subtract_symmetry_point": True, "up_down": 0.1},
     "PowStepReferenceDevice[sp]": {"subtract_symmetry_point": True, "up_down": 0.1, "n_estimation_steps": 300},
+    "SoftBoundsDevice[effects]": {
+        "write_noise_std": 1.0, "lifetime": 50.0, "lifetime_dtod": 0.2, "diffusion": 0.001, "diffusion_dtod": 0.2,
+        "reset_dtod": 0.01, "corrupt_prob": 0.1,
+    },
     "ExpStepDevice[rereams]": {"a": -0.5, "b": -0.5, "gamma_up": 5.0, "gamma_down": 5.0, "A_up": -1.18445, "A_down": -0.081404},
 }
 PULSED = PULSED + sorted(VARIANTS)

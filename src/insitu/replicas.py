@@ -21,7 +21,8 @@ What replicas may set differently: every number of the device config (the same d
 ``w_noise`` (:data:`insitu.io.REPLICA_IO_FIELDS`). Everything else (switches, bit widths, modes) must agree;
 :func:`lockstep_conflict` names the first field that does not. Not available with replicas:
 update algorithms other than ``sgd``, multi-device cells, the multi-conductance (PCM) cell,
-sparse connection masks and the ``batched`` update mode (``summed`` is the batch mode).
+sparse connection masks, device effects (write noise, decay, diffusion, stuck devices:
+:mod:`insitu.devices.effects`) and the ``batched`` update mode (``summed`` is the batch mode).
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
             return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
         if not config.device.capabilities.lockstep:
             return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False; constant step, linear step, soft bounds and ideal devices have one)."
+        effects = config.device.effects()
+        if effects is not None and effects.active:
+            return (
+                f"replica {r}: tile.device has device effects on (write noise, decay, diffusion, reset_dtod or stuck "
+                "devices): they have no lockstep form yet; run the replicas one after another (insitu sweep without --lockstep)."
+            )
         if config.cell is not None:
             return (
                 f"replica {r}: tile.cell {type(config.cell).__name__}: learning-rule cells have no lockstep form yet "

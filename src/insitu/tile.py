@@ -105,6 +105,9 @@ class TileConfig(Config):
             if n > 1:
                 self._fail("devices_per_weight", "must be 1 with a learning-rule cell (its arrays hold one device per weight each).")
             self.cell.check_device(self.device)
+            effects = self.device.effects()
+            if effects is not None and effects.active:
+                self._fail("cell", "device effects (write noise, decay, diffusion, stuck devices) are not available in learning-rule cells yet; switch them off or use cell=None.")
 
 
 class _KernelCache(dict):
@@ -178,6 +181,7 @@ class AnalogTile(nn.Module):
         if config.cell is not None:
             # Built last: the cell draws its own arrays' devices after the tile's, from the same generator.
             self.cell = config.cell.build(self)
+        self._build_device_effects()
         self._link_parameter()
 
     def _init_common(self, out_features, in_features, config, config_class, seed, device) -> torch.device:
@@ -205,6 +209,70 @@ class AnalogTile(nn.Module):
         self._kernel_cache = _KernelCache()  # the compiled kernel's views of this tile's state
         self.cell = None  # a learning-rule cell (insitu.cells), set by tiles that have one
         return device
+
+    def _build_device_effects(self) -> None:
+        """The device effects (:mod:`insitu.devices.effects`), only when one is on: otherwise no
+        buffer and no draw. Their per-device numbers (and the first write noise) come from a
+        stream of their own, seeded by the tile's seed, so that switching an effect on leaves a
+        seed's devices and a layer's initial weights as they were."""
+        self.register_buffer("effect_params", None)  # per-device planes (effects.plane_names())
+        self.register_buffer("write_noise", None)  # what the array reads on top of the weights
+        effects = self.config.device.effects()
+        active = effects is not None and effects.active and self.device_params is not None
+        self.device_effects = effects if active else None
+        if not active:
+            return
+        seed = int(rng.new_state(self.seed, stream=2)[0]) & (2**63 - 1)
+        generator = torch.Generator(device=self.weight.device).manual_seed(seed)
+        self.effect_params = effects.draw(self.device_params, self.device_model, generator)
+        if effects.write_noise > 0:
+            self.write_noise = effects.draw_write_noise(self.weight, generator)
+        effects.hold_stuck(self.weight.data, self.effect_params)
+
+    def _effects_snapshot(self) -> torch.Tensor | None:
+        """The weights before an update's pulses, when the write noise needs them."""
+        effects = self.device_effects
+        return self.weight.detach().clone() if effects is not None and effects.needs_snapshot else None
+
+    @torch.no_grad()
+    def apply_device_effects(self, before: torch.Tensor | None = None) -> None:
+        """One update's device effects (diffusion, decay, stuck devices, write noise re-drawn),
+        after its pulses; :meth:`update` calls it. ``before``: the weights before the pulses
+        (write noise is then re-drawn only where they changed). Nothing when all are off."""
+        effects = self.device_effects
+        if effects is not None:
+            effects.after_update(self.weight.data, self.device_params, self.device_model, self.effect_params, self.write_noise, before, self.generator)
+
+    @torch.no_grad()
+    def reset_devices(self, selection) -> None:
+        """Reset devices as the peer's reset: ``w <- clip(b_ij + reset_std ξ)`` with the device
+        config's ``reset``, ``reset_dtod``, ``reset_std`` (``docs/devices.md``, "Device effects").
+
+        ``selection``: a bool mask ``(out, in)`` (True: reset) or the indices of the columns
+        (inputs, ``weight[:, i]``) to reset. Stuck devices stay where they are; write noise is
+        re-drawn."""
+        if type(self) is not AnalogTile or self.cell is not None:
+            what = type(self.cell.config).__name__ if self.cell is not None else type(self).__name__
+            raise ConfigError(f"reset_devices is available for plain AnalogTile arrays, not for {what}.")
+        shape = (self.out_features, self.in_features)
+        if torch.is_tensor(selection) and selection.dtype == torch.bool:
+            if tuple(selection.shape) != shape:
+                raise ValueError(f"reset_devices: a mask must have shape {shape} (out_features, in_features), got {tuple(selection.shape)}.")
+            mask = selection.to(self.weight.device)
+        else:
+            mask = torch.zeros(shape, dtype=torch.bool, device=self.weight.device)
+            mask[:, torch.as_tensor(selection, dtype=torch.long, device=self.weight.device)] = True
+        if self.weight.dim() == 3:
+            mask = mask.unsqueeze(-1)
+        effects = self.device_effects or self.config.device.effects()
+        if effects is None:  # a device without effect fields (the ideal device): reset to 0
+            from .devices.effects import DeviceEffects
+
+            effects = DeviceEffects()
+        effects.reset_devices(
+            self.weight.data, self.device_params, self.device_model, self.effect_params, self.write_noise, mask, self.generator
+        )
+        self._zero_absent_crosspoints()
 
     def manual_seed(self, seed: int) -> None:
         """Reseed the tile's random streams (IO noise and pulses) without changing its devices,
@@ -239,6 +307,8 @@ class AnalogTile(nn.Module):
                 target = target / self.config.devices_per_weight
             target = target.unsqueeze(-1).expand_as(self.weight)
         self.weight.copy_(self.device_model.clip(target, self.device_params))
+        if self.device_effects is not None:
+            self.device_effects.programmed(self.weight.data, self.effect_params, self.write_noise, self.generator)
         self._zero_absent_crosspoints()
 
     @torch.no_grad()
@@ -272,12 +342,16 @@ class AnalogTile(nn.Module):
         if self.weight.dim() == 3:
             absent = absent.unsqueeze(-1)
         self.weight.data.masked_fill_(absent, 0.0)
+        if getattr(self, "write_noise", None) is not None:
+            self.write_noise.masked_fill_(absent, 0.0)
 
     def effective_weights(self) -> torch.Tensor:
         """The weights the array computes with, shape ``(out, in)`` (a cell's mean or sum)."""
         if self.cell is not None:
             return self.cell.effective_weights(self)
         w = self.weight.detach()
+        if self.write_noise is not None:  # device effects: the read differs from the written state
+            w = w + self.write_noise
         if w.dim() == 3:
             return w.mean(-1) if self.config.cell_readout == "mean" else w.sum(-1)
         return w
@@ -337,10 +411,12 @@ class AnalogTile(nn.Module):
         step = self.config.device.nominal_step
         if self.config.cell_readout == "sum":
             step *= self.config.devices_per_weight
+        before = self._effects_snapshot()
         pulsed_update(
             self.weight, self.device_params, self.device_model, x, d, lr,
             step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
         )
+        self.apply_device_effects(before)
         self._zero_absent_crosspoints()
 
     def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,6 +110,12 @@ class DeviceConfig(Config):
         """
         return None
 
+    def effects(self):
+        """The device effects of this config (:class:`~insitu.devices.effects.DeviceEffects`:
+        write noise, decay, diffusion, stuck devices, reset), or ``None`` for a family without
+        them. The tile keeps them only when one is on (``effects().active``)."""
+        return None
+
     def model(self) -> "DeviceModel":
         """The pulse response of this device family (stateless; parameters are passed in)."""
         return DeviceModel(c2c=0.0, has_slope=False)

@@ -8,6 +8,7 @@ import torch
 
 from ..config import ConfigError, register_config
 from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
+from .effects import DeviceEffects
 
 __all__ = ["ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice"]
 
@@ -25,6 +26,24 @@ class _PulsedDevice(DeviceConfig):
         up_down_dtod: device-to-device spread of the imbalance, same units as ``up_down``.
         w_max, w_min: mean weight bounds (``w_min`` < 0 < ``w_max``).
         w_max_dtod, w_min_dtod: device-to-device spread of the bounds, relative.
+
+    Device effects (all off by default; :mod:`insitu.devices.effects`, ``docs/devices.md``):
+
+    Attributes:
+        write_noise_std: std of the write noise, in units of ``dw_min`` (the peer's units): the
+            array computes with ``w + write_noise_std · dw_min · ξ`` while pulses act on ``w``;
+            re-drawn after every update that changed the device.
+        lifetime: decay time constant in updates (optimizer steps); 0: no decay. Per update
+            ``w <- b + (w - b)(1 - 1/lifetime_ij)``.
+        lifetime_dtod: device-to-device spread of the lifetime, relative.
+        diffusion: std of the random walk ``w += diffusion_ij · ξ`` per update (weight units).
+        diffusion_dtod: device-to-device spread of the diffusion, relative.
+        reset: the value a reset programs, and the target of the decay.
+        reset_dtod: device-to-device spread of ``reset`` (absolute, drawn once).
+        reset_std: spread of every reset (absolute, drawn at each reset).
+        corrupt_prob: probability that a device is stuck (drawn once, when the tile is built).
+        corrupt_range: a stuck device sits at a value drawn uniformly in
+            ``[max(w_min_ij, -corrupt_range), min(w_max_ij, corrupt_range)]``.
     """
 
     capabilities = DeviceCapabilities(fusable=True, lockstep=True, closed_form=True, compiled=True)
@@ -38,9 +57,28 @@ class _PulsedDevice(DeviceConfig):
     w_min: float = -0.6
     w_max_dtod: float = 0.3
     w_min_dtod: float = 0.3
+    write_noise_std: float = 0.0
+    lifetime: float = 0.0
+    lifetime_dtod: float = 0.0
+    diffusion: float = 0.0
+    diffusion_dtod: float = 0.0
+    reset: float = 0.0
+    reset_dtod: float = 0.0
+    reset_std: float = 0.0
+    corrupt_prob: float = 0.0
+    corrupt_range: float = 0.1
 
     def validate(self) -> None:
         self._check_positive("dw_min", "w_max")
+        self._check_non_negative(
+            "write_noise_std", "lifetime", "lifetime_dtod", "diffusion", "diffusion_dtod", "reset_dtod", "reset_std",
+            "corrupt_prob", "corrupt_range",
+        )
+        self._check_finite("reset")
+        if 0 < self.lifetime < 1:
+            self._fail("lifetime", "must be 0 (no decay) or >= 1 update: w decays by the factor 1 - 1/lifetime per update.")
+        if self.corrupt_prob > 1:
+            self._fail("corrupt_prob", "must lie in [0, 1]: it is the probability that a device is stuck.")
         self._check_non_negative("dw_min_dtod", "dw_min_std", "up_down_dtod", "w_max_dtod", "w_min_dtod")
         self._check_finite("up_down", "w_min")
         if self.w_min >= 0:
@@ -54,6 +92,13 @@ class _PulsedDevice(DeviceConfig):
     def _slopes(self, w_min: torch.Tensor, w_max: torch.Tensor, generator: torch.Generator):
         zero = torch.zeros_like(w_min)
         return zero, zero
+
+    def effects(self) -> DeviceEffects:
+        return DeviceEffects(
+            write_noise=self.write_noise_std * self.dw_min, lifetime=self.lifetime, lifetime_dtod=self.lifetime_dtod,
+            diffusion=self.diffusion, diffusion_dtod=self.diffusion_dtod, reset=self.reset, reset_dtod=self.reset_dtod,
+            reset_std=self.reset_std, corrupt_prob=self.corrupt_prob, corrupt_range=self.corrupt_range,
+        )
 
     def model(self) -> DeviceModel:
         return DeviceModel(c2c=self.dw_min_std, has_slope=not isinstance(self, ConstantStepDevice))

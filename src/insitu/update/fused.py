@@ -22,7 +22,9 @@ Covered: :class:`~insitu.tile.AnalogTile` with a pulsed device (constant step as
 step, soft bounds: the response of :class:`~insitu.devices.base.DeviceModel`), one device per
 cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
 with or without update management (each tile rebalanced by its own ``max|δ| / max|x|``), no
-dynamic BL, no connection mask. Any other tile takes the per-tile path, unchanged.
+dynamic BL, no connection mask. Device effects (:mod:`insitu.devices.effects`) run after the
+pulses of each tile, as in :meth:`AnalogTile.update`. Any other tile takes the per-tile path,
+unchanged.
 """
 
 from __future__ import annotations
@@ -201,8 +203,13 @@ class FusedPulseUpdate:
         signs = lines.sign_()
         # Expected pulses BL Σ p per tile, as the per-tile path counts them.
         self._probability_sum.add_(probability.sum(0))
+        before = [tile._effects_snapshot() for tile in tiles]  # None unless write noise needs it
         for b in range(batch):
             self._rank1(probability[b], signs[b])
+        # Device effects (write noise, decay, diffusion, stuck devices), each tile from its own
+        # generator, after its pulses, as the per-tile path applies them.
+        for tile, snapshot in zip(tiles, before):
+            tile.apply_device_effects(snapshot)
 
     def _management_factors(self, lines: torch.Tensor) -> torch.Tensor:
         """Update management (Gokmen, Onen & Haensch 2017), per sample and tile: ``Cx = C m``,
