@@ -64,6 +64,10 @@ def tile_config(device_name: str, rule: str):
     base = get_preset("gokmen-vlasov-2016")
     cell = cell_by_name(name)
     if cell is not None and fields:
+        for key, value in fields.items():  # nested configs (transfer_io: {out_noise: 0.02}) from mappings
+            current = getattr(cell, key)
+            if isinstance(value, dict) and hasattr(current, "replace"):
+                fields[key] = current.replace(**value)
         cell = cell.replace(**fields)
     return base.replace(device=device(device_name), cell=cell)
 
