@@ -189,6 +189,13 @@ def symmetry_point(device: DeviceConfig) -> float | None:
         return value if math.isfinite(value) else None
     except ConfigError:
         pass
+    value = _grid_root(mean)
+    # Rounding of the grid: a root within 1e-9 of the range from 0 is 0.
+    span = float(getattr(mean, "w_max", 1.0)) - float(getattr(mean, "w_min", -1.0))
+    return None if value is None else (0.0 if abs(value) < 1e-9 * span else value)
+
+
+def _grid_root(mean: DeviceConfig) -> float | None:
     w, up, down = step_curves(mean, points=4001)
     diff = (up - down).numpy()
     w = w.numpy()
