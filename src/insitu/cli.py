@@ -227,6 +227,99 @@ def presets(name: str | None, fmt: str) -> None:
 
 
 @main.group()
+def device() -> None:
+    """Look at a device family: its pulse response (plot), or fit one to measured data (fit)."""
+
+
+def _float_pair(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected two comma-separated numbers such as -1,1, got '{value}'.") from None
+    if not hi > lo:
+        raise click.BadParameter(f"the second number must be larger than the first (got '{value}').")
+    return lo, hi
+
+
+@device.command("plot")
+@click.argument("preset_or_file")
+@click.option("--out", "out_path", default="response.png", show_default=True, help="PNG to write.")
+@click.option("--devices", default=5, show_default=True, type=click.IntRange(1, 50), help="Devices drawn (device-to-device variation).")
+@click.option("--pulses", default=None, type=click.IntRange(1, 100000), help="Pulses per up or down train (default: the number of states, (w_max - w_min) / nominal step).")
+@click.option("--cycles", default=2, show_default=True, type=click.IntRange(1, 20), help="Up-then-down train pairs.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-noise", is_flag=True, help="Leave out the cycle-to-cycle noise.")
+@click.option("--title", default=None, help="Figure title (default: the preset or file and the family).")
+def device_plot(preset_or_file, out_path, devices, pulses, cycles, seed, no_noise, title) -> None:
+    """Plot the pulse response of PRESET_OR_FILE (a preset name, or a TileConfig/DeviceConfig YAML/JSON).
+
+    (a) weight against pulse number for several drawn devices under up then down pulse trains,
+    with cycle-to-cycle noise; (b) the step of one up and one down pulse against the weight for the
+    mean device, with its symmetry point. The pulses go through the device model training uses.
+    """
+    from .devices.response import plot_response
+
+    try:
+        info = plot_response(preset_or_file, out_path, n_devices=devices, pulses=pulses, seed=seed, cycles=cycles,
+                             noise=not no_noise, title=title)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    sp = info["symmetry_point"]
+    click.echo(f"{info['label']}: {info['family']}, nominal step {info['nominal_step']:.4g}, {info['pulses']} pulses a train, "
+               f"symmetry point {'none' if sp is None else f'{sp:.4g}'}")
+    click.echo(f"figure: {out_path}")
+
+
+@device.command("fit")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--family", default="auto", show_default=True,
+              type=click.Choice(["soft-bounds", "linear-step", "constant-step", "exp-step", "pow-step", "piecewise", "auto"]),
+              help="Device family to fit; auto fits all and picks the lowest error (the simplest within 2 %).")
+@click.option("--out", "out_path", default="tile.yaml", show_default=True, help="TileConfig YAML to write (for insitu train --tile-config).")
+@click.option("--w-range", default=None, callback=_float_pair, help="Weight range the conductance range maps to (default -1,1; a 'weight' column is used as given).")
+@click.option("--g-range", default=None, callback=_float_pair, help="Conductance range mapped onto --w-range (default: the observed minimum and maximum).")
+@click.option("--nodes", default=11, show_default=True, type=click.IntRange(2, 101), help="Table nodes of --family piecewise.")
+def device_fit(data, family, out_path, w_range, g_range, nodes) -> None:
+    """Fit a device family to DATA (CSV: pulse, conductance or weight, optional direction +1/-1).
+
+    Least squares on the increment of every single pulse against the weight before it; writes the
+    2016 preset's tile (gokmen-vlasov-2016: IO and update) with the fitted mean device.
+    """
+    from .devices.fit import fit_increments, prepare_increments, read_pulse_csv
+
+    try:
+        pulses = read_pulse_csv(data)
+        inc = prepare_increments(pulses, w_range, g_range)
+        fit = fit_increments(inc, family, nodes)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    n_up, n_down = int((inc.sign > 0).sum()), int((inc.sign < 0).sum())
+    click.echo(f"data: {data}, {len(pulses.pulse)} rows; fitted {n_up} up and {n_down} down increments "
+               f"({inc.excluded} left out: clipped at a bound or spanning several pulses); directions: {inc.directions}")
+    click.echo(f"mapping: {inc.mapping}")
+    if fit.candidates:
+        click.echo("| family | RMS of increments | relative to mean abs(dw) | c2c |")
+        click.echo("| --- | ---: | ---: | ---: |")
+        for f in fit.candidates:
+            if f.device is None:
+                click.echo(f"| {f.family} | failed | {f.error} | |")
+            else:
+                mark = " (chosen)" if f.family == fit.family else ""
+                click.echo(f"| {f.family}{mark} | {f.rms:.4g} | {100 * f.relative_rms:.2f} % | {f.c2c:.3f} |")
+    states = (fit.device.w_max - fit.device.w_min) / fit.device.nominal_step
+    click.echo(f"fitted {fit.family} ({type(fit.device).__name__}), {states:.0f} states:")
+    click.echo(fit.summary())
+    click.echo(f"fit error: RMS of increments {fit.rms:.4g} ({100 * fit.relative_rms:.2f} % of the mean abs(dw)); "
+               f"cycle-to-cycle spread from the residuals {fit.c2c:.3f}")
+    fit.tile_config().to_yaml(out_path)
+    click.echo(f"wrote {out_path}: the gokmen-vlasov-2016 tile with the fitted device (device-to-device spreads 0: "
+               f"one device's data cannot measure them). Train: insitu train --tile-config {out_path}")
+
+
+@main.group()
 def hardware() -> None:
     """Time, energy and area of training on RPU, PCM, edge-processing or digital hardware (insitu.hardware)."""
 

@@ -13,6 +13,10 @@
 ``PCMDevice``          conductance device: SET-only, saturating, initial jump (for multi-conductance cells)
 ``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
 =====================  ===========================================================
+
+Looking at devices: :func:`plot_response` (``insitu device plot``) draws a family's pulse response
+through its own model; :func:`fit_device` (``insitu device fit``) fits a family's mean device to a
+measured pulse sequence (:mod:`.fit`).
 """
 
 from .base import PARAM_NAMES, DeviceCapabilities, DeviceConfig, DeviceModel
@@ -24,6 +28,8 @@ from .piecewise import PiecewiseStepDevice
 from .reference import PowStepReferenceDevice, SoftBoundsReferenceDevice
 from .pcm import ConductanceDevice, PCMDevice
 from .jump_table import JumpTableDevice
+from .response import plot_response
+from .fit import fit_device
 
 __all__ = [
     "DeviceCapabilities",
@@ -42,4 +48,6 @@ __all__ = [
     "ConductanceDevice",
     "PCMDevice",
     "JumpTableDevice",
+    "plot_response",
+    "fit_device",
 ]
