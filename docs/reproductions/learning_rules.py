@@ -72,6 +72,28 @@ def tile_config(device_name: str, rule: str):
     return base.replace(device=device(device_name), cell=cell)
 
 
+def table(root: Path) -> str:
+    """A markdown table of every run under ``root`` (``<device>/<rule>/results.json``, and ``fp``):
+    final test error, epochs, and the pulses the rule paid per training sample (the gradient's
+    pulses into the first array, the transfers' pulses into the second, summed over layers)."""
+    rows = ["| device | rule (overrides) | epochs | test error % | pulses / sample (array A or W) | transfer pulses / sample | transfer reads / sample |",
+            "|---|---|---|---|---|---|---|"]
+    for results_file in sorted(root.glob("**/results.json")):
+        results = json.loads(results_file.read_text())
+        rel = results_file.parent.relative_to(root).parts
+        device_name, rule = ("-", "floating point") if rel == ("fp",) else (rel[0], rel[1])
+        epochs = results["epochs"]
+        counters = results.get("counters") or {}
+        steps = max((c.get("steps", 0) for c in counters.values()), default=0)
+        samples = steps * results["config"]["batch_size"]
+        pulses = sum(c.get("pulses", 0.0) for c in counters.values())
+        transfer = sum(c.get("transfer_pulses", 0.0) for c in counters.values())
+        reads = sum(c.get("transfer_reads", c.get("transfers", 0)) for c in counters.values())
+        per = (lambda v: f"{v / samples:,.0f}") if samples else (lambda v: f"{v:,.0f} (total)")
+        rows.append(f"| {device_name} | {rule} | {len(epochs)} | {100 * epochs[-1]['test_error']:.2f} | {per(pulses)} | {per(transfer)} | {per(reads)} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="sb-sp0.3")
@@ -84,7 +106,11 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--out", default="runs/learning-rules")
+    parser.add_argument("--table", action="store_true", help="Print the markdown table of the runs under --out/DATASET/sSEED and stop.")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out) / args.dataset / f"s{args.seed}"))
+        return
     summary = {}
     for device_name in args.devices.split(","):
         for rule in args.rules.split(";"):
