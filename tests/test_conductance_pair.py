@@ -257,3 +257,26 @@ def test_analog_linear_trains_on_a_toy_problem(name):
         opt.step()
         opt.zero_grad()
     assert loss() < 0.3 * start, (start, loss())
+
+
+@pytest.mark.parametrize("change", [{"algorithm": "mbgd"}, {"algorithm": "svd"}, {"algorithm": "sbe"}, {"max_tile_size": (3, 4)}])
+def test_update_algorithms_and_tile_grids_keep_the_read(change):
+    from insitu.update import UpdateAlgorithmConfig
+
+    config = get_preset("pcm-pair-2016-io")
+    if "algorithm" in change:
+        config = config.replace(algorithm=UpdateAlgorithmConfig(method=change["algorithm"]))
+    else:
+        config = config.replace(**change)
+    layer = AnalogLinear(6, 5, config=config, seed=0)
+    opt = AnalogSGD(layer.parameters(), lr=0.1)
+    before = layer.tile.get_weights()
+    for _ in range(5):
+        layer(torch.rand(4, 6, generator=torch.Generator().manual_seed(3))).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    tiles = getattr(layer.tile, "tiles", [layer.tile])
+    assert len(tiles) == (4 if "max_tile_size" in change else 1)
+    for tile in tiles:
+        assert torch.allclose(tile.weight, tile.device_model.read(tile.device_params))
+    assert not torch.equal(layer.tile.get_weights(), before)
