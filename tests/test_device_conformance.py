@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from insitu.config import _REGISTRY, ConfigError
-from insitu.devices import DeviceCapabilities, DeviceConfig
+from insitu.devices import DeviceCapabilities, DeviceConfig, JumpTableDevice, PCMDevice
 from insitu.tile import AnalogTile, TileConfig
 
 PULSED = sorted(
@@ -36,14 +36,48 @@ VARIANTS = {
     },
     "ExpStepDevice[rereams]": {"a": -0.5, "b": -0.5, "gamma_up": 5.0, "gamma_down": 5.0, "A_up": -1.18445, "A_down": -0.081404},
 }
+VARIANTS.update({
+    "PCMPairDevice[jump,saturating]": {
+        "device": PCMDevice(nonlinearity=1.0, initial_jump=0.05, g_max_dtod=0.1, dg_dtod=0.2, dg_std=0.3), "w_max": 0.8,
+    },
+    "JumpTablePairDevice[table]": {
+        "device": JumpTableDevice(
+            bin_edges=(0.0, 0.3, 0.6, 1.0), mean=(0.02, 0.012, 0.004), std=(0.004, 0.003, 0.002), gain_dtod=0.2,
+        ),
+    },
+})
 PULSED = PULSED + sorted(VARIANTS)
 SHAPE = (40, 30)
 
 
+def _pair_fields(cls, fields: dict, dw_min=None, dw_min_std=None, w_max_dtod=None, w_min_dtod=None, **rest) -> dict:
+    """The generic knobs of these checks in a conductance pair's terms: ``dw_min`` the gradual step
+    near RESET in weight units, ``dw_min_std`` the pulse-to-pulse spread relative to the step,
+    ``w_*_dtod`` the spread of the devices' ``g_max`` (the pair's bounds)."""
+    pair = cls(**fields)
+    inner = pair.device
+    if isinstance(inner, PCMDevice):
+        changes = {}
+        if dw_min is not None:
+            changes["dg"] = dw_min * pair.g_scale
+        if dw_min_std is not None:
+            changes["dg_std"] = dw_min_std
+        if w_max_dtod is not None or w_min_dtod is not None:
+            changes["g_max_dtod"] = max(w_max_dtod or 0.0, w_min_dtod or 0.0)
+    else:  # a jump table: scale the table so that its first step is dw_min; spread relative to each step
+        scale = 1.0 if dw_min is None else dw_min * pair.g_scale / inner.nominal_step
+        mean = tuple(m * scale for m in inner.mean)
+        std = tuple(s * scale for s in inner.std) if dw_min_std is None else tuple(abs(m) * dw_min_std for m in mean)
+        changes = {"mean": mean, "std": std}  # the table's g_max has no spread
+    return {**fields, **rest, "device": inner.replace(**changes)}
+
+
 def _device(name: str, **fields) -> DeviceConfig:
-    if name in VARIANTS:
-        return _REGISTRY[name.split("[")[0]](**{**VARIANTS[name], **fields})
-    return _REGISTRY[name](**fields)
+    cls = _REGISTRY[name.split("[")[0]]
+    base = VARIANTS.get(name, {})
+    if cls.capabilities.per_device_state:
+        return cls(**_pair_fields(cls, base, **fields))
+    return cls(**{**base, **fields})
 
 
 def _params(device: DeviceConfig, seed: int = 0):
@@ -89,12 +123,15 @@ def test_n_pulses_equal_n_single_pulses(name, up):
     """The response to n pulses at once (closed form or internal loop) is n single pulses."""
     device = _device(name, dw_min=0.01)
     model = device.model()
-    params = _params(device)
-    w0 = _start(device, params)
+    drawn = _params(device)
+    # Each run on its own copy: a device with per-device state updates it in place.
+    params = drawn.clone()
+    w0 = model.program(_start(device, drawn), params)
     direction = torch.full(SHAPE, up)
     n = 7
     at_once = model.apply_pulses(w0, torch.full(SHAPE, float(n)), direction, params, None)
-    one_by_one = w0
+    params = drawn.clone()
+    one_by_one = model.program(w0, params)
     for _ in range(n):
         one_by_one = model.apply_pulses(one_by_one, torch.ones(SHAPE), direction, params, None)
     assert torch.allclose(at_once, one_by_one, atol=1e-5), float((at_once - one_by_one).abs().max())
@@ -109,7 +146,7 @@ def test_bounds_hold_under_many_noisy_pulses(name):
     model = device.model()
     params = _params(device)
     g = torch.Generator().manual_seed(2)
-    w = torch.zeros(SHAPE)
+    w = model.program(torch.zeros(SHAPE), params)
     for k in range(60):
         w = model.apply_signed_pulses(w, torch.randint(-6, 7, SHAPE, generator=g).float(), params, g)
     assert torch.all(w >= model.plane(params, "w_min")) and torch.all(w <= model.plane(params, "w_max"))
@@ -123,17 +160,20 @@ def test_mean_and_variance_of_n_noisy_pulses(name):
     c2c, n, draws = 0.3, 5, 4000
     device = _device(name, dw_min=0.002, dw_min_std=c2c, w_max_dtod=0.0, w_min_dtod=0.0)
     model = device.model()
-    params = _params(device)[:, :1, :1].expand(-1, draws, 1).contiguous()  # one device, many draws
-    w0 = torch.zeros(draws, 1)
+    drawn = _params(device)[:, :1, :1].expand(-1, draws, 1).contiguous()  # one device, many draws
+    params = drawn.clone()  # a copy per run: a device with per-device state updates it in place
+    w0 = model.program(torch.zeros(draws, 1), params)
     counts = torch.full((draws, 1), float(n))
     up = torch.ones(draws, 1, dtype=torch.bool)
     clean = model.apply_pulses(w0, counts, up, params, None)
-    noisy = model.apply_pulses(w0, counts, up, params, torch.Generator().manual_seed(5))
+    params = drawn.clone()
+    noisy = model.apply_pulses(model.program(w0, params), counts, up, params, torch.Generator().manual_seed(5))
     change = clean[0, 0] - w0[0, 0]
     steps = []  # noise-free single steps along the path
-    w = w0[:1]
+    params = drawn[:, :1].clone()
+    w = model.program(w0[:1], params)
     for _ in range(n):
-        nxt = model.apply_pulses(w, torch.ones(1, 1), up[:1], params[:, :1], None)
+        nxt = model.apply_pulses(w, torch.ones(1, 1), up[:1], params, None)
         steps.append(float(nxt - w))
         w = nxt
     spread = c2c * math.sqrt(sum(s * s for s in steps))

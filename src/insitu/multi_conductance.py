@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, register_config
-from .devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses
+from .devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses, closed_loop_tune
 from .tile import AnalogTile, TileConfig
 from .update import UpdateCounters
 from .update.pulse import pulsed_update
@@ -201,70 +201,6 @@ class _CoincidenceCounter:
         total, signed = half_total[hit], half_signed[hit]
         self.records.append((index_block[hit].long(), (total - signed).round_(), (total + signed).round_()))
         return index_block
-
-
-def closed_loop_tune(
-    device: ConductanceDevice,
-    g_plus: torch.Tensor,
-    g_minus: torch.Tensor,
-    since_plus: torch.Tensor,
-    since_minus: torch.Tensor,
-    params_plus: torch.Tensor,
-    params_minus: torch.Tensor,
-    target: torch.Tensor,
-    tolerance: float,
-    max_iterations: int,
-    generator: torch.Generator,
-) -> dict:
-    """Program ``g_plus − g_minus`` to ``target`` by program-and-verify with SET pulses only.
-
-    Every iteration verifies each pair (reads ``g⁺ − g⁻``) and fires one SET pulse on ``g⁺`` where
-    the difference is too low by more than ``tolerance`` and on ``g⁻`` where it is too high. An
-    overshoot is corrected by growing the other device, since PCM cannot be depressed gradually.
-
-    Args:
-        device: the device config of both devices.
-        g_plus, g_minus, since_plus, since_minus: 1-d, one entry per pair (not modified).
-        params_plus, params_minus: ``(len(device.PARAM_NAMES), n)``.
-        target: desired difference, shape ``(n,)``.
-        tolerance: acceptable ``|target − (g⁺ − g⁻)|``.
-        max_iterations: verify steps at most.
-        generator: pulse-to-pulse noise.
-
-    Returns:
-        dict with the new ``g_plus``, ``g_minus``, ``since_plus``, ``since_minus``, the SET pulses
-        fired per device ``pulses_plus``, ``pulses_minus``, ``converged`` (bool per pair) and
-        ``iterations`` (verify steps used by the slowest pair).
-    """
-    g_plus, g_minus = g_plus.clone(), g_minus.clone()
-    since_plus, since_minus = since_plus.clone(), since_minus.clone()
-    pulses_plus = torch.zeros_like(g_plus)
-    pulses_minus = torch.zeros_like(g_minus)
-    active = ((target - (g_plus - g_minus)).abs() > tolerance).nonzero().squeeze(1)
-    iterations = 0
-    while active.numel() and iterations < max_iterations:
-        iterations += 1
-        error = target[active] - (g_plus[active] - g_minus[active])
-        raise_plus = error > 0
-        # One SET pulse on each active pair, on the device whose growth shrinks the error.
-        gp, gm = g_plus[active], g_minus[active]
-        sp, sm = since_plus[active], since_minus[active]
-        new_p = device.set_pulse(gp, sp, params_plus[:, active], generator)
-        new_m = device.set_pulse(gm, sm, params_minus[:, active], generator)
-        g_plus[active] = torch.where(raise_plus, new_p, gp)
-        g_minus[active] = torch.where(raise_plus, gm, new_m)
-        fired_p, fired_m = raise_plus.to(g_plus.dtype), (~raise_plus).to(g_plus.dtype)
-        since_plus[active] = sp + fired_p
-        since_minus[active] = sm + fired_m
-        pulses_plus[active] += fired_p
-        pulses_minus[active] += fired_m
-        still = (target[active] - (g_plus[active] - g_minus[active])).abs() > tolerance
-        active = active[still]
-    converged = (target - (g_plus - g_minus)).abs() <= tolerance
-    return {
-        "g_plus": g_plus, "g_minus": g_minus, "since_plus": since_plus, "since_minus": since_minus,
-        "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged, "iterations": iterations,
-    }
 
 
 class MultiConductanceTile(AnalogTile):

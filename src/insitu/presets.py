@@ -269,6 +269,63 @@ def idealized_2016_io() -> TileConfig:
     )
 
 
+# -- conductance pairs as ordinary tile devices (devices/conductance_pair.py) --------------------------
+
+
+def pcm_pair_2016_io() -> TileConfig:
+    """A differential pair of the PCM device of the ``cristiano-2018-*`` presets as an ordinary tile
+    device (``PCMPairDevice``), ``w = (G⁺ − G⁻) / g_scale``, in the 2016 periphery of
+    ``gokmen-vlasov-2016`` (BL 10, output noise 0.06, bound 12, no management).
+
+    The device is the one of ``cristiano-2018-single-pair`` (Cristiano et al. 2018, J. Appl. Phys.
+    124, 151901: a saturating, SET-only response with a steep initial jump; the numbers are this
+    project's choices, see the comment above those presets [R]): ``g_max`` 1 (10 % spread), ``dg``
+    0.005 (20 % spread), pulse-to-pulse spread 30 %, nonlinearity 2, immediate initial jump of 10 %
+    of ``g_max``. ``w_max`` 1, so ``g_scale`` = 1 and ``w = G⁺ − G⁻`` as in the single-pair cell;
+    the nominal step is ``dg`` = 0.005 (``Cx = Cd = 0.45`` at lr 0.01). States: 200 gradual steps
+    of ``dg`` per device over its range (``g_max / dg``; fewer in effect, as the steps shrink as
+    ``(1 − G/g_max)²``), 400 across the weight range ±1. Refresh as the single-pair cell's
+    saturation check: every 100 updates (optimizer steps; 100 examples at batch 1), pairs with a
+    device above 90 % of its range are RESET and programmed back to within 0.02 (the cell's
+    closed-loop tolerance), 1,000 verify pulses at most.
+    """
+    device = cristiano_2018_single_pair().lsp
+    from .devices import PCMPairDevice
+
+    return gokmen_vlasov_2016().replace(
+        device=PCMPairDevice(
+            device=device, w_max=1.0, refresh_every=100, refresh_threshold=0.9, refresh_tolerance=0.02, refresh_max_pulses=1000,
+        )
+    )
+
+
+def jump_table_pair_2016_io() -> TileConfig:
+    """A differential pair of a ``JumpTableDevice`` as an ordinary tile device
+    (``JumpTablePairDevice``) in the 2016 periphery of ``gokmen-vlasov-2016``.
+
+    Cristiano et al. 2018 (J. Appl. Phys. 124, 151901) describe measured devices by jump tables
+    (the distribution of ΔG per pulse for each conductance); their tables were not recovered
+    (papers.md §4 [R]), so this table is this project's choice, shaped like a saturating PCM
+    device: conductance range [0, 1] in four bins with mean SET steps 0.008, 0.006, 0.004, 0.002
+    and spreads 0.003, 0.0025, 0.002, 0.0015, and a 20 % device-to-device spread of the step
+    gain. ``w_max`` 1 (``g_scale`` 1); nominal step 0.008 (the first bin). States: about 260 SET
+    pulses from RESET to ``g_max`` (0.25/0.008 + 0.25/0.006 + 0.25/0.004 + 0.25/0.002), twice
+    that across the weight range ±1. Refresh as ``pcm-pair-2016-io`` (every 100 updates, 90 %,
+    tolerance 0.02, 1,000 pulses at most).
+    """
+    from .devices import JumpTableDevice, JumpTablePairDevice
+
+    table = JumpTableDevice(
+        bin_edges=(0.0, 0.25, 0.5, 0.75, 1.0), mean=(0.008, 0.006, 0.004, 0.002), std=(0.003, 0.0025, 0.002, 0.0015),
+        gain_dtod=0.2,
+    )
+    return gokmen_vlasov_2016().replace(
+        device=JumpTablePairDevice(
+            device=table, w_max=1.0, refresh_every=100, refresh_threshold=0.9, refresh_tolerance=0.02, refresh_max_pulses=1000,
+        )
+    )
+
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -286,6 +343,8 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "ecram-mo-2016-io": ecram_mo_2016_io,
     "capacitor-2016-io": capacitor_2016_io,
     "idealized-2016-io": idealized_2016_io,
+    "pcm-pair-2016-io": pcm_pair_2016_io,
+    "jump-table-pair-2016-io": jump_table_pair_2016_io,
 }
 
 

@@ -91,6 +91,17 @@ class TileConfig(Config):
         if n > 1 and self.device.is_ideal:
             self._fail("devices_per_weight", "must be 1 for an IdealDevice (exact weights need no averaging).")
         self._check_choice("cell_readout", ("mean", "sum"))
+        if self.device.capabilities.per_device_state:
+            what = type(self.device).__name__
+            if self.update.pulse_type == "expected" or self.update.mode == "batched":
+                self._fail(
+                    "update",
+                    f"{what} has per-device state ('per_device_state' capability: a SET-only conductance pair): it takes "
+                    "whole pulses, not the fractional counts of pulse_type 'expected' or mode 'batched'; use "
+                    "mode 'sequential' or 'summed' with stochastic pulses.",
+                )
+            if self.cell is not None:
+                self._fail("cell", f"learning-rule cells copy their arrays' device parameters; {what} has per-device state ('per_device_state' capability) and needs cell=None.")
         size = self.max_tile_size
         if size is not None:
             if (
@@ -306,7 +317,7 @@ class AnalogTile(nn.Module):
             if self.config.cell_readout == "sum":
                 target = target / self.config.devices_per_weight
             target = target.unsqueeze(-1).expand_as(self.weight)
-        self.weight.copy_(self.device_model.clip(target, self.device_params))
+        self.weight.copy_(self.device_model.program(target, self.device_params))
         if self.device_effects is not None:
             self.device_effects.programmed(self.weight.data, self.effect_params, self.write_noise, self.generator)
         self._zero_absent_crosspoints()
@@ -416,6 +427,8 @@ class AnalogTile(nn.Module):
             self.weight, self.device_params, self.device_model, x, d, lr,
             step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
         )
+        if self.device_model.per_device_state:  # e.g. refresh saturated conductance pairs
+            self.device_model.after_update(self.weight.data, self.device_params, self.generator, self.counters.steps)
         self.apply_device_effects(before)
         self._zero_absent_crosspoints()
 

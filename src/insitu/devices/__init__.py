@@ -12,6 +12,8 @@
 ``PowStepReferenceDevice``    power step read against a reference (symmetry-point offset)
 ``PCMDevice``          conductance device: SET-only, saturating, initial jump (for multi-conductance cells)
 ``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
+``PCMPairDevice``      tile device: w = (G⁺ − G⁻)/g_scale from two SET-only PCMDevice, optional refresh
+``JumpTablePairDevice`` tile device: the same pair of JumpTableDevice
 =====================  ===========================================================
 
 Looking at devices: :func:`plot_response` (``insitu device plot``) draws a family's pulse response
@@ -28,6 +30,7 @@ from .piecewise import PiecewiseStepDevice
 from .reference import PowStepReferenceDevice, SoftBoundsReferenceDevice
 from .pcm import ConductanceDevice, PCMDevice
 from .jump_table import JumpTableDevice
+from .conductance_pair import JumpTablePairDevice, PCMPairDevice
 from .response import plot_response
 from .fit import fit_device
 
@@ -48,6 +51,8 @@ __all__ = [
     "ConductanceDevice",
     "PCMDevice",
     "JumpTableDevice",
+    "PCMPairDevice",
+    "JumpTablePairDevice",
     "plot_response",
     "fit_device",
 ]

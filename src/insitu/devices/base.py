@@ -47,8 +47,12 @@ class DeviceCapabilities:
             same for any ``n``), checked against pulse-by-pulse application by the conformance tests.
         compiled: the model supplies a jitted response (:meth:`DeviceModel.compiled_response`), so
             the compiled CPU kernels can update it.
-        per_device_state: the device keeps state beyond its weight and drawn parameters (none of
-            the present families does).
+        per_device_state: the device keeps state beyond its weight (the conductance pairs of
+            :mod:`.conductance_pair`). The state lives in planes of the per-device parameter
+            tensor that the model updates in place (:attr:`DeviceModel.per_device_state`); the
+            weight is a read of that state. Engine paths that copy or approximate the parameters
+            (fused, lockstep replicas, the compiled kernels, the ``batched`` mode, ``expected``
+            pulses, learning-rule cells) do not take such a device.
     """
 
     fusable: bool = False
@@ -137,6 +141,11 @@ class DeviceModel:
     #: Names of the planes of the per-device parameter tensor ``(len(param_names), *shape)``;
     #: nothing outside :mod:`insitu.devices` indexes planes by number.
     param_names: tuple[str, ...] = PARAM_NAMES
+    #: True for a model whose parameter tensor also holds per-device state (see
+    #: :attr:`DeviceCapabilities.per_device_state`): its ``apply_*`` methods update those planes
+    #: of the ``params`` they are given in place, so a caller that passes a gathered copy of the
+    #: parameters must write the copy back.
+    per_device_state: bool = False
 
     def __init__(self, c2c: float | torch.Tensor, has_slope: bool):
         self.c2c = c2c if torch.is_tensor(c2c) else float(c2c)
@@ -201,6 +210,19 @@ class DeviceModel:
         if params is None:
             return weights
         return torch.clamp(weights, self.plane(params, "w_min"), self.plane(params, "w_max"))
+
+    def program(self, weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """Program target ``weights`` (what :meth:`AnalogTile.set_weights` does): returns the
+        weights the devices then hold. A stateless device is clipped to its bounds; a model with
+        per-device state also writes that state into ``params`` in place."""
+        return self.clip(weights, params)
+
+    def after_update(self, weights: torch.Tensor, params: torch.Tensor, generator: torch.Generator | None, step: int) -> int:
+        """Maintenance after the pulses of one update (optimizer step) ``step`` (counted from
+        1): a model with per-device state may change its state and ``weights`` in place (e.g.
+        refresh saturated conductance pairs). Returns the number of devices it changed; the
+        stateless families do nothing."""
+        return 0
 
     def apply_pulses(
         self,

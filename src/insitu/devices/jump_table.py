@@ -117,6 +117,10 @@ class JumpTableDevice(ConductanceDevice):
         g_max = torch.full(shape, float(self.bin_edges[-1]), device=device, dtype=dtype)
         return torch.stack([g_max, gain])
 
+    def noise_free(self) -> "JumpTableDevice":
+        zeros = (0.0,) * len(self.mean)
+        return self.replace(std=zeros, std_down=zeros if self.mean_down else ())
+
     def _draw(self, g, params, generator, mean, std) -> torch.Tensor:
         edges = torch.tensor(self.bin_edges, device=g.device, dtype=g.dtype)
         table_mean = torch.tensor(mean, device=g.device, dtype=g.dtype)

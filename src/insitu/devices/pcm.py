@@ -38,7 +38,7 @@ import torch
 
 from ..config import Config, register_config
 
-__all__ = ["ConductanceDevice", "PCMDevice", "apply_set_pulses", "apply_depress_pulses"]
+__all__ = ["ConductanceDevice", "PCMDevice", "apply_set_pulses", "apply_depress_pulses", "closed_loop_tune"]
 
 
 @dataclasses.dataclass
@@ -96,6 +96,16 @@ class ConductanceDevice(Config):
     def g_max_plane(self, params: torch.Tensor) -> torch.Tensor:
         """The per-device maximum conductance plane."""
         return params[self.PARAM_NAMES.index("g_max")]
+
+    @property
+    def settled_count(self) -> int:
+        """SET pulses after a RESET beyond which the response no longer depends on their number
+        (PCM: past the initial jump); 0 when it never does. A pulse counter may be capped there."""
+        return 0
+
+    def noise_free(self) -> "ConductanceDevice":
+        """This device without pulse-to-pulse noise (the expected step of every pulse)."""
+        raise NotImplementedError
 
 
 @register_config
@@ -169,6 +179,13 @@ class PCMDevice(ConductanceDevice):
         jump = self.initial_jump * (g_max - self.g_min)
         return torch.stack([g_max, dg, jump])
 
+    @property
+    def settled_count(self) -> int:
+        return self.jump_delay + 1 if self.initial_jump > 0 else 0
+
+    def noise_free(self) -> "PCMDevice":
+        return self.replace(dg_std=0.0)
+
     def set_pulse(self, g, pulses_since_reset, params, generator) -> torch.Tensor:
         g_max, dg, jump = params[0], params[1], params[2]
         if self.nonlinearity == 0:
@@ -226,3 +243,67 @@ def apply_depress_pulses(device, g, counts, params, generator) -> torch.Tensor:
     for k in range(rounds):
         g = torch.where(counts > k, device.depress_pulse(g, params, generator), g)
     return g
+
+
+def closed_loop_tune(
+    device: ConductanceDevice,
+    g_plus: torch.Tensor,
+    g_minus: torch.Tensor,
+    since_plus: torch.Tensor,
+    since_minus: torch.Tensor,
+    params_plus: torch.Tensor,
+    params_minus: torch.Tensor,
+    target: torch.Tensor,
+    tolerance: float,
+    max_iterations: int,
+    generator: torch.Generator,
+) -> dict:
+    """Program ``g_plus − g_minus`` to ``target`` by program-and-verify with SET pulses only.
+
+    Every iteration verifies each pair (reads ``g⁺ − g⁻``) and fires one SET pulse on ``g⁺`` where
+    the difference is too low by more than ``tolerance`` and on ``g⁻`` where it is too high. An
+    overshoot is corrected by growing the other device, since PCM cannot be depressed gradually.
+
+    Args:
+        device: the device config of both devices.
+        g_plus, g_minus, since_plus, since_minus: 1-d, one entry per pair (not modified).
+        params_plus, params_minus: ``(len(device.PARAM_NAMES), n)``.
+        target: desired difference, shape ``(n,)``.
+        tolerance: acceptable ``|target − (g⁺ − g⁻)|``.
+        max_iterations: verify steps at most.
+        generator: pulse-to-pulse noise.
+
+    Returns:
+        dict with the new ``g_plus``, ``g_minus``, ``since_plus``, ``since_minus``, the SET pulses
+        fired per device ``pulses_plus``, ``pulses_minus``, ``converged`` (bool per pair) and
+        ``iterations`` (verify steps used by the slowest pair).
+    """
+    g_plus, g_minus = g_plus.clone(), g_minus.clone()
+    since_plus, since_minus = since_plus.clone(), since_minus.clone()
+    pulses_plus = torch.zeros_like(g_plus)
+    pulses_minus = torch.zeros_like(g_minus)
+    active = ((target - (g_plus - g_minus)).abs() > tolerance).nonzero().squeeze(1)
+    iterations = 0
+    while active.numel() and iterations < max_iterations:
+        iterations += 1
+        error = target[active] - (g_plus[active] - g_minus[active])
+        raise_plus = error > 0
+        # One SET pulse on each active pair, on the device whose growth shrinks the error.
+        gp, gm = g_plus[active], g_minus[active]
+        sp, sm = since_plus[active], since_minus[active]
+        new_p = device.set_pulse(gp, sp, params_plus[:, active], generator)
+        new_m = device.set_pulse(gm, sm, params_minus[:, active], generator)
+        g_plus[active] = torch.where(raise_plus, new_p, gp)
+        g_minus[active] = torch.where(raise_plus, gm, new_m)
+        fired_p, fired_m = raise_plus.to(g_plus.dtype), (~raise_plus).to(g_plus.dtype)
+        since_plus[active] = sp + fired_p
+        since_minus[active] = sm + fired_m
+        pulses_plus[active] += fired_p
+        pulses_minus[active] += fired_m
+        still = (target[active] - (g_plus[active] - g_minus[active])).abs() > tolerance
+        active = active[still]
+    converged = (target - (g_plus - g_minus)).abs() <= tolerance
+    return {
+        "g_plus": g_plus, "g_minus": g_minus, "since_plus": since_plus, "since_minus": since_minus,
+        "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged, "iterations": iterations,
+    }

@@ -86,6 +86,11 @@ def _read_config_data(path: Path):
 def _require_pulsed(device: DeviceConfig) -> None:
     if device.is_ideal:
         raise ConfigError(f"{type(device).__name__} is the exact floating-point device: it has no pulse response to look at.")
+    if device.capabilities.per_device_state:
+        raise ConfigError(
+            f"{type(device).__name__} has per-device state (a conductance pair): its step depends on the pair's "
+            "conductances, not on the weight alone, so it has no step-versus-weight curve to plot."
+        )
 
 
 def mean_device(device: DeviceConfig) -> DeviceConfig:

@@ -52,7 +52,10 @@ def can_fuse(tile) -> bool:
     if update.dynamic_bl or config.algorithm.method != "sgd":
         return False
     # The device declares whether its response is the one this path computes; one c2c per tile.
-    return config.device.capabilities.fusable and not torch.is_tensor(tile.device_model.c2c)
+    capabilities = config.device.capabilities
+    if capabilities.per_device_state:  # the fused path packs a copy of the parameters
+        return False
+    return capabilities.fusable and not torch.is_tensor(tile.device_model.c2c)
 
 
 def fusion_key(tile, rows: int) -> tuple:

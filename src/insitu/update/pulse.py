@@ -253,6 +253,8 @@ def _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, count
     """
     if config.pulse_type != "stochastic" or config.mode != "sequential" or params is None:
         return False
+    if getattr(model, "per_device_state", False):
+        return False  # state planes updated in place: the torch path (the reference) takes it
     if select_backend(weights.device) != "compiled":
         return False
     plan = cache.get("sequential") if cache is not None else None
@@ -390,6 +392,8 @@ def _rank1_stochastic(
         else:
             new = model.apply_signed_pulses(block, counts, planes, generator, counters)
         weights.index_copy_(0, cols, new)
+        if getattr(model, "per_device_state", False):
+            params.index_copy_(1, cols, planes)  # the model updated the gathered state planes
         return
     rows = row_fire.any(dim=1).nonzero().view(-1)
     if rows.numel() == 0:
@@ -410,6 +414,8 @@ def _rank1_stochastic(
     else:
         block = model.apply_signed_pulses(block, counts, planes, generator, counters)
     weights.view(-1, *cell).index_copy_(0, flat, block)
+    if getattr(model, "per_device_state", False):
+        params.view(params.shape[0], -1, *cell).index_copy_(1, flat, planes)
 
 
 def _per_device(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -435,6 +441,13 @@ def _signed_counts(x, d, px, pd, bl):
 
 def _expected(weights, params, model, x, d, px, pd, bl, counters) -> None:
     """Deterministic update: each sample moves each device by its expected number of steps."""
+    if getattr(model, "per_device_state", False):
+        from ..config import ConfigError
+
+        raise ConfigError(
+            "pulse_type 'expected' moves devices by fractional numbers of pulses; a device with per-device state "
+            "('per_device_state' capability: a SET-only conductance pair) takes whole pulses only."
+        )
     for b in range(x.shape[0]):
         blen = bl[b] if torch.is_tensor(bl) else bl
         n_up, n_down = _signed_counts(x[b : b + 1], d[b : b + 1], px[b : b + 1], pd[b : b + 1], blen)
