@@ -250,6 +250,22 @@ def make_task(config, data=None, data_dir: str | None = None, download: bool = F
     as fits the task; or a ready :class:`Task`)."""
     if isinstance(data, Task):
         return data
+    from .config import ConfigError
+    from .data import Dataset
+    from .sequence_data import CharCorpus, SequenceDataset
+
+    wanted = {"image": Dataset, "seq-mnist": SequenceDataset, "permuted-mnist": SequenceDataset, "char-lm": CharCorpus}
+    if data is not None and config.task in wanted and not isinstance(data, wanted[config.task]):
+        raise TypeError(f"Task {config.task!r} takes data of type {wanted[config.task].__name__}, got {type(data).__name__}.")
+    try:
+        return _make_task(config, data, data_dir, download)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. pixels_per_step not dividing the pixel count
+        raise ConfigError(f"TrainConfig: {exc}") from None
+
+
+def _make_task(config, data, data_dir, download) -> Task:
     if config.task == "image":
         if data is None:
             from .data import load_dataset
