@@ -35,8 +35,13 @@ def main() -> None:
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or digits.")
 @click.option("--data-dir", default=None, help="Folder holding the dataset (else INSITU_DATA, the user cache, /usr/share/datasets).")
 @click.option("--download", is_flag=True, help="Download the dataset into the user cache if it is not found.")
-@click.option("--model", default="mlp", show_default=True, help="Network: mlp or cnn-2017 (Gokmen, Onen & Haensch 2017; with --activation tanh).")
-@click.option("--hidden", default="256,128", show_default=True, callback=_int_list, help="Hidden layer widths.")
+@click.option("--task", default="image", show_default=True, type=click.Choice(["image", "seq-mnist", "permuted-mnist", "char-lm"]), help="What is learned (docs/tasks.md): image classification of --dataset; sequence classification of --dataset read row by row (seq-mnist) or pixel by pixel in a fixed random order (permuted-mnist); next-character prediction on a text (char-lm). The sequence tasks train an AnalogLSTM (--model lstm, the default for them).")
+@click.option("--model", default=None, help="Network: mlp or cnn-2017 (Gokmen, Onen & Haensch 2017; with --activation tanh) for --task image (default mlp); lstm for the sequence tasks.")
+@click.option("--hidden", default=None, callback=_int_list, help="Hidden layer widths (default 256,128); --model lstm: its hidden size (default 128).")
+@click.option("--layers", default=1, show_default=True, type=int, help="--model lstm: stacked LSTM layers.")
+@click.option("--seq-len", default=100, show_default=True, type=int, help="--task char-lm: characters per training window.")
+@click.option("--pixels-per-step", default=1, show_default=True, type=int, help="--task permuted-mnist: pixels per time step (a divisor of the image's pixel count).")
+@click.option("--text", default=None, type=click.Path(exists=True, dir_okay=False), help="--task char-lm: a UTF-8 text file (.gz allowed) instead of the bundled public-domain Pride and Prejudice.")
 @click.option("--activation", default="sigmoid", show_default=True, help="sigmoid, tanh or relu.")
 @click.option("--epochs", default=30, show_default=True, type=int)
 @click.option("--batch-size", default=1, show_default=True, type=int)
@@ -97,12 +102,20 @@ def train(**opts) -> None:
             from .tile import TileConfig
 
             tile = TileConfig.from_file(opts["tile_config"])
+        sequence_task = opts["task"] != "image"
+        model = opts["model"] or ("lstm" if sequence_task else "mlp")
+        hidden = opts["hidden"] if opts["hidden"] is not None else ((128,) if model == "lstm" else (256, 128))
         config = TrainConfig(
             preset=opts["preset"],
             conv_preset=opts["conv_preset"],
             dataset=opts["dataset"],
-            model=opts["model"],
-            hidden=opts["hidden"],
+            model=model,
+            hidden=hidden,
+            task=opts["task"],
+            layers=opts["layers"],
+            seq_len=opts["seq_len"],
+            pixels_per_step=opts["pixels_per_step"],
+            text=opts["text"],
             activation=opts["activation"],
             epochs=opts["epochs"],
             batch_size=opts["batch_size"],
@@ -120,8 +133,9 @@ def train(**opts) -> None:
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    out_dir = opts["out_dir"] or f"runs/{config.preset}-{config.dataset}-b{config.batch_size}-s{config.seed}"
-    click.echo(f"insitu train: {config.preset} on {config.dataset} -> {out_dir}")
+    what = {"image": config.dataset, "char-lm": "char-lm"}.get(config.task, f"{config.task}-{config.dataset}")
+    out_dir = opts["out_dir"] or f"runs/{config.preset}-{what}-b{config.batch_size}-s{config.seed}"
+    click.echo(f"insitu train: {config.preset} on {what} -> {out_dir}")
     # SIGTERM (a plain `kill`, a batch system's stop) ends the run as Ctrl-C does: results.json
     # says "interrupted" and the last checkpoint stays, instead of a run that seems still running.
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
@@ -136,7 +150,11 @@ def train(**opts) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
     last = results["epochs"][-1]
-    click.echo(f"done: test error {100 * last['test_error']:.2f}% after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
+    if "bits_per_char" in last:
+        score = f"test {last['bits_per_char']:.3f} bits/char (accuracy {100 * last['accuracy']:.2f}%)"
+    else:
+        score = f"test error {100 * last['test_error']:.2f}%"
+    click.echo(f"done: {score} after {last['epoch']} epochs; results in {Path(out_dir) / 'results.json'}")
 
 
 def _interrupt(signum, frame):
@@ -146,10 +164,11 @@ def _interrupt(signum, frame):
 def _train_sparse_from_train(opts: dict) -> None:
     """`insitu train --out-degree ...`: hand the run to `insitu sparse train` (the issue's spelling)."""
     ctx = click.get_current_context()
-    if opts["model"] != "mlp":
+    if opts["model"] not in (None, "mlp"):
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend")
+                   "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend",
+                   "task", "layers", "seq_len", "pixels_per_step", "text")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given:

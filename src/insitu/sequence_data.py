@@ -10,7 +10,12 @@
     permutation destroys the images' local structure, so the network has to carry information
     over hundreds of steps.
 
-Both are returned as a :class:`SequenceDataset` in batch-first layout ``(N, T, F)``, ready for
+``character-level text`` (:func:`char_corpus`)
+    Windows of a text as sequences of character indices, the target of each step the next
+    character. The bundled text is Jane Austen's *Pride and Prejudice* (public domain; see
+    ``src/insitu/texts/README.md``), read from the package: nothing is downloaded.
+
+The image tasks are returned as a :class:`SequenceDataset` in batch-first layout ``(N, T, F)``, ready for
 ``AnalogLSTM(..., batch_first=True)`` (or ``nn.LSTM``). Only the standard library, numpy and
 torch are used; the images are read by :func:`insitu.data.load_dataset` (no download unless asked).
 """
@@ -18,13 +23,16 @@ torch are used; the images are read by :func:`insitu.data.load_dataset` (no down
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
+from pathlib import Path
 
 import torch
 
 from .data import Dataset, DatasetError, load_dataset
 
-__all__ = ["SequenceDataset", "pixel_permutation", "row_sequences", "pixel_sequences", "load_sequential_mnist"]
+__all__ = ["SequenceDataset", "pixel_permutation", "row_sequences", "pixel_sequences", "load_sequential_mnist",
+           "CharCorpus", "char_corpus", "BUNDLED_TEXT"]
 
 
 @dataclasses.dataclass
@@ -136,3 +144,121 @@ def load_sequential_mnist(
         test_x = row_sequences(test_x, data.image_shape)
         label = "sequential-" + data.name
     return SequenceDataset(label, train_x, data.train_y, test_x, test_y, data.num_classes, perm, data.source)
+
+
+#: The public-domain text bundled with the package (Jane Austen, *Pride and Prejudice*, 1813).
+BUNDLED_TEXT = Path(__file__).parent / "texts" / "pride_and_prejudice.txt.gz"
+
+
+@dataclasses.dataclass
+class CharCorpus:
+    """A text cut into windows for next-character prediction.
+
+    Attributes:
+        name: ``"char-<file stem>"``, e.g. ``"char-pride_and_prejudice"``.
+        train_x: int64 ``(N_train, T)``: character indices of the windows (batch first).
+        train_y: int64 ``(N_train, T)``: the next character of every position
+            (``train_y[:, t]`` is the character after ``train_x[:, t]``).
+        test_x, test_y: the same for the test windows (taken from the end of the text).
+        vocab: the characters, ``vocab[i]`` is index ``i`` (sorted; those of the whole text).
+        source: the file the text was read from.
+        train_chars, test_chars: characters of the text in each part.
+    """
+
+    name: str
+    train_x: torch.Tensor = dataclasses.field(repr=False)
+    train_y: torch.Tensor = dataclasses.field(repr=False)
+    test_x: torch.Tensor = dataclasses.field(repr=False)
+    test_y: torch.Tensor = dataclasses.field(repr=False)
+    vocab: str = dataclasses.field(repr=False)
+    source: str
+    train_chars: int = 0
+    test_chars: int = 0
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def steps(self) -> int:
+        """Window length ``T``."""
+        return int(self.train_x.shape[1])
+
+    def decode(self, indices) -> str:
+        """The text of a sequence of character indices."""
+        return "".join(self.vocab[int(i)] for i in indices)
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"Cannot read the text {path}: {exc.strerror or exc}.") from None
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text.") from None
+
+
+def _windows(codes: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows of ``seq_len`` inputs, each with its ``seq_len`` next characters."""
+    n = (codes.numel() - 1) // seq_len
+    x = codes[: n * seq_len].reshape(n, seq_len)
+    y = codes[1 : n * seq_len + 1].reshape(n, seq_len)
+    return x.clone(), y.clone()
+
+
+def char_corpus(
+    path: str | os.PathLike | None = None,
+    *,
+    seq_len: int = 100,
+    test_fraction: float = 0.1,
+    subset: int | None = None,
+    seed: int = 0,
+) -> CharCorpus:
+    """A text as next-character windows.
+
+    The text (the bundled public-domain *Pride and Prejudice* unless ``path`` names a UTF-8 file,
+    ``.gz`` allowed) is split in two: the last ``test_fraction`` of its characters is the test
+    part, the rest the training part. Each part is cut into non-overlapping windows of
+    ``seq_len`` characters; the targets are the same windows shifted by one character.
+
+    Args:
+        path: a text file; ``None``: :data:`BUNDLED_TEXT`.
+        seq_len: characters per window (time steps ``T``).
+        test_fraction: share of the text (its end) held out for testing, in ``(0, 1)``.
+        subset: keep this many training windows, chosen at random with a generator seeded
+            with ``seed`` (kept in text order); ``None``: all.
+
+    Raises:
+        DatasetError: unreadable file, a text too short for one window in each part, a bad
+            ``subset``.
+        ValueError: ``seq_len`` or ``test_fraction`` out of range.
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}.")
+    if not isinstance(test_fraction, (int, float)) or isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+    source = Path(path) if path is not None else BUNDLED_TEXT
+    text = _read_text(source)
+    vocab = "".join(sorted(set(text)))
+    lookup = {c: i for i, c in enumerate(vocab)}
+    codes = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
+    split = len(text) - int(round(len(text) * test_fraction))
+    if min(split, len(text) - split) < seq_len + 1:
+        raise DatasetError(
+            f"The text {source} ({len(text)} characters) is too short for windows of {seq_len} characters in both "
+            f"parts (test fraction {test_fraction}); use a longer text or a smaller seq_len."
+        )
+    train_x, train_y = _windows(codes[:split], seq_len)
+    test_x, test_y = _windows(codes[split:], seq_len)
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= train_x.shape[0]:
+            raise DatasetError(f"subset must be an integer between 1 and {train_x.shape[0]} (training windows), got {subset!r}.")
+        keep = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:subset].sort().values
+        train_x, train_y = train_x[keep], train_y[keep]
+    stem = source.name.split(".")[0]
+    return CharCorpus(f"char-{stem}", train_x, train_y, test_x, test_y, vocab, str(source), split, len(text) - split)

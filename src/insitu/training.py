@@ -30,7 +30,7 @@ from .config import Config, ConfigError, _closest, register_config
 from .optim import AnalogSGD
 from .tile import AnalogTile, TileConfig
 
-__all__ = ["TrainConfig", "TrainingDiverged", "LockedError", "run_training", "evaluate", "build_model"]
+__all__ = ["TrainConfig", "TrainingDiverged", "LockedError", "run_training", "train_task", "evaluate", "build_model"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +73,18 @@ class TrainConfig(Config):
         cell: a learning-rule cell by name (:data:`insitu.cells.CELL_NAMES`: ``sgd``,
             ``tiki-taka``, ``ttv2``, ``c-ttv2``, ``agad``, ``mp``) on the preset's device, with that
             rule's defaults; ``None`` keeps the preset's cell.
+        task: what is learned (:mod:`insitu.tasks`): ``image`` (classification of ``dataset``),
+            ``seq-mnist`` / ``permuted-mnist`` (sequence classification of ``dataset`` read row by
+            row or pixel by pixel) or ``char-lm`` (next-character prediction on ``text``). The
+            sequence tasks take ``model="lstm"`` with ``hidden`` one width (the LSTM's hidden size).
+        layers: stacked LSTM layers of ``model="lstm"``.
+        seq_len: characters per training window of ``char-lm``.
+        pixels_per_step: pixels per time step of ``permuted-mnist``.
+        text: the text file of ``char-lm`` (``None``: the bundled public-domain *Pride and
+            Prejudice*, :data:`insitu.sequence_data.BUNDLED_TEXT`).
+
+    The task fields are left out of :meth:`to_dict` while they hold their defaults, so that the
+    config of an image run (its results.json, its sweep point key) reads as before they existed.
     """
 
     preset: str = "gokmen-vlasov-2016"
@@ -95,15 +107,39 @@ class TrainConfig(Config):
     update_algorithm: str | None = None
     rank: int = 1
     cell: str | None = None
+    task: str = "image"
+    layers: int = 1
+    seq_len: int = 100
+    pixels_per_step: int = 1
+    text: str | None = None
+
+    #: Fields added with the tasks, written by :meth:`to_dict` only when not at their default.
+    _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None}
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for name, default in self._TASK_FIELDS.items():
+            if out.get(name) == default:
+                del out[name]
+        return out
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
         from .presets import PRESETS
+        from .tasks import TASK_MODELS, TASKS
 
         self._check_choice("preset", PRESETS)
-        from .models import MODELS
-
-        self._check_choice("model", MODELS)
+        self._check_choice("task", TASKS)
+        if self.model not in TASK_MODELS[self.task]:
+            self._fail("model", f"must be one of {list(TASK_MODELS[self.task])} for task {self.task!r}.")
+        for field in ("layers", "seq_len", "pixels_per_step"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._fail(field, "must be an integer >= 1.")
+        if self.text is not None and (self.task != "char-lm" or not isinstance(self.text, str)):
+            self._fail("text", "is the path of the text of task 'char-lm' (None: the bundled text).")
+        if self.model == "lstm" and (not isinstance(self.hidden, (tuple, list)) or len(self.hidden) != 1):
+            self._fail("hidden", "must be one width for model 'lstm' (its hidden size; stack layers with layers=N).")
         self._check_choice("activation", ACTIVATIONS)
         from .data import DATASETS
 
@@ -247,14 +283,22 @@ def plot_test_error(path: Path, results: dict) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [e["epoch"] for e in results["epochs"]]
-    errors = [100 * e["test_error"] for e in results["epochs"]]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.plot(epochs, errors, marker="o", ms=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test error (%)")
-    _log_error_axis(ax)
     cfg = results["config"]
-    ax.set_title(f"{cfg['preset']} on {cfg['dataset']}, batch {cfg['batch_size']}", fontsize=9)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    if results.get("task", "image") == "char-lm":  # a language model: bits per character
+        ax.plot(epochs, [e["bits_per_char"] for e in results["epochs"]], marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test bits per character")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{cfg['preset']} on {results['dataset']['name']}, batch {cfg['batch_size']}", fontsize=9)
+    else:
+        errors = [100 * e["test_error"] for e in results["epochs"]]
+        ax.plot(epochs, errors, marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        _log_error_axis(ax)
+        where = cfg["dataset"] if "task" not in results else results["dataset"]["name"]
+        ax.set_title(f"{cfg['preset']} on {where}, batch {cfg['batch_size']}", fontsize=9)
     fig.tight_layout()
     _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -327,10 +371,13 @@ def run_training(
 ) -> dict:
     """Train as ``config`` says, writing results, checkpoints and the plot into ``out_dir``.
 
+    The task (``config.task``, :mod:`insitu.tasks`) is trained by :func:`train_task`.
+
     Args:
         config: the run.
         out_dir: run folder (created).
-        data: an already loaded :class:`insitu.data.Dataset` (else loaded by name).
+        data: already loaded data (a :class:`insitu.data.Dataset` for the image task, see
+            :func:`insitu.tasks.make_task`), else loaded by name.
         data_dir, download: where to find the dataset / whether to download it.
         resume: continue from ``out_dir/checkpoint.pt``. Its config must equal ``config`` except for
             ``epochs``, which may grow, so that a long run can be extended across sittings.
@@ -346,6 +393,48 @@ def run_training(
     Raises:
         LockedError: another run holds ``out_dir`` (its ``run.lock``).
         insitu.checkpoint.CheckpointError: ``resume`` and the checkpoint is damaged or unsafe.
+    """
+    from .tasks import make_task
+
+    return train_task(
+        lambda: make_task(config, data, data_dir, download), None, None, config, out_dir,
+        resume=resume, progress=progress, log=log, fused_update=fused_update,
+    )
+
+
+def train_task(
+    task,
+    model: nn.Module | None,
+    optimizer: torch.optim.Optimizer | None,
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    fused_update: bool = True,
+) -> dict:
+    """The training loop of every task: train ``model`` on ``task`` for ``config.epochs`` epochs.
+
+    Every epoch the training samples are shuffled (a generator seeded with ``config.seed``),
+    cut into batches of ``config.batch_size``, and each batch takes one optimizer step on
+    ``task.loss``; then the test metrics (``task.evaluate``) are measured, the learning rate
+    schedule (``lr_milestones``, ``lr_gamma``) steps, and ``checkpoint.pt``, ``results.json``
+    and ``test_error.png`` are written (atomically; the epoch counts once its checkpoint is on
+    disk). A NaN or infinite loss stops the run with :class:`TrainingDiverged`; an interrupt or
+    failure marks results.json ``interrupted`` or ``failed``. ``run.lock`` keeps a second run
+    out of ``out_dir``.
+
+    Args:
+        task: a :class:`insitu.tasks.Task`, or a function returning one (called once the run
+            folder is locked, so that a refused run loads no data).
+        model: the network, or ``None``: ``task.build_model(config)`` after
+            ``torch.manual_seed(config.seed)``.
+        optimizer: or ``None``: :class:`~insitu.optim.AnalogSGD` with ``config.lr``.
+        config: the run (its ``epochs``, ``batch_size``, ``lr`` schedule, ``seed``, ``eval_batch_size``).
+        out_dir, resume, progress, log, fused_update: as :func:`run_training`.
+
+    Returns:
+        The results dict (also in ``out_dir/results.json``).
     """
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
@@ -363,24 +452,26 @@ def run_training(
             raise FileExistsError(
                 f"{out} already holds a run (checkpoint.pt). Pass --resume to continue it, or choose another --out folder."
             )
-        return _run_training_locked(config, out, data, data_dir, download, resume, progress, log, fused_update)
+        if callable(task) and not hasattr(task, "build_model"):
+            task = task()
+        return _train_task_locked(task, model, optimizer, config, out, resume, progress, log, fused_update)
 
 
 #: The lock file of a run folder (see :func:`run_training`).
 LOCK_FILE = "run.lock"
 
 
-def _run_training_locked(config, out, data, data_dir, download, resume, progress, log, fused_update) -> dict:
-    from .data import load_dataset
-
+def _train_task_locked(task, model, optimizer, config, out, resume, progress, log, fused_update) -> dict:
     results_path, ckpt_path, plot_path = out / "results.json", out / "checkpoint.pt", out / "test_error.png"
 
-    if data is None:
-        data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
-    train_x, train_y = data.train_x, data.train_y
-    torch.manual_seed(config.seed)
-    model = build_model(config, data.image_shape, data.num_classes)
-    optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
+    train_x, train_y = task.train_x, task.train_y
+    # The order of the random draws is that of every run before tasks existed: model (tile
+    # seeds, initial weights) from torch's generator seeded here, then the data order.
+    if model is None:
+        torch.manual_seed(config.seed)
+        model = task.build_model(config)
+    if optimizer is None:
+        optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
     order_generator = torch.Generator().manual_seed(config.seed)
 
@@ -392,11 +483,13 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
         "config": config.to_dict(),
         "tile_config": config.tile_config().to_dict(),
         "conv_tile_config": config.conv_tile_config().to_dict() if config.model == "cnn-2017" else None,
-        "dataset": {"name": data.name, "source": str(data.source), "train": int(train_x.shape[0]), "test": int(data.test_x.shape[0])},
+        "dataset": task.describe(),
         "epochs": [],
         "fused_update": bool(fused_update),
         "update_backend": _backend_name(),
     }
+    if task.name != "image":
+        results["task"] = task.name
     start_epoch = 0
     if resume:
         checkpoint = load_checkpoint(ckpt_path)
@@ -426,7 +519,6 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
         start_epoch = checkpoint["epoch"]
         log(f"resumed {out} after epoch {start_epoch}")
 
-    loss_fn = nn.CrossEntropyLoss()
     n_train = train_x.shape[0]
     batch = config.batch_size
     try:
@@ -439,11 +531,11 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
             loss_sum = 0.0
             bar = _progress(n_train, epoch, config.epochs, progress, [out])
             for step, start in enumerate(range(0, n_train, batch)):
-                xb, yb = xs[start : start + batch], ys[start : start + batch]
+                xb, yb = task.batch(xs, ys, start, batch)
                 # Digital parameters (a digital bias) accumulate .grad like any torch parameter:
                 # without this their step would apply the sum of all past gradients.
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
+                loss = task.loss(model(xb), yb)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
@@ -459,14 +551,13 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
                     bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False)
             bar.close()
             train_seconds = time.perf_counter() - started
-            test_error, test_loss = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
+            metrics = task.evaluate(model, config.eval_batch_size)
             scheduler.step()
             record = {
                 "epoch": epoch + 1,
                 "lr": lr,
                 "train_loss": loss_sum / n_train,
-                "test_error": test_error,
-                "test_loss": test_loss,
+                **metrics,
                 "train_seconds": train_seconds,
                 "seconds_per_sample": train_seconds / n_train,
                 "rank1_writes": _rank1_writes(model),
@@ -491,7 +582,7 @@ def _run_training_locked(config, out, data, data_dir, download, resume, progress
             plot_test_error(plot_path, results)
             log(
                 f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  train loss {loss_sum / n_train:.4f}  "
-                f"test error {100 * test_error:.2f}%  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
+                f"{task.summary(record)}  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
             )
     except BaseException as exc:
         for module in model.modules():

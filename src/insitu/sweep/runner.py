@@ -132,7 +132,8 @@ def run_point(task: dict) -> dict:
                 outcome.update(status="completed", results=checkpoint["results"], resumed=True)
                 return outcome
             outcome["resumed"] = True
-        data = _dataset(config, task["data_dir"])
+        # The image datasets are shared by a worker's points; other tasks load their own data.
+        data = _dataset(config, task["data_dir"]) if config.task == "image" else None
         results = run_training(config, run_dir, data=data, resume=resume, progress=False, log=lambda line: None)
         outcome.update(status="completed", results=results)
     except TrainingDiverged as exc:

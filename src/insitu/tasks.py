@@ -1,0 +1,290 @@
+"""What is learned: the tasks that :func:`insitu.training.train_task` trains.
+
+A :class:`Task` holds its data as tensors (train and test inputs and targets, first dimension
+the sample) and says how a network for it is built, what the training loss is and what is
+measured on the test set. The loop forms a batch by slicing the (shuffled) training tensors,
+so a task only has to lay its samples out along the first dimension.
+
+Tasks (``TrainConfig.task``):
+
+``image``
+    Image classification (MNIST, Fashion-MNIST, the 8x8 digits): :class:`ImageClassification`,
+    the task of every run before tasks existed (same numbers, bit for bit).
+``seq-mnist`` / ``permuted-mnist``
+    Sequence classification: :class:`SequenceClassification` on sequential MNIST (rows as 28
+    steps) or permuted pixel MNIST (:func:`insitu.sequence_data.load_sequential_mnist`), an
+    :class:`~insitu.nn.AnalogLSTM` read out after the last step.
+``char-lm``
+    Next-character prediction on a text (:func:`insitu.sequence_data.char_corpus`):
+    :class:`CharPrediction`, an :class:`~insitu.nn.AnalogLSTM` with a readout at every step;
+    measured in bits per character and accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Task", "ImageClassification", "SequenceClassification", "CharPrediction", "TASKS", "make_task",
+    "SequenceClassifier", "CharLSTM",
+]
+
+#: Task names of ``TrainConfig.task``.
+TASKS = ("image", "seq-mnist", "permuted-mnist", "char-lm")
+
+#: Models each task can build (``TrainConfig.model``).
+TASK_MODELS = {"image": ("mlp", "cnn-2017"), "seq-mnist": ("lstm",), "permuted-mnist": ("lstm",), "char-lm": ("lstm",)}
+
+
+class Task:
+    """A learning problem: data, model, loss and test metrics.
+
+    Subclasses set the data attributes and implement :meth:`build_model`; :meth:`loss`,
+    :meth:`metric` and :meth:`evaluate` default to classification with one target per sample.
+
+    Attributes:
+        name: the task's name (one of :data:`TASKS`).
+        train_x, train_y: training inputs and targets, samples along the first dimension.
+        test_x, test_y: the same for the test set.
+    """
+
+    name: str = "task"
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``start .. start + size`` of (already shuffled) ``x`` and ``y``."""
+        return x[start : start + size], y[start : start + size]
+
+    def build_model(self, config) -> nn.Module:
+        """The network of ``config`` (a :class:`~insitu.training.TrainConfig`) for this task."""
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of a batch (cross-entropy)."""
+        return F.cross_entropy(outputs, targets)
+
+    def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Sums over a test batch: ``wrong`` predictions, summed ``loss``, ``count`` predictions."""
+        return {
+            "wrong": int((outputs.argmax(dim=1) != targets).sum()),
+            "loss": float(F.cross_entropy(outputs, targets, reduction="sum")),
+            "count": int(targets.numel()),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int = 1000) -> dict:
+        """Test metrics: ``test_error`` (share of wrong predictions) and ``test_loss`` (mean
+        cross-entropy per prediction), plus what :meth:`extra_metrics` adds."""
+        was_training = model.training
+        model.eval()
+        wrong, loss, count = 0, 0.0, 0
+        for start in range(0, self.test_x.shape[0], batch_size):
+            m = self.metric(model(self.test_x[start : start + batch_size]), self.test_y[start : start + batch_size])
+            wrong, loss, count = wrong + m["wrong"], loss + m["loss"], count + m["count"]
+        model.train(was_training)
+        metrics = {"test_error": wrong / count, "test_loss": loss / count}
+        metrics.update(self.extra_metrics(metrics))
+        return metrics
+
+    def extra_metrics(self, metrics: dict) -> dict:
+        """Metrics derived from ``test_error`` and ``test_loss`` (none by default)."""
+        return {}
+
+    def describe(self) -> dict:
+        """What results.json records under ``dataset``."""
+        return {"name": self.name, "train": self.n_train, "test": int(self.test_x.shape[0])}
+
+    def summary(self, record: dict) -> str:
+        """The test part of the one-line epoch summary."""
+        return f"test error {100 * record['test_error']:.2f}%"
+
+
+class ImageClassification(Task):
+    """Images ``(N, C·H·W)`` (flattened) with class labels ``(N,)``: an MLP or the 2017 CNN.
+
+    Args:
+        data: a loaded :class:`insitu.data.Dataset`.
+    """
+
+    name = "image"
+
+    def __init__(self, data):
+        self.data = data
+        self.train_x, self.train_y, self.test_x, self.test_y = data.train_x, data.train_y, data.test_x, data.test_y
+
+    def build_model(self, config) -> nn.Module:
+        from .training import build_model
+
+        return build_model(config, self.data.image_shape, self.data.num_classes)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int = 1000) -> dict:
+        from .training import evaluate
+
+        error, loss = evaluate(model, self.test_x, self.test_y, batch_size)
+        return {"test_error": error, "test_loss": loss}
+
+    def describe(self) -> dict:
+        d = self.data
+        return {"name": d.name, "source": str(d.source), "train": int(d.train_x.shape[0]), "test": int(d.test_x.shape[0])}
+
+
+class SequenceClassifier(nn.Module):
+    """An :class:`~insitu.nn.AnalogLSTM` over ``(B, T, F)`` read out by an
+    :class:`~insitu.nn.AnalogLinear` from the last step's hidden state: logits ``(B, classes)``."""
+
+    def __init__(self, features: int, hidden: int, classes: int, layers: int = 1, config=None, bias_on_array: bool = True):
+        super().__init__()
+        from .nn import AnalogLinear, AnalogLSTM
+
+        self.lstm = AnalogLSTM(features, hidden, num_layers=layers, batch_first=True, config=config, bias_on_array=bias_on_array)
+        self.readout = AnalogLinear(hidden, classes, config=config, bias_on_array=bias_on_array)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.readout(out[:, -1])
+
+
+class CharLSTM(nn.Module):
+    """Next-character model: character indices ``(B, T)`` -> one-hot -> :class:`~insitu.nn.AnalogLSTM`
+    -> :class:`~insitu.nn.AnalogLinear` at every step: logits ``(B, T, vocab)``."""
+
+    def __init__(self, vocab_size: int, hidden: int, layers: int = 1, config=None, bias_on_array: bool = True):
+        super().__init__()
+        from .nn import AnalogLinear, AnalogLSTM
+
+        self.vocab_size = int(vocab_size)
+        self.lstm = AnalogLSTM(vocab_size, hidden, num_layers=layers, batch_first=True, config=config, bias_on_array=bias_on_array)
+        self.readout = AnalogLinear(hidden, vocab_size, config=config, bias_on_array=bias_on_array)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(F.one_hot(x, self.vocab_size).to(torch.float32))
+        return self.readout(out)
+
+
+def _lstm_width(config) -> int:
+    return int(config.hidden[0])
+
+
+class SequenceClassification(Task):
+    """Sequences ``(N, T, F)`` with class labels ``(N,)`` (sequential or permuted MNIST).
+
+    Args:
+        data: a :class:`insitu.sequence_data.SequenceDataset`.
+        name: ``seq-mnist`` or ``permuted-mnist``.
+    """
+
+    def __init__(self, data, name: str = "seq-mnist"):
+        self.data = data
+        self.name = name
+        self.train_x, self.train_y, self.test_x, self.test_y = data.train_x, data.train_y, data.test_x, data.test_y
+
+    def build_model(self, config) -> nn.Module:
+        return SequenceClassifier(
+            self.data.features, _lstm_width(config), self.data.num_classes, config.layers, config.tile_config(), config.bias_on_array
+        )
+
+    def describe(self) -> dict:
+        d = self.data
+        return {"name": d.name, "source": str(d.source), "train": self.n_train, "test": int(self.test_x.shape[0]),
+                "steps": d.steps, "features": d.features}
+
+
+class CharPrediction(Task):
+    """Next-character prediction on windows ``(N, T)`` of character indices, targets ``(N, T)``.
+
+    The loss is the mean cross-entropy over all predicted characters; the test metrics are
+    ``test_error`` (share of wrongly predicted characters), ``test_loss`` (nats per character),
+    ``bits_per_char`` (``test_loss / ln 2``), ``accuracy`` and ``perplexity``.
+
+    Args:
+        corpus: a :class:`insitu.sequence_data.CharCorpus`.
+    """
+
+    name = "char-lm"
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+        self.train_x, self.train_y, self.test_x, self.test_y = corpus.train_x, corpus.train_y, corpus.test_x, corpus.test_y
+
+    def build_model(self, config) -> nn.Module:
+        return CharLSTM(self.corpus.vocab_size, _lstm_width(config), config.layers, config.tile_config(), config.bias_on_array)
+
+    def loss(self, outputs, targets):
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+    def metric(self, outputs, targets):
+        return super().metric(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+    def extra_metrics(self, metrics):
+        return {
+            "bits_per_char": metrics["test_loss"] / math.log(2),
+            "accuracy": 1.0 - metrics["test_error"],
+            "perplexity": math.exp(min(metrics["test_loss"], 700.0)),
+        }
+
+    def describe(self) -> dict:
+        c = self.corpus
+        return {"name": c.name, "source": c.source, "train": self.n_train, "test": int(self.test_x.shape[0]),
+                "seq_len": c.steps, "vocab_size": c.vocab_size, "train_chars": c.train_chars, "test_chars": c.test_chars}
+
+    def summary(self, record):
+        return f"test {record['bits_per_char']:.3f} bits/char, accuracy {100 * record['accuracy']:.2f}%"
+
+
+def make_task(config, data=None, data_dir: str | None = None, download: bool = False) -> Task:
+    """The task of ``config`` (a :class:`~insitu.training.TrainConfig`), its data loaded unless
+    ``data`` is given (a :class:`~insitu.data.Dataset`, a
+    :class:`~insitu.sequence_data.SequenceDataset` or a :class:`~insitu.sequence_data.CharCorpus`,
+    as fits the task; or a ready :class:`Task`)."""
+    if isinstance(data, Task):
+        return data
+    from .config import ConfigError
+    from .data import Dataset
+    from .sequence_data import CharCorpus, SequenceDataset
+
+    wanted = {"image": Dataset, "seq-mnist": SequenceDataset, "permuted-mnist": SequenceDataset, "char-lm": CharCorpus}
+    if data is not None and config.task in wanted and not isinstance(data, wanted[config.task]):
+        raise TypeError(f"Task {config.task!r} takes data of type {wanted[config.task].__name__}, got {type(data).__name__}.")
+    try:
+        return _make_task(config, data, data_dir, download)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. pixels_per_step not dividing the pixel count
+        raise ConfigError(f"TrainConfig: {exc}") from None
+
+
+def _make_task(config, data, data_dir, download) -> Task:
+    if config.task == "image":
+        if data is None:
+            from .data import load_dataset
+
+            data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
+        return ImageClassification(data)
+    if config.task in ("seq-mnist", "permuted-mnist"):
+        if data is None:
+            from .sequence_data import load_sequential_mnist
+
+            data = load_sequential_mnist(
+                data_dir, permuted=config.task == "permuted-mnist", pixels_per_step=config.pixels_per_step,
+                subset=config.subset, seed=config.seed, name=config.dataset, download=download,
+            )
+        return SequenceClassification(data, config.task)
+    if config.task == "char-lm":
+        if data is None:
+            from .sequence_data import char_corpus
+
+            data = char_corpus(config.text, seq_len=config.seq_len, subset=config.subset, seed=config.seed)
+        return CharPrediction(data)
+    raise ValueError(f"Unknown task {config.task!r}; choose one of {list(TASKS)}.")
