@@ -114,7 +114,9 @@ class TrainConfig(Config):
     text: str | None = None
 
     #: Fields added with the tasks, written by :meth:`to_dict` only when not at their default.
-    _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None}
+    # Fields added after runs and sweep stores were recorded: left out of the dict at their defaults,
+    # so those records' configs and point keys stay what they were.
+    _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None, "cell": None}
 
     def to_dict(self) -> dict:
         out = super().to_dict()
