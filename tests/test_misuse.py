@@ -204,5 +204,5 @@ def test_masking_a_pcm_tile_is_a_clear_error():
     from insitu.sparse.analog import mask_analog_linear
 
     layer = AnalogLinear(4, 3, config=get_preset("cristiano-2018-two-pair"))
-    with pytest.raises(ConfigError, match="not available for multi-conductance"):
+    with pytest.raises(ConfigError, match="not supported with the cell TwoPairPCMCell"):
         mask_analog_linear(layer, torch.ones(3, 4, dtype=torch.bool))

@@ -1,5 +1,5 @@
-"""The two-pair multi-conductance tile: open-loop updates, closed-loop tuning, transfer, polarity,
-refresh, endurance, layers, state, presets and bad input."""
+"""The two-pair multi-conductance (PCM) cell: open-loop updates, closed-loop tuning, transfer, polarity,
+refresh, endurance, layers, state, presets, the former API and bad input."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 
 from insitu import AnalogLinear, AnalogSGD, ConfigError
 from insitu.devices import ConstantStepDevice, JumpTableDevice, PCMDevice
-from insitu.multi_conductance import (
-    LSP_M, LSP_P, MSP_M, MSP_P, MultiConductanceConfig, MultiConductanceTile, closed_loop_tune,
-)
+from insitu.cells import TwoPairPCMCell
+from insitu.cells.multi_conductance import CELL_FIELDS, LSP_M, LSP_P, MSP_M, MSP_P, TwoPairPCM, closed_loop_tune
 from insitu.presets import get_preset
+from insitu.tile import AnalogTile, TileConfig
 from insitu.update import PulseUpdateConfig
 
 LINEAR_LSP = PCMDevice(g_max=0.5, dg=0.005)
@@ -24,7 +24,18 @@ NONLINEAR_MSP = PCMDevice(g_max=1.0, g_max_dtod=0.1, dg=0.02, dg_dtod=0.2, dg_st
 def _config(**changes):
     base = dict(lsp=LINEAR_LSP, msp=NONLINEAR_MSP, clt_tolerance=0.02, transfer_every=10_000)
     base.update(changes)
-    return MultiConductanceConfig(**base)
+    cell = {name: base.pop(name) for name in CELL_FIELDS if name in base}
+    return TileConfig(cell=TwoPairPCMCell(**cell), **base)
+
+
+def _with(config, **changes):
+    """The tile config with some of its cell's fields changed."""
+    return config.replace(cell=config.cell.replace(**changes))
+
+
+def _g(tile):
+    """All four conductance planes (4, out, in), indexed by MSP_P, MSP_M, LSP_P, LSP_M."""
+    return tile.cell.conductances(tile)
 
 
 def _random_updates(tile, steps, lr=0.05, seed=0):
@@ -71,64 +82,64 @@ def test_closed_loop_tuning_reports_the_pairs_it_cannot_reach():
 # -- transfer, polarity, RESET ---------------------------------------------------------------------
 def test_transfer_preserves_the_weight_within_tolerance_and_resets_the_low_pair():
     torch.manual_seed(0)
-    tile = MultiConductanceTile(20, 30, _config(), seed=1)
+    tile = AnalogTile(20, 30, _config(), seed=1)
     tile.set_weights(torch.empty(20, 30).uniform_(-0.6, 0.6))
     _random_updates(tile, 50)
     before = tile.get_weights()
-    g = tile.weight.detach()
+    g = _g(tile)
     assert (g[LSP_P] > 0).any() and (g[LSP_M] > 0).any()  # the LSP took the updates
-    failures = tile.stats["clt_failures"]
-    tile._transfer(torch.arange(600))
+    failures = tile.cell.stats["clt_failures"]
+    tile.cell.transfer(tile, torch.arange(600))
     after = tile.get_weights()
-    assert tile.stats["clt_failures"] == failures
-    assert (after - before).abs().max() <= tile.config.clt_tolerance + 1e-6
-    assert (tile.weight[LSP_P] == 0).all() and (tile.weight[LSP_M] == 0).all()  # RESET
-    assert (tile.pulses_since_reset[LSP_P] == 0).all()
+    assert tile.cell.stats["clt_failures"] == failures
+    assert (after - before).abs().max() <= tile.config.cell.clt_tolerance + 1e-6
+    assert (_g(tile)[LSP_P] == 0).all() and (_g(tile)[LSP_M] == 0).all()  # RESET
+    assert (tile.cell.pulses_since_reset[LSP_P] == 0).all()
 
 
 def test_polarity_inversion_keeps_the_sign_of_the_weight_and_swaps_the_devices():
     torch.manual_seed(0)
-    tile = MultiConductanceTile(10, 10, _config(polarity_inversion=True), seed=2)
+    tile = AnalogTile(10, 10, _config(polarity_inversion=True), seed=2)
     w = torch.empty(10, 10).uniform_(-0.9, 0.9)
     w[w.abs() < 0.1] = 0.3  # clear signs
     tile.set_weights(w)
-    g = tile.weight.detach()
+    g = _g(tile)
     assert ((g[MSP_P] > g[MSP_M]) == (w > 0)).all()  # polarity +1: G⁺ holds positive weights
-    tile._transfer(torch.arange(100))
-    assert (tile.polarity == -1).all()
+    tile.cell.transfer(tile, torch.arange(100))
+    assert (tile.cell.polarity == -1).all()
     assert (torch.sign(tile.get_weights()) == torch.sign(w)).all()
-    g = tile.weight.detach()
+    g = _g(tile)
     assert ((g[MSP_M] > g[MSP_P]) == (w > 0)).all()  # after inversion G⁻ holds them
-    tile._transfer(torch.arange(100))
-    assert (tile.polarity == 1).all() and (torch.sign(tile.get_weights()) == torch.sign(w)).all()
+    tile.cell.transfer(tile, torch.arange(100))
+    assert (tile.cell.polarity == 1).all() and (torch.sign(tile.get_weights()) == torch.sign(w)).all()
 
 
 def test_without_polarity_inversion_the_polarity_stays():
-    tile = MultiConductanceTile(4, 4, _config(polarity_inversion=False), seed=0)
-    tile._transfer(torch.arange(16))
-    assert (tile.polarity == 1).all()
+    tile = AnalogTile(4, 4, _config(polarity_inversion=False), seed=0)
+    tile.cell.transfer(tile, torch.arange(16))
+    assert (tile.cell.polarity == 1).all()
 
 
 def test_lsp_updates_are_set_only_and_follow_the_coincidence_signs():
-    tile = MultiConductanceTile(8, 12, _config(), seed=3)
+    tile = AnalogTile(8, 12, _config(), seed=3)
     tile.set_weights(torch.zeros(8, 12))
-    before = tile.weight.detach().clone()
+    before = _g(tile).clone()
     msp_before = before[MSP_P:MSP_M + 1].clone()
     for step in range(30):
         _random_updates(tile, 1, seed=step)
-        g = tile.weight.detach()
+        g = _g(tile)
         assert (g[LSP_P] >= before[LSP_P]).all() and (g[LSP_M] >= before[LSP_M]).all()
         before = g.clone()
-    torch.testing.assert_close(tile.weight.detach()[MSP_P:MSP_M + 1], msp_before)  # no transfer yet
+    torch.testing.assert_close(_g(tile)[MSP_P:MSP_M + 1], msp_before)  # no transfer yet
     # Every coincidence became one SET pulse on the LSP (the tile counts both).
-    assert tile.set_pulses[LSP_P:LSP_M + 1].sum() == pytest.approx(tile.counters.coincidences)
+    assert tile.cell.set_pulses[LSP_P:LSP_M + 1].sum() == pytest.approx(tile.counters.coincidences)
 
 
 @pytest.mark.parametrize("mode", ["sequential", "summed"])
 def test_mean_lsp_update_equals_the_sgd_update(mode):
     # Linear LSP, no noise: E[ΔW] = -lr δ xᵀ (Gokmen & Vlasov 2016, eq. 2-3) through the same trains.
     config = _config(update=PulseUpdateConfig(bl=10, mode=mode), lsp=PCMDevice(g_max=5.0, dg=0.001), saturation_check_every=10_000)
-    tile = MultiConductanceTile(3, 4, config, seed=5)
+    tile = AnalogTile(3, 4, config, seed=5)
     x = torch.tensor([[0.2, -0.5, 0.9, 0.0]])
     d = torch.tensor([[0.3, -0.6, 0.1]])
     lr, trials = 0.01, 400
@@ -142,70 +153,71 @@ def test_mean_lsp_update_equals_the_sgd_update(mode):
 
 def test_saturated_lsp_pairs_are_transferred():
     config = _config(lsp=PCMDevice(g_max=0.05, dg=0.005), saturation_check_every=5)
-    tile = MultiConductanceTile(6, 6, config, seed=4)
+    tile = AnalogTile(6, 6, config, seed=4)
     tile.set_weights(torch.zeros(6, 6))
     _random_updates(tile, 40, lr=0.1)
-    assert tile.stats["lsp_saturations"] > 0
-    assert tile.resets[LSP_P:LSP_M + 1].sum() > 0
-    tile._transfer_saturated()  # after a check no LSP device is left above the threshold
-    g_max = tile.config.lsp.g_max_plane(tile.lsp_params)
-    assert (tile.weight.detach()[LSP_P:LSP_M + 1] < 0.9 * g_max).all()
+    assert tile.cell.stats["lsp_saturations"] > 0
+    assert tile.cell.resets[LSP_P:LSP_M + 1].sum() > 0
+    tile.cell.transfer_saturated(tile)  # after a check no LSP device is left above the threshold
+    g_max = tile.config.cell.lsp.g_max_plane(tile.cell.lsp_params)
+    assert (_g(tile)[LSP_P:LSP_M + 1] < 0.9 * g_max).all()
 
 
 def test_single_pair_refresh_keeps_the_weight():
     config = _config(msp=None, lsp=PCMDevice(g_max=1.0, dg=0.005), saturation_check_every=1)
-    tile = MultiConductanceTile(5, 5, config, seed=6)
+    tile = AnalogTile(5, 5, config, seed=6)
     tile.set_weights(torch.full((5, 5), 0.2))
     with torch.no_grad():
-        tile.weight[LSP_M] += 0.75  # drive both into saturation, keeping W = g⁺ − g⁻
-        tile.weight[LSP_P] += 0.75
-        tile._cached_weights = None
+        tile.weight[1] += 0.75  # drive both into saturation (the tile's weight is the LSP), keeping W = g⁺ − g⁻
+        tile.weight[0] += 0.75
+        tile.cell.invalidate()
     w = tile.get_weights()
-    tile._transfer_saturated()
-    assert tile.stats["lsp_saturations"] == 25
+    tile.cell.transfer_saturated(tile)
+    assert tile.cell.stats["lsp_saturations"] == 25
     assert (tile.get_weights() - w).abs().max() <= 0.02 + 1e-6
-    assert (tile.weight[LSP_P:LSP_M + 1] < 0.9).all()
-    assert (tile.resets[LSP_P:LSP_M + 1] >= 1).all()
+    assert (_g(tile)[LSP_P:LSP_M + 1] < 0.9).all()
+    assert (tile.cell.resets[LSP_P:LSP_M + 1] >= 1).all()
 
 
 def test_shared_reference_variant_moves_both_ways_with_a_bidirectional_lsp():
     lsp = JumpTableDevice(bin_edges=(0.0, 0.5), mean=(0.005,), std=(0.0,), mean_down=(-0.005,), std_down=(0.0,))
-    tile = MultiConductanceTile(4, 6, _config(lsp=lsp, lsp_reference="shared"), seed=7)
+    tile = AnalogTile(4, 6, _config(lsp=lsp, lsp_reference="shared"), seed=7)
     tile.set_weights(torch.zeros(4, 6))
-    g = tile.weight.detach()
+    g = _g(tile)
     assert (g[LSP_P] == 0.25).all() and (g[LSP_M] == 0.25).all()  # g at g_shared, the mid level
     _random_updates(tile, 20)
-    lsp_part = tile.weight.detach()[LSP_P] - 0.25
+    lsp_part = _g(tile)[LSP_P] - 0.25
     assert (lsp_part > 0).any() and (lsp_part < 0).any()
-    tile._transfer(torch.arange(24))
-    assert (tile.weight[LSP_P] == 0.25).all()
+    tile.cell.transfer(tile, torch.arange(24))
+    assert (_g(tile)[LSP_P] == 0.25).all()
 
 
 # -- endurance ---------------------------------------------------------------------------------------
 def test_endurance_counts_and_projected_lifetime():
-    tile = MultiConductanceTile(10, 10, _config(transfer_every=20), seed=8)
+    tile = AnalogTile(10, 10, _config(transfer_every=20), seed=8)
     tile.set_weights(torch.zeros(10, 10))
     _random_updates(tile, 60)
-    report = tile.endurance(examples_per_day=1e6, endurance_cycles=1e8)
+    report = tile.cell.endurance(examples_per_day=1e6, endurance_cycles=1e8)
     assert report["examples"] == 60
     lsp, msp = report["lsp"], report["msp"]
-    assert tile.stats["transfers"] == 3
-    assert 1 <= lsp["resets_max"] <= 3 + tile.stats["lsp_saturations"]
-    assert lsp["set_pulses_max"] == float(tile.set_pulses[LSP_P:LSP_M + 1].max())
+    assert tile.cell.stats["transfers"] == 3
+    assert 1 <= lsp["resets_max"] <= 3 + tile.cell.stats["lsp_saturations"]
+    assert lsp["set_pulses_max"] == float(tile.cell.set_pulses[LSP_P:LSP_M + 1].max())
     # The LSP takes every update; the MSP only the transfers.
     assert lsp["writes_per_example_mean"] > msp["writes_per_example_mean"] > 0
     expected = 1e8 / (lsp["resets_per_example_max"] * 1e6)
     assert lsp["lifetime_days_reset_limited"] == pytest.approx(expected)
-    writes = tile.set_pulses[LSP_P:LSP_M + 1] + tile.resets[LSP_P:LSP_M + 1]
+    writes = tile.cell.set_pulses[LSP_P:LSP_M + 1] + tile.cell.resets[LSP_P:LSP_M + 1]
     assert lsp["writes_per_example_max"] == pytest.approx(float(writes.max()) / 60)
 
 
 # -- layers, state, determinism, presets -----------------------------------------------------------
 def test_analog_linear_builds_the_tile_trains_and_round_trips_its_state():
-    config = get_preset("cristiano-2018-two-pair").replace(transfer_every=25)
+    config = _with(get_preset("cristiano-2018-two-pair"), transfer_every=25)
     torch.manual_seed(0)
     layer = AnalogLinear(6, 3, config=config, seed=11)
-    assert isinstance(layer.tile, MultiConductanceTile)
+    assert type(layer.tile) is AnalogTile and isinstance(layer.tile.cell, TwoPairPCM)
+    assert layer.tile.device_params is None and layer.tile.weight.shape == (2, 3, 7)  # the LSP pair (bias column on the array)
     opt = AnalogSGD(layer.parameters(), lr=0.1)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(64, 6, generator=gen)
@@ -222,14 +234,14 @@ def test_analog_linear_builds_the_tile_trains_and_round_trips_its_state():
             opt.step()
     with torch.no_grad():
         assert float(loss()) < 0.5 * start
-    assert layer.tile.stats["transfers"] >= 10
+    assert layer.tile.cell.stats["transfers"] >= 10
     buffer = io.BytesIO()
     torch.save(layer.state_dict(), buffer)
     buffer.seek(0)
     clone = AnalogLinear(6, 3, config=config, seed=99)
     clone.load_state_dict(torch.load(buffer, weights_only=False))
     torch.testing.assert_close(clone.get_weights()[0], layer.get_weights()[0])
-    assert clone.tile.stats == layer.tile.stats
+    assert clone.tile.cell.stats == layer.tile.cell.stats
     # Same seed, same run; the copy continues identically.
     twin = copy.deepcopy(layer)
     for model in (layer, twin):
@@ -240,14 +252,14 @@ def test_analog_linear_builds_the_tile_trains_and_round_trips_its_state():
 
 def test_config_round_trips_through_dict_and_yaml(tmp_path):
     config = get_preset("cristiano-2018-two-pair")
-    assert "device" not in config.to_dict()  # unused by this tile
+    assert config.to_dict()["cell"]["type"] == "TwoPairPCMCell"
     path = tmp_path / "c.yaml"
     config.to_yaml(path)
     from insitu.tile import TileConfig
 
     assert TileConfig.from_file(path) == config
     single = get_preset("cristiano-2018-single-pair")
-    assert single.msp is None and MultiConductanceConfig.from_dict(single.to_dict()) == single
+    assert single.cell.msp is None and TileConfig.from_dict(single.to_dict()) == single
 
 
 def test_training_through_the_cli_with_a_cristiano_preset(tmp_path, shared_datasets):
@@ -297,7 +309,7 @@ def test_conv_layers_build_the_multi_conductance_tile_too():
     from insitu import AnalogConv2d
 
     conv = AnalogConv2d(1, 2, 3, config=get_preset("cristiano-2018-two-pair"), seed=0)
-    assert all(isinstance(t, MultiConductanceTile) for t in conv.tiles)
+    assert all(isinstance(t.cell, TwoPairPCM) for t in conv.tiles)
     x = torch.rand(2, 1, 5, 5)
     before = conv.tiles[0].get_weights()
     conv(x).sum().backward()
@@ -312,3 +324,81 @@ def test_low_rank_update_algorithms_are_refused_with_a_clear_error():
 
     with pytest.raises(ConfigError, match="transfer interval counts examples"):
         get_preset("cristiano-2018-two-pair").replace(algorithm=UpdateAlgorithmConfig(method="sbe"))
+
+
+# -- the former API: MultiConductanceConfig, its saved dicts and checkpoints -----------------------
+def _former_layout(state: dict, prefix: str = "tile.") -> dict:
+    """A layer's state as the former MultiConductanceTile saved it: all four conductance planes in
+    the tile's weight (4, out, in), buffers and counters at the tile's level, the flat config."""
+    state = dict(state)
+    state[prefix + "weight"] = torch.cat([state.pop(prefix + "cell.msp_conductance"), state[prefix + "weight"]])
+    for name in ("msp_params", "lsp_params", "pulses_since_reset", "polarity", "set_pulses", "resets"):
+        state[prefix + name] = state.pop(prefix + "cell." + name)
+    extra = dict(state[prefix + "_extra_state"])
+    extra.pop("algorithm")
+    cell = extra.pop("cell")
+    extra.update({name: cell[name] for name in ("stats", "examples_since_transfer", "examples_since_check")})
+    config = extra["config"]
+    flat = {k: v for k, v in config.items() if k not in ("cell", "device", "devices_per_weight", "cell_readout")}
+    flat.update({k: v for k, v in config["cell"].items() if k != "type"}, type="MultiConductanceConfig", cell=None)
+    extra["config"] = flat
+    state[prefix + "_extra_state"] = extra
+    return state
+
+
+def test_the_former_config_name_builds_the_cell_config():
+    from insitu.multi_conductance import MultiConductanceConfig
+
+    preset = get_preset("cristiano-2018-two-pair")
+    cell = preset.cell
+    with pytest.warns(DeprecationWarning, match="TwoPairPCMCell"):
+        config = MultiConductanceConfig(
+            lsp=cell.lsp, msp=cell.msp, gain_factor=3.0, transfer_every=1000, clt_tolerance=0.02, update=preset.update,
+        )
+    assert config == preset
+    with pytest.raises(ConfigError, match="must be 1"), pytest.warns(DeprecationWarning):
+        MultiConductanceConfig(devices_per_weight=2)
+    with pytest.raises(ImportError, match="TwoPairPCMCell on an ordinary AnalogTile"):
+        from insitu.multi_conductance import MultiConductanceTile  # noqa: F401
+
+
+def test_a_saved_multi_conductance_config_dict_still_loads():
+    from insitu.training import TrainConfig
+
+    for name in ("cristiano-2018-two-pair", "cristiano-2018-single-pair"):
+        preset = get_preset(name)
+        data = {k: v for k, v in preset.to_dict().items() if k not in ("cell", "device", "devices_per_weight", "cell_readout")}
+        data.update({k: v for k, v in preset.cell.to_dict().items() if k != "type"}, type="MultiConductanceConfig", cell=None)
+        assert TileConfig.from_dict(data) == preset
+        train = TrainConfig(preset=name).to_dict()
+        assert TrainConfig.from_dict({**train, "tile": data}).tile == preset
+    with pytest.raises(ConfigError, match="PCM pairs are now the cell"):
+        TileConfig.from_dict({**data, "cell": {"type": "TikiTakaCell"}})
+
+
+def test_a_checkpoint_of_the_former_tile_loads_and_continues_identically():
+    config = _with(get_preset("cristiano-2018-two-pair"), transfer_every=20, saturation_check_every=7)
+    torch.manual_seed(0)
+    layer = AnalogLinear(6, 3, config=config, seed=4)
+    _random_updates(layer.tile, 30, seed=1)
+    assert layer.tile.cell.stats["transfers"] >= 1
+    clone = AnalogLinear(6, 3, config=config, seed=99)
+    clone.load_state_dict(_former_layout(layer.state_dict()))
+    assert torch.equal(_g(clone.tile), _g(layer.tile)) and torch.equal(clone.get_weights()[0], layer.get_weights()[0])
+    assert clone.tile.cell.stats == layer.tile.cell.stats
+    assert clone.tile.cell.endurance() == layer.tile.cell.endurance()
+    for model in (layer, clone):
+        _random_updates(model.tile, 30, seed=2)
+    assert torch.equal(clone.get_weights()[0], layer.get_weights()[0])
+    assert clone.tile.cell.stats == layer.tile.cell.stats
+
+
+def test_the_cell_draws_its_devices_from_the_tile_generator_and_leaves_the_tile_device_alone():
+    config = _config()
+    tile = AnalogTile(4, 5, config, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    msp = NONLINEAR_MSP.draw_parameters((2, 4, 5), gen)
+    lsp = LINEAR_LSP.draw_parameters((2, 4, 5), gen)
+    assert torch.equal(tile.cell.msp_params, msp) and torch.equal(tile.cell.lsp_params, lsp)
+    assert tile.device_params is None
+    assert "cell=TwoPairPCMCell" in repr(tile)

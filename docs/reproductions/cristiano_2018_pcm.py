@@ -40,31 +40,33 @@ ENDURANCE_CYCLES = 1e8
 
 
 def _two_pair(**changes):
-    return get_preset("cristiano-2018-two-pair").replace(**changes)
+    """The preset with some fields of its cell (TwoPairPCMCell) changed."""
+    base = get_preset("cristiano-2018-two-pair")
+    return base.replace(cell=base.cell.replace(**changes))
 
 
 def _lsp(**changes):
-    base = get_preset("cristiano-2018-two-pair")
-    return base.replace(lsp=base.lsp.replace(**changes))
+    base = get_preset("cristiano-2018-two-pair").cell
+    return _two_pair(lsp=base.lsp.replace(**changes))
 
 
 def _msp(**changes):
-    base = get_preset("cristiano-2018-two-pair")
-    return base.replace(msp=base.msp.replace(**changes))
+    base = get_preset("cristiano-2018-two-pair").cell
+    return _two_pair(msp=base.msp.replace(**changes))
 
 
 def _dtod(scale):
-    base = get_preset("cristiano-2018-two-pair")
+    base = get_preset("cristiano-2018-two-pair").cell
     lsp, msp = base.lsp, base.msp
-    return base.replace(
+    return _two_pair(
         lsp=lsp.replace(g_max_dtod=0.1 * scale, dg_dtod=0.2 * scale),
         msp=msp.replace(g_max_dtod=0.1 * scale, dg_dtod=0.2 * scale),
     )
 
 
 def _both_nonlinearity(lsp_nl, msp_nl):
-    base = get_preset("cristiano-2018-two-pair")
-    return base.replace(lsp=base.lsp.replace(nonlinearity=lsp_nl), msp=base.msp.replace(nonlinearity=msp_nl))
+    base = get_preset("cristiano-2018-two-pair").cell
+    return _two_pair(lsp=base.lsp.replace(nonlinearity=lsp_nl), msp=base.msp.replace(nonlinearity=msp_nl))
 
 
 #: name -> (sweep, x value, tile config or None for the preset named by "preset:...")

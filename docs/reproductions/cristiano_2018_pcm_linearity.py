@@ -42,9 +42,10 @@ from pathlib import Path
 
 import torch
 
-from insitu import multi_conductance as mc
+from insitu.cells import multi_conductance as mc
 from insitu.data import load_dataset
 from insitu.presets import get_preset
+from insitu.tile import AnalogTile
 from insitu.training import TrainConfig, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,10 +58,11 @@ NAME = re.compile(r"^(?:fp(?P<const>c?)-lr(?P<fplr>[0-9.]+)|lsp(?P<a>[0-9.]+)-ms
 def tile_config(lsp_nl: float, msp_nl: float, transfer_every: int, refresh_threshold: float | None = None):
     base = get_preset("cristiano-2018-two-pair")
     extra = {} if refresh_threshold is None else {"refresh_threshold": refresh_threshold}
-    return base.replace(
-        lsp=base.lsp.replace(nonlinearity=lsp_nl), msp=base.msp.replace(nonlinearity=msp_nl), transfer_every=transfer_every,
+    cell = base.cell.replace(
+        lsp=base.cell.lsp.replace(nonlinearity=lsp_nl), msp=base.cell.msp.replace(nonlinearity=msp_nl), transfer_every=transfer_every,
         **extra,
     )
+    return base.replace(cell=cell)
 
 
 def train_config(name: str, subset: int, epochs: int, lr: float) -> TrainConfig:
@@ -80,40 +82,40 @@ def train_config(name: str, subset: int, epochs: int, lr: float) -> TrainConfig:
 
 
 class OccupancyRecorder:
-    """Wraps ``MultiConductanceTile._transfer`` to record the LSP state before whole-array transfers."""
+    """Wraps ``TwoPairPCM.transfer`` (the PCM cell's) to record the LSP state before whole-array transfers."""
 
     def __init__(self):
         self.records: list[dict] = []
         self._pending: dict[int, dict] = {}
-        self._original = mc.MultiConductanceTile._transfer
+        self._original = mc.TwoPairPCM.transfer
 
     def install(self) -> None:
         recorder = self
 
-        def wrapped(tile, idx, target=None, flip_polarity=None):
-            if target is None and idx.numel() == tile._flat_index.numel():
+        def wrapped(cell, tile, idx, target=None, flip_polarity=None):
+            if target is None and idx.numel() == cell._flat_index.numel():
                 recorder._observe(tile)
-            return recorder._original(tile, idx, target, flip_polarity)
+            return recorder._original(cell, tile, idx, target, flip_polarity)
 
-        mc.MultiConductanceTile._transfer = wrapped
+        mc.TwoPairPCM.transfer = wrapped
 
     def uninstall(self) -> None:
-        mc.MultiConductanceTile._transfer = self._original
+        mc.TwoPairPCM.transfer = self._original
 
     def _observe(self, tile) -> None:
-        lsp = tile.config.lsp
-        g = tile.weight.detach()[mc.LSP_P:mc.LSP_M + 1].reshape(-1)
-        since = tile.pulses_since_reset[mc.LSP_P:mc.LSP_M + 1].reshape(-1)
-        g_max = lsp.g_max_plane(tile.lsp_params).reshape(-1)
+        lsp, cell = tile.config.cell.lsp, tile.cell
+        g = tile.weight.detach().reshape(-1)  # the tile's weight is the LSP pair (g⁺, g⁻)
+        since = cell.pulses_since_reset[mc.LSP_P:mc.LSP_M + 1].reshape(-1)
+        g_max = lsp.g_max_plane(cell.lsp_params).reshape(-1)
         used = since > 0
         frac = ((g - lsp.reset_conductance) / (g_max - lsp.reset_conductance))[used].clamp(0, 1)
         step = (1 - frac).pow(lsp.nonlinearity) if lsp.nonlinearity > 0 else torch.ones_like(frac)
         # Asymmetry of the two devices of a pair: relative steps of g⁺ and g⁻ (pairs with a pulsed device).
-        gp, gm = tile.weight.detach()[mc.LSP_P].reshape(-1), tile.weight.detach()[mc.LSP_M].reshape(-1)
-        params = tile.lsp_params.view(tile.lsp_params.shape[0], 2, -1)
+        gp, gm = tile.weight.detach()[0].reshape(-1), tile.weight.detach()[1].reshape(-1)
+        params = cell.lsp_params.view(cell.lsp_params.shape[0], 2, -1)
         fp = ((gp - lsp.reset_conductance) / (lsp.g_max_plane(params[:, 0]) - lsp.reset_conductance)).clamp(0, 1)
         fm = ((gm - lsp.reset_conductance) / (lsp.g_max_plane(params[:, 1]) - lsp.reset_conductance)).clamp(0, 1)
-        pair_used = (tile.pulses_since_reset[mc.LSP_P].reshape(-1) > 0) | (tile.pulses_since_reset[mc.LSP_M].reshape(-1) > 0)
+        pair_used = (cell.pulses_since_reset[mc.LSP_P].reshape(-1) > 0) | (cell.pulses_since_reset[mc.LSP_M].reshape(-1) > 0)
         nl = lsp.nonlinearity
         asym = ((1 - fp).pow(nl) - (1 - fm).pow(nl)).abs()[pair_used] if nl > 0 else torch.zeros(int(pair_used.sum()))
         key = id(tile)
@@ -163,7 +165,7 @@ def run(names, subset: int, epochs: int, lr: float, data_dir: str) -> None:
             recorder.install()
             # A whole-array transfer reaches the three layers within one example; one record
             # gathers the three (flushed once all three have been observed).
-            original_update = mc.MultiConductanceTile.update
+            original_update = AnalogTile.update
             counter = {"examples": 0}
 
             def update(tile, lr_, _orig=original_update):
@@ -173,7 +175,7 @@ def run(names, subset: int, epochs: int, lr: float, data_dir: str) -> None:
                 if len(recorder._pending) == 3:
                     recorder.flush(counter["examples"])
 
-            mc.MultiConductanceTile.update = update
+            AnalogTile.update = update
         started = time.perf_counter()
         try:
             run_training(config, out, data=data, resume=(out / "checkpoint.pt").exists(), progress=False,
@@ -181,7 +183,7 @@ def run(names, subset: int, epochs: int, lr: float, data_dir: str) -> None:
         finally:
             if is_pcm:
                 recorder.uninstall()
-                mc.MultiConductanceTile.update = original_update
+                AnalogTile.update = original_update
         if is_pcm:
             (out / "lsp_occupancy.json").write_text(json.dumps(recorder.records, indent=1) + "\n")
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)

@@ -112,17 +112,20 @@ def cristiano_2018_two_pair() -> TileConfig:
     the step, 30% pulse-to-pulse. Closed-loop tuning to 0.02 in 100 pulses at most, polarity
     inversion at every transfer, LSP saturation checked every 100 examples. Pulse trains BL 10 with
     update management (Gokmen, Onen & Haensch 2017). All device numbers are this project's choices.
+    The cell (:class:`~insitu.cells.TwoPairPCMCell`) owns its devices: the tile's ``device`` is not used.
     """
-    from .multi_conductance import MultiConductanceConfig
+    from .cells import TwoPairPCMCell
 
-    return MultiConductanceConfig(
-        lsp=_cristiano_pcm(nonlinearity=0.2, initial_jump=0.02, g_max=0.5, dg=0.005),
-        msp=_cristiano_pcm(nonlinearity=2.0, initial_jump=0.1, g_max=1.0, dg=0.02),
-        gain_factor=3.0,
-        transfer_every=1000,
-        polarity_inversion=True,
-        clt_tolerance=0.02,
-        clt_max_iterations=100,
+    return TileConfig(
+        cell=TwoPairPCMCell(
+            lsp=_cristiano_pcm(nonlinearity=0.2, initial_jump=0.02, g_max=0.5, dg=0.005),
+            msp=_cristiano_pcm(nonlinearity=2.0, initial_jump=0.1, g_max=1.0, dg=0.02),
+            gain_factor=3.0,
+            transfer_every=1000,
+            polarity_inversion=True,
+            clt_tolerance=0.02,
+            clt_max_iterations=100,
+        ),
         update=PulseUpdateConfig(pulse_type="stochastic", bl=10, update_management=True),
     )
 
@@ -130,7 +133,7 @@ def cristiano_2018_two_pair() -> TileConfig:
 def cristiano_2018_same_device() -> TileConfig:
     """Two pairs of the *same* strongly saturating PCM device (the MSP device of ``-two-pair``) as LSP and MSP."""
     base = cristiano_2018_two_pair()
-    return base.replace(lsp=base.msp.replace(g_max=0.5, dg=0.005))
+    return base.replace(cell=base.cell.replace(lsp=base.cell.msp.replace(g_max=0.5, dg=0.005)))
 
 
 def cristiano_2018_single_pair() -> TileConfig:
@@ -141,7 +144,7 @@ def cristiano_2018_single_pair() -> TileConfig:
     tuning when one of its devices exceeds 90% of its ``G_max`` (checked every 100 examples).
     """
     base = cristiano_2018_same_device()
-    return base.replace(msp=None, lsp=base.msp.replace(g_max=1.0, dg=0.005))
+    return base.replace(cell=base.cell.replace(msp=None, lsp=base.cell.msp.replace(g_max=1.0, dg=0.005)))
 
 
 def pow_step_2016_io() -> TileConfig:

@@ -60,8 +60,10 @@ class TileConfig(Config):
             partial outputs are summed digitally (:mod:`insitu.mapping`, ``docs/tiles.md``).
             ``None`` (the default): unlimited, one tile per layer.
         cell: a learning-rule unit cell (:mod:`insitu.cells`: Tiki-Taka v1/v2, chopped TTv2,
-            AGAD, mixed precision) built from ``device`` arrays and digital buffers; ``None`` (the
-            default): the plain array of ``device`` (with ``devices_per_weight`` devices per weight).
+            AGAD, mixed precision) built from ``device`` arrays and digital buffers, or the two-pair
+            PCM cell (``TwoPairPCMCell``, whose conductance devices are its own: ``device`` is then
+            not used); ``None`` (the default): the plain array of ``device`` (with
+            ``devices_per_weight`` devices per weight).
     """
 
     device: DeviceConfig = dataclasses.field(default_factory=ConstantStepDevice)
@@ -115,10 +117,16 @@ class TileConfig(Config):
                 self._fail("cell", f"must be a CellConfig (insitu.cells) or None, got {type(self.cell).__name__}.")
             if n > 1:
                 self._fail("devices_per_weight", "must be 1 with a learning-rule cell (its arrays hold one device per weight each).")
-            self.cell.check_device(self.device)
-            effects = self.device.effects()
-            if effects is not None and effects.active:
-                self._fail("cell", "device effects (write noise, decay, diffusion, stuck devices) are not available in learning-rule cells yet; switch them off or use cell=None.")
+            self.cell.check_tile(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        if isinstance(data, dict) and data.get("type") == "MultiConductanceConfig":
+            # Saved before the PCM pairs became a cell: its fields move into cell: TwoPairPCMCell.
+            from .cells.multi_conductance import legacy_tile_dict
+
+            data = legacy_tile_dict(data)
+        return super().from_dict(data)
 
 
 class _KernelCache(dict):
@@ -170,8 +178,12 @@ class AnalogTile(nn.Module):
         # A unit cell of several devices adds a trailing axis: (out, in, devices_per_weight).
         cell = (config.devices_per_weight,) if config.devices_per_weight > 1 else ()
         shape = (out_features, in_features, *cell)
+        if config.cell is not None:
+            shape = config.cell.weight_shape(out_features, in_features)
         self.weight = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
-        params = config.device.draw_parameters(shape, self.generator, device, dtype)
+        params = None
+        if config.cell is None or config.cell.uses_tile_device:  # else the cell's own devices
+            params = config.device.draw_parameters(shape, self.generator, device, dtype)
         if params is not None:
             # The pulsed update converts lr·δ·x into pulses of the nominal step each: check it now
             # rather than fail inside the first update (the property names what to add).
@@ -489,6 +501,8 @@ class AnalogTile(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # torch copies the tensors first and the extra state last: check the config before any
         # copy, so that a refused load leaves the tile exactly as it was (issue 19).
+        if self.cell is not None:
+            self.cell.convert_saved_state(state_dict, prefix)
         extra = state_dict.get(prefix + "_extra_state")
         if isinstance(extra, dict):
             self._check_saved_state(extra)
@@ -513,4 +527,6 @@ class AnalogTile(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"out_features={self.out_features}, in_features={self.in_features}, device={type(self.config.device).__name__}"
+        cell = self.config.cell
+        what = f"cell={type(cell).__name__}" if cell is not None and not cell.uses_tile_device else f"device={type(self.config.device).__name__}"
+        return f"out_features={self.out_features}, in_features={self.in_features}, {what}"

@@ -10,6 +10,7 @@ A cell config replaces that with a learning rule built from arrays and digital b
 :class:`ChoppedTikiTakaCell` chopped TTv2: sign choppers on ``A``'s inputs and outputs
 :class:`AGADCell`           AGAD: chopped, with an on-the-fly reference of ``A``
 :class:`MixedPrecisionCell` a digital accumulator ``χ``, whole-pulse writes
+:class:`TwoPairPCMCell`     two PCM pairs ``W = F p (G⁺ − G⁻) + (g⁺ − g⁻)`` (Cristiano et al. 2018)
 ==========================  =================================================================
 
 See ``docs/cells.md``; :func:`cell_by_name` gives the CLI's ``--cell`` names.
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 from .base import Cell, CellConfig
 from .mixed_precision import MixedPrecisionCell
+from .multi_conductance import TwoPairPCMCell
 from .transfer import AGADCell, ChoppedTikiTakaCell, TikiTakaCell, TikiTakaV2Cell
 
 __all__ = [
     "Cell", "CellConfig", "TikiTakaCell", "TikiTakaV2Cell", "ChoppedTikiTakaCell", "AGADCell",
-    "MixedPrecisionCell", "CELL_NAMES", "cell_by_name",
+    "MixedPrecisionCell", "TwoPairPCMCell", "CELL_NAMES", "cell_by_name",
 ]
 
 #: ``--cell`` names -> the cell config with its defaults (``sgd``: no cell, plain pulsed SGD).

@@ -18,6 +18,7 @@ and digital buffer as buffers of its own module, so they are saved, loaded and m
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -34,9 +35,26 @@ class CellConfig(Config):
     """Base of the unit-cell configs (polymorphic: serialised with a ``type`` key)."""
 
     polymorphic = True
+    #: False for a cell whose devices are fields of its own (the PCM pairs of
+    #: :class:`~insitu.cells.TwoPairPCMCell`): the tile then ignores its ``device``, draws no
+    #: parameters for it (``tile.device_params`` is ``None``) and does not check it.
+    uses_tile_device: ClassVar[bool] = True
 
     def build(self, tile) -> "Cell":  # pragma: no cover - every registered cell overrides it
         raise NotImplementedError
+
+    def weight_shape(self, out_features: int, in_features: int) -> tuple[int, ...]:
+        """Shape of the tile's ``weight``, the array the gradient's writes reach first."""
+        return (out_features, in_features)
+
+    def check_tile(self, config) -> None:
+        """Raise :class:`ConfigError` if the tile config (a :class:`~insitu.tile.TileConfig`)
+        cannot serve this cell. By default: its ``device`` (:meth:`check_device`), without
+        device effects."""
+        self.check_device(config.device)
+        effects = config.device.effects()
+        if effects is not None and effects.active:
+            config._fail("cell", "device effects (write noise, decay, diffusion, stuck devices) are not available in learning-rule cells yet; switch them off or use cell=None.")
 
     def check_device(self, device: DeviceConfig) -> None:
         """Raise :class:`ConfigError` if the tile's ``device`` cannot serve this cell."""
@@ -67,6 +85,9 @@ class Cell(nn.Module):
     def counter_report(self) -> dict:
         return {}
 
+    def convert_saved_state(self, state_dict: dict, prefix: str) -> None:
+        """Rewrite, in place, a tile state saved in an older layout into this cell's (the tile
+        calls it before loading; ``prefix`` is the tile's). Nothing by default."""
 
 
 class KernelCache(dict):

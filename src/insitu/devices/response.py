@@ -37,12 +37,10 @@ def load_device_config(spec) -> tuple[DeviceConfig, str]:
     if isinstance(spec, DeviceConfig):
         return spec, type(spec).__name__
     if isinstance(spec, TileConfig):
-        from ..multi_conductance import MultiConductanceConfig
-
-        if isinstance(spec, MultiConductanceConfig):
+        if spec.cell is not None and not spec.cell.uses_tile_device:
             raise ConfigError(
-                "a multi-conductance (PCM pair) tile has no single tile device: its PCM devices are not ordinary tile "
-                "devices; pick a tile config or preset with a 'device'."
+                f"a tile with the cell {type(spec.cell).__name__} (e.g. PCM pairs) has no single tile device: its "
+                "devices are the cell's own, not ordinary tile devices; pick a tile config or preset with a 'device'."
             )
         return spec.device, type(spec.device).__name__
     if not isinstance(spec, (str, Path)):
