@@ -232,7 +232,7 @@ def test_presets_build_round_trip_and_state_source_and_states(name):
     assert "Cristiano" in doc and re.search(r"States", doc)
     assert config.device.capabilities.per_device_state
     if name == "pcm-pair-2016-io":
-        assert config.device.device == get_preset("cristiano-2018-single-pair").lsp
+        assert config.device.device == get_preset("cristiano-2018-single-pair").cell.lsp
 
 
 @pytest.mark.parametrize("name", ["pcm-pair-2016-io", "jump-table-pair-2016-io"])

@@ -292,7 +292,7 @@ def pcm_pair_2016_io() -> TileConfig:
     device above 90 % of its range are RESET and programmed back to within 0.02 (the cell's
     closed-loop tolerance), 1,000 verify pulses at most.
     """
-    device = cristiano_2018_single_pair().lsp
+    device = cristiano_2018_single_pair().cell.lsp
     from .devices import PCMPairDevice
 
     return gokmen_vlasov_2016().replace(
