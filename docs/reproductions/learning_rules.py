@@ -30,23 +30,26 @@ from insitu.presets import get_preset
 from insitu.training import TrainConfig, run_training
 
 
-def soft_bounds(symmetry_point: float) -> SoftBoundsDevice:
+def soft_bounds(symmetry_point: float, spread: float = 0.05) -> SoftBoundsDevice:
     # 1000 states on [-1, 1]; 30 % device-to-device and cycle-to-cycle spread as the 2016 spec;
-    # the symmetry point spreads by 0.05 from device to device.
+    # every device's symmetry point is at `symmetry_point` on average and spreads by `spread` from
+    # device to device (up_down and up_down_dtod: w* = up_down for soft bounds on ±1).
     return SoftBoundsDevice(
-        dw_min=0.002, dw_min_dtod=0.3, dw_min_std=0.3, up_down=symmetry_point, up_down_dtod=0.05,
+        dw_min=0.002, dw_min_dtod=0.3, dw_min_std=0.3, up_down=symmetry_point, up_down_dtod=spread,
         w_max=1.0, w_min=-1.0, w_max_dtod=0.1, w_min_dtod=0.1,
     )
 
 
 def device(name: str):
-    if name.startswith("sb-sp"):
+    if name.startswith("sb-sp"):  # a common offset of every device's symmetry point
         return soft_bounds(float(name[len("sb-sp"):]))
+    if name.startswith("sb-sd"):  # symmetry points at 0 on average, spread by this much
+        return soft_bounds(0.0, float(name[len("sb-sd"):]))
     if name == "reram-sb":
         return get_preset("reram-sb-2016-io").device
     if name == "cs-2016":
         return get_preset("gokmen-vlasov-2016").device
-    raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), reram-sb or cs-2016")
+    raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), sb-sdS (e.g. sb-sd0.2), reram-sb or cs-2016")
 
 
 def parse_rule(spec: str) -> tuple[str, dict]:
