@@ -82,3 +82,34 @@ def test_new_families_train_in_every_update_path(name, update, backend):
 def test_replicas_refuse_the_new_families_by_capability(name):
     with pytest.raises(ConfigError, match="lockstep"):
         ReplicatedTile(3, 2, [get_preset(name)] * 2)
+
+
+PEER = [name.replace("-2016-io", "-peer-io") for name in NEW]
+
+
+def test_with_peer_periphery_sets_the_peers_io_and_update_and_keeps_the_rest():
+    from insitu.presets import peer_io, peer_update, with_peer_periphery
+
+    base = get_preset("gokmen-vlasov-2016")
+    config = with_peer_periphery(base)
+    for io in (config.forward, config.backward):
+        assert (io.inp_bound, io.inp_bits, io.out_bits, io.out_noise, io.out_bound) == (1.0, 7, 9, 0.1, 20.0)
+        assert (io.noise_management, io.bound_management) == ("abs_max", "iterative")
+        assert (io.inp_noise, io.w_noise, io.ir_drop, io.nm_thres) == (0.0, 0.0, 0.0, 0.0)
+    update = config.update
+    assert (update.pulse_type, update.bl, update.update_management, update.dynamic_bl) == ("stochastic", 31, True, True)
+    assert config.forward == peer_io() and config.update == peer_update()
+    assert config.device == base.device and config.replace(forward=base.forward, backward=base.backward, update=base.update) == base
+
+
+@pytest.mark.parametrize("name", PEER)
+def test_peer_io_presets_build_round_trip_and_wrap_the_2016_io_device(name):
+    from insitu.presets import PRESETS, with_peer_periphery
+
+    config = get_preset(name)
+    assert TileConfig.from_dict(config.to_dict()) == config
+    assert config == with_peer_periphery(get_preset(name.replace("-peer-io", "-2016-io")))
+    doc = PRESETS[name].__doc__
+    assert "aihwkit" in doc and "§8" in doc and "PresetIOParameters" in doc
+    tile = AnalogTile(5, 7, config, seed=0)
+    assert torch.isfinite(tile(torch.rand(3, 7))).all()

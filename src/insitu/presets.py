@@ -23,7 +23,7 @@ from .io import IOConfig
 from .tile import TileConfig
 from .update import PulseUpdateConfig
 
-__all__ = ["PRESETS", "get_preset", "preset_names"]
+__all__ = ["PRESETS", "get_preset", "preset_names", "peer_io", "peer_update", "with_peer_periphery"]
 
 
 def floating_point() -> TileConfig:
@@ -329,6 +329,78 @@ def jump_table_pair_2016_io() -> TileConfig:
     )
 
 
+# -- the peer's preset periphery (aihwkit's PresetIOParameters / PresetUpdateParameters) ---------------
+
+
+def peer_io() -> IOConfig:
+    """aihwkit's ``PresetIOParameters`` as an :class:`IOConfig` [V: algorithms.md §8, papers.md §6.4].
+
+    Field by field: ``inp_res`` 1/126 (7-bit DAC) -> ``inp_bits`` 7 over ``inp_bound`` 1;
+    ``out_res`` 1/510 (9-bit ADC) -> ``out_bits`` 9 over ``out_bound`` 20; ``out_noise`` 0.1;
+    ``noise_management`` ABS_MAX -> ``"abs_max"`` (``nm_thres`` 0: no limit); ``bound_management``
+    ITERATIVE -> ``"iterative"``; ``inp_noise``, ``w_noise``, ``ir_drop`` 0 as in the peer.
+    Where the mapping is not exact: insitu's ``b`` bits are ``2**b - 1`` levels over
+    ``±bound``, a step of ``2 bound / (2**b - 2)``; the peer's resolution 1/126 (1/510) is read as
+    the same step relative to the full range (the project's reading, as for the transfer read of
+    :mod:`insitu.cells.transfer`; not checked against the peer's C++). The peer's iterative bound
+    management stops at a factor ``max_bm_factor`` 1000 or when the input step exceeds
+    ``max_bm_res`` 0.25; insitu stops after ``max_bm_iterations`` 10 halvings (a factor 1024) and
+    has no resolution stop. The peer's ``bm_test_negative_bound`` (True) is insitu's behaviour
+    (saturation tested on ``|y|``).
+    """
+    return IOConfig(
+        inp_bound=1.0, inp_bits=7, out_noise=0.1, out_bound=20.0, out_bits=9,
+        noise_management="abs_max", bound_management="iterative", max_bm_iterations=10,
+    )
+
+
+def peer_update() -> PulseUpdateConfig:
+    """aihwkit's ``PresetUpdateParameters`` as a :class:`PulseUpdateConfig` [V: papers.md §6.5].
+
+    ``desired_bl`` 31 -> ``bl`` 31; pulse type STOCHASTIC_COMPRESSED -> ``"stochastic"`` (the
+    same Bernoulli trains; the peer's compression is a storage format); ``update_management``
+    True -> ``update_management`` (``Cx``, ``Cd`` rebalanced by ``sqrt(max|δ| / max|x|)``,
+    ``um_grad_scale`` 1); ``update_bl_management`` True -> ``dynamic_bl`` (``BL = ceil(lr
+    max|x| max|δ| / dw_min)``, at most 31). Mode ``"sequential"`` (rank-1 updates in order, as
+    the peer's pulsed update). Not exact: none known beyond the device's nominal ``dw_min`` that
+    both use in the formulas.
+    """
+    return PulseUpdateConfig(pulse_type="stochastic", bl=31, update_management=True, dynamic_bl=True, mode="sequential")
+
+
+def with_peer_periphery(config: TileConfig) -> TileConfig:
+    """``config`` with its forward and backward IO replaced by :func:`peer_io` and its pulse update
+    by :func:`peer_update`: the periphery aihwkit's ``XPreset`` configs wrap their devices in
+    (``SingleRPUConfig(device, PresetIOParameters, PresetIOParameters, PresetUpdateParameters)``
+    [V: algorithms.md §8]). The device, cell and every other field are kept. The backward pass gets
+    the same settings as the forward one, iterative bound management included, as in the peer's
+    config (whether the peer's backward pass applies it was not checked)."""
+    return config.replace(forward=peer_io(), backward=peer_io(), update=peer_update())
+
+
+def _peer_io_preset(base: Callable[[], TileConfig], device_name: str) -> Callable[[], TileConfig]:
+    def preset() -> TileConfig:
+        return with_peer_periphery(base())
+
+    preset.__name__ = base.__name__.replace("_2016_io", "_peer_io")
+    preset.__doc__ = (
+        f"aihwkit's ``{device_name}`` in the peer's own periphery, as its preset config wraps it [V: §8]:\n\n"
+        f"the device of ``{base.__name__.replace('_', '-')}`` (its docstring gives every number) with\n"
+        "``with_peer_periphery`` (aihwkit's ``PresetIOParameters``: 7-bit DAC, 9-bit ADC, out_noise 0.1,\n"
+        "out_bound 20, noise management abs-max, iterative bound management; ``PresetUpdateParameters``:\n"
+        "BL 31 with update management and dynamic BL). States: as the ``-2016-io`` preset.\n"
+    )
+    return preset
+
+
+reram_es_peer_io = _peer_io_preset(reram_es_2016_io, "ReRamESPresetDevice")
+reram_sb_peer_io = _peer_io_preset(reram_sb_2016_io, "ReRamSBPresetDevice")
+ecram_peer_io = _peer_io_preset(ecram_2016_io, "EcRamPresetDevice")
+ecram_mo_peer_io = _peer_io_preset(ecram_mo_2016_io, "EcRamMOPresetDevice")
+capacitor_peer_io = _peer_io_preset(capacitor_2016_io, "CapacitorPresetDevice")
+idealized_peer_io = _peer_io_preset(idealized_2016_io, "IdealizedPresetDevice")
+
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -348,6 +420,12 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "idealized-2016-io": idealized_2016_io,
     "pcm-pair-2016-io": pcm_pair_2016_io,
     "jump-table-pair-2016-io": jump_table_pair_2016_io,
+    "reram-es-peer-io": reram_es_peer_io,
+    "reram-sb-peer-io": reram_sb_peer_io,
+    "ecram-peer-io": ecram_peer_io,
+    "ecram-mo-peer-io": ecram_mo_peer_io,
+    "capacitor-peer-io": capacitor_peer_io,
+    "idealized-peer-io": idealized_peer_io,
 }
 
 
