@@ -334,6 +334,30 @@ def test_ir_drop_exact_without_resistance_is_the_ideal_product():
     torch.testing.assert_close(ir_drop_exact(x, w, 1e-9), (x @ w).double(), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(16, 16), (32, 32), (5, 9), (1, 3)])
+@pytest.mark.parametrize("r", [1e-5, 1e-3, 1e-2])
+def test_ir_drop_cg_solve_matches_the_dense_solve(shape, r):
+    n_in, n_out = shape
+    generator = gen(3)
+    x = 2 * torch.rand(4, n_in, generator=generator, dtype=torch.float64) - 1
+    w = 2 * torch.rand(n_in, n_out, generator=generator, dtype=torch.float64) - 1
+    dense = ir_drop_exact(x, w, r, method="dense")
+    cg = ir_drop_exact(x, w, r, method="cg")
+    # The outputs agree, and so does the IR-drop effect itself (their difference from ideal).
+    assert (cg - dense).norm() <= 1e-10 * dense.norm()
+    assert (cg - dense).norm() <= 1e-7 * (x @ w - dense).norm()
+
+
+def test_ir_drop_exact_auto_takes_cg_above_32_by_32_and_cg_reports_no_convergence():
+    x = torch.ones(2, 3, dtype=torch.float64)
+    w = torch.full((3, 4), 0.5, dtype=torch.float64)
+    assert torch.equal(ir_drop_exact(x, w, 1e-3), ir_drop_exact(x, w, 1e-3, method="dense"))
+    with pytest.raises(RuntimeError, match="did not converge"):
+        ir_drop_exact(x, w, 1e-3, method="cg", max_iter=1)
+    with pytest.raises(ValueError, match="method"):
+        ir_drop_exact(x, w, 1e-3, method="sparse")
+
+
 # ---------------------------------------------------------------------------------------------
 # Replicas in lockstep
 # ---------------------------------------------------------------------------------------------
