@@ -161,7 +161,8 @@ def pow_step_2016_io() -> TileConfig:
 # Each device in the 2016 periphery of ``gokmen-vlasov-2016`` (BL 10, output noise 0.06, bound 12, no
 # DAC/ADC, no noise/bound/update management), so that the families compare on the same footing. The
 # peer wraps them in its own periphery instead (7-bit DAC, 9-bit ADC, out_noise 0.1, out_bound 20,
-# noise and bound management, BL 31 with update and BL management; §8 "PresetIOParameters") [V].
+# noise and bound management, BL 31 with update and BL management; §8 "PresetIOParameters") [V]; that
+# periphery is ``with_peer_periphery`` below, and the ``<device>-peer-io`` presets use it.
 # Number of states = (w_max - w_min) / dw_min (the peer's definition). Left off, so that the committed
 # numbers stay as measured (device effects, docs/devices.md; switch them on with the device's fields):
 # write noise (ReRAM), the capacitor's decay (lifetime 1e6 mini-batches).
