@@ -75,6 +75,15 @@ def tile_config(device_name: str, rule: str):
     return base.replace(device=device(device_name), cell=cell)
 
 
+def folder_name(rule: str) -> str:
+    """A rule spec as a portable folder name (no ':' or ','): ``ttv2@fast_lr=0.1+max_pulses=2``."""
+    return rule.replace(":", "@").replace(",", "+")
+
+
+def rule_label(folder: str) -> str:
+    return folder.replace("@", ":").replace("+", ",")
+
+
 def table(root: Path) -> str:
     """A markdown table of every run under ``root`` (``<device>/<rule>/results.json``, and ``fp``):
     final test error, epochs, and the pulses the rule paid per training sample (the gradient's
@@ -84,7 +93,7 @@ def table(root: Path) -> str:
     for results_file in sorted(root.glob("**/results.json")):
         results = json.loads(results_file.read_text())
         rel = results_file.parent.relative_to(root).parts
-        device_name, rule = ("-", "floating point") if rel == ("fp",) else (rel[0], rel[1])
+        device_name, rule = ("-", "floating point") if rel == ("fp",) else (rel[0], rule_label(rel[1]))
         epochs = results["epochs"]
         counters = results.get("counters") or {}
         steps = max((c.get("steps", 0) for c in counters.values()), default=0)
@@ -117,7 +126,7 @@ def main(argv=None) -> None:
     summary = {}
     for device_name in args.devices.split(","):
         for rule in args.rules.split(";"):
-            tag = f"{device_name}/{rule}" if rule != "fp" else "fp"
+            tag = f"{device_name}/{folder_name(rule)}" if rule != "fp" else "fp"
             out = Path(args.out) / args.dataset / f"s{args.seed}" / tag
             if rule == "fp":
                 config = TrainConfig(preset="floating-point", dataset=args.dataset, epochs=args.epochs, subset=args.subset,
