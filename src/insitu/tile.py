@@ -31,6 +31,9 @@ from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, U
 
 __all__ = ["TileConfig", "AnalogTile"]
 
+#: Update policies of a cell of several devices (TileConfig.cell_update).
+CELL_UPDATES = ("all", "single", "sequential", "random")
+
 # More un-applied (x, δ) pairs than this means no AnalogSGD is stepping this tile.
 _PENDING_WARN = 10_000
 
@@ -55,6 +58,12 @@ class TileConfig(Config):
         cell_readout: ``"mean"`` (the weight is the devices' average; same weight range) or
             ``"sum"`` (their sum: ``#d`` times the range, and the pulse probabilities are scaled
             so that the expected update stays ``lr δ xᵀ``).
+        cell_update: which devices of a ``devices_per_weight`` cell an update writes: ``"all"``
+            (the default; every device takes the same pulses), ``"single"`` (always the first),
+            ``"sequential"`` (one device per update, in turn), ``"random"`` (one device per update,
+            drawn from the tile's generator); the update policies of the peer's vector unit cell.
+            With one device written, the pulse scales are set so that the expected change of the
+            *weight* stays ``lr δ xᵀ`` (that device moves ``#d`` times more under a mean readout).
         max_tile_size: ``(max_out, max_in)``, the largest array (outputs × inputs, a bias column
             included) one tile may be; a layer larger than it is split into a grid of tiles whose
             partial outputs are summed digitally (:mod:`insitu.mapping`, ``docs/tiles.md``).
@@ -73,6 +82,7 @@ class TileConfig(Config):
     algorithm: UpdateAlgorithmConfig = dataclasses.field(default_factory=UpdateAlgorithmConfig)
     devices_per_weight: int = 1
     cell_readout: str = "mean"
+    cell_update: str = "all"
     max_tile_size: tuple[int, int] | None = None
     cell: CellConfig | None = None
 
@@ -93,6 +103,9 @@ class TileConfig(Config):
         if n > 1 and self.device.is_ideal:
             self._fail("devices_per_weight", "must be 1 for an IdealDevice (exact weights need no averaging).")
         self._check_choice("cell_readout", ("mean", "sum"))
+        self._check_choice("cell_update", CELL_UPDATES)
+        if self.cell_update != "all" and n == 1:
+            self._fail("cell_update", "chooses among the devices of a cell: it needs devices_per_weight > 1.")
         if self.device.capabilities.per_device_state:
             what = type(self.device).__name__
             if self.update.pulse_type == "expected" or self.update.mode == "batched":
@@ -201,6 +214,7 @@ class AnalogTile(nn.Module):
         self.register_buffer("connection_mask", None)
         self.algorithm = UpdateAlgorithm(config.algorithm, out_features, in_features)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._next_device = 0  # cell_update "sequential": the device the next update writes
         if config.cell is not None:
             # Built last: the cell draws its own arrays' devices after the tile's, from the same generator.
             self.cell = config.cell.build(self)
@@ -435,14 +449,41 @@ class AnalogTile(nn.Module):
         if self.config.cell_readout == "sum":
             step *= self.config.devices_per_weight
         before = self._effects_snapshot()
-        pulsed_update(
-            self.weight, self.device_params, self.device_model, x, d, lr,
-            step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
-        )
+        if self.config.cell_update != "all":
+            self._update_one_device(x, d, lr, step)
+        else:
+            pulsed_update(
+                self.weight, self.device_params, self.device_model, x, d, lr,
+                step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
+            )
         if self.device_model.per_device_state:  # e.g. refresh saturated conductance pairs
             self.device_model.after_update(self.weight.data, self.device_params, self.generator, self.counters.steps)
         self.apply_device_effects(before)
         self._zero_absent_crosspoints()
+
+    def _update_one_device(self, x, d, lr, cell_step) -> None:
+        """The update of a ``cell_update`` policy other than ``"all"``: one device of every cell
+        takes the pulses. A coincidence then moves the weight by a device step (sum readout) or
+        by ``1/#d`` of it (mean readout), so the pulse scales use that step: the expected change
+        of the weight is ``lr δ xᵀ`` as with ``"all"``."""
+        n = self.config.devices_per_weight
+        policy = self.config.cell_update
+        if policy == "single":
+            k = 0
+        elif policy == "sequential":
+            k = self._next_device
+            self._next_device = (k + 1) % n
+        else:
+            k = int(torch.randint(0, n, (1,), generator=self.generator, device=self.generator.device))
+        step = cell_step / n  # one device of the cell moves: 1/#d of the cell's step
+        weight = self.weight.data[..., k].contiguous()
+        params = self.device_params[..., k].contiguous()
+        # A fresh contiguous copy each update: no kernel cache (its views would point at the copy).
+        pulsed_update(
+            weight, params, self.device_model, x, d, lr, step, self.config.update, self.generator,
+            self.counters, self.pulse_rng, None,
+        )
+        self.weight.data[..., k] = weight
 
     def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stashed pairs as one ``x`` ``(batch, in)`` and one ``δ`` ``(batch, out)``, in the
@@ -467,6 +508,8 @@ class AnalogTile(nn.Module):
 
     def get_extra_state(self) -> dict:
         state = {**self._base_extra_state(), "algorithm": self.algorithm.state_dict()}
+        if self.config.cell_update == "sequential":
+            state["next_device"] = self._next_device
         if self.cell is not None:
             state["cell"] = self.cell.extra_state()
         return state
@@ -475,6 +518,7 @@ class AnalogTile(nn.Module):
         self._load_base_extra_state(state)
         if "algorithm" in state:
             self.algorithm.load_state_dict(state["algorithm"])
+        self._next_device = state.get("next_device", 0)
         if self.cell is not None and "cell" in state:
             self.cell.load_extra_state(state["cell"])
 
