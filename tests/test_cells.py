@@ -401,3 +401,35 @@ def test_sequential_policy_resumes_at_the_next_device():
     assert other._next_device == 1
     with pytest.raises(ConfigError, match="devices_per_weight > 1"):
         TileConfig(cell_update="random")
+
+
+def test_cell_specs_set_fields_and_name_mistakes():
+    from insitu.cells import cell_from_spec
+
+    cell = cell_from_spec("c-ttv2:transfer_lr=10,max_pulses=5,transfer_io={out_noise: 0.02, out_bound: 10}")
+    assert (cell.transfer_lr, cell.max_pulses, cell.transfer_io.out_noise) == (10, 5, 0.02)
+    assert cell_from_spec("sgd") is None
+    for spec, message in (("ttv2:foo=1", "no field 'foo'"), ("ttv2:transfer_lr", "FIELD=VALUE"), ("mp:granularity=-1", "granularity")):
+        with pytest.raises(ConfigError, match=message):
+            cell_from_spec(spec)
+
+
+def test_train_command_takes_a_cell_spec(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from insitu.cli import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--subset", "200", "--no-progress",
+        "--preset", "reram-sb-2016-io", "--cell", "c-ttv2:transfer_lr=10,max_pulses=5", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    cell = results["tile_config"]["cell"]
+    assert cell["type"] == "ChoppedTikiTakaCell" and cell["transfer_lr"] == 10
+    assert any("transfer_reads" in counters for counters in results["counters"].values())
+    bad = CliRunner().invoke(main, ["train", "--dataset", "digits", "--cell", "ttv2:nope=1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "no field 'nope'" in bad.output

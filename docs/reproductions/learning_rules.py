@@ -22,9 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
-from insitu.cells import cell_by_name
+from insitu.cells import cell_from_spec
 from insitu.devices import SoftBoundsDevice
 from insitu.presets import get_preset
 from insitu.training import TrainConfig, run_training
@@ -52,27 +51,10 @@ def device(name: str):
     raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), sb-sdS (e.g. sb-sd0.2), reram-sb or cs-2016")
 
 
-def parse_rule(spec: str) -> tuple[str, dict]:
-    """``"ttv2"`` or ``"ttv2:fast_lr=0.1,transfer_lr=2"``: a ``--cell`` name and field overrides."""
-    name, _, options = spec.partition(":")
-    fields = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        fields[key] = yaml.safe_load(value)
-    return name, fields
-
-
 def tile_config(device_name: str, rule: str):
-    name, fields = parse_rule(rule)
-    base = get_preset("gokmen-vlasov-2016")
-    cell = cell_by_name(name)
-    if cell is not None and fields:
-        for key, value in fields.items():  # nested configs (transfer_io: {out_noise: 0.02}) from mappings
-            current = getattr(cell, key)
-            if isinstance(value, dict) and hasattr(current, "replace"):
-                fields[key] = current.replace(**value)
-        cell = cell.replace(**fields)
-    return base.replace(device=device(device_name), cell=cell)
+    """The 2016 preset's periphery and update, ``device_name``'s device and the rule's cell
+    (a ``--cell`` spec: :func:`insitu.cells.cell_from_spec`)."""
+    return get_preset("gokmen-vlasov-2016").replace(device=device(device_name), cell=cell_from_spec(rule))
 
 
 def folder_name(rule: str) -> str:

@@ -54,7 +54,7 @@ def main() -> None:
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
 @click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
 @click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
-@click.option("--cell", default=None, type=click.Choice(["sgd", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp"]), help="Learning-rule cell on the preset's device (insitu.cells, docs/cells.md; defaults of each rule; tune them in a --tile-config file): plain pulsed SGD, Tiki-Taka v1, TTv2, chopped TTv2, AGAD or mixed precision.")
+@click.option("--cell", default=None, help="Learning-rule cell on the preset's device (insitu.cells, docs/cells.md): sgd, tiki-taka, ttv2, c-ttv2, agad or mp, optionally with field overrides, e.g. 'c-ttv2:transfer_lr=10,max_pulses=5,in_chop_prob=0.01'.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
 @click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")

@@ -70,9 +70,10 @@ class TrainConfig(Config):
         update_algorithm: override of the preset's update algorithm (``sgd``, ``mbgd``, ``svd``
             or ``sbe``; :mod:`insitu.update.lowrank`), or ``None``.
         rank: singular pairs written per batch by ``svd`` and ``sbe``.
-        cell: a learning-rule cell by name (:data:`insitu.cells.CELL_NAMES`: ``sgd``,
-            ``tiki-taka``, ``ttv2``, ``c-ttv2``, ``agad``, ``mp``) on the preset's device, with that
-            rule's defaults; ``None`` keeps the preset's cell.
+        cell: a learning-rule cell on the preset's device, as a spec
+            (:func:`insitu.cells.cell_from_spec`): a name of :data:`insitu.cells.CELL_NAMES`
+            (``sgd``, ``tiki-taka``, ``ttv2``, ``c-ttv2``, ``agad``, ``mp``), optionally with field
+            overrides, ``"c-ttv2:transfer_lr=10,max_pulses=5"``; ``None`` keeps the preset's cell.
         task: what is learned (:mod:`insitu.tasks`): ``image`` (classification of ``dataset``),
             ``seq-mnist`` / ``permuted-mnist`` (sequence classification of ``dataset`` read row by
             row or pixel by pixel) or ``char-lm`` (next-character prediction on ``text``). The
@@ -186,9 +187,14 @@ class TrainConfig(Config):
             if self.model != "cnn-2017":
                 self._fail("conv_preset", "applies to the convolutional layers of --model cnn-2017 only.")
         if self.cell is not None:
-            from .cells import CELL_NAMES
+            from .cells import cell_from_spec
 
-            self._check_choice("cell", CELL_NAMES)
+            if not isinstance(self.cell, str):
+                self._fail("cell", "must be a --cell spec string, e.g. 'ttv2' or 'c-ttv2:transfer_lr=10,max_pulses=5'.")
+            try:
+                cell_from_spec(self.cell)
+            except ConfigError as exc:
+                raise ConfigError(f"TrainConfig.cell: {exc}") from None
         if self.tile is not None and not isinstance(self.tile, TileConfig):
             self._fail("tile", "must be a TileConfig (or None to use the preset).")
 
@@ -216,9 +222,9 @@ class TrainConfig(Config):
         if self.update_algorithm is not None:
             config = config.replace(algorithm=self._algorithm())
         if self.cell is not None:
-            from .cells import cell_by_name
+            from .cells import cell_from_spec
 
-            config = config.replace(cell=cell_by_name(self.cell))
+            config = config.replace(cell=cell_from_spec(self.cell))
         return config
 
 
