@@ -433,3 +433,38 @@ def test_train_command_takes_a_cell_spec(tmp_path):
     assert any("transfer_reads" in counters for counters in results["counters"].values())
     bad = CliRunner().invoke(main, ["train", "--dataset", "digits", "--cell", "ttv2:nope=1", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "no field 'nope'" in bad.output
+
+
+def test_the_documented_example_rule_trains_and_resumes():
+    """docs/cells.md's "Writing a rule": examples/momentum_cell.py, a cell written outside the package."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "momentum_cell.py"
+    spec = importlib.util.spec_from_file_location("momentum_cell_example", path)
+    example = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = example  # dataclasses resolve their module by name
+    spec.loader.exec_module(example)
+    config = TileConfig(device=SoftBoundsDevice(dw_min=0.005, w_max=1.0, w_min=-1.0), cell=example.MomentumCell(beta=0.9))
+    assert TileConfig.from_dict(config.to_dict()) == config
+    tile = AnalogTile(4, 8, config, seed=0)
+    target = torch.randn(4, 8, generator=torch.Generator().manual_seed(1)) * 0.3
+    data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(i)) for i in range(200)]
+
+    def train(tile, batches):
+        for x in batches:
+            tile.stash(x, (tile.forward(x) - x @ target.t()) / x.shape[0])
+            tile.update(0.1)
+
+    error0 = (tile.get_weights() - target).norm()
+    train(tile, data[:100])
+    saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in tile.state_dict().items()}
+    train(tile, data[100:])
+    assert (tile.get_weights() - target).norm() < 0.5 * error0
+    other = AnalogTile(4, 8, config, seed=9)
+    other.load_state_dict(saved)
+    train(other, data[100:])
+    assert torch.equal(other.get_weights(), tile.get_weights())
+    assert other.counter_report() == tile.counter_report()
