@@ -468,3 +468,24 @@ def test_the_documented_example_rule_trains_and_resumes():
     train(other, data[100:])
     assert torch.equal(other.get_weights(), tile.get_weights())
     assert other.counter_report() == tile.counter_report()
+
+
+@pytest.mark.parametrize("name", ["ttv2", "mp"])
+def test_convert_to_analog_with_a_cell_keeps_the_digital_weights(name):
+    """convert_to_analog programs the converted weights into the cell (C for Tiki-Taka, W for MP)
+    and the recurrent layers train with it."""
+    from insitu.nn import convert_to_analog
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    config = rule_config(name)
+    analog = convert_to_analog(model, config)
+    for digital, converted in ((model[0], analog[0]), (model[2], analog[2])):
+        w = converted.tile.get_weights()[:, : digital.in_features]  # the bias is the last column
+        torch.testing.assert_close(w, digital.weight.detach(), atol=1e-6, rtol=0)  # well inside the devices bounds
+    lstm = convert_to_analog(torch.nn.LSTM(4, 3), config)
+    optimizer = AnalogSGD(lstm.parameters(), lr=0.05)
+    out, _ = lstm(torch.randn(5, 2, 4))
+    out.sum().backward()
+    optimizer.step()
+    assert torch.isfinite(out).all()
