@@ -364,11 +364,13 @@ def vector_tile(policy, readout="mean", seed=0):
 @pytest.mark.parametrize("policy", ["all", "single", "sequential", "random"])
 def test_vector_policies_keep_the_expected_update(policy, readout):
     tile = vector_tile(policy, readout)
-    x, d = torch.rand(1, 20) * 0.5, torch.rand(1, 30) * 0.5
+    g = torch.Generator().manual_seed(0)
+    x, d = 0.25 + 0.25 * torch.rand(1, 20, generator=g), 0.25 + 0.25 * torch.rand(1, 30, generator=g)
     for _ in range(200):
         step(tile, x, d, 0.01)
     expected = -200 * 0.01 * d.t() @ x
-    assert (tile.get_weights() / expected).mean().item() == pytest.approx(1.0, abs=0.05)
+    slope = (tile.get_weights() * expected).sum() / (expected * expected).sum()  # least-squares gain
+    assert slope.item() == pytest.approx(1.0, abs=0.03)
 
 
 def test_vector_policies_write_the_chosen_devices():
