@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
-from torch import nn
 
 from insitu import AnalogSGD
 from insitu.cells import cell_by_name
@@ -27,6 +25,8 @@ from insitu.models import mlp
 from insitu.presets import get_preset
 from insitu.update.kernels import select_backend, set_threads
 
+from bench_engine import _ms_per_step as step_ms  # the same timed step as the engine benchmark
+
 RULES = ("sgd", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp")
 
 
@@ -34,20 +34,7 @@ def ms_per_step(rule: str, x, y, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     config = get_preset("gokmen-vlasov-2016").replace(cell=cell_by_name(rule))
     model = mlp((784, 256, 128, 10), "sigmoid", config)
-    optimizer = AnalogSGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(i):
-        optimizer.zero_grad()
-        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
-        optimizer.step()
-
-    for i in range(warmup):
-        step(i)
-    start = time.process_time()
-    for i in range(warmup, warmup + steps):
-        step(i)
-    return 1e3 * (time.process_time() - start) / steps
+    return step_ms(model, AnalogSGD(model.parameters(), lr=0.01), x, y, 1, steps, warmup)
 
 
 def main() -> None:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from insitu import AnalogSGD
 from insitu.data import load_dataset
 from insitu.models import mlp
 from insitu.presets import get_preset, preset_names
 from insitu.update.kernels import compiled_available, set_threads, use_backend
+
+from bench_engine import _ms_per_step as step_ms  # the same timed step as the engine benchmark
 
 SIZES = (784, 256, 128, 10)
 
@@ -39,19 +39,7 @@ def device_presets() -> list[str]:
 
 
 def _ms_per_sample(model, optimizer, x, y, samples: int, warmup: int) -> float:
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(i):
-        optimizer.zero_grad()
-        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
-        optimizer.step()
-
-    for i in range(warmup):
-        step(i)
-    start = time.process_time()
-    for i in range(warmup, warmup + samples):
-        step(i)
-    return 1e3 * (time.process_time() - start) / samples
+    return step_ms(model, optimizer, x, y, 1, samples, warmup)
 
 
 def _path(config) -> str:
