@@ -24,19 +24,7 @@ NEW_FIELDS_OFF = dict(
 )
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def inputs(batch: int, n: int, seed: int, scale: float = 0.5) -> torch.Tensor:
-    return (scale * torch.randn(batch, n, generator=gen(seed))).clamp(-1, 1)
-
-
-def matrix(n_in: int, n_out: int, seed: int, scale: float = 0.3) -> torch.Tensor:
-    return scale * torch.randn(n_in, n_out, generator=gen(seed))
-
-
-IDENTITY = torch.ones(1, 1)
+from test_io import IDENTITY, gen, inputs, matrix  # the IO tests' seeded helpers (one copy)
 
 
 # ---------------------------------------------------------------------------------------------

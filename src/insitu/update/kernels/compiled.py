@@ -216,20 +216,23 @@ _SEQUENTIAL: dict = {}
 _STACKED: dict = {}
 
 
+def cached_kernel(store: dict, respond, make):
+    """``make(respond)``, built once per device response and kept in ``store`` (numba compiles a
+    kernel at its first call, about a second: every kernel factory of the engine caches this way)."""
+    kernel = store.get(respond)
+    if kernel is None:
+        kernel = store[respond] = make(respond)
+    return kernel
+
+
 def sequential_kernel(respond):
     """The sequential kernel for device response ``respond`` (built and cached per response)."""
-    kernel = _SEQUENTIAL.get(respond)
-    if kernel is None:
-        kernel = _SEQUENTIAL[respond] = _make_sequential(respond)
-    return kernel
+    return cached_kernel(_SEQUENTIAL, respond, _make_sequential)
 
 
 def stacked_kernel(respond):
     """The sequential kernel over a leading replica axis, for device response ``respond``."""
-    kernel = _STACKED.get(respond)
-    if kernel is None:
-        kernel = _STACKED[respond] = _make_stacked(sequential_kernel(respond))
-    return kernel
+    return cached_kernel(_STACKED, respond, lambda r: _make_stacked(sequential_kernel(r)))
 
 
 @njit(inline="always")

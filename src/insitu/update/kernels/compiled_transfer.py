@@ -27,6 +27,7 @@ import math
 
 from numba import njit
 
+from .compiled import cached_kernel
 from .rng import normal, uniform53
 
 __all__ = ["transfer_kernel"]
@@ -36,10 +37,7 @@ _KERNELS: dict = {}
 
 def transfer_kernel(respond):
     """The transfer kernel for a slow device with the compiled response ``respond`` (cached)."""
-    kernel = _KERNELS.get(respond)
-    if kernel is None:
-        kernel = _KERNELS[respond] = _make(respond)
-    return kernel
+    return cached_kernel(_KERNELS, respond, _make)
 
 
 def _make(respond):
