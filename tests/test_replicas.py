@@ -94,15 +94,29 @@ def _weight_changes(replicated: bool, config: TileConfig, x, d, draws: int) -> t
     return torch.stack(changes)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "summed"])
-def test_lockstep_updates_have_the_distribution_of_separate_updates(mode):
+@pytest.mark.parametrize(
+    "mode, backend, device",
+    [("sequential", "auto", "2016"), ("sequential", "torch", "2016"), ("sequential", "torch", "soft-bounds"),
+     ("summed", "torch", "2016"), ("batched", "torch", "2016"), ("sequential", "torch", "dynamic-bl")],
+)
+def test_lockstep_updates_have_the_distribution_of_separate_updates(mode, backend, device):
+    # Replicas and single tiles run the same engine code (insitu.update.engine) in every mode;
+    # on the compiled backend the replicas' stacked kernel against the single-array kernel.
+    from insitu.devices import SoftBoundsDevice
+    from insitu.update.kernels import use_backend
+
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 8, generator=g) * 2 - 1
     d = (torch.rand(2, 6, generator=g) * 2 - 1) * 0.5
     config = rpu(mode=mode)
+    if device == "soft-bounds":
+        config = config.replace(device=SoftBoundsDevice(dw_min=0.01, up_down=0.2, dw_min_std=0.3))
+    if device == "dynamic-bl":
+        config = rpu(update_management=True, dynamic_bl=True, bl=31)
     draws = 400
-    lockstep = _weight_changes(True, config, x, d, draws)
-    separate = _weight_changes(False, config, x, d, draws)
+    with use_backend(backend):
+        lockstep = _weight_changes(True, config, x, d, draws)
+        separate = _weight_changes(False, config, x, d, draws)
     # Per device: the difference of the two means in units of its standard error.
     se = torch.sqrt(lockstep.var(0) / draws + separate.var(0) / draws).clamp_min(1e-9)
     z = (lockstep.mean(0) - separate.mean(0)) / se
@@ -128,7 +142,7 @@ def test_replicas_may_differ_in_dw_min_and_bl_and_each_gets_its_own_pulse_scale(
 def test_lockstep_conflicts_name_the_field_and_bad_shapes_are_refused():
     assert lockstep_conflict([rpu(), rpu(bl=20)]) is None
     assert "update_management" in lockstep_conflict([rpu(), rpu(update_management=True)])
-    assert "batched" in lockstep_conflict([rpu(mode="batched")])
+    assert lockstep_conflict([rpu(mode="batched")]) is None  # every mode runs stacked (the engine)
     assert "devices_per_weight" in lockstep_conflict([rpu().replace(devices_per_weight=2)])
     assert "sgd" in lockstep_conflict([rpu().replace(algorithm=UpdateAlgorithmConfig(method="sbe", rank=1))])
     noisy_bits = rpu().replace(forward=rpu().forward.replace(out_bits=8))
@@ -166,6 +180,26 @@ def test_replicated_layer_state_dict_round_trip_continues_identically():
     wrong = AnalogLinear(6, 3, config=configs, seed=[1, 3])
     with pytest.raises(ConfigError, match="other configs or seeds"):
         wrong.load_state_dict(saved)
+
+
+def test_replica_checkpoints_with_interleaved_parameters_load_as_planes():
+    # Before the engine's stacked layout, ReplicatedTile kept steps and bounds interleaved per
+    # device (R, out, in, 4) and the slopes apart (R, out, in, 2); such state dicts still load.
+    from insitu.devices import SoftBoundsDevice
+
+    config = rpu().replace(device=SoftBoundsDevice(dw_min=0.01, up_down=0.2))
+    tile = ReplicatedTile(4, 5, [config, config], seeds=[1, 2])
+    state = tile.state_dict()
+    planes = state.pop("device_params")
+    names = tile.device_model.param_names
+    pick = lambda wanted: planes[[names.index(n) for n in wanted]].movedim(0, -1).contiguous()  # noqa: E731
+    state["device_params"] = pick(("dw_up", "dw_down", "w_min", "w_max"))
+    state["device_slopes"] = pick(("slope_up", "slope_down"))
+    other = ReplicatedTile(4, 5, [config, config], seeds=[1, 2])
+    other.device_params.zero_()
+    other.load_state_dict(state)
+    assert torch.equal(other.device_params, planes)
+    assert not torch.equal(planes[names.index("slope_up")], torch.zeros_like(planes[0]))
 
 
 # -- lockstep training -------------------------------------------------------------------------

@@ -6,10 +6,8 @@ is hundreds of small tensor operations whose cost is mostly dispatch, not arithm
 ``R`` replicas along a leading dimension pays that cost once for all of them.
 
 :class:`ReplicatedTile` is an :class:`~insitu.tile.AnalogTile` whose state has a leading replica
-axis: weights ``(R, out, in)``, per-device parameters interleaved per device (``device_params``
-``(R, out, in, 4)``: steps and bounds; ``device_slopes`` ``(R, out, in, 2)`` for devices whose step
-depends on the weight; :meth:`parameter_planes` gives the usual ``(6, R, out, in)``); ``forward`` takes
-``(R, batch, in)``. Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its
+axis: weights ``(R, out, in)``, per-device parameters ``device_params`` ``(P, R, out, in)`` in the
+device model's plane layout (:meth:`parameter_planes`); ``forward`` takes ``(R, batch, in)``. Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its
 devices and (through :class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a
 generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
 ``r`` starts where the separate run would. Pulses and noise during training come from one shared
@@ -21,8 +19,9 @@ What replicas may set differently: every number of the device config (the same d
 ``w_noise`` (:data:`insitu.io.REPLICA_IO_FIELDS`). Everything else (switches, bit widths, modes) must agree;
 :func:`lockstep_conflict` names the first field that does not. Not available with replicas:
 update algorithms other than ``sgd``, multi-device cells, the multi-conductance (PCM) cell,
-sparse connection masks, device effects (write noise, decay, diffusion, stuck devices:
-:mod:`insitu.devices.effects`) and the ``batched`` update mode (``summed`` is the batch mode).
+sparse connection masks and device effects (write noise, decay, diffusion, stuck devices:
+:mod:`insitu.devices.effects`). Every update mode runs (the engine's stacked layout,
+:mod:`insitu.update.engine`).
 """
 
 from __future__ import annotations
@@ -78,8 +77,6 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
             )
         if config.devices_per_weight != 1:
             return f"replica {r}: tile.devices_per_weight {config.devices_per_weight}: replicas need single-device cells."
-        if config.update.mode == "batched" and config.update.pulse_type == "stochastic" and not config.device.is_ideal:
-            return "tile.update.mode 'batched' is not available for replicas; use 'summed' (exact counts) or 'sequential'."
     first = configs[0]
     for r, config in enumerate(configs[1:], start=1):
         if type(config.device) is not type(first.device):
@@ -114,7 +111,8 @@ def runtime_seed(seeds: Sequence[int]) -> int:
     return int.from_bytes(digest[:8], "little") >> 2
 
 
-#: The parameter planes kept in ``device_params`` and ``device_slopes``, in this order.
+#: The parameter planes kept in ``device_params`` before it held the model's whole layout
+#: (checkpoints of that time: steps and bounds per device, and slopes where the device has them).
 _STEP_AND_BOUNDS = ("dw_up", "dw_down", "w_min", "w_max")
 _SLOPES = ("slope_up", "slope_down")
 
@@ -165,17 +163,8 @@ class ReplicatedTile(AnalogTile):
         self.init_generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         params = [c.device.draw_parameters(shape, g, device, dtype) for c, g in zip(configs, self.init_generators)]
         self.weight = nn.Parameter(torch.zeros((n_rep, *shape), device=device, dtype=dtype))
-        # Interleaved per device, so that the sequential update gathers one contiguous row per
-        # device it reaches: (R, out, in, 4) = dw_up, dw_down, w_min, w_max (16 bytes, gathered as
-        # one complex128), and the two slopes (R, out, in, 2) only for devices that have them.
-        self.register_buffer("device_params", None)
-        self.register_buffer("device_slopes", None)
-        if params[0] is not None:
-            stacked = torch.stack(params, dim=1)  # (P, R, out, in)
-            model = configs[0].device.model()
-            self.device_params = stacked[_plane_indices(model, _STEP_AND_BOUNDS)].movedim(0, -1).contiguous()
-            if model.has_slope:
-                self.device_slopes = stacked[_plane_indices(model, _SLOPES)].movedim(0, -1).contiguous()
+        # (P, R, out, in) in the device model's plane layout: the engine's stacked layout.
+        self.register_buffer("device_params", None if params[0] is None else torch.stack(params, dim=1))
         self.register_buffer("connection_mask", None)
         # One compiled-kernel stream per replica (from the group's seed and the replica's place),
         # so that replicas with equal seeds still draw independent pulses, as on the torch path.
@@ -206,7 +195,9 @@ class ReplicatedTile(AnalogTile):
         if not configs[0].device.is_ideal:
             c2c = [float(c.device.model().c2c) for c in configs]
             if len(set(c2c)) > 1:
-                self.device_model = type(self.device_model)(c2c=per_replica(c2c), has_slope=self.device_model.has_slope)
+                # One spread per replica, against the engine's stacked weights (R, out, in, 1).
+                c2c_tensor = per_replica(c2c).view(-1, 1, 1, 1)
+                self.device_model = type(self.device_model)(c2c=c2c_tensor, has_slope=self.device_model.has_slope)
             steps = [c.device.nominal_step for c in configs]
             self.dw_min = per_replica(steps)
             # The compiled kernel's per-replica numbers (float64 numpy arrays).
@@ -226,16 +217,23 @@ class ReplicatedTile(AnalogTile):
         self.weight.copy_(self.device_model.clip(weights.to(self.weight), self.parameter_planes()))
 
     def parameter_planes(self) -> torch.Tensor | None:
-        """The per-device parameters as planes ``(P, R, out, in)`` in the device model's layout
-        (:attr:`~insitu.devices.DeviceModel.param_names`; a copy), or ``None`` for ideal devices."""
-        if self.device_params is None:
-            return None
-        model = self.device_model
-        planes = torch.zeros((len(model.param_names), *self.weight.shape), device=self.weight.device, dtype=self.weight.dtype)
-        planes[_plane_indices(model, _STEP_AND_BOUNDS)] = self.device_params.movedim(-1, 0)
-        if self.device_slopes is not None:
-            planes[_plane_indices(model, _SLOPES)] = self.device_slopes.movedim(-1, 0)
-        return planes
+        """The per-device parameters ``(P, R, out, in)`` in the device model's layout
+        (:attr:`~insitu.devices.DeviceModel.param_names`; the buffer itself), or ``None`` for ideal devices."""
+        return self.device_params
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints saved before the parameters were kept as planes hold them interleaved per
+        # device: ``device_params`` (R, out, in, 4) = dw_up, dw_down, w_min, w_max and
+        # ``device_slopes`` (R, out, in, 2) or None. Rebuild the planes (slopes 0 when absent).
+        old, slopes = state_dict.get(prefix + "device_params"), state_dict.pop(prefix + "device_slopes", None)
+        if old is not None and self.device_params is not None and old.dim() == 4 and old.shape[-1] == len(_STEP_AND_BOUNDS):
+            model = self.device_model
+            planes = torch.zeros_like(self.device_params)
+            planes[_plane_indices(model, _STEP_AND_BOUNDS)] = old.movedim(-1, 0).to(planes)
+            if slopes is not None:
+                planes[_plane_indices(model, _SLOPES)] = slopes.movedim(-1, 0).to(planes)
+            state_dict[prefix + "device_params"] = planes
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_connection_mask(self, mask) -> None:
         raise ConfigError("Sparse connection masks are not available for replicas in lockstep; run these points separately.")
@@ -288,7 +286,7 @@ class ReplicatedTile(AnalogTile):
         if self._compiled_update(x, d, lr):
             return
         replica_pulsed_update(
-            self.weight, (self.device_params, self.device_slopes), self.device_model, x, d, lr,
+            self.weight, self.device_params, self.device_model, x, d, lr,
             self.dw_min, self.bl, self.config.update, self.generator, self.counters,
         )
 
@@ -305,8 +303,7 @@ class ReplicatedTile(AnalogTile):
             return False
         from .update.kernels.compiled import stacked_kernel
 
-        versions = (self.device_params._version, None if self.device_slopes is None else self.device_slopes._version)
-        key = (self.weight.data_ptr(), self.device_params.data_ptr(), versions, self.pulse_rng.data_ptr())
+        key = (self.weight.data_ptr(), self.device_params.data_ptr(), self.device_params._version, self.pulse_rng.data_ptr())
         plan = self._kernel_cache.get("stacked")
         if plan is None or plan[0] != key:
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.

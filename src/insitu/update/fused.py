@@ -9,11 +9,15 @@ coincidences tile by tile (one small product each) and applies the device respon
 devices of all tiles in one pass, as ``torch.optim``'s ``foreach`` implementations do for
 ordinary parameters.
 
-What is computed is exactly the sequential update of :func:`insitu.update.pulse.pulsed_update`
-(Gokmen & Vlasov 2016, Eq. 2-3): Bernoulli trains of ``BL`` slots with probabilities
-``Cx|x_i|`` and ``Cd|δ_j|`` clipped to 1, ``Cx = Cd = sqrt(lr / (BL dw_min))``, each coincidence
-one device step (up where ``sign(x_i) ≠ sign(δ_j)``), cycle-to-cycle noise per step, each
-device's own bounds; samples of a batch one after another. The random numbers are drawn in a
+This is the engine's multi-tensor layout (in the manner of ``torch.optim``'s ``foreach``
+implementations): what is computed is exactly the sequential update of
+:mod:`insitu.update.engine` (Gokmen & Vlasov 2016, Eq. 2-3), with the engine's pulse scales
+(:func:`~insitu.update.engine.pulse_scales`: ``Cx``, ``Cd``, update management) and the device
+model's response (:meth:`~insitu.devices.DeviceModel.apply_signed_pulses`); only the bookkeeping
+of lines and blocks is this layout's own. Bernoulli trains of ``BL`` slots with probabilities
+``Cx|x_i|`` and ``Cd|δ_j|`` clipped to 1, each coincidence one device step (up where
+``sign(x_i) ≠ sign(δ_j)``), cycle-to-cycle noise per step, each device's own bounds; samples of a
+batch one after another. The random numbers are drawn in a
 different order than the per-tile path, so the two agree in distribution, not draw for draw
 (tested in ``tests/test_fused_update.py``). All draws of a group come from the generator of its
 first tile, so a seed still fixes the run and a restored model continues identically.
@@ -29,9 +33,9 @@ unchanged.
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from .engine import pulse_scales
 
 
 __all__ = ["FusedPulseUpdate", "can_fuse", "fusion_key"]
@@ -95,9 +99,8 @@ class FusedPulseUpdate:
     The lines of all tiles are laid out in one vector: the row lines (inputs) of every tile, then
     the column lines (errors) of every tile. Built once per set of tiles; :meth:`current` tells
     whether it still describes them (their device parameters may have been reloaded or moved)
-    and takes a new learning rate. It keeps a copy of the device parameters it needs,
-    interleaved per device (16 bytes a device for constant steps, 24 with slopes), so that a block
-    of devices is one gather.
+    and takes a new learning rate. It keeps a copy of the device parameters interleaved per
+    device, so that a block of devices is one gather.
     """
 
     def __init__(self, tiles, lr: float):
@@ -107,7 +110,6 @@ class FusedPulseUpdate:
         self.bl = self.tiles[0].config.update.bl
         self.update_management = self.tiles[0].config.update.update_management
         self.model = self.tiles[0].device_model  # equal c2c and slope kind across the group
-        self.c2c = self.model.c2c
         ins = [t.in_features for t in self.tiles]
         outs = [t.out_features for t in self.tiles]
         n_lines = sum(ins) + sum(outs)
@@ -116,13 +118,9 @@ class FusedPulseUpdate:
         self.key = torch.cat(
             [torch.arange(n, **as_long) for n in ins] + [torch.arange(o, **as_long) * i for o, i in zip(outs, ins)]
         )
-        # Cx = Cd = sqrt(lr / (BL dw_min)) per tile, stored without the sqrt(lr); ΔW = -lr δ xᵀ:
-        # the minus sign rides on the column lines' scale.
-        scales = [math.sqrt(1 / (self.bl * t.config.device.nominal_step)) for t in self.tiles]
-        self._unit_scale = torch.cat(
-            [torch.full((n,), c, device=self.device, dtype=self.dtype) for n, c in zip(ins, scales)]
-            + [torch.full((o,), -c, device=self.device, dtype=self.dtype) for o, c in zip(outs, scales)]
-        )
+        self.config = self.tiles[0].config.update  # equal BL and update management across the group
+        # Each tile's nominal step, which sets its Cx Cd (pulse_scales).
+        self.steps = torch.tensor([t.config.device.nominal_step for t in self.tiles], device=self.device, dtype=torch.float64)
         starts = [0]
         for n in ins + outs:
             starts.append(starts[-1] + n)
@@ -145,23 +143,21 @@ class FusedPulseUpdate:
 
     def _set_lr(self, lr: float) -> None:
         if lr != self.lr:
-            self.lr, self.scale = lr, self._unit_scale * math.sqrt(lr)
+            self.lr = lr
+            if not self.update_management:  # Cx = Cd per tile, the same every sample
+                c, _, _ = pulse_scales(None, None, lr, self.steps, self.config)
+                self.scale = self._on_lines(c.to(self.dtype).unsqueeze(0), c.to(self.dtype).unsqueeze(0))
+
+    def _on_lines(self, cx: torch.Tensor, cd: torch.Tensor) -> torch.Tensor:
+        """Per-tile scales ``(batch, tiles)`` laid out on the lines ``(batch, lines)``: ``Cx`` on a
+        tile's rows, ``-Cd`` on its columns (ΔW = -lr δ xᵀ: the minus sign rides on the columns)."""
+        per_segment = torch.cat((cx, cd.neg()), dim=1)
+        return per_segment.gather(1, self.line_segment.expand(per_segment.shape[0], -1))
 
     def _pack(self) -> None:
-        """Per tile and device, side by side (one gather per block). Constant steps: the mean and
-        half the difference of the up and down steps, and the two bounds; with ``m`` and ``h`` a
-        device receiving ``c`` signed coincidences moves by ``|c| (m sign(c) + h)`` (the up step
-        for ``c > 0``, the down step for ``c < 0``) without a select. Weight-dependent steps: all
-        parameters in the device model's layout (``param_names``), for
-        :meth:`DeviceModel.apply_signed_pulses`."""
-        self.packed = []
-        model = self.model
-        for t in self.tiles:
-            if model.has_slope:
-                self.packed.append(model.pack_interleaved(t.device_params))
-                continue
-            up, down, w_min, w_max = model.pack_interleaved(t.device_params, ("dw_up", "dw_down", "w_min", "w_max")).unbind(1)
-            self.packed.append(torch.stack(((up + down) / 2, (up - down) / 2, w_min, w_max), dim=1))
+        """Per tile, the device parameters in the model's layout (``param_names``) side by side
+        per device, ``(devices, P)``: a block of devices is one gather."""
+        self.packed = [self.model.pack_interleaved(t.device_params) for t in self.tiles]
         self._versions = self._state()
 
     def _state(self) -> list:
@@ -199,9 +195,7 @@ class FusedPulseUpdate:
                 counters.extra_memory = max(counters.extra_memory, memory)
         # Signed, scaled lines of every sample: |.| clipped is the firing probability.
         lines = torch.cat((*xs, *ds), dim=1).to(self.dtype)
-        if self.update_management:
-            lines.mul_(self._management_factors(lines))
-        lines.mul_(self.scale)
+        lines.mul_(self._management_scales(lines) if self.update_management else self.scale)
         probability = lines.abs().clamp_max_(1)
         signs = lines.sign_()
         # Expected pulses BL Σ p per tile, as the per-tile path counts them.
@@ -214,18 +208,15 @@ class FusedPulseUpdate:
         for tile, snapshot in zip(tiles, before):
             tile.apply_device_effects(snapshot)
 
-    def _management_factors(self, lines: torch.Tensor) -> torch.Tensor:
-        """Update management (Gokmen, Onen & Haensch 2017), per sample and tile: ``Cx = C m``,
-        ``Cd = C / m`` with ``m = sqrt(max|δ| / max|x|)``, as :func:`~insitu.update.pulse.pulse_scales`.
-
-        Returns the factors ``(batch, lines)``: ``m`` on the row lines of a tile, ``1 / m`` on its
-        column lines."""
+    def _management_scales(self, lines: torch.Tensor) -> torch.Tensor:
+        """Update management (Gokmen, Onen & Haensch 2017) per sample and tile, by
+        :func:`~insitu.update.engine.pulse_scales` from each tile's ``max|x|`` and ``max|δ|``.
+        Returns the scales ``(batch, lines)`` (:meth:`_on_lines`)."""
         batch, n_tiles = lines.shape[0], len(self.tiles)
         segments = self.line_segment.expand(batch, -1)
         peaks = lines.new_zeros(batch, 2 * n_tiles).scatter_reduce_(1, segments, lines.abs(), "amax")
-        x_max, d_max = peaks[:, :n_tiles].clamp_min(1e-30), peaks[:, n_tiles:].clamp_min(1e-30)
-        m = d_max.div_(x_max).sqrt_()  # the floor keeps a zero vector's probabilities at 0
-        return torch.cat((m, m.reciprocal()), dim=1).gather(1, segments)
+        cx, cd, _ = pulse_scales(peaks[:, :n_tiles], peaks[:, n_tiles:], self.lr, self.steps.to(self.dtype), self.config)
+        return self._on_lines(cx, cd)
 
     def _rank1(self, probability: torch.Tensor, signs: torch.Tensor) -> None:
         """One rank-1 pulse update of every tile from one sample's lines."""
@@ -274,23 +265,7 @@ class FusedPulseUpdate:
         else:
             tiles_hit = torch.tensor([b[0] for b in blocks], device=self.device)
             self._coincidences.index_add_(0, tiles_hit, sums.double())
-        if self.model.has_slope:
-            weights = self.model.apply_signed_pulses(weights, counts, params.t(), generator)
-        else:
-            self._constant_steps(weights, counts, n, params, generator)
+        # The device model's response, on the fired blocks of every tile at once (scratch buffers).
+        weights = self.model.apply_signed_pulses(weights, counts, params.t(), generator, overwrite=True)
         for (t, *_rest, start, size), flat in zip(blocks, flats):
             tiles[t].weight.view(-1).index_copy_(0, flat, weights[start : start + size])
-
-    def _constant_steps(self, weights, counts, n, params, generator) -> None:
-        """Constant-step response of a block, in place on ``weights`` (``counts`` signed, ``n``
-        their magnitudes; both are used as scratch)."""
-        mean_step, half_difference, w_min, w_max = params.t()
-        step = torch.addcmul(half_difference, mean_step, counts.sign_())  # up or down step
-        # n pulses of one sign: n steps, each with cycle-to-cycle spread, sum to
-        # step (n + c2c sqrt(n) ξ) (see DeviceModel.apply_pulses).
-        if self.c2c > 0:
-            noise = torch.randn(n.shape, generator=generator, device=self.device, dtype=self.dtype)
-            # sqrt(n) as n / sqrt(max(n, 1)): exact for whole counts, 0 where n = 0, and no
-            # sqrt of exact zeros (several times slower than other square roots on some CPUs).
-            n.addcmul_(noise, n.clamp_min(1).rsqrt_().mul_(n), value=self.c2c)
-        weights.addcmul_(step, n).clamp_(w_min, w_max)

@@ -1,8 +1,8 @@
 """Backends of the pulse-update engine.
 
-``torch`` (:mod:`insitu.update.pulse`, :mod:`insitu.update.fused`, :mod:`insitu.update.replicas`)
-is the reference implementation, the CUDA path and the fallback. ``compiled``
-(:mod:`.compiled`) runs the ``sequential`` and ``summed`` stochastic updates of CPU tiles as numba
+``torch`` (:mod:`insitu.update.engine`, and :mod:`insitu.update.fused` for several tiles at
+once) is the reference implementation, the CUDA path and the fallback. ``compiled``
+(:mod:`.compiled`) runs the ``sequential`` stochastic update of CPU tiles and replicas as numba
 kernels: pulse trains drawn as bits of 64-bit words, coincidences counted by popcount, random
 numbers from a counter-free xoshiro256** stream whose state the tile saves (:mod:`.rng`).
 
