@@ -236,11 +236,42 @@ def test_tile_state_round_trip(name):
 
 
 def test_missing_capability_is_refused_by_name():
-    from insitu.devices import PowStepDevice
+    from insitu.devices import PCMPairDevice
     from insitu.replicas import ReplicatedTile
 
     with pytest.raises(ConfigError, match="lockstep"):
-        ReplicatedTile(3, 2, [TileConfig(device=PowStepDevice())] * 2)
+        ReplicatedTile(3, 2, [TileConfig(device=PCMPairDevice())] * 2)
+
+
+@pytest.mark.parametrize("name", PULSED)
+def test_replicas_in_lockstep_update_as_separate_tiles(name):
+    # Every device with the lockstep capability runs stacked (the engine's layout, the model's
+    # own response); with expected pulses and no noise the replicas equal separate tiles.
+    from insitu.replicas import ReplicatedTile
+    from insitu.update import PulseUpdateConfig
+
+    device = _device(name)
+    if not device.capabilities.lockstep or (device.effects() is not None and device.effects().active):
+        with pytest.raises(ConfigError, match="lockstep|device effects"):
+            ReplicatedTile(5, 4, [TileConfig(device=device)] * 2, seeds=[1, 2])
+        return
+    config = TileConfig(device=device, update=PulseUpdateConfig(pulse_type="expected", bl=10))
+    replicas = ReplicatedTile(5, 4, [config, config], seeds=[1, 2])
+    start = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(3)) * 0.4 - 0.2
+    replicas.set_weights(start)
+    x = torch.tensor([[0.9, -0.5, 0.3, 0.0]])
+    d = torch.tensor([[0.4, -0.8, 0.1, 0.6, -0.2]])
+    for _ in range(3):
+        replicas.stash(x.expand(2, 1, 4), d.expand(2, 1, 5))
+        replicas.update(0.05)
+    for r, seed in enumerate((1, 2)):
+        single = AnalogTile(5, 4, config, seed=seed)
+        assert torch.equal(single.device_params, replicas.device_params[:, r])
+        single.set_weights(start[r])
+        for _ in range(3):
+            single.stash(x, d)
+            single.update(0.05)
+        torch.testing.assert_close(replicas.weight[r], single.weight, rtol=1e-5, atol=1e-6)
 
 
 def test_a_device_without_a_nominal_step_says_what_to_add():

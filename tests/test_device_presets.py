@@ -79,9 +79,14 @@ def test_new_families_train_in_every_update_path(name, update, backend):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_replicas_refuse_the_new_families_by_capability(name):
-    with pytest.raises(ConfigError, match="lockstep"):
-        ReplicatedTile(3, 2, [get_preset(name)] * 2)
+def test_replicas_and_the_fused_update_take_the_new_families(name):
+    from insitu.update.fused import can_fuse
+
+    replicas = ReplicatedTile(3, 2, [get_preset(name)] * 2, seeds=[1, 2])
+    replicas.stash(torch.ones(2, 1, 2), torch.ones(2, 1, 3))
+    replicas.update(0.1)
+    assert float(replicas.counters.coincidences.sum()) > 0
+    assert can_fuse(AnalogTile(3, 2, get_preset(name).replace(update=PulseUpdateConfig(bl=10))))
 
 
 PEER = [name.replace("-2016-io", "-peer-io") for name in NEW]

@@ -73,10 +73,15 @@ def _rpu(**update) -> TileConfig:
 
 @pytest.mark.parametrize(
     "batch, management, device",
-    [(1, False, None), (3, False, None), (2, True, None), (1, False, SoftBoundsDevice()), (2, False, LinearStepDevice(gamma_up=0.8))],
+    [(1, False, None), (3, False, None), (2, True, None), (1, False, SoftBoundsDevice()), (2, False, LinearStepDevice(gamma_up=0.8)),
+     (2, False, "pow-step")],
 )
 def test_fused_update_has_the_distribution_of_the_per_tile_update(batch, management, device):
     config = _rpu(bl=10, update_management=management)
+    if device == "pow-step":  # a family with its own parameter layout and response
+        from insitu.devices import PowStepDevice
+
+        device = PowStepDevice(dw_min=0.01, dw_min_std=0.3)
     if device is not None:  # weight-dependent steps, through DeviceModel.apply_signed_pulses
         config = config.replace(device=device.replace(w_max=0.3, w_min=-0.3, dw_min=0.002))
     draws = 300

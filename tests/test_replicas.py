@@ -97,7 +97,8 @@ def _weight_changes(replicated: bool, config: TileConfig, x, d, draws: int) -> t
 @pytest.mark.parametrize(
     "mode, backend, device",
     [("sequential", "auto", "2016"), ("sequential", "torch", "2016"), ("sequential", "torch", "soft-bounds"),
-     ("summed", "torch", "2016"), ("batched", "torch", "2016"), ("sequential", "torch", "dynamic-bl")],
+     ("summed", "torch", "2016"), ("batched", "torch", "2016"), ("sequential", "torch", "dynamic-bl"),
+     ("sequential", "auto", "pow-step"), ("sequential", "torch", "pow-step")],
 )
 def test_lockstep_updates_have_the_distribution_of_separate_updates(mode, backend, device):
     # Replicas and single tiles run the same engine code (insitu.update.engine) in every mode;
@@ -111,6 +112,10 @@ def test_lockstep_updates_have_the_distribution_of_separate_updates(mode, backen
     config = rpu(mode=mode)
     if device == "soft-bounds":
         config = config.replace(device=SoftBoundsDevice(dw_min=0.01, up_down=0.2, dw_min_std=0.3))
+    if device == "pow-step":  # a family with its own parameter layout and response
+        from insitu.devices import PowStepDevice
+
+        config = config.replace(device=PowStepDevice(dw_min=0.01, dw_min_std=0.3))
     if device == "dynamic-bl":
         config = rpu(update_management=True, dynamic_bl=True, bl=31)
     draws = 400

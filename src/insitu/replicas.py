@@ -63,7 +63,7 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
         if config.algorithm.method != "sgd":
             return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
         if not config.device.capabilities.lockstep:
-            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False; constant step, linear step, soft bounds and ideal devices have one)."
+            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False: a device with per-device state, e.g. a conductance pair)."
         effects = config.device.effects()
         if effects is not None and effects.active:
             return (
@@ -81,6 +81,11 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
     for r, config in enumerate(configs[1:], start=1):
         if type(config.device) is not type(first.device):
             return f"tile.device: replica {r} is a {type(config.device).__name__}, replica 0 a {type(first.device).__name__}."
+        if config.device.model().structure() != first.device.model().structure():
+            return (
+                f"tile.device: replica {r}'s device model differs from replica 0's in more than its numbers "
+                "(e.g. the number of nodes of a piecewise table): replicas need one parameter layout."
+            )
         update, reference = dataclasses.replace(config.update, bl=first.update.bl), first.update
         if update != reference:
             field = next(f.name for f in dataclasses.fields(reference) if getattr(update, f.name) != getattr(reference, f.name))
@@ -98,7 +103,10 @@ def replica_key(config: TileConfig) -> dict:
     numbers replicas may hold apart removed (device numbers, ``update.bl``, IO numbers of
     :data:`~insitu.io.REPLICA_IO_FIELDS`, of which only whether they are set is kept)."""
     data = config.to_dict()
-    data["device"] = {"type": data["device"].get("type")}
+    # The device's class and its model's structure (e.g. the number of nodes of a piecewise
+    # table) must agree; its numbers may differ.
+    structure = None if config.device.is_ideal else repr(config.device.model().structure()[1:])
+    data["device"] = {"type": data["device"].get("type"), "structure": structure}
     data["update"] = {k: v for k, v in data["update"].items() if k != "bl"}
     for direction in ("forward", "backward"):
         data[direction] = {k: (v is not None if k in REPLICA_IO_FIELDS else v) for k, v in data[direction].items()}
@@ -191,13 +199,14 @@ class ReplicatedTile(AnalogTile):
         def per_replica(values):
             return torch.tensor(values, device=device, dtype=dtype).view(-1, 1, 1)
 
-        self.device_model = configs[0].device.model()
+        # The first replica's model (a float spread) serves the compiled kernel, which takes the
+        # spreads per replica as numbers; the torch engine gets one spread per replica.
+        self._kernel_model = self.device_model = configs[0].device.model()
         if not configs[0].device.is_ideal:
             c2c = [float(c.device.model().c2c) for c in configs]
             if len(set(c2c)) > 1:
                 # One spread per replica, against the engine's stacked weights (R, out, in, 1).
-                c2c_tensor = per_replica(c2c).view(-1, 1, 1, 1)
-                self.device_model = type(self.device_model)(c2c=c2c_tensor, has_slope=self.device_model.has_slope)
+                self.device_model = self.device_model.with_c2c(per_replica(c2c).view(-1, 1, 1, 1))
             steps = [c.device.nominal_step for c in configs]
             self.dw_min = per_replica(steps)
             # The compiled kernel's per-replica numbers (float64 numpy arrays).
@@ -298,7 +307,7 @@ class ReplicatedTile(AnalogTile):
             return False
         if select_backend(self.weight.device) != "compiled":
             return False
-        respond = type(self.device_model)(c2c=0.0, has_slope=self.device_model.has_slope).compiled_response()
+        respond = self._kernel_model.compiled_response()
         if respond is None:
             return False
         from .update.kernels.compiled import stacked_kernel
@@ -307,7 +316,7 @@ class ReplicatedTile(AnalogTile):
         plan = self._kernel_cache.get("stacked")
         if plan is None or plan[0] != key:
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
-            packed = self.device_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
+            packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
             raw = self.pulse_rng.numpy()
             words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
             plan = (key, stacked_kernel(respond), self.weight.detach().unsqueeze(-1).numpy(), packed.numpy(), words, spare)

@@ -19,6 +19,7 @@ coincidences in one update costs the same as one receiving a single one.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import ClassVar
 
@@ -152,6 +153,21 @@ class DeviceModel:
         #: Whether any device draws cycle-to-cycle noise (decided once, not at every pulse).
         self.noisy = bool((c2c > 0).any()) if torch.is_tensor(c2c) else self.c2c > 0
         self.has_slope = bool(has_slope)
+
+    def structure(self) -> tuple:
+        """What two models must share to be updated together (the fused layout, replicas in
+        lockstep): the model class, the parameter layout and every setting but the
+        cycle-to-cycle spread, which may be one per array (:meth:`with_c2c`)."""
+        settings = tuple(sorted((k, v) for k, v in vars(self).items() if k not in ("c2c", "noisy", "param_names")))
+        return (type(self), tuple(self.param_names), settings)
+
+    def with_c2c(self, c2c: float | torch.Tensor) -> "DeviceModel":
+        """A copy of this model with another cycle-to-cycle spread, e.g. one per replica, a
+        tensor ``(R, 1, 1, 1)`` against the engine's stacked weights ``(R, out, in, n)``."""
+        model = copy.copy(self)
+        model.c2c = c2c if torch.is_tensor(c2c) else float(c2c)
+        model.noisy = bool((c2c > 0).any()) if torch.is_tensor(c2c) else model.c2c > 0
+        return model
 
     def _scaled_noise(self, counts: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``counts + c2c · noise · scale`` for a scalar or a per-replica ``c2c``."""

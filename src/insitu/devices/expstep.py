@@ -58,7 +58,7 @@ class ExpStepDevice(_PulsedDevice):
         a, b: scale and offset of the reduced weight ``z``.
     """
 
-    capabilities = DeviceCapabilities(compiled=True)
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
 
     A_up: float = 0.00081
     A_down: float = 0.36833

@@ -45,7 +45,7 @@ class PiecewiseStepDevice(_PulsedDevice):
         piecewise_down: the down-step factors at the same weights (same length).
     """
 
-    capabilities = DeviceCapabilities(compiled=True)
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
 
     piecewise_up: tuple[float, ...] = (1.0,)
     piecewise_down: tuple[float, ...] = (1.0,)

@@ -48,7 +48,7 @@ class PowStepDevice(_PulsedDevice):
         pow_up_down_dtod: device-to-device spread of that imbalance.
     """
 
-    capabilities = DeviceCapabilities(compiled=True)
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
 
     pow_gamma: float = 1.0
     pow_gamma_dtod: float = 0.1

@@ -87,7 +87,7 @@ class SoftBoundsReferenceDevice(_ReferenceFields, _PulsedDevice):
         mult_noise: cycle-to-cycle noise proportional to the step instead of additive.
     """
 
-    capabilities = DeviceCapabilities(compiled=True, closed_form=True)
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True, closed_form=True)
 
     slope_up_dtod: float = 0.0
     slope_down_dtod: float = 0.0
@@ -194,7 +194,7 @@ class PowStepReferenceDevice(_ReferenceFields, PowStepDevice):
     The nominal step is PowStep's, ``dw_min · 0.5^γ``.
     """
 
-    capabilities = DeviceCapabilities(compiled=True)
+    capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
 
     n_estimation_steps: int = -1
 

@@ -22,9 +22,9 @@ different order than the per-tile path, so the two agree in distribution, not dr
 (tested in ``tests/test_fused_update.py``). All draws of a group come from the generator of its
 first tile, so a seed still fixes the run and a restored model continues identically.
 
-Covered: :class:`~insitu.tile.AnalogTile` with a pulsed device (constant step as in 2016, linear
-step, soft bounds: the response of :class:`~insitu.devices.base.DeviceModel`), one device per
-cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
+Covered: :class:`~insitu.tile.AnalogTile` with a device whose capabilities declare it
+``fusable`` (every stateless pulsed family; tiles share an update when their device models have
+the same :meth:`~insitu.devices.DeviceModel.structure` and spread), one device per cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
 with or without update management (each tile rebalanced by its own ``max|δ| / max|x|``), no
 dynamic BL, no connection mask. Device effects (:mod:`insitu.devices.effects`) run after the
 pulses of each tile, as in :meth:`AnalogTile.update`. Any other tile takes the per-tile path,
@@ -67,7 +67,7 @@ def fusion_key(tile, rows: int) -> tuple:
     w = tile.weight
     update = tile.config.update
     model = tile.device_model
-    return (w.device, w.dtype, update.bl, update.update_management, model.c2c, model.has_slope, rows)
+    return (w.device, w.dtype, update.bl, update.update_management, model.c2c, model.structure(), rows)
 
 
 class _Tally:
@@ -109,7 +109,7 @@ class FusedPulseUpdate:
         self.dtype, self.device = first.dtype, first.device
         self.bl = self.tiles[0].config.update.bl
         self.update_management = self.tiles[0].config.update.update_management
-        self.model = self.tiles[0].device_model  # equal c2c and slope kind across the group
+        self.model = self.tiles[0].device_model  # equal c2c and structure across the group
         ins = [t.in_features for t in self.tiles]
         outs = [t.out_features for t in self.tiles]
         n_lines = sum(ins) + sum(outs)
