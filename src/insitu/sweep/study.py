@@ -265,7 +265,9 @@ class StudyConfig(Config):
             self._fail("seeds", "lists a seed twice.")
         if "seed" in fields:
             self._fail("axes", "must not sweep 'seed': list the repeats under 'seeds'.")
-        base = self._base_dict()
+        # Fields left out of the dict at their defaults (TrainConfig._TASK_FIELDS: task, cell, ...)
+        # may be swept too.
+        base = {**type(self.base)._TASK_FIELDS, **self._base_dict()}
         for axis in self.axes:
             for path in axis.fields:
                 _check_path(base, path)
@@ -286,7 +288,7 @@ class StudyConfig(Config):
 
     def baseline_coords(self) -> dict[str, Any]:
         """``{axis name: value of its first field in the base config}``."""
-        base = self._base_dict()
+        base = {**type(self.base)._TASK_FIELDS, **self._base_dict()}
         return {axis.name: _get_path(base, axis.fields[0]) for axis in self.axes}
 
     def points(self) -> list[StudyPoint]:
