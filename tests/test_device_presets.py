@@ -118,3 +118,47 @@ def test_peer_io_presets_build_round_trip_and_wrap_the_2016_io_device(name):
     assert "aihwkit" in doc and "§8" in doc and "PresetIOParameters" in doc
     tile = AnalogTile(5, 7, config, seed=0)
     assert torch.isfinite(tile(torch.rand(3, 7))).all()
+
+
+# -- the peer's configuration wrappers (X2, X4, Tiki-Taka, TTv2, c-TTv2, AGAD, mixed precision) --
+WRAPPED = sorted(name for name in __import__("insitu.presets", fromlist=["PRESETS"]).PRESETS if name.endswith("-peer"))
+
+
+def test_every_device_preset_has_each_of_the_peers_wrappers():
+    from insitu.presets import PEER_WRAPPERS
+
+    devices = {"reram-es", "reram-sb", "capacitor", "ecram", "ecram-mo", "idealized"}
+    assert set(WRAPPED) == {f"{d}-{w}-peer" for d in devices for w in PEER_WRAPPERS}
+    for name in WRAPPED:
+        config = get_preset(name)
+        assert TileConfig.from_dict(config.to_dict()) == config
+        assert config.forward.inp_bits == 7 and config.forward.out_bits == 9  # the peer's periphery
+    # The numbers that differ by device (algorithms.md §4-§5), spot-checked.
+    ecram_mo = get_preset("ecram-mo-c-ttv2-peer")
+    assert (ecram_mo.cell.in_chop_prob, ecram_mo.cell.fast_lr, ecram_mo.cell.auto_granularity, ecram_mo.update.bl) == (0.001, 0.1, 500, 100)
+    agad = get_preset("capacitor-agad-peer").cell
+    assert (agad.in_chop_prob, agad.tail_weighting, agad.transfer_update.bl) == (0.01, 20.0, 1)
+    two = get_preset("reram-es-2-peer")
+    assert (two.devices_per_weight, two.cell_update, two.cell_readout) == (2, "random", "sum")
+    assert get_preset("reram-sb-ttv2-peer").device.subtract_symmetry_point
+
+
+@pytest.mark.parametrize("wrapper", ["2", "4", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp"])
+def test_each_wrapper_trains_a_layer(wrapper):
+    from insitu import AnalogLinear, AnalogSGD
+
+    torch.manual_seed(0)
+    layer = AnalogLinear(6, 3, config=get_preset(f"reram-sb-{wrapper}-peer"), seed=2)
+    # The array the gradient's pulses reach first (a transfer rule's fast array A; its slow array
+    # may not have been written yet after 20 steps: TTv2 buffers until a threshold).
+    before = layer.tile.weight.detach().clone()
+    optimizer = AnalogSGD(layer.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        x = torch.rand(2, 6, generator=g)
+        loss = (layer(x) - torch.tensor([0.3, -0.2, 0.1])).square().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(layer.tile.effective_weights()).all()
+    assert not torch.equal(layer.tile.weight.detach(), before)

@@ -402,6 +402,98 @@ capacitor_peer_io = _peer_io_preset(capacitor_2016_io, "CapacitorPresetDevice")
 idealized_peer_io = _peer_io_preset(idealized_2016_io, "IdealizedPresetDevice")
 
 
+
+# -- the peer's configuration wrappers around its device presets ------------------------------
+# aihwkit's presets/configs.py and presets/compounds.py wrap each device preset in a few ways
+# (algorithms.md §3-§8 [V:pcfg]): ``X2Preset`` / ``X4Preset`` (a vector unit cell of 2 or 4
+# devices, one drawn at random written per update), ``TikiTakaXPreset`` (Tiki-Taka v1),
+# ``TTv2XPreset`` (a chopped transfer compound without choppers), ``ChoppedTTv2XPreset``,
+# ``AGADXPreset`` and ``MixedPrecisionXPreset``, each in the peer's periphery (``peer_io``,
+# ``peer_update``). The rows give the numbers that differ by device [V: algorithms.md §4-§5]:
+# TTv2 (fast_lr, auto_granularity, main BL); c-TTv2 (in_chop_prob, fast_lr, auto_granularity,
+# main BL); AGAD (in_chop_prob, fast_lr, auto_granularity, tail_weighting, main BL).
+_PEER_WRAPPED = {
+    "reram-es": (reram_es_2016_io, "ReRamES", (0.5, 1000, 31), (0.01, 0.5, 1000, 31), (0.02, 0.5, 1000, 5.0, 31)),
+    "reram-sb": (reram_sb_2016_io, "ReRamSB", (0.5, 1000, 31), (0.01, 0.5, 1000, 31), (0.02, 0.5, 1000, 5.0, 31)),
+    "capacitor": (capacitor_2016_io, "Capacitor", (0.1, 1000, 31), (0.01, 0.1, 1000, 31), (0.01, 0.1, 1000, 20.0, 31)),
+    "ecram": (ecram_2016_io, "EcRam", (0.1, 500, 100), (0.01, 1.0, 500, 100), (0.005, 0.1, 750, 50.0, 31)),
+    "ecram-mo": (ecram_mo_2016_io, "EcRamMO", (0.1, 500, 100), (0.001, 0.1, 500, 100), (0.005, 0.1, 500, 50.0, 100)),
+    "idealized": (idealized_2016_io, "Idealized", (0.1, 500, 100), (0.001, 0.1, 500, 100), (0.005, 0.1, 500, 50.0, 100)),
+}
+
+
+def _transfer_read() -> IOConfig:
+    # The transfer read of every wrapper: PresetIO with noise and bound management off.
+    return peer_io().replace(noise_management="none", bound_management="none")
+
+
+def _one_pulse_transfer() -> PulseUpdateConfig:
+    # TTv2, c-TTv2, AGAD: transfer writes with BL 1 and no management (at most one pulse a device).
+    return PulseUpdateConfig(bl=1, update_management=False, dynamic_bl=False)
+
+
+def _peer_wrapped(device_key: str, wrapper: str) -> Callable[[], TileConfig]:
+    base, peer_name, ttv2, cttv2, agad = _PEER_WRAPPED[device_key]
+
+    def preset() -> TileConfig:
+        from .cells import AGADCell, ChoppedTikiTakaCell, MixedPrecisionCell, TikiTakaCell
+
+        config = with_peer_periphery(base())
+        device = config.device
+        if wrapper in ("2", "4"):
+            return config.replace(devices_per_weight=int(wrapper), cell_update="random", cell_readout="sum")
+        if wrapper == "mp":
+            return config.replace(cell=MixedPrecisionCell())
+        if device_key == "reram-sb":  # the peer's SB transfer presets read against the symmetry point
+            config = config.replace(device=device.replace(subtract_symmetry_point=True))
+        if wrapper == "tiki-taka":
+            cell = TikiTakaCell(transfer_io=_transfer_read(), transfer_update=peer_update())
+            return config.replace(cell=cell)
+        if wrapper == "ttv2":
+            fast_lr, granularity, bl = ttv2
+            cell = ChoppedTikiTakaCell(
+                in_chop_prob=0.0, fast_lr=fast_lr, auto_granularity=float(granularity), auto_scale=True,
+                transfer_io=_transfer_read(), transfer_update=_one_pulse_transfer(),
+            )
+        elif wrapper == "c-ttv2":
+            chop, fast_lr, granularity, bl = cttv2
+            cell = ChoppedTikiTakaCell(
+                in_chop_prob=chop, fast_lr=fast_lr, auto_granularity=float(granularity), auto_scale=True,
+                transfer_io=_transfer_read(), transfer_update=_one_pulse_transfer(),
+            )
+        else:  # agad
+            chop, fast_lr, granularity, tail, bl = agad
+            cell = AGADCell(
+                in_chop_prob=chop, fast_lr=fast_lr, auto_granularity=float(granularity), tail_weighting=tail,
+                auto_scale=True, transfer_io=_transfer_read(), transfer_update=_one_pulse_transfer(),
+            )
+        return config.replace(update=config.update.replace(bl=bl), cell=cell)
+
+    peer = {
+        "2": f"{peer_name}2Preset", "4": f"{peer_name}4Preset", "tiki-taka": f"TikiTaka{peer_name}Preset",
+        "ttv2": f"TTv2{peer_name}Preset", "c-ttv2": f"ChoppedTTv2{peer_name}Preset", "agad": f"AGAD{peer_name}Preset",
+        "mp": f"MixedPrecision{peer_name}Preset",
+    }[wrapper]
+    preset.__name__ = f"{device_key}_{wrapper}_peer".replace("-", "_")
+    preset.__doc__ = (
+        f"aihwkit's ``{peer}``: the device of ``{device_key}-2016-io`` in the peer's periphery\n"
+        "(``with_peer_periphery``) and its configuration wrapper [V: algorithms.md §3-§8; the numbers in\n"
+        "``insitu.presets._PEER_WRAPPED``]. ``2``/``4``: that many devices per weight, one drawn at random\n"
+        "written per update, the weight their sum. ``tiki-taka``: ``TikiTakaCell`` reading with PresetIO\n"
+        "(noise and bound management off) and writing with PresetUpdate. ``ttv2``: ``ChoppedTikiTakaCell``\n"
+        "without choppers, ``c-ttv2`` with, ``agad``: ``AGADCell``; their transfers one pulse at most (BL 1,\n"
+        "no management), auto-scaled, with the device's fast_lr, auto_granularity and main BL. ``mp``:\n"
+        "``MixedPrecisionCell`` with the class defaults. ReRAM-SB's transfer presets subtract the\n"
+        "symmetry point, as the peer's SB variants.\n"
+    )
+    return preset
+
+
+PEER_WRAPPERS = ("2", "4", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp")
+_WRAPPED_PRESETS = {
+    f"{device_key}-{wrapper}-peer": _peer_wrapped(device_key, wrapper) for device_key in _PEER_WRAPPED for wrapper in PEER_WRAPPERS
+}
+
 PRESETS: dict[str, Callable[[], TileConfig]] = {
     "floating-point": floating_point,
     "gokmen-vlasov-2016": gokmen_vlasov_2016,
@@ -427,6 +519,7 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "ecram-mo-peer-io": ecram_mo_peer_io,
     "capacitor-peer-io": capacitor_peer_io,
     "idealized-peer-io": idealized_peer_io,
+    **_WRAPPED_PRESETS,
 }
 
 
