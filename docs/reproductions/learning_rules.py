@@ -51,10 +51,11 @@ def device(name: str):
     raise SystemExit(f"unknown device {name!r}: sb-spU (e.g. sb-sp0.3), sb-sdS (e.g. sb-sd0.2), reram-sb or cs-2016")
 
 
-def tile_config(device_name: str, rule: str):
-    """The 2016 preset's periphery and update, ``device_name``'s device and the rule's cell
-    (a ``--cell`` spec: :func:`insitu.cells.cell_from_spec`)."""
-    return get_preset("gokmen-vlasov-2016").replace(device=device(device_name), cell=cell_from_spec(rule))
+def tile_config(device_name: str, rule: str, periphery: str = "gokmen-vlasov-2016"):
+    """The periphery and update of preset ``periphery`` (the 2016 one by default; the CNN runs
+    take ``gokmen-2017-cnn-nm-bm``: noise and bound management), ``device_name``'s device and the
+    rule's cell (a ``--cell`` spec: :func:`insitu.cells.cell_from_spec`)."""
+    return get_preset(periphery).replace(device=device(device_name), cell=cell_from_spec(rule))
 
 
 def folder_name(rule: str) -> str:
@@ -98,6 +99,10 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn-2017"],
+                        help="the 2016 MLP (sigmoid) or the 2017 CNN (tanh, as docs/reproductions/gokmen-2017-cnn.sh)")
+    parser.add_argument("--periphery", default="gokmen-vlasov-2016",
+                        help="preset whose IO and update every analog run takes (e.g. gokmen-2017-cnn-nm-bm for the CNN)")
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--out", default="runs/learning-rules")
     parser.add_argument("--table", action="store_true", help="Print the markdown table of the runs under --out/DATASET/sSEED and stop.")
@@ -110,12 +115,13 @@ def main(argv=None) -> None:
         for rule in args.rules.split(";"):
             tag = f"{device_name}/{folder_name(rule)}" if rule != "fp" else "fp"
             out = Path(args.out) / args.dataset / f"s{args.seed}" / tag
+            network = {} if args.model == "mlp" else {"model": "cnn-2017", "activation": "tanh"}
             if rule == "fp":
                 config = TrainConfig(preset="floating-point", dataset=args.dataset, epochs=args.epochs, subset=args.subset,
-                                     seed=args.seed, lr=args.lr, lr_milestones=())
+                                     seed=args.seed, lr=args.lr, lr_milestones=(), **network)
             else:
                 config = TrainConfig(dataset=args.dataset, epochs=args.epochs, subset=args.subset, seed=args.seed, lr=args.lr,
-                                     lr_milestones=(), tile=tile_config(device_name, rule))
+                                     lr_milestones=(), tile=tile_config(device_name, rule, args.periphery), **network)
             done = 0
             if (out / "results.json").exists():
                 done = len(json.loads((out / "results.json").read_text())["epochs"])
