@@ -94,6 +94,50 @@ def test_compiled_update_has_the_distribution_of_the_torch_update(layout):
     assert abs(z_coinc) < 4.5
 
 
+SUMMED_LAYOUTS = {
+    "batch 6": (dict(), 6),
+    "update management, dynamic BL": (dict(update_management=True, dynamic_bl=True, bl=31), 5),
+    "2 devices per weight": (dict(cell=2), 4),
+    "soft bounds": (dict(device=SoftBoundsDevice(w_max=0.3, w_min=-0.3, dw_min=0.002)), 6),
+    "linear step": (dict(device=LinearStepDevice(gamma_up=0.8, dw_min=0.002)), 4),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SUMMED_LAYOUTS))
+def test_compiled_summed_mode_has_the_distribution_of_the_torch_summed_mode(layout):
+    # The compiled summed kernel counts each device's up and down coincidences over the batch and
+    # applies them as DeviceModel.apply_mixed does (steps at the weight before the batch).
+    options, batch = SUMMED_LAYOUTS[layout]
+    update = {k: v for k, v in options.items() if k in ("update_management", "dynamic_bl", "bl")}
+    config = _config(options.get("device"), options.get("cell", 1), mode="summed", **update)
+    draws = 250
+    compiled, c_pulses, c_coinc = _changes("compiled", config, draws, batch)
+    reference, t_pulses, t_coinc = _changes("torch", config, draws, batch)
+    se = torch.sqrt(compiled.var(0) / draws + reference.var(0) / draws).clamp_min(1e-12)
+    z = (compiled.mean(0) - reference.mean(0)) / se
+    assert float(z.abs().max()) < 4.8, float(z.abs().max())
+    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel())
+    ratio = float(compiled.var(0).sum() / reference.var(0).sum())
+    assert 0.8 < ratio < 1.25, ratio
+    assert np.allclose(c_pulses, t_pulses, rtol=1e-5)
+    z_coinc = (c_coinc.mean() - t_coinc.mean()) / math.sqrt(c_coinc.var() / draws + t_coinc.var() / draws + 1e-12)
+    assert abs(z_coinc) < 4.5
+
+
+def test_the_summed_kernel_runs_where_the_model_has_a_mixed_response_and_leaves_the_rest_to_torch():
+    from insitu.devices import PowStepDevice
+    from insitu.update.pulse import _compiled_plan
+
+    for device, compiled in ((None, True), (SoftBoundsDevice(), True), (PowStepDevice(), False)):
+        tile = AnalogTile(OUT, IN, _config(device, mode="summed"), seed=1)
+        plan = _compiled_plan(None, tile.weight, tile.device_params, tile.device_model, tile.pulse_rng, "summed")
+        assert (plan is not None) == compiled
+        x, d = _inputs(3)
+        tile.stash(x, d)
+        tile.update(0.05)  # the torch summed mode takes the power step
+        assert tile.counters.coincidences > 0
+
+
 def test_expected_update_of_the_compiled_kernel():
     """Mean weight change at batch 3, far from the bounds: -lr Σ δ xᵀ (the definition of Cx Cd)."""
     config = _config(bl=20)

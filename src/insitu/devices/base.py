@@ -221,6 +221,27 @@ class DeviceModel:
 
         return compiled.linear_step_response if self.has_slope else compiled.constant_step_response
 
+    def compiled_mixed_response(self):
+        """The jitted response of one device to ``n_up`` up and ``n_down`` down pulses whose order
+        is not simulated, as :meth:`apply_mixed` without count variance (the compiled ``summed``
+        mode), or ``None``: then the summed mode runs on the torch backend.
+
+        Signature ``mixed(w, n_up, n_down, params, j, i, k, c2c, xi) -> new w``, ``params`` as
+        for :meth:`compiled_response`. Given for the families whose steps are this class's
+        :meth:`steps_at` (constant step, linear step, soft bounds); the other families keep their
+        summed mode on the torch backend."""
+        if torch.is_tensor(self.c2c) or type(self).steps_at is not DeviceModel.steps_at:
+            return None
+        if tuple(self.param_names) != PARAM_NAMES:
+            return None
+        from ..update.kernels import compiled_available
+
+        if not compiled_available():
+            return None
+        from ..update.kernels import compiled
+
+        return compiled.linear_step_mixed if self.has_slope else compiled.constant_step_mixed
+
     def clip(self, weights: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
         """Clip weights to each device's bounds (what programming a target value achieves)."""
         if params is None:

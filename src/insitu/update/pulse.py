@@ -170,9 +170,9 @@ def pulsed_update(
 
     The one entry point of the pulse update for a single array: the backend is chosen by the
     tensors' device (:func:`insitu.update.kernels.select_backend`). On CPU, with ``rng_state``
-    given and a device model that has a compiled response, the stochastic ``sequential`` update
-    runs in the compiled kernel (:mod:`insitu.update.kernels.compiled`), its random numbers drawn
-    from ``rng_state``; everything else runs the PyTorch engine (:mod:`insitu.update.engine`: the
+    given and a device model that has a compiled response, the stochastic ``sequential`` and
+    ``summed`` updates run in the compiled kernels (:mod:`insitu.update.kernels.compiled`), their
+    random numbers drawn from ``rng_state``; everything else runs the PyTorch engine (:mod:`insitu.update.engine`: the
     reference, and the CUDA path).
 
     Args:
@@ -190,7 +190,7 @@ def pulsed_update(
         rng_state: the tile's compiled-kernel generator state (:func:`insitu.update.kernels.rng_state.new_state`).
         cache: a dict the caller keeps between calls (the compiled kernel's views of the state).
     """
-    if rng_state is not None and _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache):
+    if rng_state is not None and _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache):
         return
     # The torch engine's stacked layout (insitu.update.engine): one array of G = 1, a unit cell
     # of n devices per cross-point (1 for a plain array); views, so the update lands in place.
@@ -203,36 +203,39 @@ def pulsed_update(
         stacked_update(stacked, planes, model, x.unsqueeze(0), d.unsqueeze(0), lr, dw_min, config, generator, counters)
 
 
-def _compiled_sequential(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache) -> bool:
-    """Run the update in the compiled kernel if this backend and update allow it (True if it ran).
+def _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache) -> bool:
+    """Run the update in a compiled kernel if this backend and update allow it (True if it ran):
+    the stochastic ``sequential`` mode with the model's :meth:`compiled_response`, the ``summed``
+    mode with its :meth:`compiled_mixed_response`.
 
     ``cache`` (a dict owned by the caller, e.g. the tile) keeps the kernel and the numpy views of
     the state between calls: at batch 1 the kernel runs for microseconds, so the Python around
     it is kept to a few checks.
     """
-    if config.pulse_type != "stochastic" or config.mode != "sequential" or params is None:
+    mode = config.mode
+    if config.pulse_type != "stochastic" or mode not in ("sequential", "summed") or params is None:
         return False
     if getattr(model, "per_device_state", False):
         return False  # state planes updated in place: the torch path (the reference) takes it
     if select_backend(weights.device) != "compiled":
         return False
-    plan = cache.get("sequential") if cache is not None else None
+    plan = cache.get(mode) if cache is not None else None
     # The packed parameters are a copy: rebuilt when the parameters change (load_state_dict) or
     # any tensor moves to new memory (a dtype or device change keeps the Parameter object).
     key = (weights.data_ptr(), params.data_ptr(), params._version, rng_state.data_ptr())
     if plan is None or plan[0] != key or plan[1] is not model:
-        plan = _compiled_plan(key, weights, params, model, rng_state)
+        plan = _compiled_plan(key, weights, params, model, rng_state, mode)
         if plan is None:
             return False
         if cache is not None:
-            cache["sequential"] = plan
+            cache[mode] = plan
     _, _, kernel, cell, packed, words, spare, tally = plan
-    # The kernel keeps running sums in ``tally``; the counters read them when they are read
-    # (attached before the kernel adds this update's counts).
-    if cache is None or cache.get("counted") is not counters or cache.get("tally") is not tally:
+    # The kernels keep running sums in ``tally`` (one per plan); the counters read them when they
+    # are read (attached before the kernel adds this update's counts).
+    attached = cache.setdefault("attached", []) if cache is not None else []
+    if not any(source is counters and held is tally for source, held in attached):
         counters.attach(_KernelTally(tally))
-        if cache is not None:
-            cache["counted"], cache["tally"] = counters, tally
+        attached[:] = [(source, held) for source, held in attached if source is counters] + [(counters, tally)]
     kernel(
         cell, packed, _as_numpy(x, weights.dtype), _as_numpy(d, weights.dtype), lr, dw_min, config.bl,
         config.update_management, config.dynamic_bl, model.c2c, words, spare, tally,
@@ -269,19 +272,21 @@ class _KernelTally:
         return float(self.tally[1]) - self.base_coincidences
 
 
-def _compiled_plan(key, weights, params, model, rng_state):
-    """What :func:`_compiled_sequential` keeps between calls, or None if ``model`` has no
-    compiled response: the kernel, numpy views of the weights and of the generator state, and
+def _compiled_plan(key, weights, params, model, rng_state, mode="sequential"):
+    """What :func:`_compiled_update` keeps between calls, or None if ``model`` has no compiled
+    response for ``mode``: the kernel, numpy views of the weights and of the generator state, and
     the parameters packed for the kernel."""
-    respond = getattr(model, "compiled_response", None)
+    respond = getattr(model, "compiled_response" if mode == "sequential" else "compiled_mixed_response", None)
     respond = respond() if respond is not None else None
     if respond is None:
         return None
-    from .kernels.compiled import sequential_kernel
+    from .kernels.compiled import sequential_kernel, summed_kernel
     from .kernels.rng_state import as_views
+
+    make = sequential_kernel if mode == "sequential" else summed_kernel
 
     cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
     planes = params if params.dim() == 4 else params.unsqueeze(-1)
     # Interleaved per device, (out, in, devices, P'): a device's parameters in one cache line.
     packed = model.pack_for_kernel(planes, weights.dtype)
-    return (key, model, sequential_kernel(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))
+    return (key, model, make(respond), cell.numpy(), packed.numpy(), *as_views(rng_state), np.zeros(3))

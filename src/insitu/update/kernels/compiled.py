@@ -35,7 +35,10 @@ from numba.extending import intrinsic
 
 from .rng import fill_normals, uniform24_pair
 
-__all__ = ["sequential_kernel", "stacked_kernel", "constant_step_response", "linear_step_response"]
+__all__ = [
+    "sequential_kernel", "summed_kernel", "stacked_kernel", "constant_step_response", "linear_step_response",
+    "constant_step_mixed", "linear_step_mixed",
+]
 
 
 @intrinsic
@@ -78,6 +81,73 @@ def _draw_train(p, bl, words, bits, line, s):
 _NORMALS = 128
 
 
+@njit(inline="always")
+def _sample_trains(b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative):
+    """Draw the trains of sample ``b``: the fired column lines (``cols[:n_cols]``, their bits in
+    ``col_bits``) and, when any column fired, the fired row lines (``rows[:n_rows]``, bits in
+    ``row_bits``, signs in ``row_negative``). Returns ``(n_cols, n_rows, words, pulses)`` with
+    ``pulses`` the expected pulses ``BL (Σ p_i + Σ p_j)`` of the sample, as the torch engine counts
+    them."""
+    n_out = d.shape[1]
+    n_in = x.shape[1]
+    bl = bl_max
+    c = math.sqrt(lr / (step * bl_max))
+    cx = c
+    cd = c
+    if update_management or dynamic_bl:
+        x_max = 0.0
+        for i in range(n_in):
+            x_max = max(x_max, abs(x[b, i]))
+        d_max = 0.0
+        for j in range(n_out):
+            d_max = max(d_max, abs(d[b, j]))
+        if dynamic_bl:
+            bl = int(math.ceil(lr * x_max * d_max / step))
+            bl = min(max(bl, 1), bl_max)
+            c = math.sqrt(lr / (step * bl))
+        if update_management:
+            # The floor keeps a zero vector from producing 0/0: its probabilities stay 0.
+            m = math.sqrt(max(d_max, 1e-30) / max(x_max, 1e-30))
+            cx = c * m
+            cd = c / m
+        else:
+            cx = c
+            cd = c
+    words = (bl + 63) // 64
+    p_sum = 0.0
+    n_cols = 0
+    for j in range(n_out):
+        p = min(cd * abs(d[b, j]), 1.0)
+        p_sum += p
+        if p > 0.0 and _draw_train(p, bl, words, col_bits, n_cols, s):
+            cols[n_cols] = j
+            n_cols += 1
+    n_rows = 0
+    if n_cols == 0:
+        for i in range(n_in):
+            p_sum += min(cx * abs(x[b, i]), 1.0)
+        return n_cols, n_rows, words, bl * p_sum
+    for i in range(n_in):
+        p = min(cx * abs(x[b, i]), 1.0)
+        p_sum += p
+        if p > 0.0 and _draw_train(p, bl, words, row_bits, n_rows, s):
+            rows[n_rows] = i
+            row_negative[n_rows] = x[b, i] < 0
+            n_rows += 1
+    return n_cols, n_rows, words, bl * p_sum
+
+
+@njit(inline="always")
+def _coincidences(col_bits, a, row_bits, r, words):
+    """``popcount(col & row)`` over the words of column ``a`` and row ``r``."""
+    if words == 1:
+        return int(_ctpop(col_bits[a, 0] & row_bits[r, 0]))
+    count = 0
+    for w in range(words):
+        count += int(_ctpop(col_bits[a, w] & row_bits[r, w]))
+    return count
+
+
 def _make_sequential(respond):
     @njit(nogil=True)
     def sequential(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
@@ -105,56 +175,14 @@ def _make_sequential(respond):
         # coincidence loop keeps the compiler from optimising the loop (2x slower).
         normals = np.empty(_NORMALS)
         next_normal = _NORMALS
-        base_c = math.sqrt(lr / (step * bl_max))
         for b in range(batch):
             tally[2] += 1.0
-            bl = bl_max
-            c = base_c
-            cx = c
-            cd = c
-            if update_management or dynamic_bl:
-                x_max = 0.0
-                for i in range(n_in):
-                    x_max = max(x_max, abs(x[b, i]))
-                d_max = 0.0
-                for j in range(n_out):
-                    d_max = max(d_max, abs(d[b, j]))
-                if dynamic_bl:
-                    bl = int(math.ceil(lr * x_max * d_max / step))
-                    bl = min(max(bl, 1), bl_max)
-                    c = math.sqrt(lr / (step * bl))
-                if update_management:
-                    # The floor keeps a zero vector from producing 0/0: its probabilities stay 0.
-                    m = math.sqrt(max(d_max, 1e-30) / max(x_max, 1e-30))
-                    cx = c * m
-                    cd = c / m
-                else:
-                    cx = c
-                    cd = c
-            words = (bl + 63) // 64
-            # Expected pulses BL (Σ p_i + Σ p_j), as the torch path counts them.
-            p_sum = 0.0
-            n_cols = 0
-            for j in range(n_out):
-                p = min(cd * abs(d[b, j]), 1.0)
-                p_sum += p
-                if p > 0.0 and _draw_train(p, bl, words, col_bits, n_cols, s):
-                    cols[n_cols] = j
-                    n_cols += 1
+            n_cols, n_rows, words, pulses = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            )
+            tally[0] += pulses
             if n_cols == 0:
-                for i in range(n_in):
-                    p_sum += min(cx * abs(x[b, i]), 1.0)
-                tally[0] += bl * p_sum
                 continue
-            n_rows = 0
-            for i in range(n_in):
-                p = min(cx * abs(x[b, i]), 1.0)
-                p_sum += p
-                if p > 0.0 and _draw_train(p, bl, words, row_bits, n_rows, s):
-                    rows[n_rows] = i
-                    row_negative[n_rows] = x[b, i] < 0
-                    n_rows += 1
-            tally[0] += bl * p_sum
             coincidences = 0
             for a in range(n_cols):
                 j = cols[a]
@@ -163,12 +191,7 @@ def _make_sequential(respond):
                 # without branches (half the pairs have none: a branch there mispredicts).
                 hits = 0
                 for r in range(n_rows):
-                    if words == 1:
-                        count = int(_ctpop(col_bits[a, 0] & row_bits[r, 0]))
-                    else:
-                        count = 0
-                        for w in range(words):
-                            count += int(_ctpop(col_bits[a, w] & row_bits[r, w]))
+                    count = _coincidences(col_bits, a, row_bits, r, words)
                     hit_rows[hits] = r
                     hit_counts[hits] = count
                     hits += count != 0
@@ -193,6 +216,70 @@ def _make_sequential(respond):
     return sequential
 
 
+def _make_summed(mixed):
+    @njit(nogil=True)
+    def summed(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
+        """The ``summed`` mode: every train of the batch drawn as :func:`_make_sequential` draws
+        them, each device's up and down coincidences over the batch counted exactly, then every
+        device that received any moved once by ``mixed`` (its steps at the weight before the
+        batch, the cycle-to-cycle noise of all its pulses as one Gaussian, the bounds once:
+        :meth:`insitu.devices.DeviceModel.apply_mixed` with no count variance). Devices are
+        visited in the order they first received a coincidence."""
+        n_out, n_in, n_dev = weights.shape
+        batch = x.shape[0]
+        words_max = (bl_max + 63) // 64
+        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
+        cols = np.empty(n_out, dtype=np.int64)
+        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
+        rows = np.empty(n_in, dtype=np.int64)
+        row_negative = np.empty(n_in, dtype=np.bool_)
+        n_up = np.zeros((n_out, n_in), dtype=np.int64)
+        n_down = np.zeros((n_out, n_in), dtype=np.int64)
+        touched = np.empty(n_out * n_in, dtype=np.int64)
+        n_touched = 0
+        for b in range(batch):
+            tally[2] += 1.0
+            n_cols, n_rows, words, pulses = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            )
+            tally[0] += pulses
+            coincidences = 0
+            for a in range(n_cols):
+                j = cols[a]
+                d_negative = d[b, j] < 0
+                for r in range(n_rows):
+                    count = _coincidences(col_bits, a, row_bits, r, words)
+                    if count == 0:
+                        continue
+                    i = rows[r]
+                    if n_up[j, i] == 0 and n_down[j, i] == 0:
+                        touched[n_touched] = j * n_in + i
+                        n_touched += 1
+                    coincidences += count
+                    # ΔW = -lr δ xᵀ: up where sign(x_i) ≠ sign(δ_j).
+                    if row_negative[r] != d_negative:
+                        n_up[j, i] += count
+                    else:
+                        n_down[j, i] += count
+            tally[1] += coincidences
+        normals = np.empty(_NORMALS)
+        next_normal = _NORMALS
+        for t in range(n_touched):
+            j = touched[t] // n_in
+            i = touched[t] - j * n_in
+            for k in range(n_dev):
+                xi = 0.0
+                if c2c > 0.0:
+                    if next_normal == _NORMALS:
+                        fill_normals(normals, s, spare)
+                        next_normal = 0
+                    xi = normals[next_normal]
+                    next_normal += 1
+                weights[j, i, k] = mixed(weights[j, i, k], n_up[j, i], n_down[j, i], params, j, i, k, c2c, xi)
+
+    return summed
+
+
 def _make_stacked(sequential):
     @njit(nogil=True, parallel=True)
     def stacked(weights, params, x, d, lr, steps, bls, update_management, dynamic_bl, c2cs, s, spare, tally):
@@ -213,6 +300,7 @@ def _make_stacked(sequential):
 
 
 _SEQUENTIAL: dict = {}
+_SUMMED: dict = {}
 _STACKED: dict = {}
 
 
@@ -228,6 +316,11 @@ def cached_kernel(store: dict, respond, make):
 def sequential_kernel(respond):
     """The sequential kernel for device response ``respond`` (built and cached per response)."""
     return cached_kernel(_SEQUENTIAL, respond, _make_sequential)
+
+
+def summed_kernel(mixed):
+    """The ``summed`` kernel for the device's mixed response ``mixed`` (built and cached per response)."""
+    return cached_kernel(_SUMMED, mixed, _make_summed)
 
 
 def stacked_kernel(respond):
@@ -282,3 +375,32 @@ def linear_step_response(w, signed, params, j, i, k, c2c, xi):
         new = w + w * growth + g * growth / a
     new += c2c * abs(g * (1.0 + slope * w)) * math.sqrt(n) * xi
     return _clip(new, params[j, i, k, 4], params[j, i, k, 5])
+
+
+# -- responses to many pulses whose order is not simulated (the summed mode) ------------------
+
+
+@njit(inline="always")
+def _mixed(w, n_up, n_down, step_up, step_down, c2c, xi, w_min, w_max):
+    # DeviceModel.apply_mixed with no count variance: the mean n_up step_up - n_down step_down and
+    # the cycle-to-cycle variance c2c² (n_up step_up² + n_down step_down²), bounds once.
+    up = n_up * step_up
+    down = n_down * step_down
+    variance = (up * step_up + down * step_down) * (c2c * c2c)
+    new = w + (up - down) + math.sqrt(max(variance, 0.0)) * xi
+    return _clip(new, w_min, w_max)
+
+
+@njit(inline="always")
+def constant_step_mixed(w, n_up, n_down, params, j, i, k, c2c, xi):
+    """``n_up`` up and ``n_down`` down constant steps (planes dw_up, dw_down, w_min, w_max)."""
+    return _mixed(w, n_up, n_down, params[j, i, k, 0], params[j, i, k, 1], c2c, xi, params[j, i, k, 2], params[j, i, k, 3])
+
+
+@njit(inline="always")
+def linear_step_mixed(w, n_up, n_down, params, j, i, k, c2c, xi):
+    """The same with the steps ``dw (1 + slope w)`` at the weight before the batch (linear step,
+    soft bounds; :meth:`DeviceModel.steps_at`)."""
+    step_up = params[j, i, k, 0] * (1.0 + params[j, i, k, 2] * w)
+    step_down = params[j, i, k, 1] * (1.0 + params[j, i, k, 3] * w)
+    return _mixed(w, n_up, n_down, step_up, step_down, c2c, xi, params[j, i, k, 4], params[j, i, k, 5])
