@@ -264,6 +264,16 @@ class TransferCell(Cell):
         self.running_x: float | None = None  # auto_scale's running means of max|x|, max|δ|
         self.running_d: float | None = None
 
+    #: Plain numbers of the schedule, set without nn.Module's attribute checks (several a rank-1
+    #: write: at batch 1 and for convolutions, one per image patch, those checks were a tenth of the step).
+    _PLAIN = frozenset({"since", "column", "passes", "reads", "running_x", "running_d", "_wrapped"})
+
+    def __setattr__(self, name, value):
+        if name in TransferCell._PLAIN:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # -- what the tile delegates -----------------------------------------------------------
     def effective_weights(self, tile) -> torch.Tensor:
         gamma = self.config.gamma
@@ -325,8 +335,9 @@ class TransferCell(Cell):
 
     def _write_fast(self, tile, x, d, lr) -> None:
         if self.chopped:
-            x = x * self.in_chopper
-            d = d * self.out_chopper
+            buffers = self._buffers
+            x = x * buffers["in_chopper"]
+            d = d * buffers["out_chopper"]
         write_rank1(
             tile.weight, tile.device_params, tile.device_model, x, d, lr, tile.config.device, tile.config.update, tile, tile.counters, tile._kernel_cache,
         )
@@ -339,7 +350,12 @@ class TransferCell(Cell):
             start = int(torch.randint(0, n_in, (1,), generator=tile.generator, device=tile.generator.device))
         else:
             start = self.column
-        columns = (torch.arange(n) + start) % n_in
+        table = self.__dict__.get("_column_table")
+        if table is None or table.shape != (n_in, n):
+            # Row ``s``: the ``n`` columns read from start ``s`` (made once, indexed every transfer).
+            table = (torch.arange(n).unsqueeze(0) + torch.arange(n_in).unsqueeze(1)) % n_in
+            object.__setattr__(self, "_column_table", table)
+        columns = table[start]
         self.column = (start + n) % n_in
         if config.column_order == "random":  # a "pass" is in_features columns read
             self._wrapped = (self.reads + n) // n_in > self.reads // n_in
@@ -395,33 +411,53 @@ class TransferCell(Cell):
         _, kernel, packed, x_read, io = plan
         if kernel is None:
             return False
-        from ..update.kernels.rng_state import as_views
-
+        chopped, agad = self.chopped, self.agad
+        views = self._state_views(tile)
         config = self.config
         rate = config.transfer_lr * lr if config.scale_transfer_lr else config.transfer_lr
-        empty2 = self._cache_slow.setdefault("empty2", torch.zeros(0, 0, dtype=tile.weight.dtype).numpy())
-        empty1 = self._cache_slow.setdefault("empty1", torch.zeros(0, dtype=tile.weight.dtype).numpy())
-        empty_flags = self._cache_slow.setdefault("empty_flags", torch.zeros(0, dtype=torch.bool).numpy())
-        chopped, agad = self.chopped, self.agad
         period = config.chopper_period if chopped else 0
         cap = config.buffer_cap * config.max_pulses if agad else 0.0
+        fast, slow, buffer, in_chopper, out_chopper, running_mean, reference, flipped, words, spare = views
         pulses = kernel(
-            tile.weight.detach().numpy(), self.slow_weight.numpy(), packed, self.buffer.numpy(),
-            columns.numpy(), self.in_chopper.numpy() if chopped else empty1,
-            self.out_chopper.numpy() if chopped else empty1,
-            self.running_mean.numpy() if agad else empty2, self.reference.numpy() if agad else empty2,
-            self.flipped.numpy() if agad else empty_flags,
+            fast, slow, packed, buffer, columns.numpy(), in_chopper, out_chopper, running_mean, reference, flipped,
             x_read, io[0], io[1], io[2], rate / self._granularity(tile), config.max_pulses, config.momentum,
             config.forget_buffer, chopped, agad,
             min(config.tail_weighting / period, 1.0) if agad else 0.0, cap,
             not agad or self.passes > period,
             config.in_chop_prob if chopped else 0.0, config.in_chop_random if chopped else False,
             chopped and period > 0 and (self.passes + 1) % period == 0,
-            float(self.slow_model.c2c), *as_views(tile.pulse_rng),
+            float(self.slow_model.c2c), words, spare,
         )
         self.transfer_counters.add_pulses(pulses)
         self.transfer_counters.add_coincidences(pulses)
         return True
+
+    def _state_views(self, tile) -> tuple:
+        """Numpy views of the state the compiled transfer reads and writes, kept while the tensors
+        stay where they are (a transfer per image patch: rebuilding a dozen views each time cost
+        more than the kernel)."""
+        from ..update.kernels.rng_state import as_views
+
+        buffers = self._buffers  # a dict lookup each (nn.Module's attribute lookup costs a microsecond)
+        key = (tile.weight.data_ptr(), tile.pulse_rng.data_ptr()) + tuple(
+            t.data_ptr() for t in buffers.values() if t is not None
+        )
+        cached = self._cache_slow.get("views")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dtype = tile.weight.dtype
+        empty2 = torch.zeros(0, 0, dtype=dtype).numpy()
+        empty1 = torch.zeros(0, dtype=dtype).numpy()
+        empty_flags = torch.zeros(0, dtype=torch.bool).numpy()
+        chopped, agad = self.chopped, self.agad
+        views = (
+            tile.weight.detach().numpy(), self.slow_weight.numpy(), self.buffer.numpy(),
+            self.in_chopper.numpy() if chopped else empty1, self.out_chopper.numpy() if chopped else empty1,
+            self.running_mean.numpy() if agad else empty2, self.reference.numpy() if agad else empty2,
+            self.flipped.numpy() if agad else empty_flags, *as_views(tile.pulse_rng),
+        )
+        self._cache_slow["views"] = (key, views)
+        return views
 
     def _reset_columns(self, tile, columns) -> None:
         chosen = torch.rand(len(columns), generator=tile.generator, device=tile.generator.device) < self.config.reset_prob
