@@ -56,6 +56,7 @@ def main() -> None:
 @click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
 @click.option("--cell", default=None, help="Learning-rule cell on the preset's device (insitu.cells, docs/cells.md): sgd, tiki-taka, ttv2, c-ttv2, agad or mp, optionally with field overrides, e.g. 'c-ttv2:transfer_lr=10,max_pulses=5,in_chop_prob=0.01'.")
 @click.option("--digital-bias", is_flag=True, help="Keep biases digital instead of on the array.")
+@click.option("--pipeline", is_flag=True, help="Emulate a layer pipeline: each layer's forward pass uses its weights of 2(L-l)+1 updates ago (insitu.pipeline; docs/pipeline.md).")
 @click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "compiled"]), help="Pulse-update backend: compiled numba kernels on CPU (auto), or the PyTorch reference (torch; what runs made before the compiled engine used).")
@@ -128,6 +129,7 @@ def train(**opts) -> None:
             update_algorithm=opts["update_algorithm"],
             rank=opts["rank"],
             cell=opts["cell"],
+            pipeline=opts["pipeline"],
             bias_on_array=not opts["digital_bias"],
             tile=tile,
         )
@@ -167,7 +169,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     if opts["model"] not in (None, "mlp"):
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend",
+                   "update_mode", "update_algorithm", "rank", "cell", "pipeline", "digital_bias", "resume", "per_tile_update", "backend",
                    "task", "layers", "seq_len", "pixels_per_step", "text")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]

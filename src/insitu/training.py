@@ -113,11 +113,12 @@ class TrainConfig(Config):
     seq_len: int = 100
     pixels_per_step: int = 1
     text: str | None = None
+    pipeline: bool = False
 
     #: Fields added with the tasks, written by :meth:`to_dict` only when not at their default.
     # Fields added after runs and sweep stores were recorded: left out of the dict at their defaults,
     # so those records' configs and point keys stay what they were.
-    _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None, "cell": None}
+    _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None, "cell": None, "pipeline": False}
 
     def to_dict(self) -> dict:
         out = super().to_dict()
@@ -197,6 +198,10 @@ class TrainConfig(Config):
                 raise ConfigError(f"TrainConfig.cell: {exc}") from None
         if self.tile is not None and not isinstance(self.tile, TileConfig):
             self._fail("tile", "must be a TileConfig (or None to use the preset).")
+        if not isinstance(self.pipeline, bool):
+            self._fail("pipeline", "must be true or false (emulate the weight staleness of a layer pipeline, insitu.pipeline).")
+        if self.pipeline and self.task != "image":
+            self._fail("pipeline", "applies to the feed-forward image networks (mlp, cnn-2017); a recurrent layer is one stage run many times.")
 
     def tile_config(self) -> TileConfig:
         from .presets import get_preset
@@ -482,6 +487,12 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
         optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
     order_generator = torch.Generator().manual_seed(config.seed)
+    staleness = None
+    if config.pipeline:  # the forward pass of each layer with the weights a layer pipeline would hold
+        from .pipeline import PipelineStaleness, pipeline_delays, weight_layers
+
+        layers = weight_layers(model)
+        staleness = PipelineStaleness(layers, pipeline_delays(len(layers)))
 
     from . import __version__
 
@@ -519,6 +530,8 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
         scheduler.load_state_dict(checkpoint["scheduler"])
         order_generator.set_state(checkpoint["order_generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if staleness is not None:
+            staleness.load_state_dict(checkpoint["pipeline"])
         results = checkpoint["results"]
         results["status"] = "running"
         results["fused_update"] = bool(fused_update)  # the path of the epochs trained from now on
@@ -553,6 +566,8 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
                     )
                 loss.backward()
                 optimizer.step()
+                if staleness is not None:
+                    staleness.step()
                 loss_sum += loss_value * xb.shape[0]
                 bar.update(xb.shape[0])
                 if bar.bar is not None and step % 200 == 0:
@@ -584,6 +599,8 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
                 "torch_rng": torch.get_rng_state(),
                 "results": committed,
             }
+            if staleness is not None:
+                checkpoint["pipeline"] = staleness.state_dict()
             _atomic_write_bytes(ckpt_path, lambda tmp: torch.save(checkpoint, tmp))
             results = committed
             write_json(results_path, results)
