@@ -24,8 +24,9 @@ first tile, so a seed still fixes the run and a restored model continues identic
 
 Covered: :class:`~insitu.tile.AnalogTile` with a device whose capabilities declare it
 ``fusable`` (every stateless pulsed family; tiles share an update when their device models have
-the same :meth:`~insitu.devices.DeviceModel.structure` and spread), one device per cross-point, stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm,
-with or without update management (each tile rebalanced by its own ``max|δ| / max|x|``), no
+the same :meth:`~insitu.devices.DeviceModel.structure` and spread), one device per cross-point,
+stochastic pulses in ``sequential`` mode, the ``sgd`` update algorithm, with or without update
+management (each tile rebalanced by its own ``max|δ| / max|x|``), no
 dynamic BL, no connection mask. Device effects (:mod:`insitu.devices.effects`) run after the
 pulses of each tile, as in :meth:`AnalogTile.update`. Any other tile takes the per-tile path,
 unchanged.
