@@ -8,8 +8,8 @@ is hundreds of small tensor operations whose cost is mostly dispatch, not arithm
 :class:`ReplicatedTile` is an :class:`~insitu.tile.AnalogTile` whose state has a leading replica
 axis: weights ``(R, out, in)``, per-device parameters ``device_params`` ``(P, R, out, in)`` in the
 device model's plane layout (:meth:`parameter_planes`); ``forward`` takes ``(R, batch, in)``.
-Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its devices and (through :class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a
-generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
+Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its devices and (through
+:class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
 ``r`` starts where the separate run would. Pulses and noise during training come from one shared
 generator: a replica's run equals the separate run in distribution, not draw for draw (with
 deterministic settings, e.g. ``pulse_type="expected"`` and noise-free IO, they agree to rounding).
