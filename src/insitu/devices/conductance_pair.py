@@ -175,7 +175,24 @@ class ConductancePairModel(DeviceModel):
         self._minus = slice(2 + n, 2 + 2 * n)
 
     def compiled_response(self):
-        return None  # the pulse-by-pulse, stateful response runs on the torch path
+        return None  # stateless kernels do not take it: see compiled_state_response
+
+    def compiled_state_response(self):
+        """The jitted stateful response for the compiled sequential kernel
+        (:func:`insitu.update.kernels.compiled.stateful_sequential_kernel`; signature in
+        :mod:`insitu.update.kernels.compiled_pairs`), or ``None`` (no numba, or a conductance
+        device without one): then the torch path runs the device."""
+        from ..update.kernels import compiled_available
+
+        if not compiled_available():
+            return None
+        from ..update.kernels import compiled_pairs
+
+        if type(self.device) is PCMDevice:
+            return compiled_pairs.pcm_pair_response(self.device)
+        if type(self.device) is JumpTableDevice:
+            return compiled_pairs.jump_table_pair_response(self.device)
+        return None
 
     # -- state ------------------------------------------------------------------------------
     def read(self, params: torch.Tensor) -> torch.Tensor:
