@@ -5,8 +5,8 @@ two conductance-pair presets), the CPU time per training sample of the 784-256-1
 network of Gokmen & Vlasov 2016 at batch 1 (lr 0.01, sequential stochastic update, MNIST), one
 thread, relative to the plain PyTorch float step of the same network measured in the same run
 (so a loaded machine shifts both). Each device runs on the compiled CPU engine when its model has
-a compiled response (``"path": "compiled"``), else on the torch path (``"torch"``: the
-conductance pairs, whose state the compiled kernels do not take).
+a compiled response (``"path": "compiled"``; the conductance pairs in the stateful kernel of
+:mod:`insitu.update.kernels.compiled_pairs`), else on the torch path (``"torch"``).
 
 Times are CPU time of this process (``time.process_time``) over ``--samples`` samples after
 ``--warmup`` untimed ones. Usage:
@@ -44,8 +44,11 @@ def _ms_per_sample(model, optimizer, x, y, samples: int, warmup: int) -> float:
 
 def _path(config) -> str:
     model = config.device.model()
-    if not compiled_available() or getattr(model, "per_device_state", False):
+    if not compiled_available():
         return "torch"
+    if getattr(model, "per_device_state", False):  # the conductance pairs: the stateful kernel
+        hook = getattr(model, "compiled_state_response", None)
+        return "compiled" if hook is not None and hook() is not None else "torch"
     return "compiled" if model.compiled_response() is not None else "torch"
 
 

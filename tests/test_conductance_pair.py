@@ -175,22 +175,27 @@ def test_the_weights_stay_the_read_of_the_state(kind, fields, mode):
     assert torch.all(tile.weight[~present] == 0)
 
 
-def test_compiled_and_fused_paths_leave_it_to_the_torch_reference():
+def test_the_compiled_backend_runs_its_stateful_kernel_and_the_fused_path_leaves_it_to_the_tile():
+    # The compiled sequential kernel takes the pair (tests/test_pair_kernel.py compares it with
+    # the torch update in distribution); the torch fused update does not take it.
     pytest.importorskip("numba")
     config = get_preset("pcm-pair-2016-io")
-    results = []
     for backend in ("compiled", "torch"):
         layer = AnalogLinear(5, 3, config=config, seed=2)
         opt = AnalogSGD(layer.parameters(), lr=0.1)
         assert not can_fuse(layer.tile)
+        stream = layer.tile.pulse_rng.clone()
         gen = torch.Generator().manual_seed(0)
         with use_backend(backend):
             for _ in range(10):
                 layer(torch.rand(1, 5, generator=gen)).pow(2).sum().backward()
                 opt.step()
                 opt.zero_grad()
-        results.append(layer.tile.weight.detach().clone())
-    assert torch.equal(results[0], results[1])
+        tile = layer.tile
+        assert ("stateful" in tile._kernel_cache) == (backend == "compiled")
+        assert torch.equal(tile.pulse_rng, stream) == (backend == "torch")  # the compiled stream drew the pulses
+        assert torch.equal(tile.weight.detach(), tile.device_model.read(tile.device_params))
+        assert tile.counters.coincidences > 0
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,14 @@ steps). Each refresh is counted per device (the ``refreshes`` plane). Without re
 Engine paths: the torch sequential and ``summed`` updates (both exact: the pair's two devices
 take their own pulses, so the order of up and down pulses within a batch does not matter), any
 update algorithm, unit cells of several devices, both readouts, grids of tiles, sparse crossbars.
-The compiled CPU kernels and the fused update leave the device to the torch path (the reference);
-lockstep replicas, learning-rule cells, the ``batched`` mode and ``expected`` pulses (fractional
-counts, which a SET pulse has no meaning for) are refused with a :class:`ConfigError`.
+On CPU the ``sequential`` mode of the PCM and jump-table pairs runs in the compiled stateful kernel
+(:meth:`ConductancePairModel.compiled_state_response`, :mod:`insitu.update.kernels.compiled_pairs`:
+SET pulse by SET pulse, each with its own noise from the tile's compiled stream, the state planes
+written in place; the same update in distribution, about 3x faster than the torch path at batch
+1); the ``summed`` mode and the refresh stay on the torch side, and the fused update leaves the
+device to the per-tile path. Lockstep replicas, learning-rule cells, the ``batched`` mode and
+``expected`` pulses (fractional counts, which a SET pulse has no meaning for) are refused with a
+:class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -175,7 +180,24 @@ class ConductancePairModel(DeviceModel):
         self._minus = slice(2 + n, 2 + 2 * n)
 
     def compiled_response(self):
-        return None  # the pulse-by-pulse, stateful response runs on the torch path
+        return None  # stateless kernels do not take it: see compiled_state_response
+
+    def compiled_state_response(self):
+        """The jitted stateful response for the compiled sequential kernel
+        (:func:`insitu.update.kernels.compiled.stateful_sequential_kernel`; signature in
+        :mod:`insitu.update.kernels.compiled_pairs`), or ``None`` (no numba, or a conductance
+        device without one): then the torch path runs the device."""
+        from ..update.kernels import compiled_available
+
+        if not compiled_available():
+            return None
+        from ..update.kernels import compiled_pairs
+
+        if type(self.device) is PCMDevice:
+            return compiled_pairs.pcm_pair_response(self.device)
+        if type(self.device) is JumpTableDevice:
+            return compiled_pairs.jump_table_pair_response(self.device)
+        return None
 
     # -- state ------------------------------------------------------------------------------
     def read(self, params: torch.Tensor) -> torch.Tensor:

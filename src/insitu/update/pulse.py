@@ -215,10 +215,14 @@ def _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters,
     mode = config.mode
     if config.pulse_type != "stochastic" or mode not in ("sequential", "summed") or params is None:
         return False
-    if getattr(model, "per_device_state", False):
-        return False  # state planes updated in place: the torch path (the reference) takes it
     if select_backend(weights.device) != "compiled":
         return False
+    if getattr(model, "per_device_state", False):
+        # State planes updated in place (the conductance pairs): the sequential mode runs in the
+        # stateful kernel when the model has one; everything else on the torch path.
+        if mode != "sequential":
+            return False
+        return _stateful_update(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache)
     plan = cache.get(mode) if cache is not None else None
     # The packed parameters are a copy: rebuilt when the parameters change (load_state_dict) or
     # any tensor moves to new memory (a dtype or device change keeps the Parameter object).
@@ -242,6 +246,50 @@ def _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters,
     )
     counters.rank1_updates += x.shape[0]
     return True
+
+
+def _stateful_update(weights, params, model, x, d, lr, dw_min, config, counters, rng_state, cache) -> bool:
+    """The compiled sequential update of a device with per-device state
+    (:meth:`ConductancePairModel.compiled_state_response`): the kernel reads and writes the
+    tile's parameter tensor through a numpy view in its own planes-first layout, so the state
+    it writes is the tile's with no copy back, and sets each moved weight to the read of that
+    state. True if it ran."""
+    plan = cache.get("stateful") if cache is not None else None
+    # Views only (nothing packed): rebuilt when a tensor moves or is replaced, or the model changes.
+    key = (weights.data_ptr(), params.data_ptr(), params._version, rng_state.data_ptr())
+    if plan is None or plan[0] != key or plan[1] is not model:
+        plan = _stateful_plan(key, weights, params, model, rng_state)
+        if plan is None:
+            return False
+        if cache is not None:
+            cache["stateful"] = plan
+    _, _, kernel, cell, planes, scale, words, spare, tally = plan
+    attached = cache.setdefault("attached", []) if cache is not None else []
+    if not any(source is counters and held is tally for source, held in attached):
+        counters.attach(_KernelTally(tally))
+        attached[:] = [(source, held) for source, held in attached if source is counters] + [(counters, tally)]
+    kernel(
+        cell, planes, scale, _as_numpy(x, weights.dtype), _as_numpy(d, weights.dtype), lr, dw_min, config.bl,
+        config.update_management, config.dynamic_bl, words, spare, tally,
+    )
+    counters.rank1_updates += x.shape[0]
+    return True
+
+
+def _stateful_plan(key, weights, params, model, rng_state):
+    """What :func:`_stateful_update` keeps between calls, or None if the model has no stateful
+    compiled response or the tensors cannot be viewed as the kernel needs them."""
+    hook = getattr(model, "compiled_state_response", None)
+    respond = hook() if hook is not None else None
+    if respond is None or params.dtype != weights.dtype or params.requires_grad:
+        return None
+    from .kernels.compiled import stateful_sequential_kernel
+    from .kernels.rng_state import as_views
+
+    cell = weights.detach() if weights.dim() == 3 else weights.detach().unsqueeze(-1)  # (out, in, devices)
+    planes = params if params.dim() == 4 else params.unsqueeze(-1)  # (P, out, in, devices): a view
+    scale = np.array([model.g_scale], dtype=cell.numpy().dtype)
+    return (key, model, stateful_sequential_kernel(respond), cell.numpy(), planes.numpy(), scale, *as_views(rng_state), np.zeros(3))
 
 
 def _as_numpy(values: torch.Tensor, dtype: torch.dtype):

@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 from .rng import fill_normals, uniform24_pair
 
 __all__ = [
-    "sequential_kernel", "summed_kernel", "stacked_kernel", "constant_step_response", "linear_step_response",
+    "sequential_kernel", "stateful_sequential_kernel", "summed_kernel", "stacked_kernel", "constant_step_response", "linear_step_response",
     "constant_step_mixed", "linear_step_mixed",
 ]
 
@@ -216,6 +216,65 @@ def _make_sequential(respond):
     return sequential
 
 
+def _make_stateful_sequential(respond):
+    @njit(nogil=True)
+    def stateful(weights, params, scale, x, d, lr, step, bl_max, update_management, dynamic_bl, s, spare, tally):
+        """The sequential kernel for devices with per-device state (the conductance pairs,
+        :mod:`.compiled_pairs`): trains and coincidences as :func:`_make_sequential`, but the
+        response ``respond(signed, params, j, i, k, scale, normals, cursor, s, spare) -> (w,
+        cursor)`` draws its own normals (one per pulse, from the kernel's buffer on stream ``s``)
+        and writes the state planes of ``params`` in place.
+
+        ``params`` is the tile's parameter tensor itself, ``(P, out, in, n)`` planes first (a
+        numpy view: what the response writes lands in the tile's tensor); ``scale`` a 1-element
+        array in the weights' dtype (``g_scale``). ``weights[j, i, k]`` is set to the read the
+        response returns.
+        """
+        n_out, n_in, n_dev = weights.shape
+        batch = x.shape[0]
+        words_max = (bl_max + 63) // 64
+        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
+        cols = np.empty(n_out, dtype=np.int64)
+        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
+        rows = np.empty(n_in, dtype=np.int64)
+        row_negative = np.empty(n_in, dtype=np.bool_)
+        hit_rows = np.empty(n_in, dtype=np.int64)
+        hit_counts = np.empty(n_in, dtype=np.int64)
+        normals = np.empty(_NORMALS)
+        cursor = _NORMALS
+        for b in range(batch):
+            tally[2] += 1.0
+            n_cols, n_rows, words, pulses = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            )
+            tally[0] += pulses
+            if n_cols == 0:
+                continue
+            coincidences = 0
+            for a in range(n_cols):
+                j = cols[a]
+                d_negative = d[b, j] < 0
+                hits = 0
+                for r in range(n_rows):
+                    count = _coincidences(col_bits, a, row_bits, r, words)
+                    hit_rows[hits] = r
+                    hit_counts[hits] = count
+                    hits += count != 0
+                for h in range(hits):
+                    r = hit_rows[h]
+                    count = hit_counts[h]
+                    coincidences += count
+                    # ΔW = -lr δ xᵀ: up (SET on G⁺) where sign(x_i) ≠ sign(δ_j).
+                    signed = count if row_negative[r] != d_negative else -count
+                    i = rows[r]
+                    for k in range(n_dev):
+                        w, cursor = respond(signed, params, j, i, k, scale, normals, cursor, s, spare)
+                        weights[j, i, k] = w
+            tally[1] += coincidences
+
+    return stateful
+
+
 def _make_summed(mixed):
     @njit(nogil=True)
     def summed(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
@@ -300,6 +359,7 @@ def _make_stacked(sequential):
 
 
 _SEQUENTIAL: dict = {}
+_STATEFUL: dict = {}
 _SUMMED: dict = {}
 _STACKED: dict = {}
 
@@ -316,6 +376,11 @@ def cached_kernel(store: dict, respond, make):
 def sequential_kernel(respond):
     """The sequential kernel for device response ``respond`` (built and cached per response)."""
     return cached_kernel(_SEQUENTIAL, respond, _make_sequential)
+
+
+def stateful_sequential_kernel(respond):
+    """The sequential kernel for a stateful response (per-device state, :mod:`.compiled_pairs`)."""
+    return cached_kernel(_STATEFUL, respond, _make_stateful_sequential)
 
 
 def summed_kernel(mixed):

@@ -1,0 +1,156 @@
+"""Compiled responses of the conductance pairs (:mod:`insitu.devices.conductance_pair`).
+
+A pair's response differs from the responses of :mod:`.compiled` and :mod:`.compiled_devices` in
+two ways, so it runs in a kernel variant of its own (:func:`insitu.update.kernels.compiled.stateful_sequential_kernel`):
+
+* it is **stateful**: ``G⁺``, ``G⁻`` and the SET pulses of each since its RESET are planes of the
+  tile's parameter tensor, which the response reads and writes in place. The kernel therefore
+  gets the tile's tensor itself, as a numpy view ``(P, out, in, n)`` in the planes-first layout
+  the tile holds (no packed copy, nothing to copy back; the state planes must be read anyway);
+* it needs **one normal per SET pulse**, each clamped on its own (``max(0, 1 + σ ξ)``: a SET pulse
+  never lowers ``G``), which one Gaussian for ``n`` pulses cannot represent. The response draws
+  its own normals from the kernel's 128-entry buffer (refilled by :func:`.rng.fill_normals` from
+  the tile's stream ``s``), so the draws stay on the tile's seeded stream.
+
+Signature ``respond(signed, params, j, i, k, scale, normals, cursor, s, spare) -> (w, cursor)``:
+``signed > 0`` SET pulses on ``G⁺`` of device ``k`` of cross-point ``(j, i)``, ``< 0`` on ``G⁻``;
+``scale`` is ``g_scale`` in the array's dtype (a 1-element array) and ``w`` the new read
+``(G⁺ − G⁻) / g_scale``, computed in the array's dtype as :meth:`ConductancePairModel.read`
+computes it, so the weight stays equal to the read of the state. ``normals[cursor:]`` are unused
+normals; the response returns the new cursor.
+
+The device's constants (nonlinearity, jump, noise, the jump table) are frozen into each response
+by the factories below (numba compiles closures over constants), which are cached per constant
+set: one compilation per device configuration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .rng import fill_normals
+
+__all__ = ["pcm_pair_response", "jump_table_pair_response"]
+
+_NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
+
+_CACHE: dict = {}
+
+
+@njit(inline="always")
+def _draw(normals, cursor, s, spare):
+    """The next normal of the buffer (refilled from the stream when used up) and the new cursor."""
+    if cursor == normals.shape[0]:
+        fill_normals(normals, s, spare)
+        cursor = 0
+    return normals[cursor], cursor + 1
+
+
+def _pair_response(set_pulses, n_device_planes):
+    """The pair response around ``set_pulses(g, since, n, params, base, j, i, k, normals, cursor,
+    s, spare) -> (g, since, cursor)`` (``n`` SET pulses on one device whose parameter planes start
+    at ``base``). Planes: ``w_min, w_max``, the device planes of ``G⁺``, of ``G⁻``, then ``g_plus,
+    g_minus, since_plus, since_minus, refreshes`` (``ConductancePairModel.param_names``)."""
+    plus = 2
+    minus = 2 + n_device_planes
+    g_plus = 2 + 2 * n_device_planes
+    g_minus = g_plus + 1
+    since_plus = g_plus + 2
+    since_minus = g_plus + 3
+
+    @njit(inline="always")
+    def respond(signed, params, j, i, k, scale, normals, cursor, s, spare):
+        if signed > 0:
+            g_plane, since_plane, base, n = g_plus, since_plus, plus, signed
+        else:
+            g_plane, since_plane, base, n = g_minus, since_minus, minus, -signed
+        g, since, cursor = set_pulses(
+            float(params[g_plane, j, i, k]), float(params[since_plane, j, i, k]), n, params, base, j, i, k,
+            normals, cursor, s, spare,
+        )
+        params[g_plane, j, i, k] = g
+        params[since_plane, j, i, k] = since
+        # The read in the array's dtype, as ConductancePairModel.read: (G⁺ − G⁻) / g_scale.
+        return (params[g_plus, j, i, k] - params[g_minus, j, i, k]) / scale[0], cursor
+
+    return respond
+
+
+def pcm_pair_response(device):
+    """The response of a :class:`~insitu.devices.PCMPairDevice` pair of ``device`` (a
+    :class:`~insitu.devices.PCMDevice`): :meth:`PCMDevice.set_pulse` pulse by pulse (planes
+    ``g_max, dg, jump``), the pulse counter capped at ``settled_count`` as the torch model caps it."""
+    key = ("pcm", float(device.nonlinearity), float(device.initial_jump) > 0, int(device.jump_delay),
+           float(device.dg_std), float(device.g_min), int(device.settled_count))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    _, nonlinearity, has_jump, delay, dg_std, g_min, settled = key
+    delay = float(delay)
+    settled = float(settled)
+
+    @njit(inline="always")
+    def set_pulses(g, since, n, params, base, j, i, k, normals, cursor, s, spare):
+        g_max = float(params[base, j, i, k])
+        dg = float(params[base + 1, j, i, k])
+        jump = float(params[base + 2, j, i, k])
+        for _ in range(n):
+            if nonlinearity == 0.0:
+                gradual = dg
+            else:
+                left = max((g_max - g) / (g_max - g_min), 0.0)
+                gradual = dg * (left if nonlinearity == 1.0 else left**nonlinearity)
+            step = gradual
+            if has_jump:
+                if since == delay:
+                    step = jump
+                elif since < delay:
+                    step = 0.0
+            if dg_std > 0.0:
+                xi, cursor = _draw(normals, cursor, s, spare)
+                # A SET pulse never lowers the conductance: the noisy factor is floored at 0.
+                step *= max(1.0 + dg_std * xi, 0.0)
+            g = min(g + step, g_max)
+            since = min(since + 1.0, settled)
+        return g, since, cursor
+
+    respond = _CACHE[key] = _pair_response(set_pulses, 3)
+    return respond
+
+
+def jump_table_pair_response(device):
+    """The response of a :class:`~insitu.devices.JumpTablePairDevice` pair of ``device`` (a
+    :class:`~insitu.devices.JumpTableDevice`): per SET pulse ``ΔG = gain (mean[b] + std[b] ξ)`` in
+    the bin ``b`` of the present ``G`` (``bin_edges[b] <= G < bin_edges[b + 1]``, the top edge in
+    the last bin), ``G`` kept within the table's edges (planes ``g_max, gain``; the pulse counter
+    stays 0, as ``settled_count`` is 0)."""
+    key = ("jump-table", tuple(float(e) for e in device.bin_edges), tuple(float(m) for m in device.mean),
+           tuple(float(v) for v in device.std))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    edges = np.array(key[1])
+    means = np.array(key[2])
+    stds = np.array(key[3])
+    noisy = bool((stds > 0).any())
+    low, high = float(edges[0]), float(edges[-1])
+    inner = edges.shape[0] - 2  # interior edges
+
+    @njit(inline="always")
+    def set_pulses(g, since, n, params, base, j, i, k, normals, cursor, s, spare):
+        gain = float(params[base + 1, j, i, k])
+        for _ in range(n):
+            b = 0
+            while b < inner and g >= edges[b + 1]:
+                b += 1
+            step = means[b]
+            if noisy:
+                xi, cursor = _draw(normals, cursor, s, spare)
+                step += stds[b] * xi
+            g = min(max(g + gain * step, low), high)
+        return g, 0.0, cursor
+
+    respond = _CACHE[key] = _pair_response(set_pulses, 2)
+    return respond
+
