@@ -285,3 +285,22 @@ def test_update_algorithms_and_tile_grids_keep_the_read(change):
     for tile in tiles:
         assert torch.allclose(tile.weight, tile.device_model.read(tile.device_params))
     assert not torch.equal(layer.tile.get_weights(), before)
+
+
+@pytest.mark.parametrize("policy", ["single", "sequential", "random"])
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_one_device_update_policies_keep_the_pairs_state_and_weight_together(policy, backend):
+    # With cell_update other than "all" one device of each cell takes the pulses through a copy of
+    # its parameter slice; a pair's state planes in that copy must come back to the tile.
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    config = TileConfig(device=PCMPairDevice(), devices_per_weight=2, cell_update=policy)
+    tile = AnalogTile(4, 5, config, seed=1)
+    g = torch.Generator().manual_seed(0)
+    with use_backend(backend):
+        for _ in range(5):
+            tile.stash(torch.rand(2, 5, generator=g), torch.randn(2, 4, generator=g) * 0.5)
+            tile.update(0.1)
+    read = tile.device_model.read(tile.device_params)
+    assert tile.counters.coincidences > 0
+    torch.testing.assert_close(tile.weight.detach(), read, rtol=0, atol=1e-6)

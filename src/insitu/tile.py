@@ -484,6 +484,8 @@ class AnalogTile(nn.Module):
             self.counters, self.pulse_rng, None,
         )
         self.weight.data[..., k] = weight
+        if self.device_model.per_device_state:  # the model updated the copy's state planes
+            self.device_params[..., k] = params
 
     def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stashed pairs as one ``x`` ``(batch, in)`` and one ``δ`` ``(batch, out)``, in the
