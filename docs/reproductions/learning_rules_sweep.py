@@ -6,7 +6,7 @@ the final test error (rule x symmetry-point offset, one block per number of stat
 test error against the offset, one panel per number of states, one line per rule:
 
     insitu sweep export runs/sweeps/learning-rules-offset-states/study.sqlite --csv points.csv
-    python docs/reproductions/learning_rules_sweep.py points.csv --figure docs/reproductions/learning-rules-sweep.png
+    python docs/reproductions/learning_rules_sweep.py points.csv [more.csv] --figure docs/reproductions/learning-rules-sweep.png
 """
 
 from __future__ import annotations
@@ -21,18 +21,21 @@ RULE, OFFSET, DW_MIN = "rule", "symmetry-point offset", "dw_min (states = 2 / dw
 def _label(rule: str) -> str:
     if not rule:
         return "SGD"
-    name = rule.split(":")[0]
-    return {"ttv2": "TTv2", "c-ttv2": "chopped TTv2", "tiki-taka": "TTv1", "agad": "AGAD", "mp": "MP"}.get(name, name)
+    name, _, overrides = rule.partition(":")
+    label = {"ttv2": "TTv2", "c-ttv2": "chopped TTv2", "tiki-taka": "TTv1", "agad": "AGAD", "mp": "MP"}.get(name, name)
+    chop = [o.split("=")[1] for o in overrides.split(",") if o.startswith("in_chop_prob=")]
+    return f"{label} (chopper {chop[0]})" if chop else label
 
 
-def load(path: str) -> dict:
-    """``{dw_min: {rule: {offset: test error %}}}`` of the completed points."""
+def load(paths) -> dict:
+    """``{dw_min: {rule: {offset: test error %}}}`` of the completed points of the CSV files."""
     table: dict = defaultdict(lambda: defaultdict(dict))
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["status"] != "completed":
-                continue
-            table[float(row[DW_MIN])][row[RULE]][float(row[OFFSET])] = 100 * float(row["final_test_error"])
+    for path in [paths] if isinstance(paths, str) else paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["status"] != "completed":
+                    continue
+                table[float(row[DW_MIN])][row[RULE]][float(row[OFFSET])] = 100 * float(row["final_test_error"])
     return table
 
 
@@ -61,7 +64,7 @@ def figure(table: dict, path: str) -> None:
     panels = sorted(table, reverse=True)
     rules = sorted({r for values in table.values() for r in values}, key=lambda r: (r != "", r))
     colors = {rule: f"C{k}" for k, rule in enumerate(rules)}  # one color per rule in every panel
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), sharey=True, squeeze=False)
     for ax, dw_min in zip(axes[0], panels):
         for rule in rules:
             points = sorted(table[dw_min].get(rule, {}).items())
@@ -73,15 +76,15 @@ def figure(table: dict, path: str) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("test error % (20,000 images, one pass)")
     handles = [plt.Line2D([], [], color=colors[r], marker="o", label=_label(r)) for r in rules]
-    fig.legend(handles=handles, loc="upper right")
     fig.suptitle("2016 MLP on soft-bounds devices: SGD vs TTv2 vs chopped TTv2")
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv")
+    parser.add_argument("csv", nargs="+", help="CSV files of `insitu sweep export` (the main sweep, the chopper follow-up)")
     parser.add_argument("--figure", default=None)
     args = parser.parse_args(argv)
     table = load(args.csv)
