@@ -87,3 +87,22 @@ def test_insitu_train_with_out_degree_trains_the_sparse_mlp(shared_datasets, tmp
     assert via_train["final_test_accuracy"] == json.loads((tmp_path / "direct.json").read_text())["final_test_accuracy"]
     refused = CliRunner().invoke(main, ["train", "--out-degree", "4,2", "--preset", "floating-point"])
     assert refused.exit_code == 2 and "--preset" in refused.output and "insitu sparse train" in refused.output
+
+
+def test_the_sparse_trainer_runs_through_the_common_loop_and_resumes_bit_identically(tmp_path):
+    # Issue 20: one training loop. The sparse MLP (fixed point with stochastic update rounding,
+    # whose generator state the optimizer now saves) trains through train_task's run folder.
+    data = load_dataset("digits")
+    config = SparseTrainConfig(
+        dataset="digits", sizes=(64, 20, 10), out_degrees=(10, 5), epochs=2, batch_size=4,
+        fixed_point="12:3", update_rounding="stochastic",
+    )
+    straight = train_sparse(config, data, out_dir=tmp_path / "a")
+    train_sparse(config.replace(epochs=1), data, out_dir=tmp_path / "b")
+    resumed = train_sparse(config, data, out_dir=tmp_path / "b", resume=True)
+    assert [e["test_accuracy"] for e in straight["epochs"]] == [e["test_accuracy"] for e in resumed["epochs"]]
+    assert straight["epochs"][-1]["train_loss"] == resumed["epochs"][-1]["train_loss"]
+    assert straight["task"] == "sparse-mlp" and straight["status"] == "completed"
+    assert (tmp_path / "a" / "checkpoint.pt").exists()
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["final_test_accuracy"] == straight["final_test_accuracy"] and saved["edges"] == straight["edges"]

@@ -498,6 +498,8 @@ def sparse() -> None:
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--out", "out_path", default=None, help="Write the results JSON here.")
+@click.option("--run-dir", default=None, help="Run folder of the common training loop (checkpoint every epoch, results.json); without it nothing but --out is kept.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint (only --epochs may grow).")
 def sparse_train(**opts) -> None:
     """Train a sparse MLP (float or fixed point) and print the test accuracy per epoch."""
     import json
@@ -520,8 +522,8 @@ def sparse_train(**opts) -> None:
             error_format=opts["error_format"], update_format=opts["update_format"],
         )
         data = load_dataset(config.dataset, path=opts["data_dir"], subset=config.subset, seed=config.seed)
-        results = train_sparse(config, data, log=click.echo)
-    except (ConfigError, DatasetError, ValueError) as exc:
+        results = train_sparse(config, data, log=click.echo, out_dir=opts["run_dir"], resume=opts["resume"])
+    except (ConfigError, DatasetError, ValueError, FileExistsError, FileNotFoundError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"network density {100 * results['network_density']:.2f}% ({sum(results['edges'])} of {results['dense_edges']} edges); "

@@ -311,7 +311,8 @@ def plot_test_error(path: Path, results: dict) -> None:
         ax.set_ylabel("test error (%)")
         _log_error_axis(ax)
         where = cfg["dataset"] if "task" not in results else results["dataset"]["name"]
-        ax.set_title(f"{cfg['preset']} on {where}, batch {cfg['batch_size']}", fontsize=9)
+        what = cfg.get("preset", results.get("task"))  # a sparse MLP run has no preset
+        ax.set_title(f"{what} on {where}, batch {cfg['batch_size']}", fontsize=9)
     fig.tight_layout()
     _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -443,7 +444,10 @@ def train_task(
         model: the network, or ``None``: ``task.build_model(config)`` after
             ``torch.manual_seed(config.seed)``.
         optimizer: or ``None``: :class:`~insitu.optim.AnalogSGD` with ``config.lr``.
-        config: the run (its ``epochs``, ``batch_size``, ``lr`` schedule, ``seed``, ``eval_batch_size``).
+        config: the run (its ``epochs``, ``batch_size``, ``lr`` schedule, ``seed``, ``eval_batch_size``):
+            a :class:`TrainConfig`, or another trainer's config with ``epochs``, ``batch_size``,
+            ``seed``, ``to_dict``/``from_dict`` (the sparse MLP's :class:`~insitu.sparse.training.SparseTrainConfig`;
+            what it lacks (schedule, tiles, pipeline) is taken as absent).
         out_dir, resume, progress, log, fused_update: as :func:`run_training`.
 
     Returns:
@@ -485,10 +489,12 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
         model = task.build_model(config)
     if optimizer is None:
         optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), gamma=config.lr_gamma)
+    # A config of another trainer (the sparse MLP's) may have no schedule, tiles or pipeline.
+    milestones, gamma = list(getattr(config, "lr_milestones", ())), getattr(config, "lr_gamma", 1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)
     order_generator = torch.Generator().manual_seed(config.seed)
     staleness = None
-    if config.pipeline:  # the forward pass of each layer with the weights a layer pipeline would hold
+    if getattr(config, "pipeline", False):  # the forward pass of each layer with the weights a layer pipeline would hold
         from .pipeline import PipelineStaleness, pipeline_delays, weight_layers
 
         layers = weight_layers(model)
@@ -500,8 +506,8 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
         "insitu_version": __version__,
         "status": "running",
         "config": config.to_dict(),
-        "tile_config": config.tile_config().to_dict(),
-        "conv_tile_config": config.conv_tile_config().to_dict() if config.model == "cnn-2017" else None,
+        "tile_config": config.tile_config().to_dict() if hasattr(config, "tile_config") else None,
+        "conv_tile_config": config.conv_tile_config().to_dict() if getattr(config, "model", None) == "cnn-2017" else None,
         "dataset": task.describe(),
         "epochs": [],
         "fused_update": bool(fused_update),
@@ -513,7 +519,7 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
     if resume:
         checkpoint = load_checkpoint(ckpt_path)
         # Through from_dict so that fields added since the checkpoint was written take their defaults.
-        saved, wanted = TrainConfig.from_dict(checkpoint["config"]).to_dict(), config.to_dict()
+        saved, wanted = type(config).from_dict(checkpoint["config"]).to_dict(), config.to_dict()
         if {**saved, "epochs": None} != {**wanted, "epochs": None}:
             changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "epochs")
             raise ConfigError(
@@ -542,6 +548,9 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
 
     n_train = train_x.shape[0]
     batch = config.batch_size
+    # A task whose loss is summed over the batch (the fixed-point sparse MLP, as its hardware
+    # applies per-example errors) reports a sum; the epoch's mean loss counts it once.
+    summed_loss = getattr(task, "loss_reduction", "mean") == "sum"
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
@@ -568,13 +577,13 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
                 optimizer.step()
                 if staleness is not None:
                     staleness.step()
-                loss_sum += loss_value * xb.shape[0]
+                loss_sum += loss_value if summed_loss else loss_value * xb.shape[0]
                 bar.update(xb.shape[0])
                 if bar.bar is not None and step % 200 == 0:
                     bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False)
             bar.close()
             train_seconds = time.perf_counter() - started
-            metrics = task.evaluate(model, config.eval_batch_size)
+            metrics = task.evaluate(model, getattr(config, "eval_batch_size", 1000))
             scheduler.step()
             record = {
                 "epoch": epoch + 1,

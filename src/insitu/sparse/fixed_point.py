@@ -260,6 +260,19 @@ class FixedPointSGD(torch.optim.Optimizer):
                 for p in group["params"]:
                     p.copy_(quantize(p, config.weights))
 
+    def state_dict(self) -> dict:
+        # The rounding generator's state too: a resumed run continues bit for bit.
+        state = super().state_dict()
+        state["rounding_generator"] = None if self.generator is None else self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        generator_state = state_dict.pop("rounding_generator", None)
+        super().load_state_dict(state_dict)
+        if generator_state is not None and self.generator is not None:
+            self.generator.set_state(generator_state)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

@@ -1,19 +1,18 @@
 """Training a pre-defined sparse MLP (Dey et al. 2017), in floating point or emulated fixed point.
 
 :class:`SparseTrainConfig` defines a run; :func:`build_sparse_mlp` builds the network;
-:func:`train_sparse` trains it on an in-memory dataset and returns a JSON-ready results dict.
+:func:`train_sparse` trains it through the common training loop (:func:`insitu.training.train_task`,
+as the task :class:`SparseClassification`) and returns a JSON-ready results dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-
 import torch
 from torch import nn
 
 from ..config import Config, register_config
+from ..tasks import Task
 from .fixed_point import (
     FixedPointConfig,
     FixedPointFormat,
@@ -29,7 +28,7 @@ from .patterns import (
     network_density,
 )
 
-__all__ = ["SparseTrainConfig", "build_sparse_mlp", "pad_inputs", "train_sparse"]
+__all__ = ["SparseClassification", "SparseTrainConfig", "build_sparse_mlp", "pad_inputs", "train_sparse"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 # FixedPointConfig quantity -> the SparseTrainConfig field that overrides its format.
@@ -177,75 +176,106 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, output: str, reduction: st
     return loss if reduction == "sum" else loss / logits.shape[0]
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    correct = 0
-    for start in range(0, x.shape[0], batch):
-        correct += int((model(x[start : start + batch]).argmax(1) == y[start : start + batch]).sum())
-    return correct / x.shape[0]
+class SparseClassification(Task):
+    """The image classification of a sparse MLP run (:class:`SparseTrainConfig`) as a task of the
+    common training loop (:func:`insitu.training.train_task`): inputs zero-padded to
+    ``sizes[0]``, the loss of ``config.output`` (summed over the batch in fixed point, as the
+    hardware applies per-example errors; averaged otherwise), and the test accuracy beside the
+    test error."""
+
+    name = "sparse-mlp"
+
+    def __init__(self, config: SparseTrainConfig, data):
+        if data.num_classes != config.sizes[-1]:
+            raise ValueError(f"the data has {data.num_classes} classes but the output layer {config.sizes[-1]} neurons.")
+        self.config = config
+        self.data = data
+        self.train_x, self.train_y = pad_inputs(data.train_x, config.sizes[0]), data.train_y
+        self.test_x, self.test_y = pad_inputs(data.test_x, config.sizes[0]), data.test_y
+        self.loss_reduction = "sum" if config.fixed_point_config() is not None else "mean"
+
+    def build_model(self, config) -> nn.Module:
+        return build_sparse_mlp(config)[0]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _loss(outputs, targets, self.config.output, self.loss_reduction)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int = 2000) -> dict:
+        """Test accuracy, error and mean loss (per example), in batches of 2,000 as before the
+        common loop (the results do not depend on it)."""
+        correct, loss, n = 0, 0.0, self.test_x.shape[0]
+        for start in range(0, n, 2000):
+            logits = model(self.test_x[start : start + 2000])
+            target = self.test_y[start : start + 2000]
+            correct += int((logits.argmax(1) == target).sum())
+            loss += float(_loss(logits, target, self.config.output, "sum"))
+        return {"test_error": (n - correct) / n, "test_loss": loss / n, "test_accuracy": correct / n}
+
+    def describe(self) -> dict:
+        return {"name": self.data.name, "train": self.n_train, "test": int(self.test_x.shape[0])}
+
+    def summary(self, record: dict) -> str:
+        return f"test accuracy {100 * record['test_accuracy']:.2f}%"
 
 
-def train_sparse(config: SparseTrainConfig, data, log=None) -> dict:
+def train_sparse(config: SparseTrainConfig, data, log=None, out_dir=None, resume: bool = False) -> dict:
     """Train ``config`` on ``data`` (an :class:`insitu.data.Dataset`) and return the results.
 
-    The results hold the config, the junction densities and edge counts, and per epoch the train
-    loss, test accuracy and seconds.
+    The run goes through the common training loop (:func:`insitu.training.train_task`: the
+    shuffling, checkpoints after every epoch, ``results.json``, resume, the divergence stop), in
+    ``out_dir`` (a temporary folder when ``None``: nothing is kept but the returned results).
+    The results hold the loop's record (config, per-epoch train loss, test error, loss and
+    accuracy, seconds) and the network's junction densities and edge counts, final and best
+    test accuracy.
     """
-    train_x = pad_inputs(data.train_x, config.sizes[0])
-    test_x = pad_inputs(data.test_x, config.sizes[0])
-    if data.num_classes != config.sizes[-1]:
-        raise ValueError(f"the data has {data.num_classes} classes but the output layer {config.sizes[-1]} neurons.")
+    import tempfile
+    from pathlib import Path
+
+    from ..training import TrainingDiverged, train_task
+
+    task = SparseClassification(config, data)
     model, patterns = build_sparse_mlp(config)
     fixed = config.fixed_point_config()
     if fixed is not None:
         # The rounding draws get their own generator, derived from the run's seed.
         optimizer = FixedPointSGD(model.parameters(), fixed, seed=10_000 + config.seed)
-        reduction = "sum"  # per-example errors, as the hardware applies them
     elif config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        reduction = "mean"
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        reduction = "mean"
-    order_gen = torch.Generator().manual_seed(config.seed)
-    dense_edges = sum(a * b for a, b in zip(config.sizes[:-1], config.sizes[1:]))
-    results = {
-        "config": config.to_dict(),
-        "edges": [p.num_edges for p in patterns] if patterns else [a * b for a, b in zip(config.sizes[:-1], config.sizes[1:])],
-        "junction_density": [p.density for p in patterns] if patterns else [1.0] * (len(config.sizes) - 1),
+    sizes = config.sizes
+    network = {
+        "edges": [p.num_edges for p in patterns] if patterns else [a * b for a, b in zip(sizes[:-1], sizes[1:])],
+        "junction_density": [p.density for p in patterns] if patterns else [1.0] * (len(sizes) - 1),
         "network_density": network_density(patterns) if patterns else 1.0,
-        "dense_edges": dense_edges,
-        "train_samples": int(train_x.shape[0]),
-        "test_samples": int(test_x.shape[0]),
+        "dense_edges": sum(a * b for a, b in zip(sizes[:-1], sizes[1:])),
+        "train_samples": int(task.train_x.shape[0]),
+        "test_samples": int(task.test_x.shape[0]),
         "threads": torch.get_num_threads(),
-        "epochs": [],
     }
-    n = train_x.shape[0]
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=order_gen)
-        total_loss = 0.0
-        for begin in range(0, n, config.batch_size):
-            idx = order[begin : begin + config.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model(train_x[idx]), data.train_y[idx], config.output, reduction)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * (1 if reduction == "sum" else len(idx))
-        seconds = time.perf_counter() - start
-        mean_loss = total_loss / n
-        if not math.isfinite(mean_loss):
-            results["diverged"] = True
-        entry = {
-            "epoch": epoch,
-            "train_loss": mean_loss,
-            "test_accuracy": _accuracy(model, test_x, data.test_y),
-            "train_seconds": seconds,
-        }
-        results["epochs"].append(entry)
-        if log is not None:
-            log(f"epoch {epoch}: loss {mean_loss:.4f}, test accuracy {100 * entry['test_accuracy']:.2f}% ({seconds:.1f} s)")
-    results["final_test_accuracy"] = results["epochs"][-1]["test_accuracy"]
-    results["best_test_accuracy"] = max(e["test_accuracy"] for e in results["epochs"])
+    with tempfile.TemporaryDirectory(prefix="insitu-sparse-") as scratch:
+        folder = Path(out_dir) if out_dir is not None else Path(scratch)
+        quiet = (lambda _line: None) if log is None else log
+        try:
+            results = train_task(task, model, optimizer, config, folder, resume=resume, progress=False, log=quiet)
+            diverged = False
+        except TrainingDiverged as exc:
+            import json
+
+            results = json.loads((folder / "results.json").read_text())
+            diverged = True
+            if log is not None:
+                log(f"stopped: {exc}")
+    results = {**results, **network}
+    if diverged:
+        results["diverged"] = True
+    epochs = results["epochs"]
+    if epochs:
+        results["final_test_accuracy"] = epochs[-1]["test_accuracy"]
+        results["best_test_accuracy"] = max(e["test_accuracy"] for e in epochs)
+    if out_dir is not None:
+        from ..training import write_json
+
+        write_json(Path(out_dir) / "results.json", results)
     return results
