@@ -8,8 +8,6 @@ continue bit for bit after ``load_state_dict``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -21,6 +19,8 @@ from insitu.update import PulseUpdateConfig
 from insitu.update.kernels import use_backend
 
 pytest.importorskip("numba")
+
+from _distribution import assert_same_counts, assert_same_distribution  # noqa: E402
 
 OUT, IN = 7, 11
 NONLINEAR = PCMDevice(nonlinearity=1.0, initial_jump=0.05, g_max_dtod=0.1, dg_dtod=0.2, dg_std=0.3)
@@ -107,15 +107,8 @@ def test_compiled_pair_update_has_the_distribution_of_the_torch_update(layout):
     reference, t_pulses, t_coinc = _changes("torch", config, draws, batch)
     moved = reference.var(0) + compiled.var(0) > 0
     assert int(moved.sum()) > 20  # enough devices move to compare
-    se = torch.sqrt(compiled.var(0) / draws + reference.var(0) / draws)[moved]
-    z = (compiled.mean(0) - reference.mean(0))[moved] / se
-    assert float(z.abs().max()) < 4.8, float(z.abs().max())
-    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel())
-    ratio = float(compiled.var(0).sum() / reference.var(0).sum())
-    assert 0.8 < ratio < 1.25, ratio
-    assert np.allclose(c_pulses, t_pulses, rtol=1e-5)
-    z_coinc = (c_coinc.mean() - t_coinc.mean()) / math.sqrt(c_coinc.var() / draws + t_coinc.var() / draws + 1e-12)
-    assert abs(z_coinc) < 4.5
+    assert_same_distribution(compiled, reference, draws, moved=moved)
+    assert_same_counts(c_pulses, t_pulses, c_coinc, t_coinc, draws)
 
 
 @pytest.mark.parametrize("name", ["pcm default", "pcm nonlinear, jump", "jump table"])
@@ -129,12 +122,7 @@ def test_the_pulse_noise_alone_has_the_spread_of_the_torch_response(name):
     assert np.all(c_coinc == t_coinc) and c_coinc[0] == 2 * 3 * OUT * IN
     moved = reference.var(0) > 0
     assert int(moved.sum()) > 50
-    se = torch.sqrt(compiled.var(0) / draws + reference.var(0) / draws)[moved]
-    z = (compiled.mean(0) - reference.mean(0))[moved] / se
-    assert float(z.abs().max()) < 4.8, float(z.abs().max())
-    assert abs(float(z.mean())) < 4 / math.sqrt(z.numel())
-    ratio = float(compiled.var(0).sum() / reference.var(0).sum())
-    assert 0.88 < ratio < 1.14, ratio
+    assert_same_distribution(compiled, reference, draws, ratio=(0.88, 1.14), moved=moved)
 
 
 def _state(tile):
