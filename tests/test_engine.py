@@ -76,17 +76,21 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_compiled_update_has_the_distribution_of_the_torch_update(layout):
-    options, batch = LAYOUTS[layout]
+def _backends_agree(options: dict, batch: int, mode: str = "sequential", draws: int = 250) -> None:
+    """The compiled and the torch update of the layout ``options`` agree in distribution, and
+    their pulses (counted as their expected number: the same in both, to rounding) and
+    coincidences agree."""
     update = {k: v for k, v in options.items() if k in ("update_management", "dynamic_bl", "bl")}
-    config = _config(options.get("device"), options.get("cell", 1), options.get("readout", "mean"), **update)
-    draws = 250
+    config = _config(options.get("device"), options.get("cell", 1), options.get("readout", "mean"), mode=mode, **update)
     compiled, c_pulses, c_coinc = _changes("compiled", config, draws, batch)
     reference, t_pulses, t_coinc = _changes("torch", config, draws, batch)
     assert_same_distribution(compiled, reference, draws)
-    # Pulses are counted as their expected number: the same in both, to rounding.
     assert_same_counts(c_pulses, t_pulses, c_coinc, t_coinc, draws)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_compiled_update_has_the_distribution_of_the_torch_update(layout):
+    _backends_agree(*LAYOUTS[layout])
 
 
 SUMMED_LAYOUTS = {
@@ -102,14 +106,7 @@ SUMMED_LAYOUTS = {
 def test_compiled_summed_mode_has_the_distribution_of_the_torch_summed_mode(layout):
     # The compiled summed kernel counts each device's up and down coincidences over the batch and
     # applies them as DeviceModel.apply_mixed does (steps at the weight before the batch).
-    options, batch = SUMMED_LAYOUTS[layout]
-    update = {k: v for k, v in options.items() if k in ("update_management", "dynamic_bl", "bl")}
-    config = _config(options.get("device"), options.get("cell", 1), mode="summed", **update)
-    draws = 250
-    compiled, c_pulses, c_coinc = _changes("compiled", config, draws, batch)
-    reference, t_pulses, t_coinc = _changes("torch", config, draws, batch)
-    assert_same_distribution(compiled, reference, draws)
-    assert_same_counts(c_pulses, t_pulses, c_coinc, t_coinc, draws)
+    _backends_agree(*SUMMED_LAYOUTS[layout], mode="summed")
 
 
 def test_the_summed_kernel_runs_where_the_model_has_a_mixed_response_and_leaves_the_rest_to_torch():

@@ -82,6 +82,17 @@ _NORMALS = 128
 
 
 @njit(inline="always")
+def _train_buffers(n_out, n_in, bl_max):
+    """The buffers :func:`_sample_trains` fills: fired column lines (bits, ids) and fired row lines
+    (bits, ids, signs), kept compact so that the coincidence loops stream through contiguous memory."""
+    words_max = (bl_max + 63) // 64
+    return (
+        np.empty((n_out, words_max), dtype=np.uint64), np.empty(n_out, dtype=np.int64),
+        np.empty((n_in, words_max), dtype=np.uint64), np.empty(n_in, dtype=np.int64), np.empty(n_in, dtype=np.bool_),
+    )
+
+
+@njit(inline="always")
 def _sample_trains(b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative):
     """Draw the trains of sample ``b``: the fired column lines (``cols[:n_cols]``, their bits in
     ``col_bits``) and, when any column fired, the fired row lines (``rows[:n_rows]``, bits in
@@ -161,14 +172,7 @@ def _make_sequential(respond):
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        words_max = (bl_max + 63) // 64
-        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
-        cols = np.empty(n_out, dtype=np.int64)
-        # Fired rows are kept compact (ids, trains, signs side by side): the coincidence loop
-        # then streams through contiguous memory.
-        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
-        rows = np.empty(n_in, dtype=np.int64)
-        row_negative = np.empty(n_in, dtype=np.bool_)
+        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
         # Cycle-to-cycle noise from a buffer filled in bulk: a generator call inside the
@@ -232,12 +236,7 @@ def _make_stateful_sequential(respond):
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        words_max = (bl_max + 63) // 64
-        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
-        cols = np.empty(n_out, dtype=np.int64)
-        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
-        rows = np.empty(n_in, dtype=np.int64)
-        row_negative = np.empty(n_in, dtype=np.bool_)
+        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
         normals = np.empty(_NORMALS)
@@ -286,12 +285,7 @@ def _make_summed(mixed):
         visited in the order they first received a coincidence."""
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        words_max = (bl_max + 63) // 64
-        col_bits = np.empty((n_out, words_max), dtype=np.uint64)
-        cols = np.empty(n_out, dtype=np.int64)
-        row_bits = np.empty((n_in, words_max), dtype=np.uint64)
-        rows = np.empty(n_in, dtype=np.int64)
-        row_negative = np.empty(n_in, dtype=np.bool_)
+        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
         n_up = np.zeros((n_out, n_in), dtype=np.int64)
         n_down = np.zeros((n_out, n_in), dtype=np.int64)
         touched = np.empty(n_out * n_in, dtype=np.int64)
