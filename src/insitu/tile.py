@@ -169,6 +169,11 @@ class AnalogTile(nn.Module):
     ``backward`` the reverse.
     """
 
+    # A plain tile is neither a grid of tiles nor a replica stack. Class attributes, since
+    # analog_linear asks on every call and a missing nn.Module attribute costs a raised exception.
+    grid = None
+    replicas = None
+
     def __init__(
         self,
         out_features: int,
@@ -426,11 +431,17 @@ class AnalogTile(nn.Module):
             return None
         return sum(d.t() @ x for x, d in self._pending)
 
-    @torch.no_grad()
     def update(self, lr: float) -> None:
         """Apply the stashed ``(x, δ)`` pairs to the weights with learning rate ``lr``."""
         if not self._pending:
             return
+        # Entering no_grad costs as much as a batch-1 kernel call; AnalogSGD.step already did.
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._update(lr)
+        return self._update(lr)
+
+    def _update(self, lr: float) -> None:
         x, d = self.take_pending()
         memory = self.config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
         self.counters.extra_memory = max(self.counters.extra_memory, memory)
@@ -458,7 +469,8 @@ class AnalogTile(nn.Module):
             )
         if self.device_model.per_device_state:  # e.g. refresh saturated conductance pairs
             self.device_model.after_update(self.weight.data, self.device_params, self.generator, self.counters.steps)
-        self.apply_device_effects(before)
+        if self.device_effects is not None:
+            self.apply_device_effects(before)
         self._zero_absent_crosspoints()
 
     def _update_one_device(self, x, d, lr, cell_step) -> None:
