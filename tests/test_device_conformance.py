@@ -16,6 +16,8 @@ import torch
 
 from insitu.config import _REGISTRY, ConfigError
 from insitu.devices import DeviceCapabilities, DeviceConfig, JumpTableDevice, PCMDevice
+from insitu.devices.pulsed import _PulsedDevice
+from insitu.presets import get_preset
 from insitu.tile import AnalogTile, TileConfig
 
 PULSED = sorted(
@@ -34,6 +36,7 @@ VARIANTS = {
         "write_noise_std": 1.0, "lifetime": 50.0, "lifetime_dtod": 0.2, "diffusion": 0.001, "diffusion_dtod": 0.2,
         "reset_dtod": 0.01, "corrupt_prob": 0.1,
     },
+    "ExpStepDevice[complex-noise]": {"dw_min_std_add": 0.001, "dw_min_std_slope": 0.01, "up_down": 0.1},
     "ExpStepDevice[rereams]": {"a": -0.5, "b": -0.5, "gamma_up": 5.0, "gamma_down": 5.0, "A_up": -1.18445, "A_down": -0.081404},
 }
 VARIANTS.update({
@@ -45,6 +48,7 @@ VARIANTS.update({
             bin_edges=(0.0, 0.3, 0.6, 1.0), mean=(0.02, 0.012, 0.004), std=(0.004, 0.003, 0.002), gain_dtod=0.2,
         ),
     },
+    "OneSidedPairDevice[pcm-peer]": {"device": get_preset("pcm-peer-io").device.device, "refresh_read_noise": 0.1},
 })
 PULSED = PULSED + sorted(VARIANTS)
 SHAPE = (40, 30)
@@ -56,7 +60,15 @@ def _pair_fields(cls, fields: dict, dw_min=None, dw_min_std=None, w_max_dtod=Non
     ``w_*_dtod`` the spread of the devices' ``g_max`` (the pair's bounds)."""
     pair = cls(**fields)
     inner = pair.device
-    if isinstance(inner, PCMDevice):
+    if isinstance(inner, _PulsedDevice):  # a one-sided pair: its members are pulsed devices
+        changes = {}
+        if dw_min is not None:
+            changes["dw_min"] = dw_min * pair.g_scale
+        if dw_min_std is not None:
+            changes["dw_min_std"] = dw_min_std
+        if w_max_dtod is not None or w_min_dtod is not None:
+            changes["w_max_dtod"] = max(w_max_dtod or 0.0, w_min_dtod or 0.0)
+    elif isinstance(inner, PCMDevice):
         changes = {}
         if dw_min is not None:
             changes["dg"] = dw_min * pair.g_scale
@@ -152,11 +164,18 @@ def test_bounds_hold_under_many_noisy_pulses(name):
     assert torch.all(w >= model.plane(params, "w_min")) and torch.all(w <= model.plane(params, "w_max"))
 
 
-@pytest.mark.parametrize("name", PULSED)
+#: Devices whose first pulses from weight 0 start at a bound with noise larger than the steps (the
+#: one-sided PCM member: its noise floor 0.042 against steps of 0.002, clipped at 0), where the
+#: first-order spread below does not hold; their noise is checked in test_device_families.
+NOT_FIRST_ORDER = {"OneSidedPairDevice[pcm-peer]"}
+
+
+@pytest.mark.parametrize("name", sorted(set(PULSED) - NOT_FIRST_ORDER))
 def test_mean_and_variance_of_n_noisy_pulses(name):
     """From the middle of the range: the mean of n noisy pulses is the noise-free response, and
     its spread is c2c · sqrt(Σ step²) to first order (c2c · step · sqrt(n) for a constant step;
-    c2c · dw · sqrt(n) for additive noise)."""
+    c2c · dw · sqrt(n) for additive noise; c2c · sqrt(Σ (|step| + add + slope |w|)²) with the
+    exponential step's complex noise)."""
     c2c, n, draws = 0.3, 5, 4000
     device = _device(name, dw_min=0.002, dw_min_std=c2c, w_max_dtod=0.0, w_min_dtod=0.0)
     model = device.model()
@@ -172,9 +191,10 @@ def test_mean_and_variance_of_n_noisy_pulses(name):
     steps = []  # noise-free single steps along the path
     params = drawn[:, :1].clone()
     w = model.program(w0[:1], params)
+    add, slope = getattr(model, "noise_add", 0.0), getattr(model, "noise_slope", 0.0)
     for _ in range(n):
         nxt = model.apply_pulses(w, torch.ones(1, 1), up[:1], params, None)
-        steps.append(float(nxt - w))
+        steps.append(abs(float(nxt - w)) + add + slope * abs(float(w)))
         w = nxt
     spread = c2c * math.sqrt(sum(s * s for s in steps))
     if getattr(model, "mult_noise", True) is False:

@@ -31,6 +31,8 @@ DEVICES = {
     "jump table": JumpTablePairDevice(
         device=JumpTableDevice(bin_edges=(0.0, 0.1, 0.5, 1.0), mean=(0.02, 0.01, 0.005), std=(0.01, 0.005, 0.002), gain_dtod=0.1)
     ),
+    # The peer's PCM preset: one-sided exponential-step members with complex noise and refresh.
+    "one-sided pcm": get_preset("pcm-peer-io").device,
 }
 
 
@@ -94,6 +96,8 @@ LAYOUTS = {
     "pcm nonlinear, 2 devices per weight": ("pcm nonlinear, jump", dict(cell=2), 2),
     "pcm delayed jump, batch 3": ("pcm delayed jump", dict(), 3),
     "jump table, batch 4": ("jump table", dict(), 4),
+    "one-sided pcm, batch 1": ("one-sided pcm", dict(), 1),
+    "one-sided pcm, update management, dynamic BL": ("one-sided pcm", dict(update_management=True, dynamic_bl=True, bl=31), 3),
 }
 
 
@@ -111,7 +115,7 @@ def test_compiled_pair_update_has_the_distribution_of_the_torch_update(layout):
     assert_same_counts(c_pulses, t_pulses, c_coinc, t_coinc, draws)
 
 
-@pytest.mark.parametrize("name", ["pcm default", "pcm nonlinear, jump", "jump table"])
+@pytest.mark.parametrize("name", ["pcm default", "pcm nonlinear, jump", "jump table", "one-sided pcm"])
 def test_the_pulse_noise_alone_has_the_spread_of_the_torch_response(name):
     # Every device takes exactly BL = 3 SET pulses (all slots fire): the coincidences agree
     # exactly and the spread of the changes is the per-pulse noise (clamped per pulse) alone.

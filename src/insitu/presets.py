@@ -330,6 +330,46 @@ def jump_table_pair_2016_io() -> TileConfig:
     )
 
 
+def _peer_pcm_device():
+    # aihwkit's PCMPresetDevice [V: algorithms.md §8]; up_down 0, so the up/down conventions agree.
+    from .devices import ExpStepDevice
+
+    return ExpStepDevice(
+        dw_min=0.01, up_down=0.0, dw_min_dtod=0.2, up_down_dtod=0.05, w_max=2.0, w_min=0.0, w_max_dtod=0.1,
+        w_min_dtod=0.0, dw_min_std=0.6, a=-1.0, b=0.0, gamma_up=2.5, gamma_down=2.5, A_up=-27.235, A_down=-2.235,
+        dw_min_std_add=0.042, dw_min_std_slope=0.108, reset=0.01, reset_dtod=0.02, reset_std=0.01,
+    )
+
+
+def pcm_2016_io() -> TileConfig:
+    """aihwkit's ``PCMPreset``: a one-sided pair of ``PCMPresetDevice`` with refresh [V: §8], in the
+    2016 periphery of ``gokmen-vlasov-2016`` (``pcm-peer-io``: in the peer's own).
+
+    The member (``ExpStepDevice`` with ``w_min = 0``): ``dw_min`` 0.01, range [0, 2] (``w_max``
+    spread 0.1, ``w_min`` none), ``dw_min_dtod`` 0.2, ``up_down_dtod`` 0.05, ``a`` -1, ``b`` 0,
+    ``γ`` 2.5, ``A_up`` -27.235, ``A_down`` -2.235 (only up steps are used: an up step is
+    ``0.01 (1 + 27.235 e^{-2.5 g})``, 0.28 at ``g = 0`` falling to 0.012 at ``g = 2``: PCM's
+    steep first SET pulses), cycle-to-cycle ``dw_min_std`` 0.6 with the complex noise
+    ``dw_min_std_add`` 0.042 and ``dw_min_std_slope`` 0.108, reset 0.01 (``reset_dtod`` 0.02,
+    ``reset_std`` 0.01, the peer's class default). The pair (``OneSidedPairDevice``): ``w = g⁺ −
+    g⁻`` (``w_max`` 2, ``g_scale`` 1), refreshed after every update (``refresh_every`` 1, the peer's
+    units_in_mbatch) where the larger read exceeds 75 % and the smaller 25 % of the range; the
+    reads with the peer's output noise 0.1 (its ``refresh_forward`` is its PresetIO; the ADC not
+    modelled), the rewrite open loop with at most 31 pulses (its ``refresh_update`` has BL 31).
+    Nominal step (sets ``Cx``, ``Cd``): the peer's down step at 0, ``0.01 (1 + 2.235)`` = 0.03235.
+    States: 200 steps of ``dw_min`` over the range; in effect 71 noise-free SET pulses take a
+    member from 0 to 2 (35 to the refresh threshold 1.5).
+    """
+    from .devices import OneSidedPairDevice
+
+    return gokmen_vlasov_2016().replace(
+        device=OneSidedPairDevice(
+            device=_peer_pcm_device(), w_max=2.0, refresh_every=1, refresh_upper=0.75, refresh_lower=0.25,
+            refresh_read_noise=0.1, refresh_max_pulses=31,
+        )
+    )
+
+
 # -- the peer's preset periphery (aihwkit's PresetIOParameters / PresetUpdateParameters) ---------------
 
 
@@ -400,6 +440,7 @@ ecram_peer_io = _peer_io_preset(ecram_2016_io, "EcRamPresetDevice")
 ecram_mo_peer_io = _peer_io_preset(ecram_mo_2016_io, "EcRamMOPresetDevice")
 capacitor_peer_io = _peer_io_preset(capacitor_2016_io, "CapacitorPresetDevice")
 idealized_peer_io = _peer_io_preset(idealized_2016_io, "IdealizedPresetDevice")
+pcm_peer_io = _peer_io_preset(pcm_2016_io, "PCMPreset (OneSidedUnitCell of two PCMPresetDevice)")
 
 
 
@@ -519,6 +560,8 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "ecram-mo-peer-io": ecram_mo_peer_io,
     "capacitor-peer-io": capacitor_peer_io,
     "idealized-peer-io": idealized_peer_io,
+    "pcm-2016-io": pcm_2016_io,
+    "pcm-peer-io": pcm_peer_io,
     **_WRAPPED_PRESETS,
 }
 

@@ -14,6 +14,7 @@
 ``JumpTableDevice``    conductance device: ΔG per pulse drawn from a per-bin table (measured data)
 ``PCMPairDevice``      tile device: w = (G⁺ − G⁻)/g_scale from two SET-only PCMDevice, optional refresh
 ``JumpTablePairDevice`` tile device: the same pair of JumpTableDevice
+``OneSidedPairDevice`` tile device: w = g⁺ − g⁻ of two one-sided pulsed devices, up steps only, refresh (aihwkit's PCM preset)
 =====================  ===========================================================
 
 Looking at devices: :func:`plot_response` (``insitu device plot``) draws a family's pulse response
@@ -31,6 +32,7 @@ from .reference import PowStepReferenceDevice, SoftBoundsReferenceDevice
 from .pcm import ConductanceDevice, PCMDevice
 from .jump_table import JumpTableDevice
 from .conductance_pair import JumpTablePairDevice, PCMPairDevice
+from .onesided import OneSidedPairDevice
 from .response import plot_response
 from .fit import fit_device
 
@@ -53,6 +55,7 @@ __all__ = [
     "JumpTableDevice",
     "PCMPairDevice",
     "JumpTablePairDevice",
+    "OneSidedPairDevice",
     "plot_response",
     "fit_device",
 ]

@@ -63,8 +63,43 @@ __all__ = ["PCMPairDevice", "JumpTablePairDevice", "ConductancePairModel", "STAT
 STATE_PLANES = ("g_plus", "g_minus", "since_plus", "since_minus", "refreshes")
 
 
+class _PairConfig(DeviceConfig):
+    """What every pair config shares: the weight scale, the nominal step and the draws of a pair
+    of the conductance device :meth:`conductance` returns. Subclasses are dataclasses with a
+    ``w_max`` field and the refresh fields of their :meth:`model`."""
+
+    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities(closed_form=False, per_device_state=True)
+
+    def conductance(self) -> ConductanceDevice:
+        """The conductance device of both members of the pair."""
+        raise NotImplementedError
+
+    @property
+    def g_scale(self) -> float:
+        """Conductance per unit of weight: ``(g_max − g_reset) / w_max``."""
+        device = self.conductance()
+        return (device.nominal_g_max - device.reset_conductance) / self.w_max
+
+    @property
+    def nominal_step(self) -> float:
+        """The conductance device's gradual step near RESET, in weight units."""
+        return float(self.conductance().nominal_step) / self.g_scale
+
+    def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
+        # Fixed order: the G⁺ devices, then the G⁻ devices; the state starts at RESET (w = 0).
+        member = self.conductance()
+        plus = member.draw_parameters(shape, generator, device, dtype)
+        minus = member.draw_parameters(shape, generator, device, dtype)
+        reset, scale = member.reset_conductance, self.g_scale
+        w_max = (member.g_max_plane(plus) - reset) / scale
+        w_min = -(member.g_max_plane(minus) - reset) / scale
+        g = torch.full(shape, float(reset), device=device, dtype=dtype)
+        zeros = torch.zeros(shape, device=device, dtype=dtype)
+        return torch.cat([torch.stack([w_min, w_max]), plus, minus, torch.stack([g, g.clone(), zeros, zeros.clone(), zeros.clone()])])
+
+
 @dataclasses.dataclass
-class _ConductancePairDevice(DeviceConfig):
+class _ConductancePairDevice(_PairConfig):
     """A signed weight from a differential pair of SET-only conductance devices (module docstring).
 
     Attributes:
@@ -102,26 +137,8 @@ class _ConductancePairDevice(DeviceConfig):
         if not 0 < self.refresh_threshold <= 1:
             self._fail("refresh_threshold", "must lie in (0, 1]: the fraction of the conductance range at which a device counts as saturated.")
 
-    @property
-    def g_scale(self) -> float:
-        """Conductance per unit of weight: ``(g_max − g_reset) / w_max``."""
-        return (self.device.nominal_g_max - self.device.reset_conductance) / self.w_max
-
-    @property
-    def nominal_step(self) -> float:
-        """The conductance device's gradual step near RESET, in weight units."""
-        return float(self.device.nominal_step) / self.g_scale
-
-    def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
-        # Fixed order: the G⁺ devices, then the G⁻ devices; the state starts at RESET (w = 0).
-        plus = self.device.draw_parameters(shape, generator, device, dtype)
-        minus = self.device.draw_parameters(shape, generator, device, dtype)
-        reset, scale = self.device.reset_conductance, self.g_scale
-        w_max = (self.device.g_max_plane(plus) - reset) / scale
-        w_min = -(self.device.g_max_plane(minus) - reset) / scale
-        g = torch.full(shape, float(reset), device=device, dtype=dtype)
-        zeros = torch.zeros(shape, device=device, dtype=dtype)
-        return torch.cat([torch.stack([w_min, w_max]), plus, minus, torch.stack([g, g.clone(), zeros, zeros.clone(), zeros.clone()])])
+    def conductance(self) -> ConductanceDevice:
+        return self.device
 
     def model(self) -> "ConductancePairModel":
         return ConductancePairModel(self)
@@ -165,15 +182,15 @@ class ConductancePairModel(DeviceModel):
 
     per_device_state = True
 
-    def __init__(self, config: _ConductancePairDevice):
+    def __init__(self, config: _PairConfig):
         super().__init__(c2c=0.0, has_slope=True)
         self.config = config
-        self.device = config.device
-        self.quiet = config.device.noise_free()  # the response when no generator is given
+        self.device = config.conductance()
+        self.quiet = self.device.noise_free()  # the response when no generator is given
         self.g_scale = config.g_scale
-        self.reset = float(config.device.reset_conductance)
-        self.settled = int(config.device.settled_count)
-        names = config.device.PARAM_NAMES
+        self.reset = float(self.device.reset_conductance)
+        self.settled = int(self.device.settled_count)
+        names = self.device.PARAM_NAMES
         self.param_names = ("w_min", "w_max", *(f"plus_{n}" for n in names), *(f"minus_{n}" for n in names), *STATE_PLANES)
         n = len(names)
         self._plus = slice(2, 2 + n)

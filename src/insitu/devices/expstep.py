@@ -15,8 +15,14 @@ numbers a device and never the tile-wide constants.
 
 There is no closed form for ``n`` exponential steps: both responses apply the pulses one by one
 (``n`` is at most ``BL``), with the cycle-to-cycle noise of the ``n`` pulses as one Gaussian of
-standard deviation ``σ sqrt(Σ_k step_k²)`` (as :mod:`.powstep`). Not implemented: the peer's
-"complex noise" (``dw_min_std_add``, ``dw_min_std_slope``) and write noise.
+standard deviation ``σ sqrt(Σ_k step_k²)`` (as :mod:`.powstep`).
+
+**Complex noise** (the peer's ``dw_min_std_add``, ``dw_min_std_slope``; §1.1): when either is
+non-zero, the noise of one pulse from weight ``w`` with mean step ``Δ`` is
+``σ (|Δ| + dw_min_std_add + dw_min_std_slope |w|) ξ`` (the add and slope terms in absolute weight
+units times ``σ``: a floor of noise that does not shrink with the step, and noise growing with the
+state, as PCM shows). The ``n`` pulses of one update again combine into one Gaussian, of standard
+deviation ``σ sqrt(Σ_k (|Δ_k| + add + slope |w_k|)²)`` along the noise-free sequence.
 
 Readings chosen where the peer's docs and code differ (§1.0, §1.1):
 
@@ -32,6 +38,7 @@ Readings chosen where the peer's docs and code differ (§1.0, §1.1):
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 import torch
@@ -56,9 +63,13 @@ class ExpStepDevice(_PulsedDevice):
             grows towards the far bound).
         gamma_up, gamma_down: exponential rates.
         a, b: scale and offset of the reduced weight ``z``.
+        dw_min_std_add, dw_min_std_slope: the peer's "complex noise" (module docstring): a pulse's
+            noise is ``dw_min_std (|Δ| + dw_min_std_add + dw_min_std_slope |w|) ξ``. Both 0 (the
+            default): the plain ``dw_min_std |Δ| ξ``.
     """
 
     capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
+    allows_zero_w_min: ClassVar[bool] = True  # the step needs only w_max - w_min > 0
 
     A_up: float = 0.00081
     A_down: float = 0.36833
@@ -66,10 +77,13 @@ class ExpStepDevice(_PulsedDevice):
     gamma_down: float = 12.78785
     a: float = 0.244
     b: float = 0.2425
+    dw_min_std_add: float = 0.0
+    dw_min_std_slope: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         self._check_finite("A_up", "A_down", "gamma_up", "gamma_down", "a", "b")
+        self._check_non_negative("dw_min_std_add", "dw_min_std_slope")
         # The exponent reaches at most |γ| (|a| + |b|) on the device's range: keep exp() finite.
         for g in ("gamma_up", "gamma_down"):
             if abs(getattr(self, g)) * (abs(self.a) * 3 + abs(self.b)) > 80:
@@ -81,7 +95,7 @@ class ExpStepDevice(_PulsedDevice):
         return float(g) if g > 0 else float(self.dw_min)
 
     def model(self) -> "ExpStepModel":
-        return ExpStepModel(c2c=self.dw_min_std)
+        return ExpStepModel(c2c=self.dw_min_std, noise_add=self.dw_min_std_add, noise_slope=self.dw_min_std_slope)
 
     def draw_parameters(self, shape, generator, device="cpu", dtype=torch.float32) -> torch.Tensor:
         base = super().draw_parameters(shape, generator, device, dtype)  # the shared draws, same order
@@ -95,9 +109,25 @@ class ExpStepDevice(_PulsedDevice):
 
 
 class ExpStepModel(PowStepModel):
-    """The exponential-step response, pulse by pulse; parameters laid out as ``EXP_PARAM_NAMES``."""
+    """The exponential-step response, pulse by pulse; parameters laid out as ``EXP_PARAM_NAMES``.
+
+    ``noise_add``, ``noise_slope``: the complex noise (module docstring), tile-wide.
+    """
 
     param_names = EXP_PARAM_NAMES
+
+    def __init__(self, c2c: float, noise_add: float = 0.0, noise_slope: float = 0.0):
+        super().__init__(c2c=c2c)
+        self.noise_add = float(noise_add)
+        self.noise_slope = float(noise_slope)
+
+    def _pulse_variance(self, step: torch.Tensor, w: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        if self.noise_add == 0.0 and self.noise_slope == 0.0:
+            return super()._pulse_variance(step, w, fraction)
+        # The peer's complex noise: a floor and a state-dependent term beside the step's own
+        # (a fractional last pulse of the expected counts scales all three, as it scales the step).
+        spread = step.abs() + (self.noise_add + self.noise_slope * w.abs()) * fraction
+        return spread * spread
 
     def steps_at(self, weights, params):
         p = lambda name: self.plane(params, name)  # noqa: E731
@@ -105,11 +135,32 @@ class ExpStepModel(PowStepModel):
         down = p("dw_down") * (1 - p("alpha_down") * torch.exp(p("rate_down") * weights)).clamp_min(0)
         return up, down
 
+    def apply_mixed(self, weights, half_total, half_signed, params, generator, count_variance=1.0):
+        """:meth:`DeviceModel.apply_mixed` (the ``summed`` and ``batched`` modes) with the complex
+        noise: the cycle-to-cycle variance of a device's ``n_up`` and ``n_down`` pulses is
+        ``c2c² (n_up (Δ_up + f)² + n_down (Δ_down + f)²)``, ``f = add + slope |w|``, at the weight
+        before the batch; the count noise keeps ``count_variance (n_up Δ_up² + n_down Δ_down²)``."""
+        if self.noise_add == 0.0 and self.noise_slope == 0.0:
+            return super().apply_mixed(weights, half_total, half_signed, params, generator, count_variance)
+        step_up, step_down = self.steps_at(weights, params)
+        n_up, n_down = half_total - half_signed, half_total + half_signed
+        mean = n_up * step_up - n_down * step_down
+        if generator is not None:
+            floor = self.noise_add + self.noise_slope * weights.abs()
+            counting = n_up * step_up.square() + n_down * step_down.square()
+            cycle = n_up * (step_up + floor).square() + n_down * (step_down + floor).square()
+            var = (count_variance * counting + self.c2c * self.c2c * cycle).clamp_min(0)
+            noise = torch.randn(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+            mean = mean + noise * var.sqrt()
+        return (weights + mean).clamp(self.plane(params, "w_min"), self.plane(params, "w_max"))
+
     def compiled_response(self):
         from ..update.kernels import compiled_available
 
         if not compiled_available():
             return None
-        from ..update.kernels.compiled_devices import exp_step_response
+        from ..update.kernels.compiled_devices import exp_step_complex_noise_response, exp_step_response
 
-        return exp_step_response
+        if self.noise_add == 0.0 and self.noise_slope == 0.0:
+            return exp_step_response
+        return exp_step_complex_noise_response(self.noise_add, self.noise_slope)

@@ -24,6 +24,7 @@ as the closed forms of the linear families).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -49,6 +50,7 @@ class PowStepDevice(_PulsedDevice):
     """
 
     capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
+    allows_zero_w_min: ClassVar[bool] = True  # the step needs only w_max - w_min > 0
 
     pow_gamma: float = 1.0
     pow_gamma_dtod: float = 0.1
@@ -104,13 +106,19 @@ class PowStepModel(DeviceModel):
         # Whole pulses, and a fractional last one for the expected counts of pulse_type="expected".
         for k in range(int(torch.ceil(counts.max())) if counts.numel() else 0):
             step_up, step_down = self.steps_at(w, params)
-            step = torch.where(up, step_up, -step_down) * (counts - k).clamp(0, 1)
-            squares += step * step
+            fraction = (counts - k).clamp(0, 1)
+            step = torch.where(up, step_up, -step_down) * fraction
+            squares += self._pulse_variance(step, w, fraction)
             w = torch.clamp(w + step, w_min, w_max)
         if generator is not None and self.noisy:
             noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
             w = torch.clamp(w + self.c2c * squares.sqrt() * noise, w_min, w_max)
         return w
+
+    def _pulse_variance(self, step: torch.Tensor, w: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        """The cycle-to-cycle variance of one pulse of mean ``step`` from weight ``w``, in units of
+        ``c2c²`` (``fraction``: the share of the pulse applied, below 1 only for expected counts)."""
+        return step * step
 
     def compiled_response(self):
         from ..update.kernels import compiled_available

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -24,7 +25,9 @@ class _PulsedDevice(DeviceConfig):
         up_down: global up/down imbalance: ``dw_up = dw_min (1 + up_down)``,
             ``dw_down = dw_min (1 - up_down)`` (before the device-to-device terms).
         up_down_dtod: device-to-device spread of the imbalance, same units as ``up_down``.
-        w_max, w_min: mean weight bounds (``w_min`` < 0 < ``w_max``).
+        w_max, w_min: mean weight bounds (``w_min`` < 0 < ``w_max``; ``w_min = 0`` for a
+            one-sided device, e.g. a member of a :class:`~insitu.devices.OneSidedPairDevice`,
+            in the families whose step is defined there: constant, exponential and power steps).
         w_max_dtod, w_min_dtod: device-to-device spread of the bounds, relative.
 
     Device effects (all off by default; :mod:`insitu.devices.effects`, ``docs/devices.md``):
@@ -47,6 +50,9 @@ class _PulsedDevice(DeviceConfig):
     """
 
     capabilities = DeviceCapabilities(fusable=True, lockstep=True, closed_form=True, compiled=True)
+    #: Whether ``w_min = 0`` (a one-sided device, weights in ``[0, w_max]``) is allowed: only where
+    #: the step does not divide by ``w_min`` (not the linear-step and soft-bounds slopes).
+    allows_zero_w_min: ClassVar[bool] = False
 
     dw_min: float = 0.001
     dw_min_dtod: float = 0.3
@@ -81,11 +87,12 @@ class _PulsedDevice(DeviceConfig):
             self._fail("corrupt_prob", "must lie in [0, 1]: it is the probability that a device is stuck.")
         self._check_non_negative("dw_min_dtod", "dw_min_std", "up_down_dtod", "w_max_dtod", "w_min_dtod")
         self._check_finite("up_down", "w_min")
-        if self.w_min >= 0:
-            self._fail("w_min", "must be < 0: the lower weight bound of a bipolar device (e.g. -0.6).")
+        if self.w_min > 0 or (self.w_min == 0 and not self.allows_zero_w_min):
+            zero = " (or 0 for a one-sided ConstantStep, ExpStep or PowStep device)" if self.w_min == 0 else ""
+            self._fail("w_min", f"must be < 0: the lower weight bound of a bipolar device (e.g. -0.6){zero}.")
         if not -1 < self.up_down < 1:
             self._fail("up_down", "must lie in (-1, 1): it is the relative up/down imbalance (e.g. 0.02).")
-        if self.dw_min >= min(self.w_max, -self.w_min):
+        if self.dw_min >= (min(self.w_max, -self.w_min) if self.w_min < 0 else self.w_max):
             self._fail("dw_min", f"must be smaller than the weight range (w_max={self.w_max}, w_min={self.w_min}).")
 
     # Slopes of the step against the weight; zero for a constant step.
@@ -117,6 +124,8 @@ class _PulsedDevice(DeviceConfig):
         # closed form of the soft-bounds response undefined): keep every bound two steps out.
         w_max = torch.maximum(self.w_max * (1 + self.w_max_dtod * normal()), 2 * dw_up)
         w_min = torch.minimum(self.w_min * (1 + self.w_min_dtod * normal()), -2 * dw_down)
+        if self.w_min == 0:  # a one-sided device: its lower bound is exactly 0 (the draw above keeps the order)
+            w_min = torch.zeros_like(w_min)
         slope_up, slope_down = self._slopes(w_min, w_max, generator)
         params = torch.stack([dw_up, dw_down, slope_up, slope_down, w_min, w_max], dim=0)
         assert params.shape[0] == len(PARAM_NAMES)
@@ -132,6 +141,8 @@ class ConstantStepDevice(_PulsedDevice):
     ``dw_min`` 0.001, bounds ±0.6, 30% device-to-device spread of the step and of the bounds,
     30% cycle-to-cycle spread.
     """
+
+    allows_zero_w_min: ClassVar[bool] = True
 
 
 @register_config

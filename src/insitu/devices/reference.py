@@ -17,6 +17,7 @@ is always reachable (``w_min < 0 < w_max``).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -193,6 +194,8 @@ class PowStepReferenceDevice(_ReferenceFields, PowStepDevice):
     iteration approaches, by bisection.
     The nominal step is PowStep's, ``dw_min · 0.5^γ``.
     """
+
+    allows_zero_w_min: ClassVar[bool] = False  # a reference device is bipolar (its symmetry point is the question)
 
     capabilities = DeviceCapabilities(fusable=True, lockstep=True, compiled=True)
 

@@ -14,6 +14,7 @@ from numba import njit
 __all__ = [
     "pow_step_response",
     "exp_step_response",
+    "exp_step_complex_noise_response",
     "piecewise_step_response",
     "soft_bounds_reference_response",
     "soft_bounds_reference_mult_response",
@@ -69,6 +70,47 @@ def exp_step_response(w, signed, params, j, i, k, c2c, xi):
     if c2c > 0.0:
         w = min(max(w + c2c * math.sqrt(squares) * xi, w_min), w_max)
     return w
+
+
+_COMPLEX_NOISE: dict = {}
+
+
+def exp_step_complex_noise_response(noise_add: float, noise_slope: float):
+    """:func:`exp_step_response` with the peer's complex noise (:mod:`insitu.devices.expstep`): the
+    noise of one pulse of mean step ``Δ`` from ``w`` is ``c2c (|Δ| + noise_add + noise_slope |w|) ξ``,
+    the ``n`` pulses as one Gaussian of std ``c2c sqrt(Σ (|Δ_k| + add + slope |w_k|)²)``. The two
+    tile-wide constants are frozen into the response (one compilation per pair of values)."""
+    key = (float(noise_add), float(noise_slope))
+    cached = _COMPLEX_NOISE.get(key)
+    if cached is not None:
+        return cached
+    add, slope = key
+
+    @njit(inline="always")
+    def respond(w, signed, params, j, i, k, c2c, xi):
+        n = abs(signed)
+        w_min = params[j, i, k, 6]
+        w_max = params[j, i, k, 7]
+        if signed > 0:
+            dw = params[j, i, k, 0]
+            alpha = params[j, i, k, 2]
+            rate = params[j, i, k, 3]
+        else:
+            dw = -params[j, i, k, 1]
+            alpha = params[j, i, k, 4]
+            rate = params[j, i, k, 5]
+        squares = 0.0
+        for _ in range(n):
+            step = dw * max(1.0 - alpha * math.exp(rate * w), 0.0)
+            spread = abs(step) + add + slope * abs(w)
+            squares += spread * spread
+            w = min(max(w + step, w_min), w_max)
+        if c2c > 0.0:
+            w = min(max(w + c2c * math.sqrt(squares) * xi, w_min), w_max)
+        return w
+
+    _COMPLEX_NOISE[key] = respond
+    return respond
 
 
 @njit(inline="always")

@@ -31,7 +31,7 @@ from numba import njit
 
 from .rng import fill_normals
 
-__all__ = ["pcm_pair_response", "jump_table_pair_response"]
+__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response"]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
 
@@ -154,3 +154,36 @@ def jump_table_pair_response(device):
     respond = _CACHE[key] = _pair_response(set_pulses, 2)
     return respond
 
+
+
+def exp_step_conductance_pair_response(device):
+    """The response of a :class:`~insitu.devices.OneSidedPairDevice` of exponential-step members
+    (``device``, an :class:`~insitu.devices.ExpStepDevice` with ``w_min = 0``): per SET pulse the
+    member's up step ``Δ = dw_up max(1 − α_up e^{κ_up g}, 0)`` then its noise
+    ``σ (|Δ| + add + slope |g|) ξ`` (the complex noise; ``σ |Δ| ξ`` without it), each clipped to
+    the member's bounds as :meth:`ExpStepModel.apply_pulses` does for one pulse. Planes
+    ``dw_up, dw_down, alpha_up, rate_up, alpha_down, rate_down, w_min, w_max, reset_bias``."""
+    key = ("exp-step", float(device.dw_min_std), float(device.dw_min_std_add), float(device.dw_min_std_slope))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    _, sigma, add, slope = key
+
+    @njit(inline="always")
+    def set_pulses(g, since, n, params, base, j, i, k, normals, cursor, s, spare):
+        dw = float(params[base, j, i, k])
+        alpha = float(params[base + 2, j, i, k])
+        rate = float(params[base + 3, j, i, k])
+        low = float(params[base + 6, j, i, k])
+        high = float(params[base + 7, j, i, k])
+        for _ in range(n):
+            step = dw * max(1.0 - alpha * np.exp(rate * g), 0.0)
+            spread = abs(step) + add + slope * abs(g)
+            g = min(max(g + step, low), high)
+            if sigma > 0.0:
+                xi, cursor = _draw(normals, cursor, s, spare)
+                g = min(max(g + sigma * spread * xi, low), high)
+        return g, since, cursor
+
+    respond = _CACHE[key] = _pair_response(set_pulses, 9)
+    return respond
