@@ -31,7 +31,7 @@ from numba import njit
 
 from .rng import fill_normals
 
-__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response"]
+__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses"]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
 
@@ -187,3 +187,27 @@ def exp_step_conductance_pair_response(device):
 
     respond = _CACHE[key] = _pair_response(set_pulses, 9)
     return respond
+
+
+@njit(nogil=True)
+def exp_step_up_pulses(g, counts, planes, sigma, add, slope, normals):
+    """``counts[m]`` up pulses on exponential-step member ``m`` from ``g[m]``, pulse by pulse, in
+    place (the open-loop rewrite of a one-sided pair's refresh, :class:`OneSidedPairModel`): the
+    response of :func:`exp_step_conductance_pair_response` with pulse ``p``'s normal
+    ``normals[m, p]`` (drawn by the caller from the tile's torch generator). ``planes`` ``(9, M)``
+    in the member's layout (``dw_up, dw_down, alpha_up, rate_up, alpha_down, rate_down, w_min,
+    w_max, reset_bias``)."""
+    for m in range(g.shape[0]):
+        value = float(g[m])
+        dw = float(planes[0, m])
+        alpha = float(planes[2, m])
+        rate = float(planes[3, m])
+        low = float(planes[6, m])
+        high = float(planes[7, m])
+        for p in range(int(counts[m])):
+            step = dw * max(1.0 - alpha * np.exp(rate * value), 0.0)
+            spread = abs(step) + add + slope * abs(value)
+            value = min(max(value + step, low), high)
+            if sigma > 0.0:
+                value = min(max(value + sigma * spread * normals[m, p], low), high)
+        g[m] = value
