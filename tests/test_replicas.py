@@ -163,8 +163,11 @@ def test_lockstep_conflicts_name_the_field_and_bad_shapes_are_refused():
         layer.tile.set_connection_mask(torch.ones(2, 4, dtype=torch.bool))
 
 
-def test_replicated_layer_state_dict_round_trip_continues_identically():
-    configs = [rpu(), rpu(bl=5)]
+@pytest.mark.parametrize("preset", ["gokmen-vlasov-2016", "pcm-pair-2016-io"])
+def test_replicated_layer_state_dict_round_trip_continues_identically(preset):
+    # (A conductance pair's state planes are part of device_params: they round trip with it.)
+    base = get_preset(preset)
+    configs = [base, base.replace(update=base.update.replace(bl=5))]
     layer = AnalogLinear(6, 3, config=configs, seed=[1, 2])
     x = torch.rand(2, 4, 6, generator=torch.Generator().manual_seed(1))
 
@@ -181,6 +184,7 @@ def test_replicated_layer_state_dict_round_trip_continues_identically():
     train(layer, 3)
     train(other, 3)
     assert torch.equal(layer.tile.weight, other.tile.weight)
+    assert torch.equal(layer.tile.device_params, other.tile.device_params)
     assert torch.equal(layer.tile.counters.coincidences, other.tile.counters.coincidences)
     wrong = AnalogLinear(6, 3, config=configs, seed=[1, 3])
     with pytest.raises(ConfigError, match="other configs or seeds"):
