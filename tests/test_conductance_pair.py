@@ -210,14 +210,16 @@ def test_paths_that_cannot_hold_the_state_refuse_it_by_capability(change, capabi
         TileConfig(device=PCMPairDevice(), **change)
 
 
-def test_cells_and_replicas_refuse_it():
+def test_cells_refuse_it_and_replicas_need_one_pair_config():
+    # Replicas in lockstep take the pairs (tests/test_replicas.py), all with the same pair config.
     from insitu.cells.transfer import TikiTakaV2Cell
     from insitu.replicas import ReplicatedTile
 
     with pytest.raises(ConfigError, match="per_device_state"):
         TileConfig(device=PCMPairDevice(), cell=TikiTakaV2Cell())
-    with pytest.raises(ConfigError, match="lockstep"):
-        ReplicatedTile(3, 2, [TileConfig(device=JumpTablePairDevice())] * 2)
+    assert ReplicatedTile(3, 2, [TileConfig(device=JumpTablePairDevice())] * 2).replicas == 2
+    with pytest.raises(ConfigError, match="refresh_every"):
+        ReplicatedTile(3, 2, [TileConfig(device=JumpTablePairDevice()), TileConfig(device=JumpTablePairDevice(refresh_every=5))])
 
 
 def test_bad_fields_are_refused():

@@ -256,42 +256,65 @@ def test_tile_state_round_trip(name):
 
 
 def test_missing_capability_is_refused_by_name():
-    from insitu.devices import PCMPairDevice
+    import dataclasses
+
+    from insitu.devices import ConstantStepDevice
     from insitu.replicas import ReplicatedTile
 
+    @dataclasses.dataclass
+    class Unstackable(ConstantStepDevice):  # not registered: a family that declares no lockstep form
+        capabilities = DeviceCapabilities()
+
     with pytest.raises(ConfigError, match="lockstep"):
-        ReplicatedTile(3, 2, [TileConfig(device=PCMPairDevice())] * 2)
+        ReplicatedTile(3, 2, [TileConfig(device=Unstackable())] * 2)
+
+
+def _deterministic_update(name: str, x: torch.Tensor, d: torch.Tensor):
+    """``(device, update config, lr)`` for which an update draws nothing: expected pulses; or, for
+    a device that takes whole pulses only (per-device state), stochastic trains whose nonzero
+    lines fire in every slot (``Cx |x_i|, Cd |δ_j| >= 1``) and a device without pulse-to-pulse noise."""
+    from insitu.update import PulseUpdateConfig
+
+    device = _device(name)
+    if not device.capabilities.per_device_state:
+        return device, PulseUpdateConfig(pulse_type="expected", bl=10), 0.05
+    device = _device(name, dw_min_std=0.0)
+    smallest = float(torch.cat([x[x != 0].abs(), d[d != 0].abs()]).min())
+    update = PulseUpdateConfig(bl=10)
+    return device, update, 1.5 * update.bl * device.nominal_step / smallest**2  # Cx = Cd = sqrt(1.5) / smallest
 
 
 @pytest.mark.parametrize("name", PULSED)
 def test_replicas_in_lockstep_update_as_separate_tiles(name):
     # Every device with the lockstep capability runs stacked (the engine's layout, the model's
-    # own response); with expected pulses and no noise the replicas equal separate tiles.
+    # own response); with an update that draws nothing the replicas equal separate tiles, in
+    # their weights and in their parameters (the state planes of a device with per-device state).
     from insitu.replicas import ReplicatedTile
-    from insitu.update import PulseUpdateConfig
 
-    device = _device(name)
+    x = torch.tensor([[0.9, -0.5, 0.3, 0.0]])
+    d = torch.tensor([[0.4, -0.8, 0.1, 0.6, -0.2]])
+    device, update, lr = _deterministic_update(name, x, d)
     if not device.capabilities.lockstep or (device.effects() is not None and device.effects().active):
         with pytest.raises(ConfigError, match="lockstep|device effects"):
             ReplicatedTile(5, 4, [TileConfig(device=device)] * 2, seeds=[1, 2])
         return
-    config = TileConfig(device=device, update=PulseUpdateConfig(pulse_type="expected", bl=10))
+    config = TileConfig(device=device, update=update)
     replicas = ReplicatedTile(5, 4, [config, config], seeds=[1, 2])
+    drawn = replicas.device_params.clone()
     start = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(3)) * 0.4 - 0.2
     replicas.set_weights(start)
-    x = torch.tensor([[0.9, -0.5, 0.3, 0.0]])
-    d = torch.tensor([[0.4, -0.8, 0.1, 0.6, -0.2]])
     for _ in range(3):
         replicas.stash(x.expand(2, 1, 4), d.expand(2, 1, 5))
-        replicas.update(0.05)
+        replicas.update(lr)
     for r, seed in enumerate((1, 2)):
         single = AnalogTile(5, 4, config, seed=seed)
-        assert torch.equal(single.device_params, replicas.device_params[:, r])
+        assert torch.equal(single.device_params, drawn[:, r])
         single.set_weights(start[r])
         for _ in range(3):
             single.stash(x, d)
-            single.update(0.05)
+            single.update(lr)
         torch.testing.assert_close(replicas.weight[r], single.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(replicas.device_params[:, r], single.device_params, rtol=1e-5, atol=1e-6)
 
 
 def test_a_device_without_a_nominal_step_says_what_to_add():

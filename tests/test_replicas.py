@@ -163,8 +163,11 @@ def test_lockstep_conflicts_name_the_field_and_bad_shapes_are_refused():
         layer.tile.set_connection_mask(torch.ones(2, 4, dtype=torch.bool))
 
 
-def test_replicated_layer_state_dict_round_trip_continues_identically():
-    configs = [rpu(), rpu(bl=5)]
+@pytest.mark.parametrize("preset", ["gokmen-vlasov-2016", "pcm-pair-2016-io"])
+def test_replicated_layer_state_dict_round_trip_continues_identically(preset):
+    # (A conductance pair's state planes are part of device_params: they round trip with it.)
+    base = get_preset(preset)
+    configs = [base, base.replace(update=base.update.replace(bl=5))]
     layer = AnalogLinear(6, 3, config=configs, seed=[1, 2])
     x = torch.rand(2, 4, 6, generator=torch.Generator().manual_seed(1))
 
@@ -181,6 +184,7 @@ def test_replicated_layer_state_dict_round_trip_continues_identically():
     train(layer, 3)
     train(other, 3)
     assert torch.equal(layer.tile.weight, other.tile.weight)
+    assert torch.equal(layer.tile.device_params, other.tile.device_params)
     assert torch.equal(layer.tile.counters.coincidences, other.tile.counters.coincidences)
     wrong = AnalogLinear(6, 3, config=configs, seed=[1, 3])
     with pytest.raises(ConfigError, match="other configs or seeds"):
@@ -393,3 +397,176 @@ def test_cli_sweep_with_lockstep(tmp_path):
     bad = CliRunner().invoke(main, ["sweep", "run", "--param", "lr", "--values", "0.1", "--lockstep", "0", "--workers", "0",
                                     "--out", str(tmp_path / "t")])
     assert bad.exit_code == 2 and "lockstep" in bad.output
+
+
+# -- conductance pairs (per-device state) in lockstep ------------------------------------------
+def _pairs():
+    from insitu.devices import JumpTableDevice, JumpTablePairDevice, PCMDevice, PCMPairDevice
+
+    pcm = PCMDevice(nonlinearity=1.0, initial_jump=0.05, g_max_dtod=0.1, dg_dtod=0.2, dg_std=0.3)
+    table = JumpTableDevice(bin_edges=(0.0, 0.4, 1.0), mean=(0.02, 0.01), std=(0.01, 0.005), gain_dtod=0.1)
+    return {"pcm": PCMPairDevice(device=pcm, w_max=0.5), "jump-table": JumpTablePairDevice(device=table)}
+
+
+def _noise_free(pair):
+    """The pair without pulse-to-pulse noise (its devices' spreads kept)."""
+    inner = pair.device
+    quiet = inner.replace(dg_std=0.0) if hasattr(inner, "dg_std") else inner.replace(std=tuple(0.0 for _ in inner.std))
+    return pair.replace(device=quiet)
+
+
+def _signs(shape, generator) -> torch.Tensor:
+    """-1, 0 or +1 at random: with a learning rate that makes every probability at least 1 each
+    nonzero line fires in every slot, so the trains are fixed and nothing is drawn."""
+    return torch.randint(-1, 2, shape, generator=generator).float()
+
+
+def _state_planes(model, params) -> torch.Tensor:
+    from insitu.devices.conductance_pair import STATE_PLANES
+
+    return torch.stack([model.plane(params, name) for name in STATE_PLANES])
+
+
+@pytest.mark.parametrize("backend", ["torch", "compiled"])
+@pytest.mark.parametrize("mode", ["sequential", "summed"])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("kind", ["pcm", "jump-table"])
+def test_pair_replicas_equal_separate_tiles_when_every_slot_fires(kind, batch, mode, backend):
+    # Deterministic: no pulse-to-pulse noise and trains that fire in every slot, so the replicas
+    # and the separate tiles (same configs and seeds: same devices, same start) take the same
+    # pulses; the refresh (on, deterministic without noise) runs in both.
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    from insitu.update import PulseUpdateConfig
+    from insitu.update.kernels import use_backend
+
+    pair = _noise_free(_pairs()[kind]).replace(refresh_every=2, refresh_threshold=0.3)
+    config = TileConfig(device=pair, update=PulseUpdateConfig(mode=mode, bl=5))
+    seeds, shape = [3, 4, 5], (4, 6)
+    g = torch.Generator().manual_seed(batch)
+    x, d = _signs((3, batch, shape[1]), g), _signs((3, batch, shape[0]), g)
+    start = (torch.rand(3, *shape, generator=g) - 0.5) * 0.6
+    lr = 2.0 * config.update.bl * pair.nominal_step  # Cx = Cd = sqrt(2) > 1 for |x| = |δ| = 1
+    with use_backend(backend):
+        replicas = ReplicatedTile(*shape, [config] * 3, seeds=seeds)
+        replicas.set_weights(start)
+        for _ in range(6):
+            replicas.stash(x, d)
+            replicas.update(lr)
+        for r, seed in enumerate(seeds):
+            alone = AnalogTile(*shape, config, seed=seed)
+            alone.set_weights(start[r])
+            for _ in range(6):
+                alone.stash(x[r], d[r])
+                alone.update(lr)
+            model = alone.device_model
+            torch.testing.assert_close(replicas.weight[r], alone.weight, rtol=0, atol=1e-6)
+            torch.testing.assert_close(
+                _state_planes(model, replicas.device_params[:, r]), _state_planes(model, alone.device_params), rtol=0, atol=1e-6
+            )
+            assert float(replicas.counters.coincidences[r]) == alone.counters.coincidences > 0
+    refreshes = model.plane(replicas.device_params, "refreshes")
+    assert float(refreshes.sum()) > 0  # the refresh ran (and agreed)
+    assert ("stacked_stateful" in replicas._kernel_cache) == (backend == "compiled" and mode == "sequential")
+
+
+@pytest.mark.parametrize("mode, backend", [("sequential", "torch"), ("sequential", "compiled"), ("summed", "torch")])
+def test_pair_replicas_have_the_distribution_of_separate_tiles(mode, backend):
+    # With pulse-to-pulse noise and random trains: many replicas of one array against as many
+    # separate updates of it (the replicas draw from the shared generator or their own streams).
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    from _distribution import assert_same_distribution
+
+    from insitu.update.kernels import use_backend
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 8, generator=g) * 2 - 1
+    d = (torch.rand(2, 6, generator=g) * 2 - 1) * 0.5
+    config = rpu(mode=mode).replace(device=_pairs()["pcm"])
+    draws = 300
+    with use_backend(backend):
+        lockstep = _weight_changes(True, config, x, d, draws)
+        separate = _weight_changes(False, config, x, d, draws)
+    assert_same_distribution(lockstep, separate, draws, moved=separate.var(0) > 0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "compiled"])
+@pytest.mark.parametrize("kind", ["pcm", "jump-table"])
+def test_every_pair_replica_keeps_its_weight_the_read_of_its_state_through_refreshes(kind, backend):
+    # Noisy pulses of both signs at a large learning rate fill both devices of most pairs until
+    # they saturate; the refresh (after every update) then RESETs and reprograms them.
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    from insitu.update.kernels import use_backend
+
+    pair = _pairs()[kind].replace(refresh_every=1)
+    configs = [rpu().replace(device=pair), rpu(bl=20).replace(device=pair), rpu().replace(device=pair)]
+    tile = ReplicatedTile(5, 7, configs, seeds=[1, 2, 3])
+    model = tile.device_model
+    g = torch.Generator().manual_seed(4)
+    with use_backend(backend):
+        for _ in range(40):
+            tile.stash(torch.rand(3, 2, 7, generator=g) * 2 - 1, torch.rand(3, 2, 5, generator=g) * 2 - 1)
+            tile.update(0.5)
+            torch.testing.assert_close(tile.weight.detach(), model.read(tile.device_params), rtol=0, atol=1e-6)
+    params = tile.device_params
+    for r in range(3):
+        assert float(model.plane(params, "refreshes")[r].sum()) > 0, r  # every replica was refreshed
+        assert torch.all(tile.weight[r] <= model.plane(params, "w_max")[r] + 1e-6)
+        assert torch.all(tile.weight[r] >= model.plane(params, "w_min")[r] - 1e-6)
+    assert ("stacked_stateful" in tile._kernel_cache) == (backend == "compiled")
+
+
+@pytest.mark.parametrize("backend", ["torch", "compiled"])
+@pytest.mark.parametrize("preset", ["pcm-pair-2016-io", "jump-table-pair-2016-io"])
+def test_a_replicated_mlp_trains_with_a_pair_preset(preset, backend):
+    if backend == "compiled":
+        pytest.importorskip("numba")
+    from insitu.models import mlp
+    from insitu.update.kernels import use_backend
+
+    n_rep, sizes = 3, (10, 8, 3)
+    config = get_preset(preset)
+    model = mlp(sizes, "sigmoid", [config] * n_rep, seeds=[[0, 1, 2], [3, 4, 5]])
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n_rep, 16, sizes[0], generator=g)
+    y = torch.randint(0, sizes[-1], (n_rep, 16), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = AnalogSGD(model.parameters(), lr=0.5)
+
+    def loss():
+        with torch.no_grad():
+            return float(loss_fn(model(x).flatten(0, 1), y.flatten()))
+
+    start = loss()
+    tiles = [layer.tile for layer in model if hasattr(layer, "tile")]
+    before = [tile.weight.detach().clone() for tile in tiles]
+    with use_backend(backend):
+        for step in range(60):
+            batch = slice(step % 4 * 4, step % 4 * 4 + 4)
+            loss_fn(model(x[:, batch]).flatten(0, 1), y[:, batch].flatten()).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    assert loss() < start
+    for tile, weight in zip(tiles, before):
+        assert tile.replicas == n_rep
+        assert torch.equal(tile.weight.detach(), tile.device_model.read(tile.device_params))
+        assert bool((tile.counters.coincidences > 0).all())
+        assert all(not torch.equal(tile.weight[r], weight[r]) for r in range(n_rep))
+        assert ("stacked_stateful" in tile._kernel_cache) == (backend == "compiled")
+
+
+def test_pair_replicas_share_one_pair_config_and_keep_the_pairs_refusals():
+    from insitu.update import PulseUpdateConfig
+
+    pair = _pairs()["pcm"]
+    assert lockstep_conflict([rpu().replace(device=pair), rpu(bl=20).replace(device=pair)]) is None  # BL may differ
+    message = lockstep_conflict([TileConfig(device=pair), TileConfig(device=pair.replace(w_max=0.8))])
+    assert "tile.device.w_max" in message and "per_device_state" in message
+    with pytest.raises(ConfigError, match="tile.device.device"):
+        ReplicatedTile(3, 2, [TileConfig(device=pair), TileConfig(device=_noise_free(pair))])
+    # What a pair refuses alone it refuses in lockstep: its config cannot be built.
+    for update in (PulseUpdateConfig(mode="batched"), PulseUpdateConfig(pulse_type="expected")):
+        with pytest.raises(ConfigError, match="per_device_state"):
+            TileConfig(device=pair, update=update)

@@ -22,6 +22,14 @@ update algorithms other than ``sgd``, multi-device cells, the multi-conductance 
 sparse connection masks and device effects (write noise, decay, diffusion, stuck devices:
 :mod:`insitu.devices.effects`). Every update mode runs (the engine's stacked layout,
 :mod:`insitu.update.engine`).
+
+Devices with per-device state (the conductance pairs of :mod:`insitu.devices.conductance_pair`)
+stack their state planes with the drawn ones, ``(P, R, out, in)``: the pulses (torch: the
+engine's stacked layout; compiled: the stateful kernel once per replica) and the refresh after
+each update write every replica's planes in place, and every replica's weight stays the read of
+its state. Such replicas share one device config (the model holds its numbers as scalars); their
+devices differ by seed. The modes a pair refuses alone (``batched``, ``expected`` pulses) it
+refuses here too.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
         if config.algorithm.method != "sgd":
             return f"replica {r}: tile.algorithm.method '{config.algorithm.method}': replicas use 'sgd' (one rank-1 write per sample)."
         if not config.device.capabilities.lockstep:
-            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False: a device with per-device state, e.g. a conductance pair)."
+            return f"replica {r}: tile.device {type(config.device).__name__} has no lockstep form (its capabilities declare lockstep=False)."
         effects = config.device.effects()
         if effects is not None and effects.active:
             return (
@@ -81,6 +89,8 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
     for r, config in enumerate(configs[1:], start=1):
         if type(config.device) is not type(first.device):
             return f"tile.device: replica {r} is a {type(config.device).__name__}, replica 0 a {type(first.device).__name__}."
+        if config.device.capabilities.per_device_state and config.device != first.device:
+            return _state_device_conflict(r, config.device, first.device)
         if config.device.model().structure() != first.device.model().structure():
             return (
                 f"tile.device: replica {r}'s device model differs from replica 0's in more than its numbers "
@@ -96,6 +106,18 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
         except ConfigError as exc:
             return str(exc)
     return None
+
+
+def _state_device_conflict(r: int, device, reference) -> str:
+    """Why replica ``r``'s device with per-device state (a conductance pair) cannot stack with
+    replica 0's: its model holds the config's numbers as scalars (``g_scale``, the conductance
+    device's response), so stacked replicas share one config; only the seeds tell them apart."""
+    field = next((f.name for f in dataclasses.fields(reference) if getattr(device, f.name) != getattr(reference, f.name)), "device")
+    return (
+        f"tile.device.{field}: replica {r}'s {type(device).__name__} differs from replica 0's; a device with per-device "
+        "state ('per_device_state' capability: a conductance pair) trains in lockstep only with the same device config "
+        "for every replica (their devices still differ by seed). Run the other settings in groups of their own."
+    )
 
 
 def replica_key(config: TileConfig) -> dict:
@@ -221,9 +243,10 @@ class ReplicatedTile(AnalogTile):
 
     @torch.no_grad()
     def set_weights(self, weights: torch.Tensor) -> None:
-        """Program target weights ``(R, out, in)``, clipped to each device's bounds."""
+        """Program target weights ``(R, out, in)``, clipped to each device's bounds (a device with
+        per-device state also writes that state: :meth:`~insitu.devices.DeviceModel.program`)."""
         self._check_stacked("set_weights", weights)
-        self.weight.copy_(self.device_model.clip(weights.to(self.weight), self.parameter_planes()))
+        self.weight.copy_(self.device_model.program(weights.to(self.weight), self.parameter_planes()))
 
     def parameter_planes(self) -> torch.Tensor | None:
         """The per-device parameters ``(P, R, out, in)`` in the device model's layout
@@ -292,12 +315,25 @@ class ReplicatedTile(AnalogTile):
             replica_exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[1]
             return
-        if self._compiled_update(x, d, lr):
-            return
-        replica_pulsed_update(
-            self.weight, self.device_params, self.device_model, x, d, lr,
-            self.dw_min, self.bl, self.config.update, self.generator, self.counters,
-        )
+        if not self._compiled_update(x, d, lr):
+            replica_pulsed_update(
+                self.weight, self.device_params, self.device_model, x, d, lr,
+                self.dw_min, self.bl, self.config.update, self.generator, self.counters,
+            )
+        if self.device_model.per_device_state:  # e.g. refresh saturated conductance pairs
+            self._after_update()
+
+    def _after_update(self) -> None:
+        """The device model's maintenance after an update (the refresh of saturated conductance
+        pairs), for every replica, with each replica's weights rewritten to the read of its state.
+
+        One call over the stacked tensors (weights ``(R, out, in)``, parameters ``(P, R, out,
+        in)``) is the per-replica call for every replica at once: the model's maintenance is
+        per device (a refresh tunes each pair on its own), the replicas share the config that
+        sets its period, and they share the training generator that draws its noise (only the
+        initial draws come from per-replica generators), so the stacked call only orders those
+        draws differently."""
+        self.device_model.after_update(self.weight.data, self.device_params, self.generator, self.counters.steps)
 
     def _compiled_update(self, x: torch.Tensor, d: torch.Tensor, lr: float) -> bool:
         """The sequential stochastic update of every replica in the compiled kernel (stacked
@@ -307,6 +343,8 @@ class ReplicatedTile(AnalogTile):
             return False
         if select_backend(self.weight.device) != "compiled":
             return False
+        if self._kernel_model.per_device_state:
+            return self._compiled_stateful_update(x, d, lr)
         respond = self._kernel_model.compiled_response()
         if respond is None:
             return False
@@ -328,11 +366,61 @@ class ReplicatedTile(AnalogTile):
         x = x.detach().to(dtype).contiguous().numpy()
         d = d.detach().to(dtype).contiguous().numpy()
         kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally)
+        self._count_kernel(x.shape[1], tally)
+        return True
+
+    def _compiled_stateful_update(self, x: torch.Tensor, d: torch.Tensor, lr: float) -> bool:
+        """The sequential update of replicas of a device with per-device state (a conductance
+        pair) in the compiled stateful kernel, once per replica on its own views and stream
+        (:func:`~insitu.update.kernels.compiled.stacked_stateful_kernel`); False where the model
+        has no stateful compiled response (then the torch path runs).
+
+        The kernel reads and writes the tile's parameter tensor through a numpy view (nothing
+        packed, nothing copied back) and sets each moved weight to the read of its state."""
+        plan = self._stateful_plan()
+        if plan is None:
+            return False
+        _, kernel, weights, planes, scale, words, spare = plan
+        steps, bls, _ = self._kernel_numbers
+        update = self.config.update
+        tally = np.zeros((self.replicas, 3))
+        dtype = self.weight.dtype
+        x = x.detach().to(dtype).contiguous().numpy()
+        d = d.detach().to(dtype).contiguous().numpy()
+        kernel(weights, planes, scale, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, words, spare, tally)
+        self._count_kernel(x.shape[1], tally)
+        return True
+
+    def _stateful_plan(self):
+        """What :meth:`_compiled_stateful_update` keeps between calls (the kernel and numpy views
+        of weights ``(R, out, in, 1)``, planes ``(P, R, out, in, 1)`` and the replicas' streams),
+        or None when the model has no stateful compiled response or the tensors cannot be viewed."""
+        params = self.device_params
+        key = (self.weight.data_ptr(), params.data_ptr(), params._version, self.pulse_rng.data_ptr())
+        plan = self._kernel_cache.get("stacked_stateful")
+        if plan is not None and plan[0] == key:
+            return plan
+        respond = self._kernel_model.compiled_state_response()
+        if respond is None or params.dtype != self.weight.dtype:
+            return None
+        from .update.kernels.compiled import stacked_stateful_kernel
+
+        weights = self.weight.detach().unsqueeze(-1).numpy()
+        raw = self.pulse_rng.numpy()
+        words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
+        # g_scale in the weights' dtype, so that the kernel's read is ConductancePairModel.read's.
+        scale = np.array([self._kernel_model.g_scale], dtype=weights.dtype)
+        plan = (key, stacked_stateful_kernel(respond), weights, params.unsqueeze(-1).numpy(), scale, words, spare)
+        self._kernel_cache["stacked_stateful"] = plan
+        return plan
+
+    def _count_kernel(self, samples: int, tally: np.ndarray) -> None:
+        """Add a kernel call's per-replica ``tally`` ``(R, 3)`` (pulses, coincidences, rank-1
+        writes) to the counters."""
         counters = self.counters
-        counters.rank1_updates += x.shape[1]
+        counters.rank1_updates += samples
         counters.pulses += torch.from_numpy(tally[:, 0]).to(counters.pulses)
         counters.coincidences += torch.from_numpy(tally[:, 1]).to(counters.coincidences)
-        return True
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:

@@ -52,8 +52,9 @@ class DeviceCapabilities:
             :mod:`.conductance_pair`). The state lives in planes of the per-device parameter
             tensor that the model updates in place (:attr:`DeviceModel.per_device_state`); the
             weight is a read of that state. Engine paths that copy or approximate the parameters
-            (fused, lockstep replicas, the compiled kernels, the ``batched`` mode, ``expected``
-            pulses, learning-rule cells) do not take such a device.
+            (fused, the stateless compiled kernels, the ``batched`` mode, ``expected`` pulses,
+            learning-rule cells) do not take such a device; replicas in lockstep stack its
+            state planes and update them in place (with ``lockstep``).
     """
 
     fusable: bool = False

@@ -34,15 +34,19 @@ steps). Each refresh is counted per device (the ``refreshes`` plane). Without re
 
 Engine paths: the torch sequential and ``summed`` updates (both exact: the pair's two devices
 take their own pulses, so the order of up and down pulses within a batch does not matter), any
-update algorithm, unit cells of several devices, both readouts, grids of tiles, sparse crossbars.
-On CPU the ``sequential`` mode of the PCM and jump-table pairs runs in the compiled stateful kernel
+update algorithm, unit cells of several devices, both readouts, grids of tiles, sparse crossbars,
+and replicas in lockstep (:class:`~insitu.replicas.ReplicatedTile`: the state planes stacked as
+``(P, R, out, in)`` like the drawn ones, updated in place through the same model methods; the
+replicas must share one pair config, their devices differing by seed). On CPU the ``sequential``
+mode of the PCM and jump-table pairs runs in the compiled stateful kernel
 (:meth:`ConductancePairModel.compiled_state_response`, :mod:`insitu.update.kernels.compiled_pairs`:
 SET pulse by SET pulse, each with its own noise from the tile's compiled stream, the state planes
 written in place; the same update in distribution, about 3x faster than the torch path at batch
-1); the ``summed`` mode and the refresh stay on the torch side, and the fused update leaves the
-device to the per-tile path. Lockstep replicas, learning-rule cells, the ``batched`` mode and
-``expected`` pulses (fractional counts, which a SET pulse has no meaning for) are refused with a
-:class:`ConfigError`.
+1; replicas run it once per replica, each on its own stream,
+:func:`~insitu.update.kernels.compiled.stacked_stateful_kernel`); the ``summed`` mode and the
+refresh stay on the torch side, and the fused update leaves the device to the per-tile path.
+Learning-rule cells, the ``batched`` mode and ``expected`` pulses (fractional counts, which a SET
+pulse has no meaning for) are refused with a :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class _PairConfig(DeviceConfig):
     of the conductance device :meth:`conductance` returns. Subclasses are dataclasses with a
     ``w_max`` field and the refresh fields of their :meth:`model`."""
 
-    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities(closed_form=False, per_device_state=True)
+    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities(closed_form=False, lockstep=True, per_device_state=True)
 
     def conductance(self) -> ConductanceDevice:
         """The conductance device of both members of the pair."""
@@ -114,7 +118,9 @@ class _ConductancePairDevice(_PairConfig):
         refresh_max_pulses: verify steps (one SET pulse each) a refresh may take.
     """
 
-    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities(closed_form=False, per_device_state=True)
+    # Replicas in lockstep stack the state planes like the drawn ones ((P, R, out, in)); the model's
+    # methods are elementwise over any leading axes, so they update every replica's planes in place.
+    capabilities: ClassVar[DeviceCapabilities] = DeviceCapabilities(closed_form=False, lockstep=True, per_device_state=True)
 
     device: ConductanceDevice = dataclasses.field(default_factory=PCMDevice)
     w_max: float = 1.0

@@ -7,7 +7,14 @@ pulse update of :mod:`insitu.update.engine` (the same code as a single tile's, e
 its own nominal step (which sets ``Cx Cd``), ``BL`` and cycle-to-cycle spread; on the torch
 backend the random numbers come from one generator, so a replica's run equals a separate run in
 distribution, not draw for draw. (On CPU the compiled backend runs the ``sequential`` mode in
-:func:`insitu.update.kernels.compiled.stacked_kernel`, one stream per replica.)
+:func:`insitu.update.kernels.compiled.stacked_kernel`, one stream per replica, and for devices
+with per-device state in :func:`~insitu.update.kernels.compiled.stacked_stateful_kernel`.)
+
+A device with per-device state (a conductance pair) takes its pulses through the same model
+calls as a single tile's (``apply_signed_pulses`` on the gathered block in ``sequential`` mode,
+``apply_mixed`` on the whole stack in ``summed`` mode): the model's methods are elementwise over
+any leading axes, so the state planes of the stacked parameters ``(P, R, out, in)`` are updated
+in place (the gathered block's planes written back), and the weights receive their read.
 
 In ``sequential`` mode, per sample each replica fires its own row and column trains, and only
 the block of fired columns × fired rows of every replica is touched (padded to the largest

@@ -36,8 +36,8 @@ from numba.extending import intrinsic
 from .rng import fill_normals, uniform24_pair
 
 __all__ = [
-    "sequential_kernel", "stateful_sequential_kernel", "summed_kernel", "stacked_kernel", "constant_step_response", "linear_step_response",
-    "constant_step_mixed", "linear_step_mixed",
+    "sequential_kernel", "stateful_sequential_kernel", "summed_kernel", "stacked_kernel", "stacked_stateful_kernel",
+    "constant_step_response", "linear_step_response", "constant_step_mixed", "linear_step_mixed",
 ]
 
 
@@ -352,10 +352,31 @@ def _make_stacked(sequential):
     return stacked
 
 
+def _make_stacked_stateful(stateful):
+    @njit(nogil=True, parallel=True)
+    def stacked(weights, params, scale, x, d, lr, steps, bls, update_management, dynamic_bl, s, spare, tally):
+        """The stateful sequential update (:func:`_make_stateful_sequential`) of ``R`` replicas in
+        lockstep: weights ``(R, out, in, n)``, params the replica tile's parameter tensor itself
+        ``(P, R, out, in, n)`` (planes first: replica ``r``'s planes are the view ``params[:, r]``,
+        written in place), x ``(R, B, in)``, d ``(R, B, out)``; per replica its nominal step, BL,
+        generator state ``s[r]``, ``spare[r]`` and ``tally[r]``; ``scale`` (``g_scale``, one
+        element) is shared, as the replicas share one pair config. Replicas write only their own
+        planes and draw from their own streams, so they run in parallel threads with results
+        that do not depend on the number of threads."""
+        for r in prange(weights.shape[0]):
+            stateful(
+                weights[r], params[:, r], scale, x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl,
+                s[r], spare[r], tally[r],
+            )
+
+    return stacked
+
+
 _SEQUENTIAL: dict = {}
 _STATEFUL: dict = {}
 _SUMMED: dict = {}
 _STACKED: dict = {}
+_STACKED_STATEFUL: dict = {}
 
 
 def cached_kernel(store: dict, respond, make):
@@ -385,6 +406,12 @@ def summed_kernel(mixed):
 def stacked_kernel(respond):
     """The sequential kernel over a leading replica axis, for device response ``respond``."""
     return cached_kernel(_STACKED, respond, lambda r: _make_stacked(sequential_kernel(r)))
+
+
+def stacked_stateful_kernel(respond):
+    """The stateful sequential kernel over a leading replica axis, for a stateful response
+    (per-device state, :mod:`.compiled_pairs`)."""
+    return cached_kernel(_STACKED_STATEFUL, respond, lambda r: _make_stacked_stateful(stateful_sequential_kernel(r)))
 
 
 @njit(inline="always")
