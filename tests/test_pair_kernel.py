@@ -224,3 +224,19 @@ def test_the_summed_mode_and_the_torch_backend_leave_the_pair_to_the_torch_path(
             assert torch.equal(tile.pulse_rng, stream)  # the compiled stream untouched
             assert torch.equal(tile.weight.detach(), tile.device_model.read(tile.device_params))
             assert tile.counters.coincidences > 0
+
+
+def test_refreshes_do_not_rebuild_the_compiled_plan():
+    # The stateful kernel works on views of the tile's tensors: a refresh writing the state planes
+    # in place keeps them valid, so the plan (and the tally attached to the counters) stays one.
+    config = _config(DEVICES["pcm nonlinear, jump"].replace(refresh_every=1, refresh_threshold=0.3))
+    with use_backend("compiled"):
+        tile = AnalogTile(OUT, IN, config, seed=4)
+        tile.set_weights(_start())
+        _run(tile, 2)
+        plan = tile._kernel_cache["stateful"]
+        refreshes = tile.device_model.plane(tile.device_params, "refreshes").sum()
+        _run(tile, 20)
+    assert tile.device_model.plane(tile.device_params, "refreshes").sum() > refreshes  # refreshes ran
+    assert tile._kernel_cache["stateful"] is plan
+    assert len(tile._kernel_cache["attached"]) == 1

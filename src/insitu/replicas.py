@@ -396,7 +396,8 @@ class ReplicatedTile(AnalogTile):
         of weights ``(R, out, in, 1)``, planes ``(P, R, out, in, 1)`` and the replicas' streams),
         or None when the model has no stateful compiled response or the tensors cannot be viewed."""
         params = self.device_params
-        key = (self.weight.data_ptr(), params.data_ptr(), params._version, self.pulse_rng.data_ptr())
+        # Views only: valid while no tensor moves (in-place writes, e.g. a refresh, keep them).
+        key = (self.weight.data_ptr(), params.data_ptr(), self.pulse_rng.data_ptr())
         plan = self._kernel_cache.get("stacked_stateful")
         if plan is not None and plan[0] == key:
             return plan

@@ -255,8 +255,10 @@ def _stateful_update(weights, params, model, x, d, lr, dw_min, config, counters,
     it writes is the tile's with no copy back, and sets each moved weight to the read of that
     state. True if it ran."""
     plan = cache.get("stateful") if cache is not None else None
-    # Views only (nothing packed): rebuilt when a tensor moves or is replaced, or the model changes.
-    key = (weights.data_ptr(), params.data_ptr(), params._version, rng_state.data_ptr())
+    # Views only (nothing packed): rebuilt when a tensor moves or is replaced, or the model changes,
+    # not when the parameters are written in place (a refresh writes them at every update; each
+    # rebuild attaches a new tally to the counters).
+    key = (weights.data_ptr(), params.data_ptr(), rng_state.data_ptr())
     if plan is None or plan[0] != key or plan[1] is not model:
         plan = _stateful_plan(key, weights, params, model, rng_state)
         if plan is None:
