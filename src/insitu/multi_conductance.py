@@ -35,7 +35,8 @@ def MultiConductanceConfig(**fields) -> TileConfig:  # noqa: N802 - the former c
 
     The cell fields are :class:`~insitu.cells.TwoPairPCMCell`'s (``lsp``, ``msp``, ``gain_factor``,
     ``lsp_reference``, ``transfer_every``, ``polarity_inversion``, ``clt_tolerance``,
-    ``clt_max_iterations``, ``refresh_threshold``, ``saturation_check_every``); every other keyword
+    ``clt_max_iterations``, ``refresh_threshold``, ``saturation_check_every``, ``transfer_mode``,
+    ``transfer_columns``, ``clt_read_noise``); every other keyword
     goes to the :class:`~insitu.tile.TileConfig` (``update``, ``forward``, ``backward``, ...).
     """
     warnings.warn(

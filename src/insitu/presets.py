@@ -113,6 +113,12 @@ def cristiano_2018_two_pair() -> TileConfig:
     inversion at every transfer, LSP saturation checked every 100 examples. Pulse trains BL 10 with
     update management (Gokmen, Onen & Haensch 2017). All device numbers are this project's choices.
     The cell (:class:`~insitu.cells.TwoPairPCMCell`) owns its devices: the tile's ``device`` is not used.
+
+    The whole array is transferred at once and verify reads are exact (the cell's defaults). The
+    hardware's column-by-column transfer and noisy verify reads are fields of the cell, e.g.::
+
+        preset = get_preset("cristiano-2018-two-pair")
+        preset.replace(cell=preset.cell.replace(transfer_mode="columns", clt_read_noise=0.01))
     """
     from .cells import TwoPairPCMCell
 

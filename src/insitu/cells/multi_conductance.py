@@ -23,6 +23,11 @@ ordinary :class:`~insitu.tile.AnalogTile`; :class:`TwoPairPCM` is the cell modul
   error, until ``|error| <= clt_tolerance`` or ``clt_max_iterations``) so that eq. (1) holds again.
   Pairs that cannot reach the target (a saturated device, or too many iterations) are RESET and
   programmed again from the bottom (a *refresh*); those that still fail are counted as failures.
+  ``transfer_mode="array"`` (default) transfers the whole array at once; ``"columns"`` spreads it
+  over the training, ``transfer_columns`` columns ``W[:, i]`` at a time in sequence, each column
+  once per ``transfer_every`` examples on average (Ambrogio 2018 transfers column by column,
+  interleaved with training). ``clt_read_noise`` makes every verify read noisy (Gaussian, from
+  the tile's generator), so tuning stops on what it reads, not on the truth.
 * **Polarity inversion** (Ambrogio 2018): at every transfer ``p`` flips, so the MSP device that
   held the positive part now holds the negative part. Each device of the pair thus alternately
   carries either sign of the weight, which spreads wear evenly over both (and, in Ambrogio's
@@ -30,9 +35,10 @@ ordinary :class:`~insitu.tile.AnalogTile`; :class:`TwoPairPCM` is the cell modul
 * **LSP saturation**: every ``saturation_check_every`` examples, weights whose LSP device is above
   ``refresh_threshold · g_max`` are transferred (those pairs alone), as an occasional RESET would
   be on hardware. Between checks a saturated device simply stops at its ``G_max``.
-* **Simplifications**: transfers program the whole array at once (Ambrogio 2018 transfers column
-  by column, interleaved with training); the verify read is noise-free; a RESET lands exactly at
-  ``g_min``; each program-and-verify iteration fires one pulse.
+* **Simplifications**: the read of ``W`` that sets a transfer's target, and the check for a
+  saturated device before tuning, are exact (only the verify reads carry ``clt_read_noise``); a
+  RESET lands exactly at ``g_min``; each program-and-verify iteration fires one pulse; there is no
+  drift.
 * **Single pair** (``msp=None``): ``W = g⁺ − g⁻``, the classic PCM synapse (Burr et al. 2015);
   a saturated pair is refreshed: RESET both and program the weight back by closed-loop tuning.
 
@@ -70,8 +76,12 @@ MSP_P, MSP_M, LSP_P, LSP_M = range(4)
 #: belongs to the tile config).
 CELL_FIELDS = (
     "lsp", "msp", "gain_factor", "lsp_reference", "transfer_every", "polarity_inversion", "clt_tolerance",
-    "clt_max_iterations", "refresh_threshold", "saturation_check_every",
+    "clt_max_iterations", "refresh_threshold", "saturation_check_every", "transfer_mode", "transfer_columns",
+    "clt_read_noise",
 )
+
+#: Values of :attr:`TwoPairPCMCell.transfer_mode`.
+TRANSFER_MODES = ("array", "columns")
 
 
 def _default_lsp() -> PCMDevice:
@@ -109,6 +119,26 @@ class TwoPairPCMCell(CellConfig):
         refresh_threshold: a device above this fraction of its ``g_max`` counts as saturated.
         saturation_check_every: examples between checks of the LSP for saturated pairs; those
             found are transferred at once (single pair: refreshed).
+        transfer_mode: how the periodic transfer is scheduled. ``"array"`` (default): the whole
+            array at once, every ``transfer_every`` examples. ``"columns"``: column by column,
+            interleaved with training as in Ambrogio et al. 2018: ``transfer_columns`` columns at a
+            time, in sequence (wrapping around), one such step every
+            ``transfer_columns · transfer_every / in_features`` examples on average, so that each
+            column is transferred once every ``transfer_every`` examples (see
+            :meth:`TwoPairPCM._due_columns`). A *column* is column ``i`` of the weight matrix
+            ``(out, in)``, ``W[:, i]``: the ``out`` devices driven by input ``i`` (a "row line" in
+            :class:`~insitu.tile.AnalogTile`'s wording). Why that one: a forward read of the
+            one-hot input ``e_i`` gives the whole column at once, every output line integrating in
+            parallel, so one read (and one verify step) covers a column; it is also how the peer's
+            transfer and this library's Tiki-Taka cells read a column.
+        transfer_columns: columns per step in ``"columns"`` mode (>= 1; more than the tile's
+            ``in_features`` counts as all of them). Leave it at 1 in ``"array"`` mode.
+        clt_read_noise: std of the Gaussian noise of every verify read of closed-loop tuning, in
+            weight units like ``clt_tolerance`` (0: exact reads, the default). Tuning then stops
+            on noisy reads, early or late, so a pair can end further from its target than the
+            tolerance (counted as ``clt_accepted_out_of_tolerance``). Drawn from the tile's
+            generator; for the MSP the read of ``F p (G⁺ − G⁻)`` carries this noise, i.e.
+            ``clt_read_noise / F`` on the pair's conductance difference.
     """
 
     uses_tile_device = False  # the cell's own conductance devices, not the tile's `device`
@@ -123,6 +153,9 @@ class TwoPairPCMCell(CellConfig):
     clt_max_iterations: int = 100
     refresh_threshold: float = 0.9
     saturation_check_every: int = 100
+    transfer_mode: str = "array"
+    transfer_columns: int = 1
+    clt_read_noise: float = 0.0
 
     def validate(self) -> None:
         if not isinstance(self.lsp, ConductanceDevice):
@@ -157,6 +190,18 @@ class TwoPairPCMCell(CellConfig):
         n = self.saturation_check_every
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             self._fail("saturation_check_every", "must be an integer >= 1 (examples between saturation checks, e.g. 100).")
+        self._validate_transfer_schedule()
+        self._check_non_negative("clt_read_noise")
+
+    def _validate_transfer_schedule(self) -> None:
+        self._check_choice("transfer_mode", TRANSFER_MODES)
+        n = self.transfer_columns
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            self._fail("transfer_columns", "must be an integer >= 1: the columns transferred per step in transfer_mode='columns'.")
+        if self.transfer_mode == "array" and n != 1:
+            self._fail("transfer_columns", "applies only with transfer_mode='columns' (the 'array' mode transfers every column at once); leave it at 1 or set transfer_mode='columns'.")
+        if self.transfer_mode == "columns" and self.msp is None:
+            self._fail("transfer_mode", "'columns' needs an msp: a single pair (msp=None) has nothing to transfer into (it is only refreshed when saturated).")
 
     def check_tile(self, config) -> None:
         """The tile fields this cell relies on: one rank-1 write per example, exact coincidences."""
@@ -253,8 +298,12 @@ class TwoPairPCM(Cell):
             weight.fill_(level)
         self.stats = _fresh_stats()
         self.examples = 0  # rank-1 updates (examples) the LSP has taken: the endurance report's unit
-        self.examples_since_transfer = 0
+        self.examples_since_transfer = 0  # "array" mode only
         self.examples_since_check = 0
+        # "columns" mode: the next column to transfer, and the credit towards the next step (in
+        # units of columns · examples, see _due_columns). Both saved, so a resume is bit-identical.
+        self.next_column = 0
+        self.column_credit = 0
         self._cached_weights: torch.Tensor | None = None
 
     def _shared_level(self) -> float:
@@ -326,17 +375,25 @@ class TwoPairPCM(Cell):
         for idx, n_up, n_down in counter.records:
             if idx.numel():
                 self._pulse_lsp(tile, idx, n_up, n_down)
-        self.examples += x.shape[0]
-        self.examples_since_transfer += x.shape[0]
-        self.examples_since_check += x.shape[0]
+        examples = x.shape[0]
+        self.examples += examples
+        self.examples_since_check += examples
         if self.examples_since_check >= config.saturation_check_every:
             self.examples_since_check = 0
             self.transfer_saturated(tile)
-        if self.examples_since_transfer >= config.transfer_every:
-            self.examples_since_transfer = 0
-            if config.msp is not None:  # a single pair has nothing to transfer into
-                self.transfer(tile, torch.arange(self._flat_index.numel(), device=self._flat_index.device))
-                self.stats["transfers"] += 1
+        if config.transfer_mode == "columns":
+            steps, columns = self._due_columns(examples)
+            if steps:
+                self._transfer_next_columns(tile, columns)
+                self.stats["transfers"] += steps
+        else:
+            self.examples_since_transfer += examples
+            if self.examples_since_transfer >= config.transfer_every:
+                self.examples_since_transfer = 0
+                if config.msp is not None:  # a single pair has nothing to transfer into
+                    self.transfer(tile, torch.arange(self._flat_index.numel(), device=self._flat_index.device))
+                    self.stats["transfers"] += 1
+                    self.stats["columns_transferred"] += self._flat_index.shape[1]
 
     def _pulse_lsp(self, tile, idx: torch.Tensor, n_up: torch.Tensor, n_down: torch.Tensor) -> None:
         """Fire the SET pulses of one example on the LSP devices at flat cross-points ``idx``.
@@ -403,6 +460,48 @@ class TwoPairPCM(Cell):
             self.stats["lsp_saturations"] += int(full.numel())
             self.transfer(tile, full)
 
+    # -- the column-by-column schedule ("columns" mode) ------------------------------------------
+    def _due_columns(self, examples: int) -> tuple[int, int]:
+        """``(steps, columns)`` of the column transfer that fall due after ``examples`` more examples.
+
+        Every example earns ``in_features`` credits and a step of ``k = transfer_columns`` columns
+        costs ``k · transfer_every`` of them, so a step falls due every ``k · transfer_every /
+        in_features`` examples on average. The count is kept in integers (``column_credit``): it
+        never drifts, and over any run of ``transfer_every`` examples each column is transferred
+        once, give or take one step at either end. With ``in_features > k · transfer_every`` more
+        than one step falls due per example; they are done together.
+        """
+        n_in = self._flat_index.shape[1]
+        k = min(self.config.transfer_columns, n_in)
+        cost = k * self.config.transfer_every
+        self.column_credit += examples * n_in
+        steps = self.column_credit // cost
+        self.column_credit -= steps * cost
+        return steps, steps * k
+
+    def _column_indices(self, columns: torch.Tensor) -> torch.Tensor:
+        """Flat cross-point indices ``(out · len(columns),)`` of the columns ``W[:, columns]``,
+        output-major (the order of a whole-array transfer when ``columns`` is ``0, 1, …``)."""
+        n_out, n_in = self._flat_index.shape[:2]
+        rows = torch.arange(n_out, device=columns.device).unsqueeze(1)
+        return (rows * n_in + columns.unsqueeze(0)).reshape(-1)
+
+    def _transfer_next_columns(self, tile, count: int) -> None:
+        """Transfer the next ``count`` columns in sequence, wrapping around; advances ``next_column``.
+
+        A call moves at most every column once (more than ``in_features`` due columns are done
+        in passes), so the transfer never sees one cross-point twice.
+        """
+        n_in = self._flat_index.shape[1]
+        device = self._flat_index.device
+        while count > 0:
+            chunk = min(count, n_in)
+            columns = (self.next_column + torch.arange(chunk, device=device)) % n_in
+            self.transfer(tile, self._column_indices(columns))
+            self.next_column = (self.next_column + chunk) % n_in
+            self.stats["columns_transferred"] += chunk
+            count -= chunk
+
     # -- transfer and closed-loop tuning --------------------------------------------------------
     def _reset_devices(self, tile, idx: torch.Tensor, planes) -> None:
         """RESET the given planes at flat cross-points ``idx`` (counted where a device was not at reset)."""
@@ -438,7 +537,7 @@ class TwoPairPCM(Cell):
         self._reset_devices(tile, idx, lsp_planes)
         if config.msp is None:
             # Single pair: the weight goes back onto the same (now RESET) pair.
-            self._tune(tile, idx, target, (LSP_P, LSP_M), config.lsp, self.lsp_params, config.clt_tolerance)
+            self._tune(tile, idx, target, (LSP_P, LSP_M), config.lsp, self.lsp_params, config.clt_tolerance, config.clt_read_noise)
         else:
             if flip_polarity is None:
                 flip_polarity = config.polarity_inversion
@@ -450,11 +549,19 @@ class TwoPairPCM(Cell):
                 g = self._planes(tile)
                 lsp_offset = g[LSP_P][idx] - g[LSP_M][idx]
             diff_target = polarity[idx] * (target - lsp_offset) / config.gain_factor
-            self._tune(tile, idx, diff_target, (MSP_P, MSP_M), config.msp, self.msp_params, config.clt_tolerance / config.gain_factor)
+            # MSP units: W = F p (G⁺ − G⁻) + …, so a weight tolerance (and read noise) of t is t / F on G⁺ − G⁻.
+            F = config.gain_factor
+            self._tune(tile, idx, diff_target, (MSP_P, MSP_M), config.msp, self.msp_params, config.clt_tolerance / F, config.clt_read_noise / F)
         self._cached_weights = None
 
-    def _tune(self, tile, idx, diff_target, planes, device, params, tolerance) -> None:
-        """Closed-loop tuning of the pair ``planes`` at ``idx`` to ``diff_target``, with one refresh."""
+    def _tune(self, tile, idx, diff_target, planes, device, params, tolerance, read_noise=0.0) -> None:
+        """Closed-loop tuning of the pair ``planes`` at ``idx`` to ``diff_target``, with one refresh.
+
+        ``tolerance`` and ``read_noise`` (std of each verify read) are in the pair's conductance
+        units. The check for a saturated growing device before tuning reads exactly (a
+        simplification: only the verify reads of the tuning carry ``read_noise``); the decision to
+        refresh a failed pair uses the noisy reads, as the hardware's controller would.
+        """
         config = self.config
         g = self._planes(tile)
         since = self.pulses_since_reset.view(4, -1)
@@ -476,6 +583,7 @@ class TwoPairPCM(Cell):
             result = closed_loop_tune(
                 device, g[plus][where], g[minus][where], since[plus, where], since[minus, where],
                 pair_params[:, 0, where], pair_params[:, 1, where], goal, tolerance, config.clt_max_iterations, tile.generator,
+                read_noise=read_noise,
             )
             g[plus][where], g[minus][where] = result["g_plus"], result["g_minus"]
             since[plus, where], since[minus, where] = result["since_plus"], result["since_minus"]
@@ -483,6 +591,10 @@ class TwoPairPCM(Cell):
             sets[minus].index_add_(0, where, result["pulses_minus"].to(sets.dtype))
             self.stats["clt_pulses"] += float(result["pulses_plus"].sum() + result["pulses_minus"].sum())
             self.stats["clt_iterations_max"] = max(self.stats["clt_iterations_max"], result["iterations"])
+            self.stats["clt_verify_reads"] += result["reads"]
+            if read_noise > 0:  # exact reads never accept a pair outside the tolerance
+                accepted_wrongly = result["converged"] & ~result["within_tolerance"]
+                self.stats["clt_accepted_out_of_tolerance"] += int(accepted_wrongly.sum())
             bad = (~result["converged"]).nonzero().squeeze(1)
             if bad.numel() == 0:
                 break
@@ -546,13 +658,18 @@ class TwoPairPCM(Cell):
             "examples": self.examples,
             "examples_since_transfer": self.examples_since_transfer,
             "examples_since_check": self.examples_since_check,
+            "next_column": self.next_column,
+            "column_credit": self.column_credit,
         }
 
     def load_extra_state(self, state: dict) -> None:
-        self.stats = dict(state["stats"])
+        # A state saved before a counter existed starts that counter at 0.
+        self.stats = {**_fresh_stats(), **state["stats"]}
         self.examples = int(state["examples"])
         self.examples_since_transfer = int(state["examples_since_transfer"])
         self.examples_since_check = int(state["examples_since_check"])
+        self.next_column = int(state.get("next_column", 0))
+        self.column_credit = int(state.get("column_credit", 0))
         self._cached_weights = None
 
     def convert_saved_state(self, state_dict: dict, prefix: str) -> None:
@@ -591,13 +708,29 @@ class TwoPairPCM(Cell):
     def extra_repr(self) -> str:
         config = self.config
         msp = "none" if config.msp is None else type(config.msp).__name__
-        return f"msp={msp}, lsp={type(config.lsp).__name__}, F={config.gain_factor}, transfer_every={config.transfer_every}"
+        text = f"msp={msp}, lsp={type(config.lsp).__name__}, F={config.gain_factor}, transfer_every={config.transfer_every}"
+        if config.transfer_mode == "columns":
+            text += f", transfer_mode=columns, transfer_columns={config.transfer_columns}"
+        if config.clt_read_noise:
+            text += f", clt_read_noise={config.clt_read_noise}"
+        return text
 
 
 def _fresh_stats() -> dict:
+    """The transfer counters of :meth:`TwoPairPCM.counter_report`.
+
+    ``transfers``: scheduled transfer steps (a whole array, or ``transfer_columns`` columns);
+    ``columns_transferred``: columns moved by them; ``programmed_pairs``: pairs tuned (scheduled,
+    saturation-triggered and ``program``); ``refreshes``, ``clt_failures``: pairs RESET and tuned
+    again, and those that still missed; ``clt_pulses``, ``clt_iterations_max``: tuning pulses, and
+    the longest tuning; ``clt_verify_reads``: verify reads of the tuning (one per pair to start,
+    one after every pulse); ``clt_accepted_out_of_tolerance``: pairs whose noisy last read was
+    within the tolerance while the pair was not (0 without ``clt_read_noise``); ``lsp_saturations``.
+    """
     return {
         "transfers": 0, "programmed_pairs": 0, "refreshes": 0, "clt_failures": 0, "clt_pulses": 0.0,
-        "clt_iterations_max": 0, "lsp_saturations": 0,
+        "clt_iterations_max": 0, "lsp_saturations": 0, "columns_transferred": 0, "clt_verify_reads": 0,
+        "clt_accepted_out_of_tolerance": 0,
     }
 
 

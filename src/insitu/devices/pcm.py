@@ -38,7 +38,7 @@ import torch
 
 from ..config import Config, register_config
 
-__all__ = ["ConductanceDevice", "PCMDevice", "apply_set_pulses", "apply_depress_pulses", "closed_loop_tune"]
+__all__ = ["ConductanceDevice", "PCMDevice", "apply_set_pulses", "apply_depress_pulses", "closed_loop_tune", "verify_read"]
 
 
 @dataclasses.dataclass
@@ -245,6 +245,18 @@ def apply_depress_pulses(device, g, counts, params, generator) -> torch.Tensor:
     return g
 
 
+def verify_read(difference: torch.Tensor, read_noise: float, generator: torch.Generator) -> torch.Tensor:
+    """One verify read of each pair: its ``g⁺ − g⁻`` plus Gaussian read noise of std ``read_noise``.
+
+    ``difference`` has shape ``(n,)``; the noise (one draw per pair, both devices' noise together) is
+    drawn from ``generator``. ``read_noise == 0`` draws nothing and returns ``difference`` itself.
+    """
+    if read_noise == 0:
+        return difference
+    noise = torch.randn(difference.shape, generator=generator, device=difference.device, dtype=difference.dtype)
+    return difference + read_noise * noise
+
+
 def closed_loop_tune(
     device: ConductanceDevice,
     g_plus: torch.Tensor,
@@ -257,12 +269,21 @@ def closed_loop_tune(
     tolerance: float,
     max_iterations: int,
     generator: torch.Generator,
+    read_noise: float = 0.0,
 ) -> dict:
     """Program ``g_plus − g_minus`` to ``target`` by program-and-verify with SET pulses only.
 
-    Every iteration verifies each pair (reads ``g⁺ − g⁻``) and fires one SET pulse on ``g⁺`` where
-    the difference is too low by more than ``tolerance`` and on ``g⁻`` where it is too high. An
-    overshoot is corrected by growing the other device, since PCM cannot be depressed gradually.
+    Every pair is read first (:func:`verify_read`); then, while its last read is more than
+    ``tolerance`` from the target, it gets one SET pulse, on ``g⁺`` where that read was too low
+    and on ``g⁻`` where it was too high, and is read again. An overshoot is corrected by growing
+    the other device, since PCM cannot be depressed gradually (Cristiano et al. 2018, closed-loop
+    tuning of the MSP).
+
+    With ``read_noise > 0`` every read is noisy, as a real verify read is: tuning may stop on a
+    read that is within the tolerance while the pair is not (stopping early), or keep pulsing a
+    pair that already is (stopping late, or overshooting). ``converged`` is what the controller
+    believes (its last read within the tolerance); ``within_tolerance`` is the truth. With
+    ``read_noise == 0`` the two agree and no random number is drawn for the reads.
 
     Args:
         device: the device config of both devices.
@@ -270,23 +291,30 @@ def closed_loop_tune(
         params_plus, params_minus: ``(len(device.PARAM_NAMES), n)``.
         target: desired difference, shape ``(n,)``.
         tolerance: acceptable ``|target − (g⁺ − g⁻)|``.
-        max_iterations: verify steps at most.
-        generator: pulse-to-pulse noise.
+        max_iterations: program-and-verify iterations (one pulse each) at most.
+        generator: pulse-to-pulse noise and read noise.
+        read_noise: std of the Gaussian noise of each verify read, in the units of ``target``
+            (0: exact reads).
 
     Returns:
         dict with the new ``g_plus``, ``g_minus``, ``since_plus``, ``since_minus``, the SET pulses
-        fired per device ``pulses_plus``, ``pulses_minus``, ``converged`` (bool per pair) and
-        ``iterations`` (verify steps used by the slowest pair).
+        fired per device ``pulses_plus``, ``pulses_minus``, ``converged`` (bool per pair: the last
+        read was within the tolerance), ``within_tolerance`` (bool per pair: the true difference
+        is), ``iterations`` (iterations used by the slowest pair) and ``reads`` (verify reads
+        done, all pairs together: ``n`` initial reads plus one per pulse).
     """
     g_plus, g_minus = g_plus.clone(), g_minus.clone()
     since_plus, since_minus = since_plus.clone(), since_minus.clone()
     pulses_plus = torch.zeros_like(g_plus)
     pulses_minus = torch.zeros_like(g_minus)
-    active = ((target - (g_plus - g_minus)).abs() > tolerance).nonzero().squeeze(1)
+    # The controller knows the pairs only through its reads: `read` holds each pair's last one.
+    read = verify_read(g_plus - g_minus, read_noise, generator)  # a fresh tensor, written per pair below
+    reads = target.numel()
+    active = ((target - read).abs() > tolerance).nonzero().squeeze(1)
     iterations = 0
     while active.numel() and iterations < max_iterations:
         iterations += 1
-        error = target[active] - (g_plus[active] - g_minus[active])
+        error = target[active] - read[active]
         raise_plus = error > 0
         # One SET pulse on each active pair, on the device whose growth shrinks the error.
         gp, gm = g_plus[active], g_minus[active]
@@ -300,10 +328,16 @@ def closed_loop_tune(
         since_minus[active] = sm + fired_m
         pulses_plus[active] += fired_p
         pulses_minus[active] += fired_m
-        still = (target[active] - (g_plus[active] - g_minus[active])).abs() > tolerance
+        # Verify: read the pulsed pairs again.
+        now = verify_read(g_plus[active] - g_minus[active], read_noise, generator)
+        read[active] = now
+        reads += active.numel()
+        still = (target[active] - now).abs() > tolerance
         active = active[still]
-    converged = (target - (g_plus - g_minus)).abs() <= tolerance
+    converged = (target - read).abs() <= tolerance
+    within = converged if read_noise == 0 else (target - (g_plus - g_minus)).abs() <= tolerance
     return {
         "g_plus": g_plus, "g_minus": g_minus, "since_plus": since_plus, "since_minus": since_minus,
-        "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged, "iterations": iterations,
+        "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged,
+        "within_tolerance": within, "iterations": iterations, "reads": reads,
     }
