@@ -108,6 +108,23 @@ def test_replica_task_gives_each_replica_the_batches_and_loss_of_its_separate_ru
     assert torch.equal(xb[0], full.train_x[:2]) and torch.equal(xb[1], full.train_x[[-1, -2]])
 
 
+def test_train_task_takes_one_config_and_folder_per_replica_of_a_replica_task(tmp_path, digits):
+    configs = [_image_config(seed=s, epochs=1) for s in (0, 1)]
+    replicas = ReplicaClassification([digits, digits], configs)
+    with pytest.raises(ValueError, match="one config and one run folder per replica"):
+        train_task(replicas, None, None, configs[0], tmp_path / "a", **QUIET)
+    with pytest.raises(ValueError, match="the task trains None replicas"):
+        train_task(ImageClassification(digits), None, None, configs, [tmp_path / "b", tmp_path / "c"], **QUIET)
+    with pytest.raises(ValueError, match="one folder per replica"):
+        train_task(replicas, None, None, configs, [tmp_path / "d"], **QUIET)
+    results = train_task(replicas, None, None, configs, [tmp_path / "r0", tmp_path / "r1"], **QUIET)
+    assert [r["lockstep"]["replica"] for r in results] == [0, 1] and [r["config"]["seed"] for r in results] == [0, 1]
+    for r, result in enumerate(results):
+        assert result["status"] == "completed" and len(result["epochs"]) == 1
+        assert json.loads((tmp_path / f"r{r}" / "results.json").read_text()) == json.loads(json.dumps(result))
+    assert (tmp_path / "r0" / "lockstep.pt").exists() and not (tmp_path / "r1" / "lockstep.pt").exists()
+
+
 def _seq_data():
     return load_sequential_mnist(name="digits", subset=40, test_subset=30, seed=1)
 
