@@ -262,6 +262,60 @@ def test_lockstep_resume_after_an_epoch_equals_an_uninterrupted_group(tmp_path):
     ]
 
 
+def _without_seconds(results: dict) -> dict:
+    return dict(results, epochs=[{k: v for k, v in e.items() if "seconds" not in k} for e in results["epochs"]])
+
+
+def test_an_interrupted_group_resumes_bit_identically_and_a_diverged_replica_stays_stopped(tmp_path):
+    import dataclasses
+
+    from insitu.data import load_dataset
+
+    configs = [TrainConfig(**_digits(epochs=3), seed=s) for s in (0, 1, 2)]
+    datasets = [load_dataset("digits", subset=200, seed=s) for s in (0, 1, 2)]
+    poisoned = datasets[1].train_x.clone()
+    poisoned[57] = float("nan")  # replica 1 meets it in its first epoch and stops
+    datasets[1] = dataclasses.replace(datasets[1], train_x=poisoned)
+
+    def folders(name):
+        return [tmp_path / f"{name}{r}" for r in range(3)]
+
+    straight = run_lockstep(configs, folders("a"), datasets=datasets, log=lambda line: None)
+
+    def stop_after_epoch_two(line):
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lockstep(configs, folders("b"), datasets=datasets, log=stop_after_epoch_two)
+    partial = [json.loads((d / "results.json").read_text()) for d in folders("b")]
+    assert [p["status"] for p in partial] == ["interrupted", "diverged", "interrupted"]
+    assert [len(p["epochs"]) for p in partial] == [2, 0, 2] and "KeyboardInterrupt" in partial[0]["error"]
+    resumed = run_lockstep(configs, folders("b"), datasets=datasets, resume=True, log=lambda line: None)
+    assert [r["status"] for r in resumed] == ["completed", "diverged", "completed"]
+    members = lambda results: [{k: v for k, v in r.items() if k != "lockstep"} for r in results]  # noqa: E731
+    assert [_without_seconds(r) for r in members(resumed)] == [_without_seconds(r) for r in members(straight)]
+    a, b = (torch.load(d[0] / CHECKPOINT_NAME, weights_only=False) for d in (folders("a"), folders("b")))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"] if isinstance(a["model"][k], torch.Tensor))
+    assert all(torch.equal(x, y) for x, y in zip(a["order_generators"], b["order_generators"]))
+    assert torch.equal(a["alive"], b["alive"]) and a["alive"].tolist() == [True, False, True]
+
+
+def test_a_group_whose_member_folder_is_in_use_is_refused_and_leaves_no_marker(tmp_path):
+    from insitu.checkpoint import FolderLock, LockedError
+    from insitu.sweep.lockstep import GROUP_FILE
+    from insitu.training import LOCK_FILE
+
+    configs = [TrainConfig(**_digits(), seed=s) for s in (0, 1)]
+    folders = [tmp_path / "r0", tmp_path / "r1"]
+    with FolderLock(folders[1] / LOCK_FILE, "held by this test"):
+        with pytest.raises(LockedError, match=r"Another .* is running in .*r1"):
+            run_lockstep(configs, folders, log=lambda line: None)
+    assert not any((d / GROUP_FILE).exists() or (d / "results.json").exists() for d in folders)
+    assert not (folders[0] / CHECKPOINT_NAME).exists()
+
+
 def test_a_diverged_replica_stops_and_the_others_finish(tmp_path, monkeypatch):
     configs = [TrainConfig(**_digits(), seed=s) for s in (0, 1)]
     import insitu.models as models
@@ -284,6 +338,9 @@ def test_configs_that_differ_in_more_than_replica_numbers_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="differ only in seed"):
         run_lockstep([TrainConfig(**_digits(), seed=0), TrainConfig(**_digits(lr=0.2), seed=1)], [tmp_path / "a", tmp_path / "b"])
     assert lockstep_group_key(TrainConfig(model="cnn-2017", activation="tanh")) is None
+    # The layer pipeline's staleness is per network: a pipelined point trains alone.
+    assert lockstep_group_key(TrainConfig(**_digits(), pipeline=True)) is None
+    assert lockstep_group_key(TrainConfig(**_digits())) is not None
 
 
 # -- sweeps in lockstep ------------------------------------------------------------------------

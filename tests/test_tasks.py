@@ -16,7 +16,7 @@ from insitu.config import ConfigError
 from insitu.data import load_dataset
 from insitu.optim import AnalogSGD
 from insitu.sequence_data import BUNDLED_TEXT, char_corpus, load_sequential_mnist
-from insitu.tasks import CharPrediction, ImageClassification, SequenceClassification, make_task
+from insitu.tasks import CharPrediction, ImageClassification, ReplicaClassification, SequenceClassification, make_task
 from insitu.training import TrainConfig, build_model, evaluate, run_training, train_task
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -76,6 +76,53 @@ def test_image_task_gives_the_numbers_of_a_plain_loop(tmp_path, digits):
     # The same task handed to train_task directly: the same run.
     direct = train_task(ImageClassification(digits), None, None, config, tmp_path / "direct", **QUIET)
     assert _strip(direct) == _strip(results)
+
+
+def test_replica_task_gives_each_replica_the_batches_and_loss_of_its_separate_run():
+    """Replicas in lockstep: replica r's batches (its subset, in the order of its seed's
+    generator) are those the image task of the separate run cuts, and its loss is its own
+    batch mean."""
+    configs = [_image_config(seed=s, subset=30) for s in (0, 1, 2)]
+    datasets = [load_dataset("digits", subset=30, seed=c.seed) for c in configs]
+    task = ReplicaClassification(datasets, configs)
+    assert task.replicas == 3 and task.n_train == 30 and not task.shared
+    orders = [torch.randperm(30, generator=torch.Generator().manual_seed(c.seed)) for c in configs]
+    xs, ys = task.shuffle(orders)
+    for start in range(0, 30, 8):  # the last batch holds 6
+        xb, yb = task.batch(xs, ys, start, 8)
+        assert xb.shape == (3, min(8, 30 - start), 64) and yb.shape == xb.shape[:2]
+        for r, data in enumerate(datasets):
+            alone = ImageClassification(data)
+            ax, ay = alone.batch(*alone.shuffle([orders[r]]), start, 8)
+            assert torch.equal(xb[r], ax) and torch.equal(yb[r], ay)
+    logits = torch.randn(3, 5, 10, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [1, 1, 1, 1, 1]])
+    separate = torch.stack([torch.nn.functional.cross_entropy(logits[r], targets[r]) for r in range(3)])
+    assert torch.allclose(task.loss(logits, targets), separate)
+    # Without a subset the replicas share one training set, each still in its own order.
+    full = load_dataset("digits")
+    whole = ReplicaClassification([full, full], [_image_config(seed=s) for s in (0, 1)])
+    assert whole.shared and whole.train_x is full.train_x
+    forward, backward = torch.arange(full.n_train), torch.arange(full.n_train).flip(0)
+    xb, _ = whole.batch(*whole.shuffle([forward, backward]), 0, 2)
+    assert torch.equal(xb[0], full.train_x[:2]) and torch.equal(xb[1], full.train_x[[-1, -2]])
+
+
+def test_train_task_takes_one_config_and_folder_per_replica_of_a_replica_task(tmp_path, digits):
+    configs = [_image_config(seed=s, epochs=1) for s in (0, 1)]
+    replicas = ReplicaClassification([digits, digits], configs)
+    with pytest.raises(ValueError, match="one config and one run folder per replica"):
+        train_task(replicas, None, None, configs[0], tmp_path / "a", **QUIET)
+    with pytest.raises(ValueError, match="the task trains None replicas"):
+        train_task(ImageClassification(digits), None, None, configs, [tmp_path / "b", tmp_path / "c"], **QUIET)
+    with pytest.raises(ValueError, match="one folder per replica"):
+        train_task(replicas, None, None, configs, [tmp_path / "d"], **QUIET)
+    results = train_task(replicas, None, None, configs, [tmp_path / "r0", tmp_path / "r1"], **QUIET)
+    assert [r["lockstep"]["replica"] for r in results] == [0, 1] and [r["config"]["seed"] for r in results] == [0, 1]
+    for r, result in enumerate(results):
+        assert result["status"] == "completed" and len(result["epochs"]) == 1
+        assert json.loads((tmp_path / f"r{r}" / "results.json").read_text()) == json.loads(json.dumps(result))
+    assert (tmp_path / "r0" / "lockstep.pt").exists() and not (tmp_path / "r1" / "lockstep.pt").exists()
 
 
 def _seq_data():

@@ -18,6 +18,11 @@ Tasks (``TrainConfig.task``):
     Next-character prediction on a text (:func:`insitu.sequence_data.char_corpus`):
     :class:`CharPrediction`, an :class:`~insitu.nn.AnalogLSTM` with a readout at every step;
     measured in bits per character and accuracy.
+
+Replicas in lockstep (:mod:`insitu.replicas`, the sweeps' ``--lockstep``):
+:class:`ReplicaClassification` is image classification by ``R`` replicas of an MLP stacked on a
+leading axis, each with its own config, seed, data order and subset; the same loop trains it
+(``train_task`` with one config and one run folder per replica).
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "Task", "ImageClassification", "SequenceClassification", "CharPrediction", "TASKS", "make_task",
-    "SequenceClassifier", "CharLSTM",
+    "Task", "ImageClassification", "SequenceClassification", "CharPrediction", "ReplicaClassification", "TASKS",
+    "make_task", "SequenceClassifier", "CharLSTM",
 ]
 
 #: Task names of ``TrainConfig.task``.
@@ -50,9 +55,13 @@ class Task:
         name: the task's name (one of :data:`TASKS`).
         train_x, train_y: training inputs and targets, samples along the first dimension.
         test_x, test_y: the same for the test set.
+        replicas: ``None`` for one network; ``R`` for a task whose network holds ``R`` replicas
+            on a leading axis (:class:`ReplicaClassification`): its loss and metrics are then
+            per replica, and the loop keeps one data order, result and run folder per replica.
     """
 
     name: str = "task"
+    replicas: int | None = None
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
@@ -61,6 +70,12 @@ class Task:
     @property
     def n_train(self) -> int:
         return int(self.train_x.shape[0])
+
+    def shuffle(self, orders: list[torch.Tensor]) -> tuple:
+        """The training set in this epoch's order, ``(x, y)``, from which :meth:`batch` cuts the
+        batches. ``orders``: the epoch's permutations ``(N,)``, one per data order (one here)."""
+        (order,) = orders
+        return self.train_x[order], self.train_y[order]
 
     def batch(self, x: torch.Tensor, y: torch.Tensor, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples ``start .. start + size`` of (already shuffled) ``x`` and ``y``."""
@@ -241,6 +256,125 @@ class CharPrediction(Task):
 
     def summary(self, record):
         return f"test {record['bits_per_char']:.3f} bits/char, accuracy {100 * record['accuracy']:.2f}%"
+
+
+class _ReplicaRows:
+    """Every replica's training tensor in that replica's order, gathered one batch at a time:
+    ``rows[a:b]`` is ``(R, b - a, *sample)``. (Gathering a whole epoch at once would hold ``R``
+    copies of the training set.)
+
+    Args:
+        data: ``(N, *sample)`` shared by all replicas, or ``(R, N, *sample)`` one set per replica.
+        orders: ``(R, N)``, replica ``r``'s permutation of its samples.
+        shared: whether ``data`` is shared.
+    """
+
+    def __init__(self, data: torch.Tensor, orders: torch.Tensor, shared: bool):
+        self.data, self.orders, self.shared = data, orders, shared
+        self.replica_index = torch.arange(orders.shape[0]).unsqueeze(1)  # (R, 1)
+
+    def __getitem__(self, part: slice) -> torch.Tensor:
+        index = self.orders[:, part]  # (R, B)
+        return self.data[index] if self.shared else self.data[self.replica_index, index]
+
+
+def replica_layer_seeds(seeds, layers: int) -> list[list[int]]:
+    """Tile seeds ``[layer][replica]``: those a separate run with seed ``s`` gives its tiles
+    (``train_task`` calls ``torch.manual_seed(s)`` and every tile draws its seed from it)."""
+    per_replica = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        per_replica.append([int(torch.randint(0, 2**62, (1,), generator=g).item()) for _ in range(layers)])
+    return [list(column) for column in zip(*per_replica)]
+
+
+class ReplicaClassification(Task):
+    """Image classification by ``R`` replicas of an MLP in lockstep (:mod:`insitu.replicas`): one
+    network whose analog layers hold ``R`` arrays on a leading axis, trained as one batched
+    computation. Replica ``r`` starts from the devices, initial weights and data order of the
+    separate run with ``configs[r]`` (same seed, same subset); only the draws made during
+    training (pulses, noise) come from a generator the replicas share.
+
+    Shapes: a batch is ``x`` ``(R, B, D)``, ``y`` ``(R, B)`` (replica ``r``'s samples in its own
+    order); the loss is ``(R,)``, each replica's batch mean; :meth:`evaluate` gives one metrics
+    dict per replica, all on the shared test set.
+
+    Args:
+        datasets: one loaded :class:`insitu.data.Dataset` per replica. They differ only in the
+            training subset (``subset`` drawn with each replica's seed); without ``subset`` the
+            first one serves all.
+        configs: one :class:`~insitu.training.TrainConfig` per replica (the same but for seed and
+            the device and IO numbers replicas may hold apart; see
+            :func:`insitu.sweep.lockstep.lockstep_group_key`).
+    """
+
+    name = "image"  # results read as those of image runs (no "task" entry)
+
+    def __init__(self, datasets, configs):
+        self.datasets, self.configs = list(datasets), list(configs)
+        if len(self.datasets) != len(self.configs) or not self.configs:
+            raise ValueError(f"ReplicaClassification: {len(self.datasets)} datasets and {len(self.configs)} configs; give one of each per replica.")
+        self.replicas = len(self.configs)
+        self.data = data = self.datasets[0]
+        # One training set serves all when every replica trains on the whole set.
+        self.shared = all(d is data for d in self.datasets) or self.configs[0].subset is None
+        self.train_x = data.train_x if self.shared else torch.stack([d.train_x for d in self.datasets])  # (N, D) or (R, N, D)
+        self.train_y = data.train_y if self.shared else torch.stack([d.train_y for d in self.datasets])  # (N,) or (R, N)
+        self.test_x, self.test_y = data.test_x, data.test_y
+
+    @property
+    def n_train(self) -> int:
+        return int(self.data.train_x.shape[0])
+
+    def shuffle(self, orders: list[torch.Tensor]) -> tuple:
+        """Replica ``r``'s samples in ``orders[r]`` ``(N,)``, gathered per batch (:class:`_ReplicaRows`)."""
+        stacked = torch.stack(orders)  # (R, N)
+        return _ReplicaRows(self.train_x, stacked, self.shared), _ReplicaRows(self.train_y, stacked, self.shared)
+
+    def build_model(self, configs) -> nn.Module:
+        """The MLP of ``configs`` (one per replica), replica ``r``'s tiles seeded as in the
+        separate run with ``configs[r].seed``."""
+        from . import models  # looked up at call time, so that tests can wrap models.mlp
+
+        base, data = configs[0], self.data
+        sizes = (math.prod(data.image_shape), *base.hidden, data.num_classes)
+        seeds = replica_layer_seeds([c.seed for c in configs], len(sizes) - 1)
+        return models.mlp(sizes, base.activation, [c.tile_config() for c in configs], base.bias_on_array, seeds=seeds)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each replica's mean cross-entropy over its batch: logits ``(R, B, C)``, targets
+        ``(R, B)`` -> ``(R,)``."""
+        return F.cross_entropy(outputs.transpose(1, 2), targets, reduction="none").mean(dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int = 1000) -> list[dict]:
+        """``test_error`` and ``test_loss`` of each replica on the shared test set (one dict per replica)."""
+        errors, losses = evaluate_replicas(model, self.replicas, self.test_x, self.test_y, batch_size)
+        return [{"test_error": e, "test_loss": l} for e, l in zip(errors, losses)]
+
+    def describe(self, replica: int = 0) -> dict:
+        """What replica ``replica``'s results.json records under ``dataset``."""
+        d = self.datasets[replica]
+        return {"name": d.name, "source": str(d.source), "train": self.n_train, "test": int(d.test_x.shape[0])}
+
+
+@torch.no_grad()
+def evaluate_replicas(model: nn.Module, replicas: int, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    """``(error rates (R,), mean cross-entropies (R,))`` of each replica of ``model`` on the
+    shared test set ``x`` ``(N, D)``, ``y`` ``(N,)``, as lists."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(replicas, dtype=torch.int64)
+    loss = torch.zeros(replicas, dtype=torch.float64)
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        target = y[start : start + batch_size]
+        logits = model(xb.unsqueeze(0).expand(replicas, *xb.shape))  # every replica sees the same test batch
+        wrong += (logits.argmax(dim=-1) != target).sum(dim=1)
+        per = F.cross_entropy(logits.transpose(1, 2), target.expand(replicas, -1), reduction="none")
+        loss += per.sum(dim=1).double()
+    model.train(was_training)
+    return [w / x.shape[0] for w in wrong.tolist()], (loss / x.shape[0]).tolist()
 
 
 def make_task(config, data=None, data_dir: str | None = None, download: bool = False) -> Task:

@@ -1,4 +1,5 @@
-"""The training loop shared by the command line and (later) sweeps.
+"""The one training loop, :func:`train_task`: the command line (``insitu train``), sweep points,
+lockstep groups of sweeps (replicas of a network on a leading axis) and the sparse trainer.
 
 :class:`TrainConfig` is everything that defines a run; :func:`run_training` trains, evaluates
 the test error after every epoch, and keeps three files in the run folder up to date, each
@@ -9,10 +10,14 @@ leaves a corrupt file behind:
 * ``checkpoint.pt``: everything needed to resume bit-identically (model incl. device state and
   generators, optimizer, scheduler, data order);
 * ``test_error.png``: test error per epoch.
+
+Replicas in lockstep keep the same files per replica, except the checkpoint: one for the group,
+:data:`REPLICA_CHECKPOINT` in the first replica's folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -30,7 +35,7 @@ from .config import Config, ConfigError, _closest, register_config
 from .optim import AnalogSGD
 from .tile import AnalogTile, TileConfig
 
-__all__ = ["TrainConfig", "TrainingDiverged", "LockedError", "run_training", "train_task", "evaluate", "build_model"]
+__all__ = ["TrainConfig", "TrainingDiverged", "LockedError", "run_training", "train_task", "evaluate", "build_model", "REPLICA_CHECKPOINT"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -420,13 +425,13 @@ def train_task(
     task,
     model: nn.Module | None,
     optimizer: torch.optim.Optimizer | None,
-    config: TrainConfig,
-    out_dir: str | Path,
+    config,
+    out_dir,
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
     fused_update: bool = True,
-) -> dict:
+) -> dict | list[dict]:
     """The training loop of every task: train ``model`` on ``task`` for ``config.epochs`` epochs.
 
     Every epoch the training samples are shuffled (a generator seeded with ``config.seed``),
@@ -438,115 +443,92 @@ def train_task(
     failure marks results.json ``interrupted`` or ``failed``. ``run.lock`` keeps a second run
     out of ``out_dir``.
 
+    **Replicas in lockstep.** A task with a leading replica axis (``task.replicas == R``,
+    :class:`insitu.tasks.ReplicaClassification`) takes ``R`` configs and ``R`` run folders
+    (``config`` and ``out_dir`` sequences), and the same loop keeps per replica what it keeps
+    for a run: the data order (a generator seeded with that replica's seed), the train loss
+    (``task.loss`` is ``(R,)``, each replica's batch mean), the test metrics, ``results.json``
+    and ``test_error.png`` in the replica's folder. The replicas share the optimizer step, the
+    learning-rate schedule and one checkpoint, ``lockstep.pt`` (:data:`REPLICA_CHECKPOINT`) in
+    the first folder. A replica whose loss turns NaN or infinite stops (its weights are set to
+    zero, its results say ``diverged``, its last good epoch kept) and the others go on.
+
     Args:
         task: a :class:`insitu.tasks.Task`, or a function returning one (called once the run
-            folder is locked, so that a refused run loads no data).
+            folders are locked and checked, so that a refused run loads no data).
         model: the network, or ``None``: ``task.build_model(config)`` after
-            ``torch.manual_seed(config.seed)``.
+            ``torch.manual_seed(config.seed)`` (for replicas ``task.build_model(configs)``
+            after seeding with the first one's seed; each replica's tiles take their own seeds).
         optimizer: or ``None``: :class:`~insitu.optim.AnalogSGD` with ``config.lr``.
         config: the run (its ``epochs``, ``batch_size``, ``lr`` schedule, ``seed``, ``eval_batch_size``):
             a :class:`TrainConfig`, or another trainer's config with ``epochs``, ``batch_size``,
             ``seed``, ``to_dict``/``from_dict`` (the sparse MLP's :class:`~insitu.sparse.training.SparseTrainConfig`;
-            what it lacks (schedule, tiles, pipeline) is taken as absent).
-        out_dir, resume, progress, log, fused_update: as :func:`run_training`.
+            what it lacks (schedule, tiles, pipeline) is taken as absent). For replicas a list of
+            ``R`` configs that agree in all of these but ``seed``; the first one's are used.
+        out_dir: the run folder; for replicas a list of ``R`` folders.
+        resume, progress, log, fused_update: as :func:`run_training`.
 
     Returns:
-        The results dict (also in ``out_dir/results.json``).
+        The results dict (also in ``out_dir/results.json``); for replicas a list of ``R``.
     """
-    out = Path(out_dir)
-    ckpt_path = out / "checkpoint.pt"
-    if resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"Cannot resume: no checkpoint.pt in {out}. Start the run without --resume.")
-    out.mkdir(parents=True, exist_ok=True)
+    book = _ReplicaBook(config, out_dir) if isinstance(config, (list, tuple)) else _RunBook(config, out_dir)
+    if resume and not book.checkpoint.exists():
+        raise FileNotFoundError(f"Cannot resume: no {book.checkpoint.name} in {book.checkpoint.parent}. Start the run without --resume.")
     # Two runs in one folder would overwrite each other's checkpoint and results: the second one
     # stops here (the lock is released when this run ends, however it ends, even by kill -9).
-    lock = FolderLock(
-        out / LOCK_FILE,
-        f"Another `insitu train` is running in {out}; wait for it to finish (or stop it), or choose another --out folder.",
-    )
-    with lock:
-        if not resume and ckpt_path.exists():
+    with contextlib.ExitStack() as locks:
+        for folder in book.folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(FolderLock(
+                folder / LOCK_FILE,
+                f"Another `insitu train` is running in {folder}; wait for it to finish (or stop it), or choose another --out folder.",
+            ))
+        if not resume and book.checkpoint.exists():
             raise FileExistsError(
-                f"{out} already holds a run (checkpoint.pt). Pass --resume to continue it, or choose another --out folder."
+                f"{book.checkpoint.parent} already holds a run ({book.checkpoint.name}). "
+                "Pass --resume to continue it, or choose another --out folder."
             )
         if callable(task) and not hasattr(task, "build_model"):
             task = task()
-        return _train_task_locked(task, model, optimizer, config, out, resume, progress, log, fused_update)
+        book.check_task(task)
+        _train_task_locked(task, model, optimizer, book, resume, progress, log, fused_update)
+    return book.returned()
 
 
 #: The lock file of a run folder (see :func:`run_training`).
 LOCK_FILE = "run.lock"
 
+#: The checkpoint of replicas in lockstep, in the first replica's folder (:func:`train_task`).
+REPLICA_CHECKPOINT = "lockstep.pt"
 
-def _train_task_locked(task, model, optimizer, config, out, resume, progress, log, fused_update) -> dict:
-    results_path, ckpt_path, plot_path = out / "results.json", out / "checkpoint.pt", out / "test_error.png"
 
-    train_x, train_y = task.train_x, task.train_y
+def _train_task_locked(task, model, optimizer, book: _RunBook, resume, progress, log, fused_update) -> None:
+    config = book.config
     # The order of the random draws is that of every run before tasks existed: model (tile
     # seeds, initial weights) from torch's generator seeded here, then the data order.
     if model is None:
         torch.manual_seed(config.seed)
-        model = task.build_model(config)
+        model = task.build_model(book.model_config)
     if optimizer is None:
         optimizer = AnalogSGD(model.parameters(), lr=config.lr, fused=fused_update)
     # A config of another trainer (the sparse MLP's) may have no schedule, tiles or pipeline.
     milestones, gamma = list(getattr(config, "lr_milestones", ())), getattr(config, "lr_gamma", 1.0)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)
-    order_generator = torch.Generator().manual_seed(config.seed)
+    # One data order per replica (one for a run), each from its own seed.
+    order_generators = [torch.Generator().manual_seed(c.seed) for c in book.configs]
     staleness = None
     if getattr(config, "pipeline", False):  # the forward pass of each layer with the weights a layer pipeline would hold
         from .pipeline import PipelineStaleness, pipeline_delays, weight_layers
 
         layers = weight_layers(model)
         staleness = PipelineStaleness(layers, pipeline_delays(len(layers)))
-
-    from . import __version__
-
-    results = {
-        "insitu_version": __version__,
-        "status": "running",
-        "config": config.to_dict(),
-        "tile_config": config.tile_config().to_dict() if hasattr(config, "tile_config") else None,
-        "conv_tile_config": config.conv_tile_config().to_dict() if getattr(config, "model", None) == "cnn-2017" else None,
-        "dataset": task.describe(),
-        "epochs": [],
-        "fused_update": bool(fused_update),
-        "update_backend": _backend_name(),
-    }
-    if task.name != "image":
-        results["task"] = task.name
+    book.start(task, fused_update)
     start_epoch = 0
     if resume:
-        checkpoint = load_checkpoint(ckpt_path)
-        # Through from_dict so that fields added since the checkpoint was written take their defaults.
-        saved, wanted = type(config).from_dict(checkpoint["config"]).to_dict(), config.to_dict()
-        if {**saved, "epochs": None} != {**wanted, "epochs": None}:
-            changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "epochs")
-            raise ConfigError(
-                f"The checkpoint in {out} was made with a different config (differs in: {', '.join(changed)}); "
-                f"resume with the same options (only --epochs may grow). Saved: {saved}"
-            )
-        if config.epochs < checkpoint["epoch"]:
-            raise ConfigError(
-                f"The checkpoint in {out} already holds {checkpoint['epoch']} epochs; "
-                f"--epochs {config.epochs} is fewer. Pass --epochs {checkpoint['epoch']} or more."
-            )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        order_generator.set_state(checkpoint["order_generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if staleness is not None:
-            staleness.load_state_dict(checkpoint["pipeline"])
-        results = checkpoint["results"]
-        results["status"] = "running"
-        results["fused_update"] = bool(fused_update)  # the path of the epochs trained from now on
-        results["update_backend"] = _backend_name()
-        results["config"] = config.to_dict()
-        start_epoch = checkpoint["epoch"]
-        log(f"resumed {out} after epoch {start_epoch}")
+        start_epoch = _resume(book, load_checkpoint(book.checkpoint), model, optimizer, scheduler, order_generators, staleness, fused_update)
+        log(f"resumed {book.where()} after epoch {start_epoch}")
 
-    n_train = train_x.shape[0]
+    n_train = task.n_train
     batch = config.batch_size
     # A task whose loss is summed over the batch (the fixed-point sparse MLP, as its hardware
     # applies per-example errors) reports a sum; the epoch's mean loss counts it once.
@@ -555,79 +537,386 @@ def _train_task_locked(task, model, optimizer, config, out, resume, progress, lo
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            order = torch.randperm(n_train, generator=order_generator)
-            xs, ys = train_x[order], train_y[order]
+            xs, ys = task.shuffle([torch.randperm(n_train, generator=g) for g in order_generators])
             model.train()
-            loss_sum = 0.0
-            bar = _progress(n_train, epoch, config.epochs, progress, [out])
+            tally = book.loss_tally(model, summed_loss, epoch, lr)
+            bar = _progress(n_train, epoch, config.epochs, progress, book.folders)
             for step, start in enumerate(range(0, n_train, batch)):
                 xb, yb = task.batch(xs, ys, start, batch)
+                n = min(batch, n_train - start)  # samples in this batch (per replica)
                 # Digital parameters (a digital bias) accumulate .grad like any torch parameter:
                 # without this their step would apply the sum of all past gradients.
                 optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(model(xb), yb)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(
-                        f"The training loss became {loss_value} at epoch {epoch + 1}, sample {start} "
-                        f"(lr {lr:g}). Lower the learning rate (--lr) or check the device and IO config; "
-                        "the last good epoch is kept in the checkpoint and results."
-                    )
+                loss = tally.add(task.loss(model(xb), yb), start, n)
                 loss.backward()
                 optimizer.step()
                 if staleness is not None:
                     staleness.step()
-                loss_sum += loss_value if summed_loss else loss_value * xb.shape[0]
-                bar.update(xb.shape[0])
+                bar.update(n)
                 if bar.bar is not None and step % 200 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / (start + xb.shape[0]):.4f}", writes=_rank1_writes(model), refresh=False)
+                    bar.set_postfix(loss=f"{tally.running(start + n):.4f}", writes=_rank1_writes(model), refresh=False)
             bar.close()
             train_seconds = time.perf_counter() - started
-            metrics = task.evaluate(model, getattr(config, "eval_batch_size", 1000))
+            metrics = book.per_member(task.evaluate(model, getattr(config, "eval_batch_size", 1000)))
             scheduler.step()
-            record = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": loss_sum / n_train,
-                **metrics,
-                "train_seconds": train_seconds,
-                "seconds_per_sample": train_seconds / n_train,
-                "rank1_writes": _rank1_writes(model),
-            }
+            means = tally.means(n_train)
+            committed = _committed(book, model, epoch, lr, means, metrics, train_seconds, n_train)
             # The epoch counts only once its checkpoint is on disk: results and checkpoint agree.
-            committed = dict(results, epochs=results["epochs"] + [record], counters=_layer_counters(model))
-            if epoch + 1 == config.epochs:
-                committed["status"] = "completed"
             checkpoint = {
                 "epoch": epoch + 1,
-                "config": config.to_dict(),
+                **book.config_entry(),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "order_generator": order_generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "results": committed,
+                **book.member_entries(order_generators, committed),
             }
             if staleness is not None:
                 checkpoint["pipeline"] = staleness.state_dict()
-            _atomic_write_bytes(ckpt_path, lambda tmp: torch.save(checkpoint, tmp))
-            results = committed
-            write_json(results_path, results)
-            plot_test_error(plot_path, results)
-            log(
-                f"epoch {epoch + 1}/{config.epochs}  lr {lr:g}  train loss {loss_sum / n_train:.4f}  "
-                f"{task.summary(record)}  ({train_seconds / n_train * 1e3:.3f} ms/sample)"
-            )
+            _atomic_write_bytes(book.checkpoint, lambda tmp: torch.save(checkpoint, tmp))
+            book.results = committed
+            for folder, result in zip(book.folders, committed):
+                write_json(folder / "results.json", result)
+                if result["epochs"]:  # a replica that diverged in its first epoch has nothing to plot
+                    plot_test_error(folder / "test_error.png", result)
+            log(book.epoch_line(task, epoch, lr, means, metrics, train_seconds / n_train))
+            if not bool(book.alive.any()):  # every replica diverged
+                break
     except BaseException as exc:
         for module in model.modules():
             if isinstance(module, AnalogTile):
                 module.discard_pending()
-        interrupt = _interrupt_in(exc)
-        failed = dict(results, status="interrupted" if interrupt is not None else "failed")
-        failed["error"] = f"{type(interrupt or exc).__name__}: {interrupt or exc}"
-        write_json(results_path, failed)
+        book.write_failure(exc)
         raise
-    return results
+
+
+def _resume(book, checkpoint: dict, model, optimizer, scheduler, order_generators, staleness, fused_update) -> int:
+    """Restore a run (or replica group) from ``checkpoint``; returns the epochs it holds.
+    Refuses (:class:`ConfigError`) a checkpoint made with other configs (only ``epochs`` may grow)."""
+    saved = book.saved_configs(checkpoint)
+    if len(saved) != len(book.configs):
+        raise ConfigError(f"The checkpoint {book.where_checkpoint()} holds {len(saved)} replicas, not {len(book.configs)}; resume with the same configs.")
+    for r, (old, config) in enumerate(zip(saved, book.configs)):
+        # Through from_dict so that fields added since the checkpoint was written take their defaults.
+        old, wanted = type(config).from_dict(old).to_dict(), config.to_dict()
+        if {**old, "epochs": None} != {**wanted, "epochs": None}:
+            changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k) and k != "epochs")
+            raise ConfigError(
+                f"The checkpoint {book.where_checkpoint(r)} was made with a different config (differs in: {', '.join(changed)}); "
+                f"resume with the same options (only --epochs may grow). Saved: {old}"
+            )
+    if book.config.epochs < checkpoint["epoch"]:
+        raise ConfigError(
+            f"The checkpoint {book.where_checkpoint()} already holds {checkpoint['epoch']} epochs; "
+            f"--epochs {book.config.epochs} is fewer. Pass --epochs {checkpoint['epoch']} or more."
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    for generator, state in zip(order_generators, book.saved_generator_states(checkpoint)):
+        generator.set_state(state)
+    if "torch_rng" in checkpoint:  # a run's (replica groups draw nothing from torch's generator)
+        torch.set_rng_state(checkpoint["torch_rng"])
+    if staleness is not None:
+        staleness.load_state_dict(checkpoint["pipeline"])
+    book.restore(checkpoint, fused_update)
+    return checkpoint["epoch"]
+
+
+def _committed(book, model, epoch: int, lr: float, means: list[float], metrics: list[dict], train_seconds: float, n_train: int) -> list[dict]:
+    """Every member's results with this epoch's record added (a stopped replica's stay as they were)."""
+    committed = []
+    for r, result in enumerate(book.results):
+        if book.alive[r]:
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": means[r],
+                **metrics[r],
+                "train_seconds": train_seconds,
+                "seconds_per_sample": train_seconds / n_train,
+                "rank1_writes": _rank1_writes(model),
+            }
+            result = dict(result, epochs=result["epochs"] + [record], counters=book.counters(model, r))
+            if epoch + 1 == book.config.epochs:
+                result["status"] = "completed"
+        committed.append(result)
+    return committed
+
+
+def _results_header(config, dataset: dict) -> dict:
+    """The first entries of a results.json: version, status, configs, dataset."""
+    from . import __version__
+
+    return {
+        "insitu_version": __version__,
+        "status": "running",
+        "config": config.to_dict(),
+        "tile_config": config.tile_config().to_dict() if hasattr(config, "tile_config") else None,
+        "conv_tile_config": config.conv_tile_config().to_dict() if getattr(config, "model", None) == "cnn-2017" else None,
+        "dataset": dataset,
+    }
+
+
+class _RunBook:
+    """What the loop keeps per run folder, for one run: its config, folder and results, where
+    its checkpoint lies and what it holds, what a NaN loss does (:class:`TrainingDiverged`).
+    :class:`_ReplicaBook` keeps the same for ``R`` replicas in lockstep; the lists hold one
+    entry per member (one here, ``R`` there).
+
+    Attributes:
+        configs, folders: one config and run folder per member.
+        checkpoint: the checkpoint file (``checkpoint.pt`` in the run folder).
+        results: each member's results dict (as in its results.json).
+        alive: ``(members,)`` bool, the members still training (a run either trains or raises).
+    """
+
+    def __init__(self, config, out_dir):
+        self.configs, self.folders = [config], [Path(out_dir)]
+        self.checkpoint = self.folders[0] / "checkpoint.pt"
+        self.results: list[dict] = []
+        self.alive = torch.ones(1, dtype=torch.bool)
+
+    @property
+    def config(self):
+        """The settings every member shares (epochs, batch size, lr schedule, eval batch size)."""
+        return self.configs[0]
+
+    @property
+    def model_config(self):
+        """What ``task.build_model`` takes."""
+        return self.config
+
+    def check_task(self, task) -> None:
+        if getattr(task, "replicas", None) is not None:
+            raise ValueError(f"train_task: the task trains {task.replicas} replicas; give one config and one run folder per replica (lists).")
+
+    def start(self, task, fused_update: bool) -> None:
+        """The results of a run not yet trained."""
+        result = {
+            **_results_header(self.config, task.describe()),
+            "epochs": [],
+            "fused_update": bool(fused_update),
+            "update_backend": _backend_name(),
+        }
+        if task.name != "image":
+            result["task"] = task.name
+        self.results = [result]
+
+    def restore(self, checkpoint: dict, fused_update: bool) -> None:
+        """The results saved in ``checkpoint``, running again."""
+        result = checkpoint["results"]
+        result["status"] = "running"
+        result["fused_update"] = bool(fused_update)  # the path of the epochs trained from now on
+        result["update_backend"] = _backend_name()
+        result["config"] = self.config.to_dict()
+        self.results = [result]
+
+    def saved_configs(self, checkpoint: dict) -> list[dict]:
+        return [checkpoint["config"]]
+
+    def saved_generator_states(self, checkpoint: dict) -> list[torch.Tensor]:
+        return [checkpoint["order_generator"]]
+
+    def config_entry(self) -> dict:
+        return {"config": self.config.to_dict()}
+
+    def member_entries(self, order_generators, committed: list[dict]) -> dict:
+        """The checkpoint's entries after the optimizer's: data order, torch's generator, results."""
+        return {"order_generator": order_generators[0].get_state(), "torch_rng": torch.get_rng_state(), "results": committed[0]}
+
+    def per_member(self, metrics: dict) -> list[dict]:
+        """``task.evaluate``'s metrics as one dict per member."""
+        return [metrics]
+
+    def counters(self, model: nn.Module, member: int) -> dict:
+        return _layer_counters(model)
+
+    def loss_tally(self, model: nn.Module, summed: bool, epoch: int, lr: float) -> _RunLoss:
+        return _RunLoss(summed, epoch, lr)
+
+    def where(self) -> str:
+        return str(self.folders[0])
+
+    def where_checkpoint(self, member: int | None = None) -> str:
+        return f"in {self.folders[0]}"
+
+    def epoch_line(self, task, epoch: int, lr: float, means: list[float], metrics: list[dict], seconds_per_sample: float) -> str:
+        return (
+            f"epoch {epoch + 1}/{self.config.epochs}  lr {lr:g}  train loss {means[0]:.4f}  "
+            f"{task.summary(self.results[0]['epochs'][-1])}  ({seconds_per_sample * 1e3:.3f} ms/sample)"
+        )
+
+    def write_failure(self, exc: BaseException) -> None:
+        """Mark the results ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``; a diverged replica
+        keeps its own status."""
+        interrupt = _interrupt_in(exc)
+        for folder, result in zip(self.folders, self.results):
+            if result.get("status") == "diverged":
+                continue
+            failed = dict(result, status="interrupted" if interrupt is not None else "failed")
+            failed["error"] = f"{type(interrupt or exc).__name__}: {interrupt or exc}"
+            write_json(folder / "results.json", failed)
+
+    def returned(self) -> dict:
+        return self.results[0]
+
+
+class _ReplicaBook(_RunBook):
+    """:class:`_RunBook` for ``R`` replicas in lockstep: one config, run folder and results per
+    replica, one checkpoint (:data:`REPLICA_CHECKPOINT` in the first folder, with every
+    replica's data order and which replicas still train), and a NaN loss stops only its
+    replica (:meth:`stop`)."""
+
+    def __init__(self, configs, out_dirs):
+        if isinstance(out_dirs, (str, os.PathLike)):
+            raise ValueError("train_task: replicas need one run folder each (a list of folders), not one folder.")
+        self.configs, self.folders = list(configs), [Path(d) for d in out_dirs]
+        if len(self.configs) != len(self.folders) or not self.configs:
+            raise ValueError(f"train_task: {len(self.configs)} configs and {len(self.folders)} run folders; give one folder per replica.")
+        self.checkpoint = self.folders[0] / REPLICA_CHECKPOINT
+        self.results = []
+        self.alive = torch.ones(len(self.configs), dtype=torch.bool)
+
+    @property
+    def model_config(self) -> list:
+        return self.configs
+
+    def check_task(self, task) -> None:
+        if getattr(task, "replicas", None) != len(self.configs):
+            raise ValueError(f"train_task: {len(self.configs)} replica configs, but the task trains {getattr(task, 'replicas', None)} replicas.")
+
+    def start(self, task, fused_update: bool) -> None:
+        members = [str(d) for d in self.folders]
+        self.results = [
+            {
+                **_results_header(config, task.describe(r)),
+                "lockstep": {"replicas": len(self.configs), "replica": r, "members": members},
+                "epochs": [],
+            }
+            for r, config in enumerate(self.configs)
+        ]
+
+    def restore(self, checkpoint: dict, fused_update: bool) -> None:
+        self.results, self.alive = checkpoint["results"], checkpoint["alive"]
+        for r, config in enumerate(self.configs):
+            self.results[r]["config"] = config.to_dict()
+            if self.alive[r]:
+                self.results[r]["status"] = "running"
+
+    def saved_configs(self, checkpoint: dict) -> list[dict]:
+        return checkpoint["configs"]
+
+    def saved_generator_states(self, checkpoint: dict) -> list[torch.Tensor]:
+        return checkpoint["order_generators"]
+
+    def config_entry(self) -> dict:
+        return {"configs": [c.to_dict() for c in self.configs]}
+
+    def member_entries(self, order_generators, committed: list[dict]) -> dict:
+        # No torch generator state: the replicas' draws come from their tiles' generators.
+        return {"order_generators": [g.get_state() for g in order_generators], "alive": self.alive.clone(), "results": committed}
+
+    def per_member(self, metrics: list[dict]) -> list[dict]:
+        return metrics
+
+    def counters(self, model: nn.Module, member: int) -> dict:
+        from .replicas import ReplicatedTile
+
+        return {name: m.counters.replica(member) for name, m in model.named_modules() if isinstance(m, ReplicatedTile)}
+
+    def loss_tally(self, model: nn.Module, summed: bool, epoch: int, lr: float) -> _ReplicaLoss:
+        return _ReplicaLoss(self, model, epoch, lr)
+
+    def where(self) -> str:
+        return f"lockstep group of {len(self.configs)} in {self.folders[0]}"
+
+    def where_checkpoint(self, member: int | None = None) -> str:
+        return f"in {self.folders[0]}" + ("" if member is None else f" (replica {member}, {self.folders[member]})")
+
+    def epoch_line(self, task, epoch: int, lr: float, means: list[float], metrics: list[dict], seconds_per_sample: float) -> str:
+        shown = ", ".join(f"{100 * m['test_error']:.2f}" for m, a in zip(metrics, self.alive.tolist()) if a)
+        return (
+            f"epoch {epoch + 1}/{self.config.epochs}  lr {lr:g}  test error (%) of {int(self.alive.sum())} live replicas: {shown}  "
+            f"({seconds_per_sample * 1e3:.3f} ms/sample for all {len(self.configs)})"
+        )
+
+    def stop(self, model: nn.Module, diverged: torch.Tensor, epoch: int, start: int, lr: float) -> None:
+        """Mark the replicas ``diverged`` ``(R,)`` bool as such; their weights are set to zero so
+        that no NaN reaches the shared computations (each replica's numbers stay its own regardless)."""
+        for r in diverged.nonzero().flatten().tolist():
+            self.results[r] = dict(
+                self.results[r],
+                status="diverged",
+                error=(
+                    f"TrainingDiverged: the training loss stopped being finite at epoch {epoch + 1}, sample {start} (lr {lr:g}). "
+                    "Lower the learning rate or check the device and IO config; the last good epoch is kept."
+                ),
+            )
+            with torch.no_grad():
+                for module in model.modules():
+                    if hasattr(module, "replicas") and hasattr(module, "tile") and module.replicas:
+                        module.tile.weight[r] = 0.0
+                        if module.bias is not None:
+                            module.bias[r] = 0.0
+
+    def returned(self) -> list[dict]:
+        return self.results
+
+
+class _RunLoss:
+    """The training loss of one run over an epoch (a NaN or infinite loss ends the run)."""
+
+    def __init__(self, summed: bool, epoch: int, lr: float):
+        self.summed, self.epoch, self.lr = summed, epoch, lr
+        self.total = 0.0
+
+    def add(self, loss: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        """Count the loss (a scalar) of the batch of ``n`` samples from ``start``; returns what
+        ``backward`` takes."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"The training loss became {value} at epoch {self.epoch + 1}, sample {start} "
+                f"(lr {self.lr:g}). Lower the learning rate (--lr) or check the device and IO config; "
+                "the last good epoch is kept in the checkpoint and results."
+            )
+        self.total += value if self.summed else value * n
+        return loss
+
+    def running(self, samples: int) -> float:
+        """Mean loss per sample of the first ``samples`` samples."""
+        return self.total / samples
+
+    def means(self, n_train: int) -> list[float]:
+        """The epoch's mean loss per sample."""
+        return [self.total / n_train]
+
+
+class _ReplicaLoss:
+    """The training losses of ``R`` replicas over an epoch: ``add`` takes each replica's batch
+    mean ``(R,)``. A replica whose loss turns NaN or infinite is stopped (:meth:`_ReplicaBook.stop`)
+    and counts no more; the others go on."""
+
+    def __init__(self, book: _ReplicaBook, model: nn.Module, epoch: int, lr: float):
+        self.book, self.model, self.epoch, self.lr = book, model, epoch, lr
+        self.totals = torch.zeros(len(book.configs), dtype=torch.float64)
+
+    def add(self, losses: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        alive = self.book.alive
+        finite = torch.isfinite(losses)
+        if not bool(finite[alive].all()):
+            self.book.stop(self.model, alive & ~finite, self.epoch, start, self.lr)
+            alive &= finite
+        # Each replica's loss is its own batch mean; a stopped replica contributes nothing.
+        self.totals += torch.where(alive, losses.detach(), torch.zeros_like(losses)).double() * n
+        return torch.where(alive, losses, torch.zeros_like(losses)).sum()
+
+    def running(self, samples: int) -> float:
+        """Mean loss per sample of the first ``samples`` samples, over the live replicas."""
+        return float(self.totals.sum()) / max(int(self.book.alive.sum()), 1) / samples
+
+    def means(self, n_train: int) -> list[float]:
+        return [float(total) / n_train for total in self.totals]
 
 
 def _interrupt_in(exc: BaseException) -> BaseException | None:
