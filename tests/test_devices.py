@@ -488,7 +488,8 @@ def test_up_then_down_pulse_drifts_by_the_imbalance(cls):
         (ConstantStepDevice, {"dw_min": -0.001}, "dw_min"),
         (ConstantStepDevice, {"dw_min": 0.0}, "dw_min"),
         (ConstantStepDevice, {"dw_min": 0.7}, "dw_min"),  # larger than the weight range
-        (ConstantStepDevice, {"w_min": 0.0}, "w_min"),
+        (LinearStepDevice, {"w_min": 0.0}, "w_min"),  # one-sided only where the step allows it
+        (SoftBoundsDevice, {"w_min": 0.0}, "w_min"),
         (ConstantStepDevice, {"w_min": 0.3}, "w_min"),
         (ConstantStepDevice, {"w_max": -0.1}, "w_max"),
         (ConstantStepDevice, {"up_down": 1.0}, "up_down"),
