@@ -12,4 +12,6 @@ fp=(--preset floating-point --task char-lm --model lstm --hidden 64 --seq-len 10
     --lr-milestones none --subset 3000 --seed 0 --threads 1 --no-progress --out "$OUT/gokmen-2018-lstm-fp")
 [[ -f "$OUT/gokmen-2018-lstm-fp/checkpoint.pt" ]] && fp+=(--resume)
 insitu train "${fp[@]}"
-insitu sweep report "$OUT/gokmen-2018-lstm" || true
+# Tiki-Taka v1 and chopped TTv2 on the most asymmetric device of the study (its defaults and the MLP study's settings).
+insitu sweep run docs/reproductions/configs/gokmen-2018-lstm-tiki-taka.yaml --out "$OUT/gokmen-2018-lstm-tiki-taka" --workers "${WORKERS:-2}" --threads 1
+python docs/reproductions/gokmen_2018_lstm.py --collect "$OUT"

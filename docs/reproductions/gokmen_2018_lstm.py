@@ -32,7 +32,7 @@ def _settings(results: dict) -> dict:
     return {
         "preset": config.get("preset"), "up_down": device.get("up_down"), "dw_min": device.get("dw_min"),
         "inp_bits": forward.get("inp_bits"), "inp_sto_round": forward.get("inp_sto_round"),
-        "out_noise": forward.get("out_noise"), "cell": cell.split(":")[0] if isinstance(cell, str) else cell,
+        "out_noise": forward.get("out_noise"), "cell": cell,
     }
 
 
@@ -59,7 +59,10 @@ def collect(root: Path) -> None:
             print(f"skipped (status {results.get('status')}): {path}")
             continue
         name = label(results)
-        target = DATA / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "-") + ".json")
+        safe = name
+        for char, replacement in ((" ", "_"), ("(", ""), (")", ""), ("=", "-"), (":", "_"), (",", "_")):
+            safe = safe.replace(char, replacement)
+        target = DATA / (safe + ".json")
         shutil.copyfile(path, target)
         print(f"{path} -> {target.name} ({name})")
 
