@@ -19,8 +19,9 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "gokmen-2018-lstm"
 BASE = {"up_down": 0.0, "dw_min": 0.001, "inp_bits": None, "inp_sto_round": False, "out_noise": 0.06, "cell": None}
 ORDER = [
-    "floating-point", "base", "up_down=0.02", "up_down=0.05", "tiki-taka (up_down=0.05)", "c-ttv2 (up_down=0.05)",
-    "dw_min=0.0005", "dw_min=0.002", "inp_bits=7", "inp_bits=5", "inp_bits=5+sr", "out_noise=0", "out_noise=0.12",
+    "floating-point", "base", "up_down=0.02", "up_down=0.05", "tiki-taka (up_down=0.05)",
+    "tiki-taka:transfer_lr=10 (up_down=0.05)", "c-ttv2 (up_down=0.05)",
+    "c-ttv2:transfer_lr=10,max_pulses=5,in_chop_prob=0.01 (up_down=0.05)", "dw_min=0.0005", "dw_min=0.002", "inp_bits=7", "inp_bits=5", "inp_bits=5+sr", "out_noise=0", "out_noise=0.12",
 ]
 
 
@@ -89,9 +90,11 @@ def main() -> None:
 
     final = [runs[n]["epochs"][-1]["bits_per_char"] for n in names]
     colors = ["tab:gray" if n == "floating-point" else "tab:green" if "(" in n else "tab:blue" for n in names]
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    short = [n.replace(":transfer_lr=10,max_pulses=5,in_chop_prob=0.01", " (MLP settings)").replace(":transfer_lr=10", " (MLP settings)")
+             for n in names]
+    fig, ax = plt.subplots(figsize=(9, 5))
     ax.barh(range(len(names)), final, color=colors)
-    ax.set_yticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), short)
     ax.invert_yaxis()
     low = min(final) - 0.3
     ax.set_xlim(low, max(final) + 0.1)
