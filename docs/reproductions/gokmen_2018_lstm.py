@@ -21,7 +21,8 @@ BASE = {"up_down": 0.0, "dw_min": 0.001, "inp_bits": None, "inp_sto_round": Fals
 ORDER = [
     "floating-point", "base", "up_down=0.02", "up_down=0.05", "tiki-taka (up_down=0.05)",
     "tiki-taka:transfer_lr=10 (up_down=0.05)", "c-ttv2 (up_down=0.05)",
-    "c-ttv2:transfer_lr=10,max_pulses=5,in_chop_prob=0.01 (up_down=0.05)", "dw_min=0.0005", "dw_min=0.002", "inp_bits=7", "inp_bits=5", "inp_bits=5+sr", "out_noise=0", "out_noise=0.12",
+    "c-ttv2:transfer_lr=10,max_pulses=5,in_chop_prob=0.01 (up_down=0.05)", "base, seed 1", "up_down=0.02, seed 1",
+    "dw_min=0.0005", "dw_min=0.002", "inp_bits=7", "inp_bits=5", "inp_bits=5+sr", "out_noise=0", "out_noise=0.12",
 ]
 
 
@@ -38,7 +39,13 @@ def _settings(results: dict) -> dict:
 
 
 def label(results: dict) -> str:
-    """The run's name: what differs from the base point."""
+    """The run's name: what differs from the base point (and the seed, when not 0)."""
+    name = _label(results)
+    seed = results["config"].get("seed", 0)
+    return name if seed == 0 else f"{name}, seed {seed}"
+
+
+def _label(results: dict) -> str:
     s = _settings(results)
     if s["preset"] == "floating-point":
         return "floating-point"
@@ -61,7 +68,7 @@ def collect(root: Path) -> None:
             continue
         name = label(results)
         safe = name
-        for char, replacement in ((" ", "_"), ("(", ""), (")", ""), ("=", "-"), (":", "_"), (",", "_")):
+        for char, replacement in ((", ", "_"), (" ", "_"), ("(", ""), (")", ""), ("=", "-"), (":", "_"), (",", "_")):
             safe = safe.replace(char, replacement)
         target = DATA / (safe + ".json")
         shutil.copyfile(path, target)
