@@ -285,13 +285,24 @@ class ConductancePairModel(DeviceModel):
 
     # -- refresh ----------------------------------------------------------------------------
     def after_update(self, weights, params, generator, step) -> int:
-        """Refresh saturated pairs after every ``refresh_every``-th update (module docstring);
-        returns the number of pairs refreshed."""
-        config = self.config
-        if config.refresh_every == 0 or step % config.refresh_every != 0:
+        """Refresh pairs after every ``refresh_every``-th update (optimizer step): the pairs
+        :meth:`_refresh` chooses get their state rewritten and are counted in the ``refreshes``
+        plane, and the weights are set to the read of the state. Returns the number refreshed."""
+        every = self.config.refresh_every
+        if every == 0 or step % every != 0:
             return 0
-        n_params = params.shape[0]
-        flat = params.view(n_params, -1)
+        flat = params.view(params.shape[0], -1)
+        idx = self._refresh(flat, generator)
+        if idx.numel() == 0:
+            return 0
+        self.plane(flat, "refreshes")[idx] += 1
+        weights.copy_(self.read(params).view_as(weights))
+        return int(idx.numel())
+
+    def _refresh(self, flat: torch.Tensor, generator) -> torch.Tensor:
+        """The closed-loop refresh (module docstring) on the flattened planes ``(P, N)``: the
+        saturated pairs are RESET and tuned back to their weight; returns their indices."""
+        config = self.config
         g_plus, g_minus = self.plane(flat, "g_plus"), self.plane(flat, "g_minus")
         plus, minus = flat[self._plus], flat[self._minus]
         span_plus = self.device.g_max_plane(plus) - self.reset
@@ -300,7 +311,7 @@ class ConductancePairModel(DeviceModel):
         saturated = (torch.maximum(fill_plus, fill_minus) >= config.refresh_threshold) & (torch.minimum(g_plus, g_minus) > self.reset)
         idx = saturated.nonzero().squeeze(1)
         if idx.numel() == 0:
-            return 0
+            return idx
         target = g_plus[idx] - g_minus[idx]
         reset = torch.full_like(target, self.reset)
         zero = torch.zeros_like(target)
@@ -312,6 +323,4 @@ class ConductancePairModel(DeviceModel):
         since_plus, since_minus = self.plane(flat, "since_plus"), self.plane(flat, "since_minus")
         since_plus[idx] = result["since_plus"].clamp_max(self.settled)
         since_minus[idx] = result["since_minus"].clamp_max(self.settled)
-        self.plane(flat, "refreshes")[idx] += 1
-        weights.copy_(self.read(params).view_as(weights))
-        return int(idx.numel())
+        return idx

@@ -202,19 +202,16 @@ class OneSidedPairModel(ConductancePairModel):
 
         return compiled_pairs.exp_step_conductance_pair_response(self.device.device)
 
-    def after_update(self, weights, params, generator, step) -> int:
-        """Refresh the pairs that meet the criterion after every ``refresh_every``-th update
-        (module docstring); returns the number refreshed.
+    def _refresh(self, flat: torch.Tensor, generator) -> torch.Tensor:
+        """The one-sided refresh (module docstring) on the flattened planes ``(P, N)``; returns
+        the indices of the refreshed pairs (:meth:`ConductancePairModel.after_update` runs it on
+        schedule, counts them and sets the weights to the read of the state).
 
         Read noise is drawn only for the candidates, the pairs within six standard deviations of
         both thresholds (the rest cannot pass: a read error beyond 6σ has probability < 1e-9), so
         the check costs a few passes over the array at every update rather than two normals per
         device."""
         config = self.config
-        if config.refresh_every == 0 or step % config.refresh_every != 0:
-            return 0
-        n_params = params.shape[0]
-        flat = params.view(n_params, -1)
         g_plus, g_minus = self.plane(flat, "g_plus"), self.plane(flat, "g_minus")
         full = self.device.nominal_g_max
         noisy = config.refresh_read_noise > 0 and generator is not None
@@ -223,7 +220,7 @@ class OneSidedPairModel(ConductancePairModel):
         candidates = ((torch.maximum(g_plus, g_minus) > upper - margin) & (torch.minimum(g_plus, g_minus) > lower - margin))
         candidates = candidates.nonzero().squeeze(1)
         if candidates.numel() == 0:
-            return 0
+            return candidates
         read_plus, read_minus = g_plus[candidates], g_minus[candidates]
         if noisy:
             noise = torch.randn((2, candidates.numel()), generator=generator, device=g_plus.device, dtype=g_plus.dtype)
@@ -232,7 +229,7 @@ class OneSidedPairModel(ConductancePairModel):
         chosen = (torch.maximum(read_plus, read_minus) > upper) & (torch.minimum(read_plus, read_minus) > lower)
         idx = candidates[chosen]
         if idx.numel() == 0:
-            return 0
+            return idx
         target = (read_plus - read_minus)[chosen]
         plus, minus = flat[self._plus][:, idx], flat[self._minus][:, idx]
         new_plus = self.device.reset_values(plus, generator)
@@ -242,6 +239,4 @@ class OneSidedPairModel(ConductancePairModel):
         new_plus = self._rewrite(new_plus, torch.where(target > 0, pulses, 0.0), plus, generator)
         new_minus = self._rewrite(new_minus, torch.where(target < 0, pulses, 0.0), minus, generator)
         g_plus[idx], g_minus[idx] = new_plus, new_minus
-        self.plane(flat, "refreshes")[idx] += 1
-        weights.copy_(self.read(params).view_as(weights))
-        return int(idx.numel())
+        return idx

@@ -46,11 +46,9 @@ def pow_step_response(w, signed, params, j, i, k, c2c, xi):
 
 
 @njit(inline="always")
-def exp_step_response(w, signed, params, j, i, k, c2c, xi):
-    """Exponential steps one by one (:mod:`insitu.devices.expstep`): ``dw_up max(1 - α_up e^{κ_up w}, 0)``
-    up, ``dw_down max(1 - α_down e^{κ_down w}, 0)`` down, clipped after each pulse; the
-    cycle-to-cycle noise of the ``n`` pulses as ``c2c sqrt(Σ step²) ξ``. Planes ``dw_up, dw_down,
-    alpha_up, rate_up, alpha_down, rate_down, w_min, w_max``."""
+def _exp_steps(w, signed, params, j, i, k, c2c, xi, add, slope):
+    # The exponential steps of exp_step_response with a pulse's noise spread |Δ| + add + slope |w|
+    # (add = slope = 0: |Δ|, whose square is Δ² exactly).
     n = abs(signed)
     w_min = params[j, i, k, 6]
     w_max = params[j, i, k, 7]
@@ -65,11 +63,21 @@ def exp_step_response(w, signed, params, j, i, k, c2c, xi):
     squares = 0.0
     for _ in range(n):
         step = dw * max(1.0 - alpha * math.exp(rate * w), 0.0)
-        squares += step * step
+        spread = abs(step) + add + slope * abs(w)
+        squares += spread * spread
         w = min(max(w + step, w_min), w_max)
     if c2c > 0.0:
         w = min(max(w + c2c * math.sqrt(squares) * xi, w_min), w_max)
     return w
+
+
+@njit(inline="always")
+def exp_step_response(w, signed, params, j, i, k, c2c, xi):
+    """Exponential steps one by one (:mod:`insitu.devices.expstep`): ``dw_up max(1 - α_up e^{κ_up w}, 0)``
+    up, ``dw_down max(1 - α_down e^{κ_down w}, 0)`` down, clipped after each pulse; the
+    cycle-to-cycle noise of the ``n`` pulses as ``c2c sqrt(Σ step²) ξ``. Planes ``dw_up, dw_down,
+    alpha_up, rate_up, alpha_down, rate_down, w_min, w_max``."""
+    return _exp_steps(w, signed, params, j, i, k, c2c, xi, 0.0, 0.0)
 
 
 _COMPLEX_NOISE: dict = {}
@@ -88,26 +96,7 @@ def exp_step_complex_noise_response(noise_add: float, noise_slope: float):
 
     @njit(inline="always")
     def respond(w, signed, params, j, i, k, c2c, xi):
-        n = abs(signed)
-        w_min = params[j, i, k, 6]
-        w_max = params[j, i, k, 7]
-        if signed > 0:
-            dw = params[j, i, k, 0]
-            alpha = params[j, i, k, 2]
-            rate = params[j, i, k, 3]
-        else:
-            dw = -params[j, i, k, 1]
-            alpha = params[j, i, k, 4]
-            rate = params[j, i, k, 5]
-        squares = 0.0
-        for _ in range(n):
-            step = dw * max(1.0 - alpha * math.exp(rate * w), 0.0)
-            spread = abs(step) + add + slope * abs(w)
-            squares += spread * spread
-            w = min(max(w + step, w_min), w_max)
-        if c2c > 0.0:
-            w = min(max(w + c2c * math.sqrt(squares) * xi, w_min), w_max)
-        return w
+        return _exp_steps(w, signed, params, j, i, k, c2c, xi, add, slope)
 
     _COMPLEX_NOISE[key] = respond
     return respond
