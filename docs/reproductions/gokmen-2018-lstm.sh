@@ -14,4 +14,6 @@ fp=(--preset floating-point --task char-lm --model lstm --hidden 64 --seq-len 10
 insitu train "${fp[@]}"
 # Tiki-Taka v1 and chopped TTv2 on the most asymmetric device of the study (its defaults and the MLP study's settings).
 insitu sweep run docs/reproductions/configs/gokmen-2018-lstm-tiki-taka.yaml --out "$OUT/gokmen-2018-lstm-tiki-taka" --workers "${WORKERS:-2}" --threads 1
+# A second seed of the base and the 4 % asymmetry point.
+insitu sweep run docs/reproductions/configs/gokmen-2018-lstm-seed1.yaml --out "$OUT/gokmen-2018-lstm-seed1" --workers "${WORKERS:-2}" --threads 1
 python docs/reproductions/gokmen_2018_lstm.py --collect "$OUT"
