@@ -18,6 +18,7 @@ from insitu.devices.pcm import ConductanceDevice, closed_loop_tune
 from insitu.presets import get_preset
 from insitu.tile import AnalogTile, TileConfig
 from insitu.update import PulseUpdateConfig
+from test_pcm_cell import _random_updates as _updates  # the same random rank-1 updates as the cell tests
 
 LINEAR_LSP = PCMDevice(g_max=0.5, dg=0.005)
 NONLINEAR_MSP = PCMDevice(g_max=1.0, g_max_dtod=0.1, dg=0.02, dg_dtod=0.2, dg_std=0.3, nonlinearity=2.0, initial_jump=0.1)
@@ -32,15 +33,6 @@ def _cell(**changes) -> TwoPairPCMCell:
 
 def _tile(out, inp, seed=0, **changes) -> AnalogTile:
     return AnalogTile(out, inp, TileConfig(cell=_cell(**changes), update=PulseUpdateConfig(bl=10)), seed=seed)
-
-
-def _updates(tile, steps, lr=0.05, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.rand(1, tile.in_features, generator=gen)
-        d = 0.5 * torch.randn(1, tile.out_features, generator=gen)
-        tile.stash(x, d)
-        tile.update(lr)
 
 
 def _state(tile) -> dict:
