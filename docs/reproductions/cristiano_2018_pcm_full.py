@@ -1,0 +1,122 @@
+"""Cristiano/Burr 2018 at full size (issue 18, item 3): all 60,000 MNIST training images, 10 epochs.
+
+The reduced study (``cristiano_2018_pcm.py``: 10,000 images, 2 epochs) could not reach the ~98 %
+regime the paper works in, not even in software. Here the same 784-250-125-10 sigmoid network trains
+on the whole training set at batch 1 with a step schedule (lr 0.1, halved after epochs 5 and 8), the
+software baseline first, then the two-pair cell of the ``cristiano-2018-two-pair`` preset, then the
+cell with the hardware's transfer (column by column, interleaved with training) and noisy verify reads.
+
+    python docs/reproductions/cristiano_2018_pcm_full.py run [--only fp,two-pair] [--epochs 10]
+    python docs/reproductions/cristiano_2018_pcm_full.py summarize
+
+Each run checkpoints after every epoch in ``runs/cristiano-2018-pcm-full/<name>`` and continues from
+there when the command is run again (``--epochs`` may grow). ``summarize`` copies each run's
+``results.json`` and last checkpoint to ``docs/reproductions/data/cristiano-2018-pcm-full/<name>/``
+and prints the table of the document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cristiano_2018_pcm import _two_pair  # noqa: E402  (the preset with some cell fields changed)
+
+from insitu.data import load_dataset  # noqa: E402
+from insitu.training import TrainConfig, run_training  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "runs" / "cristiano-2018-pcm-full"
+DATA = ROOT / "docs" / "reproductions" / "data" / "cristiano-2018-pcm-full"
+EPOCHS, LR, MILESTONES, GAMMA = 10, 0.1, (5, 8), 0.5
+
+#: name -> (label, preset name or a function giving the tile config)
+CONDITIONS = {
+    "fp": ("software (floating point)", "floating-point"),
+    "two-pair": ("two pairs (preset: whole-array transfer, exact verify)", "cristiano-2018-two-pair"),
+    # Ambrogio et al. transfer column by column, interleaved with training; 8 columns at a time keep
+    # each column's period at 1,000 examples while the closed-loop loop runs 98 times per period
+    # instead of 784 (cost, see the document). Verify reads with noise of 0.01 in weight units,
+    # half the tuning tolerance 0.02 (this project's choice).
+    "two-pair-columns": (
+        "two pairs, 8 columns per transfer, verify read noise 0.01",
+        lambda: _two_pair(transfer_mode="columns", transfer_columns=8, clt_read_noise=0.01),
+    ),
+}
+
+
+def train_config(name: str, epochs: int) -> TrainConfig:
+    _, spec = CONDITIONS[name]
+    common = dict(
+        dataset="mnist", model="mlp", hidden=(250, 125), activation="sigmoid", epochs=epochs, batch_size=1,
+        lr=LR, lr_milestones=MILESTONES, lr_gamma=GAMMA, seed=0,
+    )
+    if isinstance(spec, str):
+        return TrainConfig(preset=spec, **common)
+    return TrainConfig(preset="cristiano-2018-two-pair", tile=spec(), **common)
+
+
+def run(names, epochs: int, data_dir: str) -> None:
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", path=data_dir)
+    for name in names:
+        out = RUNS / name
+        resume = (out / "checkpoint.pt").exists()
+        started = time.perf_counter()
+        run_training(train_config(name, epochs), out, data=data, resume=resume, progress=False,
+                     log=lambda s, n=name: print(f"{n}: {s}", flush=True))
+        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def summarize() -> None:
+    print("| condition | epochs | test error per epoch (%) | final | best | ms/sample | transfers | CLT failures |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (label, _) in CONDITIONS.items():
+        run_dir = RUNS / name
+        if not (run_dir / "results.json").exists():
+            print(f"{name}: no results yet", file=sys.stderr)
+            continue
+        target = DATA / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("results.json", "checkpoint.pt"):
+            if (run_dir / file).exists():
+                shutil.copyfile(run_dir / file, target / file)
+        results = json.loads((run_dir / "results.json").read_text())
+        epochs = results["epochs"]
+        errors = [100 * e["test_error"] for e in epochs]
+        ms = 1e3 * sum(e["seconds_per_sample"] for e in epochs) / max(len(epochs), 1)
+        transfer = [c["transfer"] for c in results.get("counters", {}).values() if "transfer" in c]
+        transfers = sum(t.get("transfers", 0) for t in transfer)
+        failures = sum(t.get("clt_failures", 0) for t in transfer)
+        print(
+            f"| {label} | {len(epochs)} | {' / '.join(f'{e:.2f}' for e in errors)} | {errors[-1]:.2f} | "
+            f"{min(errors):.2f} | {ms:.2f} | {transfers if transfer else ''} | {failures if transfer else ''} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "summarize"])
+    parser.add_argument("--only", default=None, help="comma-separated condition names")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    args = parser.parse_args()
+    if args.action == "summarize":
+        summarize()
+        return
+    names = list(CONDITIONS) if args.only is None else args.only.split(",")
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown:
+        parser.error(f"unknown condition(s) {unknown}; choose from {list(CONDITIONS)}")
+    run(names, args.epochs, args.data_dir)
+
+
+if __name__ == "__main__":
+    main()
