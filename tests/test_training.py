@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from insitu.cli import main
 from insitu.config import ConfigError
 from insitu.data import load_dataset
-from insitu.training import TrainConfig, TrainingDiverged, run_training
+from insitu.nn import AnalogLinear
+from insitu.training import TrainConfig, TrainingDiverged, build_model, run_training
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +186,29 @@ def test_cnn_2017_model_shapes_and_a_short_run(tmp_path, shared_datasets):
     assert saved["conv_tile_config"]["devices_per_weight"] == 4 and saved["tile_config"]["devices_per_weight"] == 1
     with pytest.raises(ConfigError, match="cnn-2017 only"):
         TrainConfig(conv_preset="gokmen-2017-cnn-nm-bm")
+
+
+def test_each_convolution_takes_its_own_preset():
+    from insitu.nn import AnalogConv2d
+
+    config = TrainConfig(
+        model="cnn-2017", activation="tanh", preset="gokmen-2017-cnn-nm-bm-um",
+        conv_preset="gokmen-2017-cnn-nm-bm-um-13d,gokmen-2017-cnn-nm-bm-um-4d",
+    )
+    model = build_model(config, (1, 28, 28), 10)
+    convs = [m for m in model.modules() if isinstance(m, AnalogConv2d)]
+    assert [c.tile.config.devices_per_weight for c in convs] == [13, 4]
+    linears = [m for m in model.modules() if isinstance(m, AnalogLinear)]
+    assert {m.tile.config.devices_per_weight for m in linears} == {1}
+    # K1 (16 maps x 5*5+1 inputs) holds 13 devices per weight, K2 (32 x 16*25+1) 4.
+    assert convs[0].tile.weight.shape == (16, 26, 13) and convs[1].tile.weight.shape == (32, 401, 4)
+    # One name applies to both convolutions; the results record one config then, else one per convolution.
+    both = TrainConfig(model="cnn-2017", conv_preset="gokmen-2017-cnn-nm-bm-um-4d")
+    assert [c.devices_per_weight for c in both.conv_tile_configs()] == [4, 4]
+    with pytest.raises(ConfigError, match="one per convolution"):
+        TrainConfig(model="cnn-2017", conv_preset="gokmen-2017-cnn-nm-bm,gokmen-2017-cnn-nm-bm,gokmen-2017-cnn-nm-bm")
+    with pytest.raises(ConfigError, match="unknown preset 'gokmen-2017-cnn-nm-bm-um-12d'"):
+        TrainConfig(model="cnn-2017", conv_preset="gokmen-2017-cnn-nm-bm-um-13d,gokmen-2017-cnn-nm-bm-um-12d")
 
 
 def test_a_finished_run_extends_to_more_epochs_as_if_run_in_one_go(tmp_path, digits):

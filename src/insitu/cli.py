@@ -31,7 +31,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--preset", default="gokmen-vlasov-2016", show_default=True, help="Tile preset (see `insitu presets`).")
-@click.option("--conv-preset", default=None, help="Preset of the convolutional layers of --model cnn-2017 (default: --preset).")
+@click.option("--conv-preset", default=None, help="Preset of the convolutional layers of --model cnn-2017 (default: --preset); a comma-separated list gives one per convolution, K1,K2.")
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, fashion-mnist or digits.")
 @click.option("--data-dir", default=None, help="Folder holding the dataset (else INSITU_DATA, the user cache, /usr/share/datasets).")
 @click.option("--download", is_flag=True, help="Download the dataset into the user cache if it is not found.")

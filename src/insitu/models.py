@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from .nn import AnalogConv2d, AnalogLinear
@@ -51,18 +53,23 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+#: Convolutions of :func:`cnn_2017` (K1, K2), each one array.
+CNN_2017_CONVOLUTIONS = 2
+
+
 def cnn_2017(
     image_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,
     activation: str = "tanh",
     config: TileConfig | None = None,
     bias_on_array: bool = True,
-    conv_config: TileConfig | None = None,
+    conv_config: TileConfig | Sequence[TileConfig] | None = None,
 ) -> nn.Sequential:
     """The CNN of Gokmen, Onen & Haensch 2017 (Front. Neurosci. 11:538).
 
     ``config`` is the tile config of every layer; ``conv_config``, when given, replaces it for
-    the two convolutional layers (the paper applies some techniques to those only).
+    the two convolutional layers (the paper applies some techniques to those only): one config for
+    both, or a sequence of two, K1's then K2's (the paper uses more devices per weight on K1).
 
     conv 5×5, 16 maps -> max-pool 2 -> conv 5×5, 32 maps -> max-pool 2 -> fully connected
     512 -> 128 -> ``num_classes``, ``tanh`` after every layer but the last (for 28×28 inputs the
@@ -79,8 +86,17 @@ def cnn_2017(
         )
     flat = 32 * ((((height - 4) // 2) - 4) // 2) * ((((width - 4) // 2) - 4) // 2)
 
+    if conv_config is None or isinstance(conv_config, TileConfig):
+        conv_configs = [conv_config if conv_config is not None else config] * CNN_2017_CONVOLUTIONS
+    else:
+        conv_configs = list(conv_config)
+        if len(conv_configs) != CNN_2017_CONVOLUTIONS or not all(isinstance(c, TileConfig) for c in conv_configs):
+            raise ValueError(
+                f"conv_config must be one TileConfig or a sequence of {CNN_2017_CONVOLUTIONS} (K1, K2); got {conv_config!r}."
+            )
+
     def conv(c_in, c_out):
-        layer_config = conv_config if conv_config is not None else config
+        layer_config = conv_configs.pop(0)
         if layer_config is None:
             return nn.Conv2d(c_in, c_out, 5)
         return AnalogConv2d(c_in, c_out, 5, config=layer_config, bias_on_array=bias_on_array)

@@ -86,6 +86,17 @@ def gokmen_2017_cnn_nm_bm_um_4d() -> TileConfig:
     return gokmen_2017_cnn_nm_bm_um().replace(devices_per_weight=4)
 
 
+def gokmen_2017_cnn_nm_bm_um_13d() -> TileConfig:
+    """``gokmen-2017-cnn-nm-bm-um`` with unit cells of 13 devices per weight (mean readout).
+
+    The paper's strongest variation reduction: up to 13 devices per weight on the first
+    convolution K1 (papers.md §2.4, [R, low confidence]), whose 16 x 26 array is the smallest and
+    the most reused (576 patches an image). Meant for K1 only:
+    ``--conv-preset gokmen-2017-cnn-nm-bm-um-13d,gokmen-2017-cnn-nm-bm-um-4d``.
+    """
+    return gokmen_2017_cnn_nm_bm_um().replace(devices_per_weight=13)
+
+
 # -- Cristiano, Giordano, Ambrogio, ..., Burr 2018 (J. Appl. Phys. 124, 151901): two PCM pairs --------
 # The paper's device tables and thresholds were not recovered (papers.md §4: [R]); the numbers below
 # are this project's choices, in weight units, sized for the 784-250-125-10 MNIST network trained at
@@ -548,6 +559,7 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "gokmen-2017-cnn-nm-bm": gokmen_2017_cnn_nm_bm,
     "gokmen-2017-cnn-nm-bm-um": gokmen_2017_cnn_nm_bm_um,
     "gokmen-2017-cnn-nm-bm-um-4d": gokmen_2017_cnn_nm_bm_um_4d,
+    "gokmen-2017-cnn-nm-bm-um-13d": gokmen_2017_cnn_nm_bm_um_13d,
     "cristiano-2018-two-pair": cristiano_2018_two_pair,
     "cristiano-2018-same-device": cristiano_2018_same_device,
     "cristiano-2018-single-pair": cristiano_2018_single_pair,

@@ -32,6 +32,7 @@ from torch import nn
 
 from .checkpoint import FolderLock, LockedError, load_checkpoint
 from .config import Config, ConfigError, _closest, register_config
+from .models import CNN_2017_CONVOLUTIONS
 from .optim import AnalogSGD
 from .tile import AnalogTile, TileConfig
 
@@ -71,7 +72,10 @@ class TrainConfig(Config):
             analog product with its own noise).
         tile: a full tile config that replaces the preset's (e.g. from ``--tile-config FILE``);
             ``preset`` then only names the starting point.
-        conv_preset: preset of the convolutional layers of ``cnn-2017`` (default: ``preset``).
+        conv_preset: preset of the convolutional layers of ``cnn-2017`` (default: ``preset``):
+            one name for every convolution, or a comma-separated list with one name per
+            convolution in order (``"gokmen-2017-cnn-nm-bm-um-13d,gokmen-2017-cnn-nm-bm-um-4d"``:
+            13 devices per weight on K1, 4 on K2, as the paper reduces variability layer by layer).
         update_algorithm: override of the preset's update algorithm (``sgd``, ``mbgd``, ``svd``
             or ``sbe``; :mod:`insitu.update.lowrank`), or ``None``.
         rank: singular pairs written per batch by ``svd`` and ``sbe``.
@@ -189,9 +193,20 @@ class TrainConfig(Config):
         elif self.rank != 1:
             self._fail("rank", "applies with update_algorithm 'svd' or 'sbe' (--update); leave it at 1 otherwise.")
         if self.conv_preset is not None:
-            self._check_choice("conv_preset", PRESETS)
+            if not isinstance(self.conv_preset, str):
+                self._fail("conv_preset", "must be a preset name or a comma-separated list of them, one per convolution.")
+            names = self.conv_preset.split(",")
+            for name in names:
+                if name not in PRESETS:
+                    self._fail("conv_preset", f"unknown preset '{name}'; choose from {sorted(PRESETS)}.{_closest(name, PRESETS)}")
             if self.model != "cnn-2017":
                 self._fail("conv_preset", "applies to the convolutional layers of --model cnn-2017 only.")
+            if len(names) not in (1, CNN_2017_CONVOLUTIONS):
+                self._fail(
+                    "conv_preset",
+                    f"names {len(names)} presets; give one for every convolution or one per convolution "
+                    f"({CNN_2017_CONVOLUTIONS} for cnn-2017, in order K1,K2).",
+                )
         if self.cell is not None:
             from .cells import cell_from_spec
 
@@ -214,12 +229,20 @@ class TrainConfig(Config):
         return self._with_overrides(self.tile if self.tile is not None else get_preset(self.preset))
 
     def conv_tile_config(self) -> TileConfig:
-        """The tile config of convolutional layers (``conv_preset``, else the common one)."""
+        """The tile config of the first convolution (``conv_preset``, else the common one)."""
+        return self.conv_tile_configs()[0]
+
+    def conv_tile_configs(self) -> tuple[TileConfig, ...]:
+        """The tile config of each convolution of ``cnn-2017``, in order (``conv_preset``, else the
+        common one)."""
         from .presets import get_preset
 
         if self.conv_preset is None:
-            return self.tile_config()
-        return self._with_overrides(get_preset(self.conv_preset))
+            return (self.tile_config(),) * CNN_2017_CONVOLUTIONS
+        names = self.conv_preset.split(",")
+        if len(names) == 1:
+            names = names * CNN_2017_CONVOLUTIONS
+        return tuple(self._with_overrides(get_preset(name)) for name in names)
 
     def _algorithm(self):
         from .update import UpdateAlgorithmConfig
@@ -245,7 +268,7 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
     if config.model == "cnn-2017":
         return cnn_2017(
             image_shape, num_classes, config.activation, config.tile_config(), config.bias_on_array,
-            conv_config=config.conv_tile_config(),
+            conv_config=config.conv_tile_configs(),
         )
     sizes = (math.prod(image_shape), *config.hidden, num_classes)
     return mlp(sizes, config.activation, config.tile_config(), bias_on_array=config.bias_on_array)
@@ -652,9 +675,18 @@ def _results_header(config, dataset: dict) -> dict:
         "status": "running",
         "config": config.to_dict(),
         "tile_config": config.tile_config().to_dict() if hasattr(config, "tile_config") else None,
-        "conv_tile_config": config.conv_tile_config().to_dict() if getattr(config, "model", None) == "cnn-2017" else None,
+        "conv_tile_config": _conv_tile_configs_record(config),
         "dataset": dataset,
     }
+
+
+def _conv_tile_configs_record(config):
+    """The convolutions' tile config for results.json: one dict when every convolution has the same
+    (as runs recorded it before per-convolution presets), else a list, one per convolution."""
+    if getattr(config, "model", None) != "cnn-2017":
+        return None
+    configs = [c.to_dict() for c in config.conv_tile_configs()]
+    return configs[0] if all(c == configs[0] for c in configs) else configs
 
 
 class _RunBook:
