@@ -15,8 +15,14 @@ rank-1 write through stochastic pulses on the 2016 device). For every (method, b
 
 Recorded per run: epochs, optimizer steps ("matrix updates" as the paper counts them: one per batch,
 one per sample for SGD) and rank-1 writes on the arrays (a full MBGD write costs one per row of W), at
-the first check with loss <= target; and the share of the batch gradient's energy in its first
-singular pair (σ₁²/Σσ², first layer, sampled during the run).
+the first check with loss <= target; the share of the batch gradient's energy in its first
+singular pair (σ₁²/Σσ², first layer, sampled during the run); and, for SBE, how well the streamed
+estimate has converged to the batch gradient's exact top-k singular subspaces at the same sampled
+steps (first layer: ``‖Q_estᵀ U_k‖²_F / k`` on both sides, 1 when the estimate spans the exact
+subspace; for k = 1 the squared cosine between the streamed and the exact vector).
+
+``--ranks 1,2,4`` runs SVD-k and SBE-k for each k (files ``svd-b128.json`` for k = 1, as before,
+``svd2-b128.json`` for k = 2).
 
 Results go to ``--out`` (one JSON per run, so an interrupted sweep resumes where it stopped) and a
 summary table ``summary.json``. Example (the committed data)::
@@ -49,8 +55,8 @@ set_backend("torch")
 METHODS = ("sgd", "mbgd", "svd", "sbe")
 
 
-def build(preset: str, method: str, seed: int) -> torch.nn.Module:
-    config = get_preset(preset).replace(algorithm=UpdateAlgorithmConfig(method=method))
+def build(preset: str, method: str, seed: int, rank: int = 1) -> torch.nn.Module:
+    config = get_preset(preset).replace(algorithm=UpdateAlgorithmConfig(method=method, rank=rank))
     torch.manual_seed(seed)  # same initial weights and device draws for every run
     return mlp((784, 100, 10), "relu", config)
 
@@ -70,13 +76,15 @@ def full_loss(model, x, y) -> float:
 class Run:
     """One (method, batch size, lr) training run that can be advanced a fraction of an epoch at a time."""
 
-    def __init__(self, preset, method, batch, lr, data, seed):
-        self.model = build(preset, method, seed)
+    def __init__(self, preset, method, batch, lr, data, seed, rank=1):
+        self.model = build(preset, method, seed, rank)
+        self.rank = rank
         self.optimizer = AnalogSGD(self.model.parameters(), lr=lr, fused=False)  # the per-tile path the committed numbers were made with
         self.batch, self.data, self.method = batch, data, method
         self.order_generator = torch.Generator().manual_seed(seed)
         self.position, self.epochs_done, self.order = 0, 0, None
         self.energy_share: list[float] = []
+        self.alignment: list[tuple[float, float]] = []  # SBE: (input side, output side) subspace overlap
 
     def advance(self, fraction: float) -> None:
         """Train on the next ``fraction`` of an epoch (whole batches)."""
@@ -94,11 +102,22 @@ class Run:
             if not math.isfinite(loss.item()):
                 raise FloatingPointError("diverged")
             loss.backward()
-            if self.batch > 1 and len(self.energy_share) < 200 and torch.rand(1, generator=self.order_generator) < 0.05:
-                s = torch.linalg.svdvals(tiles(self.model)[0].pending_gradient())
+            # The sampling draw comes from the order generator (as in the committed runs: their data
+            # order depends on it); the alignment below adds no draw.
+            sampled = self.batch > 1 and len(self.energy_share) < 200 and torch.rand(1, generator=self.order_generator) < 0.05
+            if sampled:
+                gradient = tiles(self.model)[0].pending_gradient()
+                s = torch.linalg.svdvals(gradient)
                 self.energy_share.append(float(s[0] ** 2 / (s**2).sum()))
             self.optimizer.step()
+            if sampled and self.method == "sbe":
+                self.alignment.append(subspace_alignment(gradient, tiles(self.model)[0].algorithm, self.rank))
         self.epochs_done += steps * self.batch / n
+
+    def mean_alignment(self) -> list[float] | None:
+        if not self.alignment:
+            return None
+        return [sum(a[i] for a in self.alignment) / len(self.alignment) for i in (0, 1)]
 
     def counts(self) -> dict:
         ts = tiles(self.model)
@@ -110,24 +129,34 @@ class Run:
         }
 
 
+def subspace_alignment(gradient: torch.Tensor, algorithm, k: int) -> tuple[float, float]:
+    """How much of the exact top-``k`` singular subspaces of ``gradient`` ``(out, in)`` the streamed
+    SBE estimate spans after the batch: ``(‖Q_xᵀ V_k‖²_F / k, ‖Q_δᵀ U_k‖²_F / k)``, each in [0, 1]
+    (for k = 1 the squared cosine between the streamed and the exact singular vector)."""
+    u, _, vh = torch.linalg.svd(gradient.double(), full_matrices=False)
+    q_x, _ = torch.linalg.qr(algorithm.x_estimate.double())
+    q_d, _ = torch.linalg.qr(algorithm.d_estimate.double())
+    return float((q_x.t() @ vh[:k].t()).pow(2).sum() / k), float((q_d.t() @ u[:, :k]).pow(2).sum() / k)
+
+
 LR_GRID = [round(10 ** (e / 2), 6) for e in range(-8, 3)]  # 1e-4 ... 10, half-decade steps
 
 
-def tune(preset, method, batch, data, args, start_lr):
+def tune(preset, method, batch, data, args, start_lr, rank=1):
     """Hill-climb the lr grid from ``start_lr``; return ``(best lr, its run, {lr: loss})``."""
     tried = {}
 
     def attempt(i):
         if i not in tried:
             lr = LR_GRID[i]
-            run = Run(preset, method, batch, lr, data, args.seed)
+            run = Run(preset, method, batch, lr, data, args.seed, rank)
             try:
                 run.advance(args.tune_epochs)
                 loss = full_loss(run.model, data.train_x, data.train_y)
             except FloatingPointError:
                 loss = math.inf
             tried[i] = (loss if math.isfinite(loss) else math.inf, run)
-            print(f"  {method} b{batch} lr {lr:g}: loss {loss:.4f} after {args.tune_epochs} epochs", flush=True)
+            print(f"  {method}{'' if rank == 1 else rank} b{batch} lr {lr:g}: loss {loss:.4f} after {args.tune_epochs} epochs", flush=True)
         return tried[i][0]
 
     i = min(range(len(LR_GRID)), key=lambda j: abs(math.log(LR_GRID[j] / start_lr)))
@@ -143,9 +172,9 @@ def tune(preset, method, batch, data, args, start_lr):
     return LR_GRID[best_i], tried[best_i][1], {str(LR_GRID[k]): v[0] for k, v in sorted(tried.items())}
 
 
-def run_point(preset, method, batch, data, args, start_lr) -> dict:
+def run_point(preset, method, batch, data, args, start_lr, rank=1) -> dict:
     started = time.perf_counter()
-    best_lr, run, tuning = tune(preset, method, batch, data, args, start_lr)
+    best_lr, run, tuning = tune(preset, method, batch, data, args, start_lr, rank)
     loss = full_loss(run.model, data.train_x, data.train_y)
     history = [(run.epochs_done, loss, run.counts())]
     while loss > args.target and run.epochs_done < args.max_epochs - 1e-9:
@@ -157,11 +186,12 @@ def run_point(preset, method, batch, data, args, start_lr) -> dict:
     reached = loss <= args.target
     epochs, final_loss, counts = history[-1]
     return {
-        "preset": preset, "method": method, "batch_size": batch, "lr": best_lr, "tuning_loss": tuning,
+        "preset": preset, "method": method, "rank": rank, "batch_size": batch, "lr": best_lr, "tuning_loss": tuning,
         "target_loss": args.target, "reached": reached, "epochs": epochs, "loss": final_loss,
         "matrix_updates": counts["steps"] if method != "sgd" else counts["steps"] * batch,
         **counts,
         "energy_share_first_pair": (sum(run.energy_share) / len(run.energy_share)) if run.energy_share else None,
+        "sbe_alignment_input_output": run.mean_alignment(),
         "history": [{"epochs": e, "loss": lo, "rank1_writes": c["rank1_writes"]} for e, lo, c in history],
         "seconds": time.perf_counter() - started,
     }
@@ -172,6 +202,7 @@ def main() -> None:
     parser.add_argument("--preset", default="floating-point")
     parser.add_argument("--methods", default="sgd,mbgd,svd,sbe")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024")
+    parser.add_argument("--ranks", default="1", help="Singular pairs k written per step by svd and sbe (comma-separated).")
     parser.add_argument("--start-lr", type=float, default=0.01, help="Where the lr search of the smallest batch starts.")
     parser.add_argument("--tune-epochs", type=float, default=1.0)
     parser.add_argument("--max-epochs", type=float, default=40)
@@ -190,21 +221,25 @@ def main() -> None:
     data.train_x, data.train_y = data.train_x.reshape(len(data.train_x), -1), data.train_y
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = []
     for method in args.methods.split(","):
+        ranks = [int(k) for k in args.ranks.split(",")] if method in ("svd", "sbe") else [1]
+        runs += [(method, k) for k in ranks]
+    for method, rank in runs:
         # SGD is one rank-1 write per sample whatever the batch: the paper's reference is batch 1.
-        batches = [1] if method == "sgd" else [int(b) for b in args.batch_sizes.split(",")]
+        batches = [1] if method == "sgd" else [int(b) for b in args.batch_sizes.split(",") if int(b) >= rank]
         start_lr = args.start_lr
         for batch in batches:
-            path = out / f"{method}-b{batch}.json"
+            path = out / f"{method}{'' if rank == 1 else rank}-b{batch}.json"
             if path.exists():
                 start_lr = json.loads(path.read_text())["lr"]
                 continue
-            result = run_point(args.preset, method, batch, data, args, start_lr)
+            result = run_point(args.preset, method, batch, data, args, start_lr, rank)
             start_lr = result["lr"]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
             tmp.replace(path)
-            print(f"{method} b{batch}: lr {result['lr']:g}, reached={result['reached']} after {result['epochs']:.2f} epochs, "
+            print(f"{method}{'' if rank == 1 else rank} b{batch}: lr {result['lr']:g}, reached={result['reached']} after {result['epochs']:.2f} epochs, "
                   f"{result['matrix_updates']} matrix updates, {result['rank1_writes']} rank-1 writes ({result['seconds']:.0f} s)", flush=True)
     report(out, args.target)
 
@@ -212,13 +247,22 @@ def main() -> None:
 def report(out: Path, target: float) -> None:
     """``summary.json``, ``table.md`` and ``writes.png`` from the per-run files in ``out``."""
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json"))]
-    runs.sort(key=lambda r: (METHODS.index(r["method"]), r["batch_size"]))
     for r in runs:
+        r.setdefault("rank", 1)  # runs recorded before --ranks wrote rank 1 only
         r.pop("history", None)
+    runs.sort(key=lambda r: (METHODS.index(r["method"]), r["rank"], r["batch_size"]))
     (out / "summary.json").write_text(json.dumps(runs, indent=1))
-    by = {(r["method"], r["batch_size"]): r for r in runs}
-    sgd = by.get(("sgd", 1))
+    by = {(r["method"], r["rank"], r["batch_size"]): r for r in runs}
+    sgd = by.get(("sgd", 1, 1))
     batches = sorted({r["batch_size"] for r in runs if r["method"] != "sgd"})
+    # Columns: MBGD, SVD-1, SBE-1, then SVD-k and SBE-k for every k > 1 that was run.
+    columns = [("mbgd", 1), ("svd", 1), ("sbe", 1)]
+    columns += sorted({(r["method"], r["rank"]) for r in runs if r["rank"] > 1}, key=lambda c: (c[1], METHODS.index(c[0])))
+    present = {(r["method"], r["rank"]) for r in runs}
+    columns = [c for c in columns if c in present]
+
+    def name(method, rank):
+        return method.upper() + (f"-{rank}" if method in ("svd", "sbe") else "")
 
     def cell(r):
         if r is None:
@@ -227,20 +271,32 @@ def report(out: Path, target: float) -> None:
             return f"{r['epochs']:.2f} / {r['matrix_updates']:,} / {r['rank1_writes']:,} (lr {r['lr']:g})"
         return f"not reached: loss {r['loss']:.3f} after {r['epochs']:.1f} ep. / {r['matrix_updates']:,} / {r['rank1_writes']:,} (lr {r['lr']:g})"
 
+    def alignment(b):
+        parts = []
+        for method, rank in columns:
+            r = by.get((method, rank, b))
+            if method == "sbe" and r and r.get("sbe_alignment_input_output"):
+                x_side, d_side = r["sbe_alignment_input_output"]
+                parts.append(f"k={rank}: {x_side:.2f} / {d_side:.2f}")
+        return ", ".join(parts)
+
     lines = [
         f"Epochs / matrix updates (per layer) / rank-1 writes (both layers) to a training loss <= {target}; "
-        "'not reached': the loss where the run stopped at the epoch cap.",
+        "'not reached': the loss where the run stopped at the epoch cap. SBE alignment: how much of the batch "
+        "gradient's exact top-k singular subspaces the streamed estimate spans (input side / output side, 1 = all; "
+        "first layer, mean over sampled steps).",
         "",
-        "| batch | " + " | ".join(m.upper() + ("-1" if m in ("svd", "sbe") else "") for m in METHODS[1:]) + " | σ₁²/Σσ² (layer 1) |",
-        "|---|" + "---|" * (len(METHODS) - 1) + "---|",
+        "| batch | " + " | ".join(name(*c) for c in columns) + " | σ₁²/Σσ² (layer 1) | SBE alignment |",
+        "|---|" + "---|" * len(columns) + "---|---|",
     ]
     if sgd:
-        lines.append(f"| 1 (SGD) | {cell(sgd)} | | | |")
+        lines.append(f"| 1 (SGD) | {cell(sgd)} |" + " |" * len(columns) + " |")
     for b in batches:
-        share = by.get(("svd", b)) or by.get(("mbgd", b))
+        share = by.get(("svd", 1, b)) or by.get(("mbgd", 1, b)) or by.get(("sbe", 1, b))
         share = share.get("energy_share_first_pair") if share else None
         lines.append(
-            f"| {b} | " + " | ".join(cell(by.get((m, b))) for m in METHODS[1:]) + f" | {'' if share is None else f'{share:.2f}'} |"
+            f"| {b} | " + " | ".join(cell(by.get((m, k, b))) for m, k in columns)
+            + f" | {'' if share is None else f'{share:.2f}'} | {alignment(b)} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -251,13 +307,13 @@ def report(out: Path, target: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for m, style in zip(METHODS[1:], ("o-", "s-", "^-")):
-        pts = [by[(m, b)] for b in batches if (m, b) in by]
+    for (m, k), style in zip(columns, ("o-", "s-", "^-", "v--", "D--", "<:", ">:")):
+        pts = [by[(m, k, b)] for b in batches if (m, k, b) in by]
         if not pts:
             continue
         xs = [p["batch_size"] for p in pts]
         for ax, key in zip(axes, ("epochs", "matrix_updates")):
-            line, = ax.plot(xs, [p[key] for p in pts], style, label=m.upper() + ("-1" if m in ("svd", "sbe") else ""))
+            line, = ax.plot(xs, [p[key] for p in pts], style, label=name(m, k))
             missed = [(p["batch_size"], p[key]) for p in pts if not p["reached"]]
             if missed:
                 ax.plot(*zip(*missed), "x", color=line.get_color(), ms=10)
