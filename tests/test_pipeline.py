@@ -20,15 +20,20 @@ def test_the_delays_of_the_pipeline_model():
     assert pipeline_delays(1) == [1]
 
 
-def _net(analog: bool) -> nn.Sequential:
+def _net(analog) -> nn.Sequential:
     torch.manual_seed(0)
+    if analog == "sparse":  # two pre-defined sparse junctions of Dey et al. (6 inputs padded to 8)
+        from insitu.sparse.training import SparseTrainConfig, build_sparse_mlp
+
+        model, _ = build_sparse_mlp(SparseTrainConfig(sizes=(8, 4, 3), out_degrees=(2, 3), activation="sigmoid"))
+        return nn.Sequential(nn.ConstantPad1d((0, 2), 0.0), *model)
     if analog:
         config = get_preset("gokmen-vlasov-2016")
         return nn.Sequential(AnalogLinear(6, 5, config=config, seed=1), nn.Sigmoid(), AnalogLinear(5, 3, config=config, seed=2))
     return nn.Sequential(nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 3))
 
 
-@pytest.mark.parametrize("analog", [False, True])
+@pytest.mark.parametrize("analog", [False, True, "sparse"])
 def test_each_forward_pass_uses_the_weights_of_delay_updates_ago_and_the_update_the_current_ones(analog):
     model = _net(analog)
     layers = weight_layers(model)
@@ -36,7 +41,7 @@ def test_each_forward_pass_uses_the_weights_of_delay_updates_ago_and_the_update_
     seen = {0: [], 1: []}
     for index, layer in enumerate(layers):  # registered after the pipeline's: sees the swapped-in weights
         layer.register_forward_pre_hook(lambda m, i, index=index: seen[index].append([p.detach().clone() for p in m.parameters()]))
-    optimizer = AnalogSGD(model.parameters(), lr=0.1) if analog else torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = AnalogSGD(model.parameters(), lr=0.1) if analog is True else torch.optim.SGD(model.parameters(), lr=0.1)
     after = [[[p.detach().clone() for p in layer.parameters()] for layer in layers]]  # after[k]: after k steps
     g = torch.Generator().manual_seed(3)
     for _ in range(8):
@@ -93,6 +98,23 @@ def test_pipelined_training_resumes_bit_identically(tmp_path):
     assert saved["config"]["pipeline"] is True
     # Without the option the config dict is as before (point keys and recorded configs unchanged).
     assert "pipeline" not in TrainConfig().to_dict()
+
+
+def test_the_sparse_mlp_trains_pipelined_and_resumes_bit_identically(tmp_path):
+    from insitu.data import load_dataset
+    from insitu.sparse.training import SparseTrainConfig, train_sparse
+
+    data = load_dataset("digits", subset=300, seed=0)
+    config = SparseTrainConfig(dataset="digits", sizes=(64, 32, 10), out_degrees=(8, 5), epochs=2, batch_size=1, optimizer="sgd", lr=0.05, subset=300, pipeline=True)
+    straight = train_sparse(config, data, out_dir=tmp_path / "a")
+    train_sparse(config.replace(epochs=1), data, out_dir=tmp_path / "b")
+    resumed = train_sparse(config, data, out_dir=tmp_path / "b", resume=True)
+    assert [e["test_accuracy"] for e in straight["epochs"]] == [e["test_accuracy"] for e in resumed["epochs"]]
+    assert straight["epochs"][-1]["train_loss"] == resumed["epochs"][-1]["train_loss"]
+    plain = train_sparse(config.replace(pipeline=False), data)
+    assert plain["epochs"][-1]["train_loss"] != straight["epochs"][-1]["train_loss"]  # the staleness changes the run
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["pipeline"] is True
+    assert "pipeline" not in config.replace(pipeline=False).to_dict()
 
 
 def test_pipelined_training_is_refused_where_it_has_no_meaning():

@@ -169,7 +169,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     if opts["model"] not in (None, "mlp"):
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
     analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
-                   "update_mode", "update_algorithm", "rank", "cell", "pipeline", "digital_bias", "resume", "per_tile_update", "backend",
+                   "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend",
                    "task", "layers", "seq_len", "pixels_per_step", "text")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
@@ -187,6 +187,8 @@ def _train_sparse_from_train(opts: dict) -> None:
         mapped["out_degree"] = opts["out_degree"]
     if ctx.get_parameter_source("activation") is not click.core.ParameterSource.DEFAULT:
         mapped["activation"] = opts["activation"]
+    if opts["pipeline"]:
+        mapped["pipeline"] = True
     if opts["threads"] is not None:
         mapped["threads"] = opts["threads"]
     if opts["out_dir"] is not None:
@@ -500,6 +502,7 @@ def sparse() -> None:
 @click.option("--out", "out_path", default=None, help="Write the results JSON here.")
 @click.option("--run-dir", default=None, help="Run folder of the common training loop (checkpoint every epoch, results.json); without it nothing but --out is kept.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint (only --epochs may grow).")
+@click.option("--pipeline", is_flag=True, help="Emulate the junction pipeline: each junction's forward pass uses its weights of 2(L-l)+1 optimizer steps ago (insitu.pipeline).")
 def sparse_train(**opts) -> None:
     """Train a sparse MLP (float or fixed point) and print the test accuracy per epoch."""
     import json
@@ -519,7 +522,7 @@ def sparse_train(**opts) -> None:
             weight_decay=opts["weight_decay"], fixed_point=opts["fixed_point"], learning_rate_exponent=opts["lr_exponent"],
             seed=opts["seed"], subset=opts["subset"], output=opts["output"], update_rounding=opts["update_rounding"],
             weight_format=opts["weight_format"], activation_format=opts["activation_format"],
-            error_format=opts["error_format"], update_format=opts["update_format"],
+            error_format=opts["error_format"], update_format=opts["update_format"], pipeline=opts["pipeline"],
         )
         data = load_dataset(config.dataset, path=opts["data_dir"], subset=config.subset, seed=config.seed)
         results = train_sparse(config, data, log=click.echo, out_dir=opts["run_dir"], resume=opts["resume"])

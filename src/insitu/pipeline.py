@@ -51,10 +51,12 @@ def pipeline_delays(layers: int) -> list[int]:
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
     """The layers with weights of ``model``, in the order they were registered (the forward order
-    of a ``Sequential``): analog and digital linear and convolutional layers."""
+    of a ``Sequential``): analog and digital linear and convolutional layers, and the pre-defined
+    sparse junctions of Dey et al. (:class:`insitu.sparse.linear.SparseLinear`)."""
     from .nn import AnalogConv1d, AnalogConv2d, AnalogLinear
+    from .sparse.linear import SparseLinear
 
-    kinds = (AnalogLinear, AnalogConv1d, AnalogConv2d, nn.Linear, nn.Conv1d, nn.Conv2d)
+    kinds = (AnalogLinear, AnalogConv1d, AnalogConv2d, SparseLinear, nn.Linear, nn.Conv1d, nn.Conv2d)
     return [m for m in model.modules() if isinstance(m, kinds)]
 
 

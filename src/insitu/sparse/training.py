@@ -65,6 +65,10 @@ class SparseTrainConfig(Config):
         output: ``softmax`` (softmax and cross-entropy, the authors' software) or ``sigmoid``
             (sigmoid outputs with a binary cross-entropy per class, so the output error is
             ``δ = a − y`` as in the authors' RTL; a saturated output then has ``δ ≈ 0``).
+        pipeline: emulate the weight staleness of the edge-processing pipeline (Dey et al. 2017
+            pipeline the junctions, so examples overlap): each junction's forward pass uses its
+            weights of ``2(L − l) + 1`` optimizer steps ago (:mod:`insitu.pipeline`; at batch
+            ``B`` a step is ``B`` examples, so this is the pipeline of batch 1 only when ``B = 1``).
     """
 
     dataset: str = "mnist"
@@ -90,6 +94,18 @@ class SparseTrainConfig(Config):
     activation_format: str | None = None
     error_format: str | None = None
     update_format: str | None = None
+    pipeline: bool = False
+
+    #: Fields added after runs were recorded: left out of :meth:`to_dict` at their defaults, so
+    #: those runs' configs (and their resume checks) read as before.
+    _LATER_FIELDS = {"pipeline": False}
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for name, default in self._LATER_FIELDS.items():
+            if out.get(name) == default:
+                del out[name]
+        return out
 
     def validate(self) -> None:
         if len(self.sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.sizes):
@@ -122,6 +138,8 @@ class SparseTrainConfig(Config):
             self.fixed_point_config()  # raises a ConfigError naming the problem
         if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
             self._fail("subset", "must be a positive number of samples, or None for the whole set.")
+        if not isinstance(self.pipeline, bool):
+            self._fail("pipeline", "must be true or false (emulate the weight staleness of the edge-processing pipeline, insitu.pipeline).")
 
     def fixed_point_config(self) -> FixedPointConfig | None:
         if self.fixed_point is None:
