@@ -228,10 +228,6 @@ class TrainConfig(Config):
 
         return self._with_overrides(self.tile if self.tile is not None else get_preset(self.preset))
 
-    def conv_tile_config(self) -> TileConfig:
-        """The tile config of the first convolution (``conv_preset``, else the common one)."""
-        return self.conv_tile_configs()[0]
-
     def conv_tile_configs(self) -> tuple[TileConfig, ...]:
         """The tile config of each convolution of ``cnn-2017``, in order (``conv_preset``, else the
         common one)."""
