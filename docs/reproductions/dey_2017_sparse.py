@@ -76,16 +76,27 @@ def headline(data, epochs: int, seeds) -> None:
     _write("headline", out)
 
 
-def density(data, epochs: int, seeds) -> None:
+def density(data, epochs: int, seeds, name: str = "density") -> None:
+    """Accuracy against density for the three pattern kinds. Each finished run is kept in
+    ``runs/dey-2017-sparse/<name>/`` (one JSON per pattern, degrees and seed), so an interrupted
+    sweep (50 epochs x 3 seeds is hours on one core) continues where it stopped."""
+    keep = OUT.parents[3] / "runs" / "dey-2017-sparse" / name
+    keep.mkdir(parents=True, exist_ok=True)
     out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "clash_free_z": SWEEP_Z, "runs": []}
     for kind in ("structured", "clash-free", "random"):
         for d_out in DENSITIES:
             for seed in seeds:
+                done = keep / f"{kind}-{d_out[0]}-{d_out[1]}-s{seed}.json"
+                if done.exists():
+                    out["runs"].append(json.loads(done.read_text()))
+                    continue
                 kw = dict(pattern=kind, z=SWEEP_Z if kind == "clash-free" else None)
                 result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM, **kw), data)
-                out["runs"].append({"pattern": kind, "out_degrees": d_out, "seed": seed, **_summary(result)})
+                run = {"pattern": kind, "out_degrees": d_out, "seed": seed, **_summary(result)}
+                done.write_text(json.dumps(run, indent=1) + "\n")
+                out["runs"].append(run)
                 print(f"{kind} {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
-    _write("density", out)
+    _write(name, out)
 
 
 # Junction 2 kept fully connected (d_out 10), junction 1 sparser: 50.6, 21.0, 11.1, 6.2, 5.2 %.
@@ -355,6 +366,9 @@ def main() -> None:
     parser.add_argument("--density-epochs", type=int, default=20)
     parser.add_argument("--bits-epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the headline runs")
+    parser.add_argument("--density-seeds", type=int, default=1, help="seeds of the density sweep (1: the committed 20-epoch sweep)")
+    parser.add_argument("--density-name", default="density",
+                        help="JSON name of the density sweep (density.json: 20 epochs, 1 seed; e.g. density_50ep for 50 epochs x 3 seeds)")
     args = parser.parse_args()
     if args.list_conditions:
         for output, runs in BITS_RUNS.items():
@@ -368,7 +382,7 @@ def main() -> None:
     if args.part in ("all", "headline"):
         headline(data, args.headline_epochs, range(args.seeds))
     if args.part in ("all", "density"):
-        density(data, args.density_epochs, [0])
+        density(data, args.density_epochs, range(args.density_seeds), args.density_name)
     if args.part in ("all", "density-dense-output"):
         density_dense_output(data, args.density_epochs, [0])
     if args.part in ("all", "bits"):
