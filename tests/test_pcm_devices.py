@@ -96,6 +96,38 @@ def test_jump_table_from_measurements_recovers_its_generating_table():
     assert fitted.std == pytest.approx(truth.std, rel=0.05)
 
 
+def test_a_device_model_measured_into_a_jump_table():
+    from insitu.devices import SoftBoundsDevice
+    from insitu.devices.jump_table import jump_table_from_device
+
+    # A soft-bounds device on [-1, 1] steps dw_min (1 - w) up: a table on [0, 2] (g = w + 1) must
+    # hold mean steps dw_min (2 - g) at its bin centres and, with 30 % pulse-to-pulse noise, spreads
+    # near 0.3 of them (the top bin is left out: the device creeps towards its bound there, so its
+    # samples crowd near g = 2 where the step vanishes).
+    device = SoftBoundsDevice(dw_min=0.01, w_max=1.0, w_min=-1.0, dw_min_std=0.3, dw_min_dtod=0.1)
+    table = jump_table_from_device(device, bins=4, g_scale=2.0, trains=40, pulses=600, seed=1)
+    centres = torch.tensor([0.25, 0.75, 1.25])
+    expected = 0.01 * (2 - centres)
+    assert torch.allclose(torch.tensor(table.mean[:3]), expected, rtol=0.05)
+    ratio = torch.tensor(table.std[:3]) / torch.tensor(table.mean[:3])
+    assert torch.all((ratio > 0.2) & (ratio < 0.4)), ratio
+    assert table.gain_dtod == 0.1 and table.bin_edges == (0.0, 0.5, 1.0, 1.5, 2.0)
+    with pytest.raises(ConfigError, match="bins and trains"):
+        jump_table_from_device(device, bins=0)
+
+
+def test_the_peer_pcm_table_preset_holds_the_measured_table():
+    from insitu.devices.jump_table import jump_table_from_device
+    from insitu.presets import PEER_PCM_TABLE_MEAN, PEER_PCM_TABLE_STD, _peer_pcm_device, get_preset
+
+    table = jump_table_from_device(_peer_pcm_device(), bins=8, g_scale=1.0)
+    assert [round(m, 5) for m in table.mean] == list(PEER_PCM_TABLE_MEAN)
+    assert [round(v, 5) for v in table.std] == list(PEER_PCM_TABLE_STD)
+    cell = get_preset("cristiano-2018-peer-pcm-table").cell
+    assert cell.lsp.bin_edges[-1] == 0.5 and cell.msp.bin_edges[-1] == 1.0
+    assert cell.lsp.mean[0] == pytest.approx(0.5 * PEER_PCM_TABLE_MEAN[0])
+
+
 def test_jump_table_from_csv_and_json_files(tmp_path):
     csv_path = tmp_path / "table.csv"
     csv_path.write_text("g_low,g_high,mean,std\n0.0,0.5,0.02,0.005\n0.5,1.0,0.01,0.002\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from insitu.data import load_dataset
-from insitu.presets import get_preset
+from insitu.presets import _peer_pcm_table, get_preset
 from insitu.training import TrainConfig, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +103,10 @@ CONDITIONS = {
     "fp-seed1": ("seed", "software, seed 1", "preset:floating-point"),
 }
 SEEDS = {"two-pair-seed1": 1, "fp-seed1": 1}
+# A measured-like PCM device (session 10): the peer's PCM preset device, which IBM fitted to measured
+# PCM, measured into a jump table (presets.PEER_PCM_TABLE_MEAN); in the MSP only, and in both pairs.
+CONDITIONS["peer-table-msp"] = ("peer PCM table", "MSP", lambda: _two_pair(msp=_peer_pcm_table(1.0)))
+CONDITIONS["peer-table-both"] = ("peer PCM table", "LSP and MSP", "preset:cristiano-2018-peer-pcm-table")
 # The default condition appears in every sweep at its own x value.
 DEFAULT_X = {"lsp_jump": 0.02, "dtod": 1.0, "F": 3.0, "transfer_every": 1000, "linearity": "LSP 0.2 / MSP 2"}
 

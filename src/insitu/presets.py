@@ -347,6 +347,44 @@ def jump_table_pair_2016_io() -> TileConfig:
     )
 
 
+#: The peer's PCM device (``_peer_pcm_device``, aihwkit's ``PCMPresetDevice``, which IBM fitted to
+#: measured PCM) measured as a SET-only jump table on a normalised range [0, 1]:
+#: ``jump_table_from_device(_peer_pcm_device(), bins=8, g_scale=1.0)`` (20 trains of 400 SET pulses
+#: from RESET, its mean device with its pulse-to-pulse noise; ``tests/test_jump_table.py`` checks that
+#: these numbers are that function's output). The steps fall from 0.12 to 0.005 of the range; the
+#: spread is 0.05-0.07 of the range at every conductance (the peer's additive noise dominates); the
+#: last bin's mean is negative because the device is clipped at its upper bound there.
+PEER_PCM_TABLE_MEAN = (0.1234, 0.07425, 0.03028, 0.02153, 0.01946, 0.00906, 0.0045, -0.01491)
+PEER_PCM_TABLE_STD = (0.07053, 0.0604, 0.04986, 0.05605, 0.05684, 0.06374, 0.06764, 0.05832)
+
+
+def _peer_pcm_table(g_max: float):
+    """The peer's PCM device as a jump table on ``[0, g_max]`` with its 20 % device-to-device
+    spread of the step (``dw_min_dtod``) as the table's gain spread."""
+    from .devices import JumpTableDevice
+
+    bins = len(PEER_PCM_TABLE_MEAN)
+    return JumpTableDevice(
+        bin_edges=tuple(g_max * k / bins for k in range(bins + 1)),
+        mean=tuple(g_max * m for m in PEER_PCM_TABLE_MEAN),
+        std=tuple(g_max * v for v in PEER_PCM_TABLE_STD),
+        gain_dtod=0.2,
+    )
+
+
+def cristiano_2018_peer_pcm_table() -> TileConfig:
+    """``cristiano-2018-two-pair`` with both pairs made of a measured-like PCM device: the peer's
+    PCM preset device (fitted by IBM to measured PCM) measured into a jump table
+    (:data:`PEER_PCM_TABLE_MEAN`), scaled to each pair's range (LSP ``[0, 0.5]``, MSP ``[0, 1]``).
+
+    Where the preset's LSP is near-linear with about 100 levels, this one takes steps of 6 % of its
+    range after RESET falling to 0.2 % near saturation, with a pulse-to-pulse spread of 3 % of the
+    range: the LSP-linearity requirement of Cristiano et al. 2018 tested with a realistic device.
+    """
+    base = cristiano_2018_two_pair()
+    return base.replace(cell=base.cell.replace(lsp=_peer_pcm_table(0.5), msp=_peer_pcm_table(1.0)))
+
+
 def _peer_pcm_device():
     # aihwkit's PCMPresetDevice [V: algorithms.md §8]; up_down 0, so the up/down conventions agree.
     from .devices import ExpStepDevice
@@ -563,6 +601,7 @@ PRESETS: dict[str, Callable[[], TileConfig]] = {
     "cristiano-2018-two-pair": cristiano_2018_two_pair,
     "cristiano-2018-same-device": cristiano_2018_same_device,
     "cristiano-2018-single-pair": cristiano_2018_single_pair,
+    "cristiano-2018-peer-pcm-table": cristiano_2018_peer_pcm_table,
     "pow-step-2016-io": pow_step_2016_io,
     "reram-es-2016-io": reram_es_2016_io,
     "reram-sb-2016-io": reram_sb_2016_io,

@@ -9,7 +9,9 @@ stays within ``[bin_edges[0], bin_edges[-1]]``; RESET returns it to ``bin_edges[
 
 A table can be given as numbers, read from a CSV or JSON file (:meth:`JumpTableDevice.from_file`),
 or estimated from measured ``(G, ΔG)`` pairs (:meth:`JumpTableDevice.from_measurements`), so users
-can plug in their own device. An optional depression table (``mean_down``, ``std_down``) makes the
+can plug in their own device; :func:`jump_table_from_device` measures a pulsed device model the same
+way (its SET pulse trains from RESET), e.g. to turn a device fitted to measurements elsewhere into a
+table. An optional depression table (``mean_down``, ``std_down``) makes the
 device bidirectional (e.g. the capacitor-like 3T1C low-significance cell of Ambrogio et al. 2018).
 """
 
@@ -26,7 +28,7 @@ import torch
 from ..config import ConfigError, register_config
 from .pcm import ConductanceDevice
 
-__all__ = ["JumpTableDevice"]
+__all__ = ["JumpTableDevice", "jump_table_from_device"]
 
 
 @register_config
@@ -201,6 +203,64 @@ class JumpTableDevice(ConductanceDevice):
             means.append(float(dg[inside].mean()))
             stds.append(float(dg[inside].std()))
         return cls(bin_edges=edges, mean=tuple(means), std=tuple(stds), **overrides)
+
+
+def jump_table_from_device(
+    device,
+    bins: int = 8,
+    g_scale: float = 1.0,
+    trains: int = 20,
+    pulses: int | None = None,
+    gain_dtod: float | None = None,
+    seed: int = 0,
+) -> JumpTableDevice:
+    """A SET-only jump table measured from a pulsed device model, as one would measure a device.
+
+    The mean device of ``device`` (no device-to-device spread; :func:`insitu.devices.response.mean_device`)
+    starts at its lower bound (RESET) and takes ``trains`` trains of ``pulses`` up pulses, each train
+    from the lower bound again, with its cycle-to-cycle noise on; every pulse gives a pair
+    ``(G before, ΔG)``. The range ``[w_min, w_max]`` of the device is mapped onto ``[0, g_scale]``
+    and cut into ``bins`` equal bins, and :meth:`JumpTableDevice.from_measurements` takes each bin's
+    mean and spread of ``ΔG`` (so the table holds both the nonlinearity and the pulse-to-pulse
+    noise of the model, as a measured table holds the device's).
+
+    Args:
+        device: a pulsed device config whose up pulses raise the weight from ``w_min``.
+        bins: conductance bins of the table.
+        g_scale: the conductance of the device's upper bound in the table (the table's range).
+        trains, pulses: SET trains from RESET and pulses per train (``None``: enough nominal steps
+            to cross the range twice).
+        gain_dtod: the table's device-to-device gain spread (``None``: the device's ``dw_min_dtod``).
+        seed: seeds the noise of the pulses.
+    """
+    import math
+
+    from .response import mean_device
+
+    if bins < 1 or trains < 1:
+        raise ConfigError(f"jump_table_from_device: bins and trains must be >= 1 (got {bins}, {trains}).")
+    mean = mean_device(device)
+    w_lo, w_hi = float(mean.w_min), float(mean.w_max)
+    if not (math.isfinite(w_lo) and math.isfinite(w_hi)) or w_hi <= w_lo:
+        raise ConfigError(f"jump_table_from_device: the device needs a finite range w_min < w_max (got {w_lo}, {w_hi}).")
+    pulses = int(pulses if pulses is not None else max(50, math.ceil(2 * (w_hi - w_lo) / mean.nominal_step)))
+    model = mean.model()
+    generator = torch.Generator().manual_seed(seed)
+    params = mean.draw_parameters((1, trains), generator, dtype=torch.float64)
+    w = model.clip(torch.full((1, trains), -math.inf, dtype=torch.float64), params)
+    before, change = [], []
+    up = torch.ones_like(w)
+    for _ in range(pulses):
+        new = model.apply_signed_pulses(w.clone(), up, params, generator)
+        before.append(w.flatten().clone())
+        change.append((new - w).flatten())
+        w = new
+    scale = g_scale / (w_hi - w_lo)
+    g = (torch.cat(before) - w_lo) * scale
+    dg = torch.cat(change) * scale
+    edges = tuple(g_scale * k / bins for k in range(bins + 1))
+    spread = float(getattr(device, "dw_min_dtod", 0.0)) if gain_dtod is None else float(gain_dtod)
+    return JumpTableDevice.from_measurements(g, dg, edges, gain_dtod=spread)
 
 
 def _yaml(path: Path) -> dict:
