@@ -240,6 +240,8 @@ def jump_table_from_device(
     if bins < 1 or trains < 1:
         raise ConfigError(f"jump_table_from_device: bins and trains must be >= 1 (got {bins}, {trains}).")
     mean = mean_device(device)
+    if not (hasattr(mean, "w_min") and hasattr(mean, "w_max")):
+        raise ConfigError(f"jump_table_from_device: a {type(device).__name__} has no weight range (w_min, w_max) to measure across.")
     w_lo, w_hi = float(mean.w_min), float(mean.w_max)
     if not (math.isfinite(w_lo) and math.isfinite(w_hi)) or w_hi <= w_lo:
         raise ConfigError(f"jump_table_from_device: the device needs a finite range w_min < w_max (got {w_lo}, {w_hi}).")
