@@ -250,6 +250,25 @@ def test_sbe1_numpy_and_torch_recursions_agree():
     assert abs(float(sigma) - ref_s) < 1e-12
 
 
+def test_the_sbe_trace_ends_where_the_update_ends_and_converges_on_a_rank1_batch():
+    from insitu.update.lowrank import _stream_rank1_numpy, sbe_trace
+
+    g = torch.Generator().manual_seed(11)
+    x, d = torch.randn(40, 13, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g, dtype=torch.float64)
+    xs, ds = sbe_trace(x, d, x[0], d[0])
+    ref_x, ref_d, _ = _stream_rank1_numpy(x.numpy(), d.numpy(), x[0].numpy().copy(), d[0].numpy().copy(), 0.0)
+    assert xs.shape == (40, 13) and ds.shape == (40, 4)
+    assert torch.equal(xs[-1], torch.from_numpy(ref_x)) and torch.equal(ds[-1], torch.from_numpy(ref_d))
+    # A batch whose samples all share one direction pair (G of rank 1): the streamed vectors settle
+    # on it, and their change from sample to sample shrinks.
+    u, v = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(13, generator=g, dtype=torch.float64)
+    scale = torch.rand(200, 1, generator=g, dtype=torch.float64) + 0.5
+    xs, ds = sbe_trace(scale * v, scale * u, torch.randn(13, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64))
+    unit = xs / xs.norm(dim=1, keepdim=True)
+    assert float((unit[-1] @ v).abs() / v.norm()) > 0.999
+    assert float((unit[-1] - unit[-2]).norm()) < float((unit[1] - unit[0]).norm())
+
+
 def test_singular_writes_balance_the_peaks_of_both_pulse_trains():
     g = torch.Generator().manual_seed(10)
     x, d = torch.rand(8, 300, generator=g, dtype=torch.float64), 0.01 * torch.randn(8, 10, generator=g, dtype=torch.float64)

@@ -205,8 +205,9 @@ def _stream_rank1_torch(x, d, big_x, big_d, sigma):
     return big_x, big_d, sigma
 
 
-def _stream_rank1_numpy(x, d, big_x, big_d, sigma):
-    """:func:`_stream_rank1` on NumPy arrays (same operations, same order)."""
+def _stream_rank1_numpy(x, d, big_x, big_d, sigma, trace: list | None = None):
+    """:func:`_stream_rank1` on NumPy arrays (same operations, same order). ``trace``, if given,
+    receives ``(X, Δ)`` after every sample (for :func:`sbe_trace`)."""
     import numpy as np
 
     tiny = np.finfo(x.dtype).tiny
@@ -219,7 +220,32 @@ def _stream_rank1_numpy(x, d, big_x, big_d, sigma):
         big_d = big_d * keep + dj * (x_proj * new)
         d_proj_new = dj.dot(big_d) / max(np.sqrt(big_d.dot(big_d)), tiny)
         sigma = sigma * keep + x_proj * d_proj_new * new
+        if trace is not None:
+            trace.append((big_x, big_d))
     return big_x, big_d, sigma
+
+
+def sbe_trace(x: torch.Tensor, d: torch.Tensor, x_estimate: torch.Tensor, d_estimate: torch.Tensor):
+    """The rank-1 SBE estimate after every sample of one batch, for analysis (how the streamed
+    singular vectors converge within a batch, Hoskins et al. 2019).
+
+    Args:
+        x: ``(n, in)`` and d: ``(n, out)``: the batch.
+        x_estimate, d_estimate: the warm start, ``(in,)`` and ``(out,)`` (e.g. an
+            :class:`UpdateAlgorithm`'s ``x_estimate[:, 0]`` after the previous batch).
+
+    Returns:
+        ``(X, Δ)``: ``(n, in)`` and ``(n, out)`` float64 tensors, row ``j`` the unnormalised
+        estimate after sample ``j`` (the same recursion and operations as the update).
+    """
+    trace: list = []
+    _stream_rank1_numpy(
+        x.detach().double().cpu().numpy(), d.detach().double().cpu().numpy(),
+        x_estimate.detach().double().cpu().numpy().copy(), d_estimate.detach().double().cpu().numpy().copy(), 0.0, trace,
+    )
+    import numpy as np
+
+    return torch.from_numpy(np.stack([t[0] for t in trace])), torch.from_numpy(np.stack([t[1] for t in trace]))
 
 
 def _stream_subspace(x, d, big_x, big_d, big_s):
