@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -233,8 +234,6 @@ def jump_table_from_device(
         gain_dtod: the table's device-to-device gain spread (``None``: the device's ``dw_min_dtod``).
         seed: seeds the noise of the pulses.
     """
-    import math
-
     from .response import mean_device
 
     if bins < 1 or trains < 1:
