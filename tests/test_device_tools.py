@@ -207,3 +207,20 @@ def test_symmetry_point_of_the_mean_device():
     # Power step γ = 1 with a symmetric range: the middle, from the grid.
     assert symmetry_point(PowStepDevice(w_max=0.6, w_min=-0.6)) == pytest.approx(0.0, abs=1e-3)
     assert symmetry_point(ConstantStepDevice()) is None
+
+
+def test_table_command_measures_a_pair_preset_into_a_loadable_jump_table(tmp_path):
+    from insitu.devices import JumpTableDevice
+    from insitu.devices.jump_table import jump_table_from_device
+    from insitu.presets import _peer_pcm_device
+
+    out = tmp_path / "table.csv"
+    result = CliRunner().invoke(main, ["device", "table", "pcm-peer-io", "--out", str(out), "--bins", "4", "--g-max", "2"])
+    assert result.exit_code == 0, result.output
+    assert "member ExpStepDevice" in result.output
+    loaded = JumpTableDevice.from_file(out)
+    direct = jump_table_from_device(_peer_pcm_device(), bins=4, g_scale=2.0)
+    assert loaded.bin_edges == direct.bin_edges and loaded.mean == direct.mean and loaded.std == direct.std
+    # A preset whose devices are a cell's own (PCM pairs of varying significance) has no single device.
+    result = CliRunner().invoke(main, ["device", "table", "cristiano-2018-two-pair", "--out", str(out)])
+    assert result.exit_code != 0 and "no single tile device" in result.output

@@ -251,7 +251,8 @@ def presets(name: str | None, fmt: str) -> None:
 
 @main.group()
 def device() -> None:
-    """Look at a device family: its pulse response (plot), or fit one to measured data (fit)."""
+    """Look at a device family: its pulse response (plot), fit one to measured data (fit), or
+    measure one into a jump table (table)."""
 
 
 def _float_pair(ctx, param, value):
@@ -340,6 +341,49 @@ def device_fit(data, family, out_path, w_range, g_range, nodes) -> None:
     fit.tile_config().to_yaml(out_path)
     click.echo(f"wrote {out_path}: the gokmen-vlasov-2016 tile with the fitted device (device-to-device spreads 0: "
                f"one device's data cannot measure them). Train: insitu train --tile-config {out_path}")
+
+
+@device.command("table")
+@click.argument("preset_or_file")
+@click.option("--out", "out_path", default="jump_table.csv", show_default=True, help="CSV to write (g_low,g_high,mean,std; JumpTableDevice.from_file reads it).")
+@click.option("--bins", default=8, show_default=True, type=click.IntRange(1, 1000), help="Conductance bins of the table.")
+@click.option("--g-max", default=1.0, show_default=True, type=float, help="Conductance of the device's upper bound in the table.")
+@click.option("--trains", default=20, show_default=True, type=click.IntRange(1, 100000), help="SET trains from RESET.")
+@click.option("--pulses", default=None, type=click.IntRange(1, 100000), help="Pulses per train (default: twice the number of states).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def device_table(preset_or_file, out_path, bins, g_max, trains, pulses, seed) -> None:
+    """Measure the device of PRESET_OR_FILE into a SET-only jump table, as one measures a device.
+
+    SET trains from RESET on the mean device with its pulse-to-pulse noise; each bin's mean and
+    spread of the conductance change (insitu.devices.jump_table.jump_table_from_device). A pair
+    device (e.g. a PCM pair preset) is measured through its member device.
+    """
+    import csv
+
+    from .devices.jump_table import jump_table_from_device
+    from .devices.response import load_device_config
+
+    if not g_max > 0:
+        raise click.BadParameter(f"--g-max must be > 0, got {g_max}.")
+    try:
+        device, label = load_device_config(preset_or_file)
+        member = getattr(device, "device", None)
+        if member is not None and hasattr(member, "w_max"):  # a pair: measure its member
+            device, label = member, f"{label}, member {type(member).__name__}"
+        table = jump_table_from_device(device, bins=bins, g_scale=g_max, trains=trains, pulses=pulses, seed=seed)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    with open(out_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["g_low", "g_high", "mean", "std"])
+        for k in range(bins):
+            writer.writerow([repr(table.bin_edges[k]), repr(table.bin_edges[k + 1]), repr(table.mean[k]), repr(table.std[k])])
+    click.echo(f"{label}: {bins} bins on [0, {g_max:g}], {trains} SET trains from RESET")
+    click.echo("| g_low | g_high | mean step | spread |")
+    click.echo("| ---: | ---: | ---: | ---: |")
+    for k in range(bins):
+        click.echo(f"| {table.bin_edges[k]:.4g} | {table.bin_edges[k + 1]:.4g} | {table.mean[k]:.4g} | {table.std[k]:.4g} |")
+    click.echo(f"wrote {out_path} (device-to-device gain spread {table.gain_dtod:g}: pass it as gain_dtod when you load the table)")
 
 
 @main.group()
