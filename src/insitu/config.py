@@ -43,6 +43,8 @@ class Config:
     """Base class: validation on construction, conversion to/from dicts, JSON and YAML."""
 
     polymorphic: ClassVar[bool] = False
+    #: Field name -> default: left out of :meth:`to_dict` while the field holds that default.
+    _OMIT_AT_DEFAULT: ClassVar[dict] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -109,6 +111,11 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             out[f.name] = value.to_dict() if isinstance(value, Config) else _plain(value)
+        # Fields added after runs were recorded are left out at their defaults, so that those
+        # runs' configs (their resume checks, sweep point keys) read as before.
+        for name, default in type(self)._OMIT_AT_DEFAULT.items():
+            if out.get(name) == default:
+                del out[name]
         return out
 
     @classmethod

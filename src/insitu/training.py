@@ -129,12 +129,7 @@ class TrainConfig(Config):
     # so those records' configs and point keys stay what they were.
     _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None, "cell": None, "pipeline": False}
 
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        for name, default in self._TASK_FIELDS.items():
-            if out.get(name) == default:
-                del out[name]
-        return out
+    _OMIT_AT_DEFAULT = _TASK_FIELDS
 
     def validate(self) -> None:
         from .models import ACTIVATIONS

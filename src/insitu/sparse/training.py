@@ -96,16 +96,8 @@ class SparseTrainConfig(Config):
     update_format: str | None = None
     pipeline: bool = False
 
-    #: Fields added after runs were recorded: left out of :meth:`to_dict` at their defaults, so
-    #: those runs' configs (and their resume checks) read as before.
-    _LATER_FIELDS = {"pipeline": False}
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        for name, default in self._LATER_FIELDS.items():
-            if out.get(name) == default:
-                del out[name]
-        return out
+    #: Fields added after runs were recorded: left out of ``to_dict`` at their defaults.
+    _OMIT_AT_DEFAULT = {"pipeline": False}
 
     def validate(self) -> None:
         if len(self.sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.sizes):
