@@ -95,8 +95,10 @@ def cnn_2017(
                 f"conv_config must be one TileConfig or a sequence of {CNN_2017_CONVOLUTIONS} (K1, K2); got {conv_config!r}."
             )
 
+    conv_order = iter(conv_configs)  # K1's config, then K2's, in the order the layers are built
+
     def conv(c_in, c_out):
-        layer_config = conv_configs.pop(0)
+        layer_config = next(conv_order)
         if layer_config is None:
             return nn.Conv2d(c_in, c_out, 5)
         return AnalogConv2d(c_in, c_out, 5, config=layer_config, bias_on_array=bias_on_array)

@@ -238,13 +238,13 @@ def sbe_trace(x: torch.Tensor, d: torch.Tensor, x_estimate: torch.Tensor, d_esti
         ``(X, Δ)``: ``(n, in)`` and ``(n, out)`` float64 tensors, row ``j`` the unnormalised
         estimate after sample ``j`` (the same recursion and operations as the update).
     """
+    import numpy as np
+
     trace: list = []
     _stream_rank1_numpy(
         x.detach().double().cpu().numpy(), d.detach().double().cpu().numpy(),
         x_estimate.detach().double().cpu().numpy().copy(), d_estimate.detach().double().cpu().numpy().copy(), 0.0, trace,
     )
-    import numpy as np
-
     return torch.from_numpy(np.stack([t[0] for t in trace])), torch.from_numpy(np.stack([t[1] for t in trace]))
 
 
