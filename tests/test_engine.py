@@ -353,6 +353,93 @@ def test_the_kernel_normals_are_standard_normal_and_seeded():
     assert not np.array_equal(bulk, other)
 
 
+def test_the_train_lanes_are_uniform_seeded_and_saved_in_the_state():
+    """The 16-lane stream of the pulse trains: its 32-bit halves are uniform and uncorrelated
+    between neighbours (the order the trains read them), the lanes are distinct streams, the
+    state is seeded and written back."""
+    from numba import njit
+    from scipy import stats
+
+    from insitu.update.kernels.rng import LANES, fill_uniforms, load_lanes, store_lanes
+    from insitu.update.kernels.rng_state import as_views, new_state
+
+    @njit
+    def draw(s, n):
+        out = np.empty(n, dtype=np.uint64)
+        lanes = load_lanes(s)
+        fill_uniforms(out, lanes)
+        store_lanes(lanes, s)
+        return out
+
+    state = new_state(11)
+    words, _ = as_views(state)
+    first = draw(words, 64_000)
+    halves = first.view(np.uint32) / 2.0**32
+    assert stats.kstest(halves, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(halves[:-1], halves[1:])[0, 1]) < 5 / math.sqrt(halves.size)
+    lanes = first.reshape(-1, LANES)
+    assert len({tuple(lanes[:8, k]) for k in range(LANES)}) == LANES  # 16 different streams
+    again = draw(as_views(new_state(11))[0], 64_000)
+    assert np.array_equal(first, again)  # seeded
+    assert not np.array_equal(draw(words, 64_000), first)  # the state moved on
+
+
+def test_a_state_saved_before_the_train_lanes_loads_and_resumes():
+    """Checkpoints from before the lanes hold 6 entries per stream: they load (scalar stream and
+    spare kept, lanes seeded from them) and training continues deterministically."""
+    from insitu.update.kernels.rng_state import STATE_SIZE, upgrade
+
+    with use_backend("compiled"):
+        model = _model(0)
+        _train(model, 5, seed=9)
+        state = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+        key = next(k for k in state if k.endswith("tile._extra_state"))
+        extra = dict(state[key])
+        new = extra["pulse_rng"]
+        old = torch.cat([new[:5], new[-1:]])  # the layout saved before: s0..s3, flag, spare
+        extra["pulse_rng"] = old
+        state[key] = extra
+        runs = []
+        for _ in range(2):
+            resumed = _model(3)
+            resumed.load_state_dict(state)
+            loaded = resumed[0].tile.pulse_rng
+            assert loaded.shape == (STATE_SIZE,) and torch.equal(loaded[:5], old[:5]) and loaded[-1] == old[-1]
+            _train(resumed, 5, seed=10)
+            runs.append(resumed[0].tile.weight.detach().clone())
+    assert torch.equal(*runs)
+    assert torch.equal(upgrade(torch.stack([old, old]))[1], upgrade(old))  # replica stacks too
+    with pytest.raises(ValueError, match="entries"):
+        upgrade(torch.zeros(7, dtype=torch.int64))
+
+
+def test_row_trains_only_in_the_slots_a_column_fired_keep_the_coincidence_statistics():
+    """Rows are drawn only in the slots where some column fired. A device's coincidences stay
+    Binomial(BL, p_col p_row): mean and variance over many updates of one column and one row."""
+    config = _config(bl=8)
+    p_col, p_row = 0.3, 0.6
+    counts = []
+    with use_backend("compiled"):
+        tile = AnalogTile(2, 3, config, seed=3)
+        step = config.device.nominal_step
+        lr = step * 8  # C = sqrt(lr / (BL dw)) = 1: probabilities are |x| and |δ|
+        x = torch.tensor([[p_row, 0.0, 1.0]])
+        d = torch.tensor([[p_col, 0.0]])
+        for k in range(3000):
+            before = tile.counters.coincidences
+            tile.stash(x, d)
+            tile.update(lr)
+            counts.append(tile.counters.coincidences - before)
+    # Device (0, 0) gets Binomial(8, 0.18), device (0, 2) Binomial(8, 0.3) coincidences; their sum
+    # is what the counter sees (column 1 and row 1 never fire).
+    counts = np.array(counts)
+    mean = 8 * (p_col * p_row + p_col)
+    # Both devices share the column's pulses: Var = Σ Var + 2 Cov, Cov = 8 (p_col p_row - p_col² p_row).
+    var = 8 * p_col * p_row * (1 - p_col * p_row) + 8 * p_col * (1 - p_col) + 2 * 8 * (p_col * p_row - p_col**2 * p_row)
+    assert abs(counts.mean() - mean) < 5 * math.sqrt(var / counts.size)
+    assert 0.9 < counts.var() / var < 1.1
+
+
 def test_replicas_in_parallel_threads_give_the_same_result():
     """The stacked kernel runs replicas in parallel threads; each has its own stream, so one or
     two threads give the same weights and counters."""

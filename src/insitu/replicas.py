@@ -355,8 +355,7 @@ class ReplicatedTile(AnalogTile):
         if plan is None or plan[0] != key:
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
             packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
-            raw = self.pulse_rng.numpy()
-            words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
+            words, spare = rng_state.as_views(self.pulse_rng)
             plan = (key, stacked_kernel(respond), self.weight.detach().unsqueeze(-1).numpy(), packed.numpy(), words, spare)
             self._kernel_cache["stacked"] = plan
         _, kernel, weights, packed, words, spare = plan
@@ -407,8 +406,7 @@ class ReplicatedTile(AnalogTile):
         from .update.kernels.compiled import stacked_stateful_kernel
 
         weights = self.weight.detach().unsqueeze(-1).numpy()
-        raw = self.pulse_rng.numpy()
-        words, spare = raw[:, :5].view(np.uint64), raw[:, 5:].view(np.float64)
+        words, spare = rng_state.as_views(self.pulse_rng)
         # g_scale in the weights' dtype, so that the kernel's read is ConductancePairModel.read's.
         scale = np.array([self._kernel_model.g_scale], dtype=weights.dtype)
         plan = (key, stacked_stateful_kernel(respond), weights, params.unsqueeze(-1).numpy(), scale, words, spare)
@@ -445,7 +443,7 @@ class ReplicatedTile(AnalogTile):
         self._check_saved_state(state)
         self.generator.set_state(state["generator"])
         if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
-            self.pulse_rng.copy_(state["pulse_rng"])
+            self.pulse_rng.copy_(rng_state.upgrade(state["pulse_rng"]))
         self.counters = ReplicaCounters.from_dict(state["counters"], self.weight.device)
 
     def _apply(self, fn, recurse=True):

@@ -571,7 +571,7 @@ class AnalogTile(nn.Module):
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
         if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
-            self.pulse_rng.copy_(state["pulse_rng"])
+            self.pulse_rng.copy_(rng.upgrade(state["pulse_rng"]))
         self.counters = UpdateCounters(**state["counters"])
 
     def _apply(self, fn, recurse=True):

@@ -8,7 +8,12 @@ One rank-1 update ``ΔW ≈ -lr δ xᵀ`` of an array of ``out × in`` cross-poi
    2017); with dynamic BL ``BL = ceil(lr max|x| max|δ| / dw)`` clipped to ``[1, BL_max]``.
 2. Every column line ``j`` fires in each of the ``BL`` slots with probability ``min(Cd |δ_j|, 1)``;
    the slots are the bits of 64-bit words (``ceil(BL / 64)`` words a line). Column trains are drawn
-   first; when none fires nothing else is drawn. Then the row lines, ``min(Cx |x_i|, 1)``.
+   first; when none fires nothing else is drawn. Then the row lines, ``min(Cx |x_i|, 1)``, but only
+   in the slots in which some column fired: a row pulse in another slot meets no column pulse and
+   moves no device (pulses are counted by their expectation), so this is exact in distribution
+   and makes the row side cheap when the column side is sparse, as it is in training. A slot's
+   uniform is a 32-bit half of a draw of the tile's 16-lane train stream (:func:`.rng.fill_uniforms`,
+   vectorised), compared as an integer without a branch.
 3. The coincidences of device ``(j, i)`` are ``popcount(col_j & row_i)``; only fired columns ×
    fired rows are visited. The device steps up where ``sign(x_i) ≠ sign(δ_j)``.
 4. The device family's response function moves every device of the cell by that many pulses,
@@ -20,8 +25,9 @@ The response is a jitted function supplied by the device model
 response and every kernel here serves it; kernels are compiled once per response function and
 dtype (about a second each, at first use).
 
-Random numbers come from the tile's own xoshiro256** stream (:mod:`.rng`); the kernel is serial
-within a tile, so results do not depend on the number of threads.
+Random numbers come from the tile's own xoshiro256** streams (:mod:`.rng`: the 16 train lanes for
+the pulse trains, the scalar stream for the cycle-to-cycle normals); the kernel is serial within
+a tile, so results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from llvmlite import ir
 from numba import njit, prange, types, uint64
 from numba.extending import intrinsic
 
-from .rng import fill_normals, uniform24_pair
+from .rng import LANES, fill_normals, fill_uniforms, load_lanes, store_lanes
 
 __all__ = [
     "sequential_kernel", "stateful_sequential_kernel", "summed_kernel", "stacked_kernel", "stacked_stateful_kernel",
@@ -53,29 +59,27 @@ def _ctpop(typingctx, x):
     return sig, codegen
 
 
+_DRAWS = 1024  # lane draws held by a kernel call's uniform buffer (a multiple of rng.LANES)
+
+
 @njit(inline="always")
-def _draw_train(p, bl, words, bits, line, s):
-    """Fill ``bits[line, :words]`` with ``bl`` Bernoulli(``p``) slots; True if any slot fired."""
-    fired = False
-    for w in range(words):
-        word = uint64(0)
-        first = w * 64
-        n = min(64, bl - first)
-        if p >= 1.0:
-            word = uint64(0xFFFFFFFFFFFFFFFF) if n == 64 else (uint64(1) << uint64(n)) - uint64(1)
-        else:
-            k = 0
-            while k < n:
-                u1, u2 = uniform24_pair(s)
-                if u1 < p:
-                    word |= uint64(1) << uint64(k)
-                if k + 1 < n and u2 < p:
-                    word |= uint64(1) << uint64(k + 1)
-                k += 2
-        bits[line, w] = word
-        if word != uint64(0):
-            fired = True
-    return fired
+def _slot_bits(p, slots, first, m, draws, cursor):
+    """Independent Bernoulli(``p``) draws for the ``m`` slots ``slots[first:first + m]`` (bit
+    positions in a word), two per lane draw: a slot fires when its 32-bit half ``h`` satisfies
+    ``h / 2^32 < p``, i.e. ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a
+    random bit mispredicts). Returns ``(word, cursor)``."""
+    threshold = uint64(math.ceil(p * 4294967296.0))
+    word = uint64(0)
+    k = first
+    end = first + m
+    while k < end:
+        r = draws[cursor]
+        cursor += 1
+        word |= uint64((r >> uint64(32)) < threshold) << uint64(slots[k])
+        if k + 1 < end:  # the same for every line of a side: predicted
+            word |= uint64((r & uint64(0xFFFFFFFF)) < threshold) << uint64(slots[k + 1])
+        k += 2
+    return word, cursor
 
 
 _NORMALS = 128
@@ -84,21 +88,29 @@ _NORMALS = 128
 @njit(inline="always")
 def _train_buffers(n_out, n_in, bl_max):
     """The buffers :func:`_sample_trains` fills: fired column lines (bits, ids) and fired row lines
-    (bits, ids, signs), kept compact so that the coincidence loops stream through contiguous memory."""
+    (bits, ids, signs), kept compact so that the coincidence loops stream through contiguous memory;
+    the lane draws the trains' uniforms come from; and the slot tables of the two sides (per word,
+    the bit positions drawn, and how many)."""
     words_max = (bl_max + 63) // 64
     return (
         np.empty((n_out, words_max), dtype=np.uint64), np.empty(n_out, dtype=np.int64),
         np.empty((n_in, words_max), dtype=np.uint64), np.empty(n_in, dtype=np.int64), np.empty(n_in, dtype=np.bool_),
+        # Room for two lines' worst case (bl_max + words_max draws each) and a lane step.
+        np.empty(max(_DRAWS, -(-(2 * (bl_max + words_max) + LANES) // LANES) * LANES), dtype=np.uint64),
+        np.empty((2, words_max, 64), dtype=np.int64), np.empty((2, words_max), dtype=np.int64),
     )
 
 
 @njit(inline="always")
-def _sample_trains(b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative):
+def _sample_trains(
+    b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
+    draws, cursor, lanes, slots, n_slots,
+):
     """Draw the trains of sample ``b``: the fired column lines (``cols[:n_cols]``, their bits in
     ``col_bits``) and, when any column fired, the fired row lines (``rows[:n_rows]``, bits in
-    ``row_bits``, signs in ``row_negative``). Returns ``(n_cols, n_rows, words, pulses)`` with
-    ``pulses`` the expected pulses ``BL (Σ p_i + Σ p_j)`` of the sample, as the torch engine counts
-    them."""
+    ``row_bits``, signs in ``row_negative``). Returns ``(n_cols, n_rows, words, pulses, cursor)``
+    with ``pulses`` the expected pulses ``BL (Σ p_i + Σ p_j)`` of the sample, as the torch engine
+    counts them, and ``cursor`` the next unused uniform of the buffer."""
     n_out = d.shape[1]
     n_in = x.shape[1]
     bl = bl_max
@@ -125,27 +137,96 @@ def _sample_trains(b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, 
             cx = c
             cd = c
     words = (bl + 63) // 64
-    p_sum = 0.0
-    n_cols = 0
-    for j in range(n_out):
-        p = min(cd * abs(d[b, j]), 1.0)
-        p_sum += p
-        if p > 0.0 and _draw_train(p, bl, words, col_bits, n_cols, s):
-            cols[n_cols] = j
-            n_cols += 1
-    n_rows = 0
+    # Columns: every slot. Rows: only the slots in which some column fired (a row pulse in any
+    # other slot meets no column pulse: it moves no device, and the pulses are counted by their
+    # expectation), so a sparse column side makes the row side cheap; exact in distribution.
+    for w in range(words):
+        n = min(64, bl - 64 * w)
+        for k in range(n):
+            slots[0, w, k] = k
+        n_slots[0, w] = n
+    n_cols, p_cols, cursor = _draw_lines(d[b], cd, words, slots[0], n_slots[0], col_bits, cols, row_negative, False, draws, cursor, lanes)
     if n_cols == 0:
+        p_rows = 0.0
         for i in range(n_in):
-            p_sum += min(cx * abs(x[b, i]), 1.0)
-        return n_cols, n_rows, words, bl * p_sum
-    for i in range(n_in):
-        p = min(cx * abs(x[b, i]), 1.0)
+            p_rows += min(cx * abs(x[b, i]), 1.0)
+        return n_cols, 0, words, bl * (p_cols + p_rows), cursor
+    for w in range(words):
+        union = uint64(0)
+        for a in range(n_cols):
+            union |= col_bits[a, w]
+        m = 0
+        for k in range(min(64, bl - 64 * w)):
+            if (union >> uint64(k)) & uint64(1):
+                slots[1, w, m] = k
+                m += 1
+        n_slots[1, w] = m
+    n_rows, p_rows, cursor = _draw_lines(x[b], cx, words, slots[1], n_slots[1], row_bits, rows, row_negative, True, draws, cursor, lanes)
+    return n_cols, n_rows, words, bl * (p_cols + p_rows), cursor
+
+
+@njit
+def _refill(draws, cursor, lanes):
+    """Keep the unused uniforms ``draws[cursor:]`` (moved to the front, ending on a lane step)
+    and fill the rest of the buffer with new lane draws; returns the new cursor. Nothing drawn
+    is dropped, so a step uses as many lane draws as it consumes, whatever the block sizes.
+    Called only with ``cursor`` past the middle of the buffer (so the move runs forward)."""
+    size = draws.shape[0]
+    remaining = size - cursor
+    pad = (-remaining) % LANES
+    for t in range(remaining):
+        draws[pad + t] = draws[cursor + t]
+    fill_uniforms(draws[pad + remaining :], lanes)
+    return pad
+
+
+@njit(inline="always")
+def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, lanes):
+    """The trains of one side of a sample: line ``l`` fires in each slot ``slots[w, :n_slots[w]]``
+    of word ``w`` with probability ``p_l = min(scale |values[l]|, 1)``. The fired lines are listed
+    compactly (``ids[:count]``, their slots in ``bits[:count]``, with ``signs`` their signs in
+    ``negative[:count]``). Returns ``(count, Σ p_l, cursor)``.
+
+    The lines go in blocks, each of which finds enough uniforms in the buffer: the refill test is
+    made between blocks, outside the loop that draws a block."""
+    count = 0
+    p_sum = 0.0
+    n_lines = values.shape[0]
+    per_line = 0
+    for w in range(words):
+        per_line += (n_slots[w] + 1) // 2
+    block = max(1, (draws.shape[0] // 2) // max(per_line, 1))
+    for start in range(0, n_lines, block):
+        stop = min(start + block, n_lines)
+        if cursor + (stop - start) * per_line > draws.shape[0]:
+            cursor = _refill(draws, cursor, lanes)
+        count, p_block, cursor = _draw_block(
+            values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count
+        )
+        p_sum += p_block
+    return count, p_sum, cursor
+
+
+@njit
+def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count):
+    """Lines ``start:stop`` of :func:`_draw_lines`, with enough uniforms in ``draws[cursor:]``;
+    returns ``(count, Σ p_l, cursor)``."""
+    p_sum = 0.0
+    for line in range(start, stop):
+        p = min(scale * abs(values[line]), 1.0)
         p_sum += p
-        if p > 0.0 and _draw_train(p, bl, words, row_bits, n_rows, s):
-            rows[n_rows] = i
-            row_negative[n_rows] = x[b, i] < 0
-            n_rows += 1
-    return n_cols, n_rows, words, bl * p_sum
+        if p > 0.0:
+            fired = False
+            for w in range(words):
+                word, cursor = _slot_bits(p, slots[w], 0, n_slots[w], draws, cursor)
+                bits[count, w] = word
+                fired |= word != uint64(0)
+            # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
+            ids[count] = line
+            if signs:
+                negative[count] = values[line] < 0
+            count += fired
+    return count, p_sum, cursor
 
 
 @njit(inline="always")
@@ -172,7 +253,9 @@ def _make_sequential(respond):
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        lanes = load_lanes(s)
+        drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
         # Cycle-to-cycle noise from a buffer filled in bulk: a generator call inside the
@@ -181,8 +264,9 @@ def _make_sequential(respond):
         next_normal = _NORMALS
         for b in range(batch):
             tally[2] += 1.0
-            n_cols, n_rows, words, pulses = _sample_trains(
-                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            n_cols, n_rows, words, pulses, drawn = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
+                draws, drawn, lanes, slots, n_slots,
             )
             tally[0] += pulses
             if n_cols == 0:
@@ -216,6 +300,7 @@ def _make_sequential(respond):
                             next_normal += 1
                         weights[j, i, k] = respond(weights[j, i, k], signed, params, j, i, k, c2c, xi)
             tally[1] += coincidences
+        store_lanes(lanes, s)
 
     return sequential
 
@@ -236,15 +321,18 @@ def _make_stateful_sequential(respond):
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        lanes = load_lanes(s)
+        drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
         normals = np.empty(_NORMALS)
         cursor = _NORMALS
         for b in range(batch):
             tally[2] += 1.0
-            n_cols, n_rows, words, pulses = _sample_trains(
-                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            n_cols, n_rows, words, pulses, drawn = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
+                draws, drawn, lanes, slots, n_slots,
             )
             tally[0] += pulses
             if n_cols == 0:
@@ -270,6 +358,7 @@ def _make_stateful_sequential(respond):
                         w, cursor = respond(signed, params, j, i, k, scale, normals, cursor, s, spare)
                         weights[j, i, k] = w
             tally[1] += coincidences
+        store_lanes(lanes, s)
 
     return stateful
 
@@ -285,15 +374,18 @@ def _make_summed(mixed):
         visited in the order they first received a coincidence."""
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        lanes = load_lanes(s)
+        drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         n_up = np.zeros((n_out, n_in), dtype=np.int64)
         n_down = np.zeros((n_out, n_in), dtype=np.int64)
         touched = np.empty(n_out * n_in, dtype=np.int64)
         n_touched = 0
         for b in range(batch):
             tally[2] += 1.0
-            n_cols, n_rows, words, pulses = _sample_trains(
-                b, x, d, lr, step, bl_max, update_management, dynamic_bl, s, col_bits, cols, row_bits, rows, row_negative
+            n_cols, n_rows, words, pulses, drawn = _sample_trains(
+                b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
+                draws, drawn, lanes, slots, n_slots,
             )
             tally[0] += pulses
             coincidences = 0
@@ -315,6 +407,7 @@ def _make_summed(mixed):
                     else:
                         n_down[j, i] += count
             tally[1] += coincidences
+        store_lanes(lanes, s)
         normals = np.empty(_NORMALS)
         next_normal = _NORMALS
         for t in range(n_touched):
