@@ -166,6 +166,18 @@ def _sample_trains(
 
 
 @njit
+def _top_up_normals(normals, cursor, s, spare):
+    """Keep the unused normals ``normals[cursor:]`` (moved to the front) and fill the rest of the
+    buffer from the scalar stream; returns the new cursor (0). The normals come out in the
+    stream's order, whatever the top-up points."""
+    remaining = normals.shape[0] - cursor
+    for t in range(remaining):
+        normals[t] = normals[cursor + t]
+    fill_normals(normals[remaining:], s, spare)
+    return 0
+
+
+@njit
 def _refill(draws, cursor, lanes):
     """Keep the unused uniforms ``draws[cursor:]`` (moved to the front, ending on a lane step)
     and fill the rest of the buffer with new lane draws; returns the new cursor. Nothing drawn
@@ -258,10 +270,11 @@ def _make_sequential(respond):
         drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
-        # Cycle-to-cycle noise from a buffer filled in bulk: a generator call inside the
-        # coincidence loop keeps the compiler from optimising the loop (2x slower).
-        normals = np.empty(_NORMALS)
-        next_normal = _NORMALS
+        # Cycle-to-cycle noise from a buffer filled in bulk, topped up before each column's
+        # devices (room for all of them): a generator call inside the coincidence loop keeps
+        # the compiler from optimising the loop.
+        normals = np.empty(max(_NORMALS, 2 * n_in * n_dev))
+        next_normal = normals.shape[0]
         for b in range(batch):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
@@ -283,6 +296,8 @@ def _make_sequential(respond):
                     hit_rows[hits] = r
                     hit_counts[hits] = count
                     hits += count != 0
+                if c2c > 0.0 and next_normal + hits * n_dev > normals.shape[0]:
+                    next_normal = _top_up_normals(normals, next_normal, s, spare)
                 for h in range(hits):
                     r = hit_rows[h]
                     count = hit_counts[h]
@@ -293,9 +308,6 @@ def _make_sequential(respond):
                     for k in range(n_dev):
                         xi = 0.0
                         if c2c > 0.0:
-                            if next_normal == _NORMALS:
-                                fill_normals(normals, s, spare)
-                                next_normal = 0
                             xi = normals[next_normal]
                             next_normal += 1
                         weights[j, i, k] = respond(weights[j, i, k], signed, params, j, i, k, c2c, xi)
@@ -408,17 +420,17 @@ def _make_summed(mixed):
                         n_down[j, i] += count
             tally[1] += coincidences
         store_lanes(lanes, s)
-        normals = np.empty(_NORMALS)
-        next_normal = _NORMALS
+        # One normal per moved device, all drawn first (a generator call inside the loop keeps
+        # the compiler from optimising it).
+        normals = np.empty(n_touched * n_dev if c2c > 0.0 else 0)
+        fill_normals(normals, s, spare)
+        next_normal = 0
         for t in range(n_touched):
             j = touched[t] // n_in
             i = touched[t] - j * n_in
             for k in range(n_dev):
                 xi = 0.0
                 if c2c > 0.0:
-                    if next_normal == _NORMALS:
-                        fill_normals(normals, s, spare)
-                        next_normal = 0
                     xi = normals[next_normal]
                     next_normal += 1
                 weights[j, i, k] = mixed(weights[j, i, k], n_up[j, i], n_down[j, i], params, j, i, k, c2c, xi)
