@@ -166,15 +166,18 @@ def _sample_trains(
 
 
 @njit
-def _top_up_normals(normals, cursor, s, spare):
-    """Keep the unused normals ``normals[cursor:]`` (moved to the front) and fill the rest of the
-    buffer from the scalar stream; returns the new cursor (0). The normals come out in the
+def _top_up_normals(normals, cursor, end, need, s, spare):
+    """Move the unused normals ``normals[cursor:end]`` to the front and draw more from the scalar
+    stream, at least ``need`` in all and in steps of ``_NORMALS`` (so that the end of a kernel
+    call leaves fewer than ``_NORMALS`` unused); returns ``(0, end)``. The normals come out in the
     stream's order, whatever the top-up points."""
-    remaining = normals.shape[0] - cursor
+    remaining = end - cursor
     for t in range(remaining):
         normals[t] = normals[cursor + t]
-    fill_normals(normals[remaining:], s, spare)
-    return 0
+    end = remaining + max(-(-(need - remaining) // _NORMALS), 1) * _NORMALS
+    end = min(end, normals.shape[0])
+    fill_normals(normals[remaining:end], s, spare)
+    return 0, end
 
 
 @njit
@@ -273,8 +276,9 @@ def _make_sequential(respond):
         # Cycle-to-cycle noise from a buffer filled in bulk, topped up before each column's
         # devices (room for all of them): a generator call inside the coincidence loop keeps
         # the compiler from optimising the loop.
-        normals = np.empty(max(_NORMALS, 2 * n_in * n_dev))
-        next_normal = normals.shape[0]
+        normals = np.empty(n_in * n_dev + _NORMALS)
+        next_normal = 0
+        normals_end = 0  # normals[next_normal:normals_end] are drawn and unused
         for b in range(batch):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
@@ -296,8 +300,8 @@ def _make_sequential(respond):
                     hit_rows[hits] = r
                     hit_counts[hits] = count
                     hits += count != 0
-                if c2c > 0.0 and next_normal + hits * n_dev > normals.shape[0]:
-                    next_normal = _top_up_normals(normals, next_normal, s, spare)
+                if c2c > 0.0 and next_normal + hits * n_dev > normals_end:
+                    next_normal, normals_end = _top_up_normals(normals, next_normal, normals_end, hits * n_dev, s, spare)
                 for h in range(hits):
                     r = hit_rows[h]
                     count = hit_counts[h]
