@@ -165,11 +165,17 @@ def _slug(name: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
 
 
+def _epochs_suffix(epochs: int) -> str:
+    """File-name suffix of a bit-width study: none for the 1-epoch study, ``_3ep`` for 3 epochs."""
+    return "" if epochs == 1 else f"_{epochs}ep"
+
+
 def bits_one(data, output: str, name: str, epochs: int, seed: int) -> None:
-    """Train one fixed-point condition and write its summary under ``bits_runs/`` (runs in parallel)."""
+    """Train one fixed-point condition and write its summary under ``bits_runs/`` (runs in
+    parallel; ``bits_runs_3ep/`` etc. for a study of more epochs, which leaves the 1-epoch one as it is)."""
     width, kind, kw = BITS_RUNS[output][name]
     result = train_sparse(SparseTrainConfig(**{**_bits_common(output, epochs, seed), **kw}), data)
-    run_dir = OUT / "bits_runs"
+    run_dir = OUT / f"bits_runs{_epochs_suffix(epochs)}"
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"output": output, "name": name, "width": width, "kind": kind, **_summary(result)}
     (run_dir / f"{output}_{_slug(name)}.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -183,12 +189,14 @@ def bits_collect(epochs: int, seed: int) -> None:
     marked ``"from_previous_run": true`` (the rounding-to-nearest rows were trained once, before
     the fix, by code this change leaves as it was); a condition in neither is left out.
     """
+    suffix = _epochs_suffix(epochs)
     for output, fname in BITS_FILES.items():
+        fname += suffix
         previous_path = OUT / f"{fname}.json"
         previous = json.loads(previous_path.read_text())["runs"] if previous_path.exists() else {}
         out = {"epochs": epochs, "seed": seed, "common": _bits_common(output, epochs, seed), "runs": {}}
         for name, (width, kind, _) in BITS_RUNS[output].items():
-            fragment = OUT / "bits_runs" / f"{output}_{_slug(name)}.json"
+            fragment = OUT / f"bits_runs{suffix}" / f"{output}_{_slug(name)}.json"
             if fragment.exists():
                 out["runs"][name] = json.loads(fragment.read_text())
             elif name in previous:
