@@ -26,7 +26,10 @@ from .cells import CellConfig
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
+from .io_compiled import MAX_BATCH as MAX_COMPILED_BATCH
+from .io_compiled import compiled_mvm, covers_io, covers_tensors, io_numbers
 from .update.kernels import rng_state as rng
+from .update.kernels import select_backend
 from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
 
 __all__ = ["TileConfig", "AnalogTile"]
@@ -405,11 +408,56 @@ class AnalogTile(nn.Module):
     # -- the three cycles ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Analog forward pass ``y = W x`` for each row of ``x`` ``(batch, in)`` -> ``(batch, out)``."""
-        return analog_mvm(x, self.effective_weights().t(), self.config.forward, self.generator)
+        w = self.effective_weights()
+        io = self.config.forward
+        numbers = self._compiled_io(io, x, w)
+        if numbers is not None:
+            return compiled_mvm(x, self._weights_view(w), numbers, False, self._io_stream())
+        return analog_mvm(x, w.t(), io, self.generator)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Analog backward pass ``z = Wᵀ δ`` for each row of ``d`` ``(batch, out)`` -> ``(batch, in)``."""
-        return analog_mvm(d, self.effective_weights(), self.config.backward, self.generator)
+        w = self.effective_weights()
+        io = self.config.backward
+        numbers = self._compiled_io(io, d, w)
+        if numbers is not None:
+            return compiled_mvm(d, self._weights_view(w), numbers, True, self._io_stream())
+        return analog_mvm(d, w, io, self.generator)
+
+    def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor):
+        """The kernel numbers (:func:`insitu.io_compiled.io_numbers`) when this product runs in
+        one compiled call (:mod:`insitu.io_compiled`: small batches on the compiled CPU backend,
+        the plain periphery), else ``None``; the IO part is decided once per config object."""
+        if x.dim() != 2 or x.shape[0] > MAX_COMPILED_BATCH or select_backend(w.device) != "compiled":
+            return None
+        memo = self._kernel_cache.get("io_covers")
+        if memo is None:
+            memo = self._kernel_cache["io_covers"] = {}
+        known = memo.get(id(io))
+        if known is None or known[0] is not io:
+            # the config object itself is kept, so that a reused id never answers for another
+            known = memo[id(io)] = (io, io_numbers(io) if covers_io(io) else None)
+        return known[1] if known[1] is not None and covers_tensors(x, w) else None
+
+    def _weights_view(self, w: torch.Tensor):
+        """A C-contiguous numpy view of the effective weights ``w``, kept while ``w`` is the same
+        memory (the tile's own weights: written in place by the updates); the kept view holds its
+        tensor, so an equal address is always the same memory."""
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()))
+        cached = self._kernel_cache.get("io_weights")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        view = (w if w.is_contiguous() else w.contiguous()).detach().numpy()
+        if w.is_contiguous():
+            self._kernel_cache["io_weights"] = (key, view)
+        return view
+
+    def _io_stream(self):
+        """Numpy views of this tile's compiled-kernel stream (its scalar words and spare)."""
+        cached = self._kernel_cache.get("io_stream")
+        if cached is None or cached[0] != self.pulse_rng.data_ptr():
+            cached = self._kernel_cache["io_stream"] = (self.pulse_rng.data_ptr(), rng.as_views(self.pulse_rng))
+        return cached[1]
 
     def stash(self, x: torch.Tensor, d: torch.Tensor) -> None:
         """Keep ``x`` ``(batch, in)`` and ``δ`` ``(batch, out)`` for the next :meth:`update`."""

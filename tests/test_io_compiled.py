@@ -1,0 +1,102 @@
+"""The compiled analog product (insitu.io_compiled) against the reference analog_mvm.
+
+At small batches on the compiled CPU backend a tile computes its forward and backward products
+with the plain periphery (input bound, additive output noise, output bound) in one numba call.
+It must be analog_mvm's product exactly without noise (to float32 rounding), have its noise
+distribution with noise, clip where it clips, and leave every setting it does not cover, and
+larger batches, to analog_mvm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from insitu.io import IOConfig, analog_mvm  # noqa: E402
+from insitu.io_compiled import MAX_BATCH, covers_io  # noqa: E402
+from insitu.presets import get_preset  # noqa: E402
+from insitu.tile import AnalogTile  # noqa: E402
+from insitu.update.kernels import use_backend  # noqa: E402
+
+
+def _tile(forward: IOConfig, backward: IOConfig | None = None, out=40, inp=60, seed=3) -> AnalogTile:
+    config = get_preset("gokmen-vlasov-2016").replace(forward=forward, backward=backward or forward)
+    tile = AnalogTile(out, inp, config, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    tile.set_weights((torch.rand(out, inp, generator=g) * 2 - 1) * 0.5)
+    return tile
+
+
+def _inputs(batch: int, n: int, scale: float = 1.5, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, n, generator=g) * 2 - 1) * scale  # beyond the input bound 1
+
+
+def test_without_noise_it_is_the_reference_product_with_its_bounds():
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=3.0)
+    tile = _tile(io)
+    for batch in (1, MAX_BATCH):
+        x, d = _inputs(batch, 60), _inputs(batch, 40, seed=2)
+        with use_backend("compiled"):
+            y, z = tile.forward(x), tile.backward(d)
+        w = tile.get_weights()
+        assert "io_covers" in tile._kernel_cache  # the compiled product ran
+        torch.testing.assert_close(y, analog_mvm(x, w.t(), io), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(z, analog_mvm(d, w, io), rtol=1e-5, atol=1e-5)
+        assert float(y.abs().max()) <= 3.0 and bool((y.abs() == 3.0).any())  # the output bound clips
+
+
+def test_the_output_noise_has_the_reference_distribution_and_comes_from_the_tile_stream():
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
+    tile = _tile(io)
+    x = _inputs(1, 60)
+    w = tile.get_weights()
+    exact = analog_mvm(x, w.t(), IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=12.0))
+    draws = 2000
+    with use_backend("compiled"):
+        before = tile.generator.get_state()
+        noise = torch.cat([tile.forward(x) - exact for _ in range(draws)])
+        assert torch.equal(tile.generator.get_state(), before)  # the torch generator drew nothing
+    assert abs(float(noise.mean())) < 5 * 0.06 / math.sqrt(noise.numel())
+    assert abs(float(noise.std()) / 0.06 - 1) < 0.03
+    assert abs(float(torch.corrcoef(torch.stack([noise[:-1, 0], noise[1:, 0]]))[0, 1])) < 0.1  # fresh per product
+
+
+def test_same_seed_same_products_and_another_seed_others():
+    io = get_preset("gokmen-vlasov-2016").forward
+    runs = []
+    for seed in (3, 3, 4):
+        tile = _tile(io, seed=seed)
+        tile.set_weights(torch.full((40, 60), 0.1))
+        with use_backend("compiled"):
+            runs.append(torch.cat([tile.forward(_inputs(1, 60)) for _ in range(5)]))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(noise_management="abs_max"), dict(bound_management="iterative"), dict(out_bits=8), dict(inp_bits=8),
+     dict(w_noise=0.01), dict(inp_noise=0.01), dict(ir_drop=0.01), dict(out_noise_asymmetry=0.1)],
+)
+def test_settings_it_does_not_cover_run_the_reference(change):
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0).replace(**change)
+    assert not covers_io(io)
+    tile = _tile(io)
+    with use_backend("compiled"):
+        before = tile.generator.get_state()
+        tile.forward(_inputs(1, 60))
+    assert not torch.equal(tile.generator.get_state(), before)  # analog_mvm drew from the torch generator
+
+
+def test_large_batches_and_the_torch_backend_run_the_reference():
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
+    for backend, batch in (("compiled", MAX_BATCH + 1), ("torch", 1)):
+        tile = _tile(io)
+        with use_backend(backend):
+            before = tile.generator.get_state()
+            tile.forward(_inputs(batch, 60))
+        assert not torch.equal(tile.generator.get_state(), before)
