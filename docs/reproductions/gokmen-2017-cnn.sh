@@ -8,6 +8,8 @@
 #   NAMES="fp nm-bm" bash docs/reproductions/gokmen-2017-cnn.sh   # only these conditions (run two
 #                                                    # such lists side by side on two cores)
 #   NAMES=nm-bm-um-13d MODE=sequential bash docs/reproductions/gokmen-2017-cnn.sh   # 13 devices on K1, 4 on K2
+#   SEED=1 NAMES="nm-bm-um-4d" MODE=sequential bash docs/reproductions/gokmen-2017-cnn.sh   # another seed:
+#                                                    # runs OUT/NAME-seed1 (seed 0 keeps the plain names)
 # Update mode `summed`: every pulse train of the image's patches drawn, exact coincidence counts
 # applied at once per image (docs/update-modes.md); ~5.5 min per analog epoch on one core.
 # MODE=sequential (gokmen-2017-cnn-sequential.sh) runs the faithful per-patch update instead, on the
@@ -27,8 +29,10 @@ else
 fi
 DATA=${DATA:-../shared/datasets}
 EPOCHS=${EPOCHS:-30}
+SEED=${SEED:-0}
+suffix=""; [[ $SEED != 0 ]] && suffix="-seed$SEED"
 common=(--model cnn-2017 --activation tanh --dataset mnist --data-dir "$DATA" --batch-size 1 --lr 0.01
-        --lr-milestones none --update-mode "$MODE" --threads 1 --no-progress)
+        --lr-milestones none --update-mode "$MODE" --threads 1 --no-progress --seed "$SEED")
 read -r -a names <<< "${NAMES:-fp baseline nm-bm nm-bm-um nm-bm-um-4d}"
 declare -A options=(
   [fp]="--preset floating-point"
@@ -45,7 +49,7 @@ declare -A labels=(
 )
 for epoch in $(seq 1 "$EPOCHS"); do
   for name in "${names[@]}"; do
-    run="$OUT/$name"
+    run="$OUT/$name$suffix"
     done_epochs=$(python -c "import json,sys; print(len(json.load(open(sys.argv[1]))['epochs']))" "$run/results.json" 2>/dev/null || echo 0)
     (( done_epochs >= epoch )) && continue
     resume=(); [[ -f "$run/checkpoint.pt" ]] && resume=(--resume)
@@ -54,7 +58,8 @@ for epoch in $(seq 1 "$EPOCHS"); do
   done
   # Every condition that has a run folder, in the paper's order.
   runs=(); for name in fp baseline nm-bm nm-bm-um nm-bm-um-4d nm-bm-um-13d; do
-    [[ -f "$OUT/$name/results.json" ]] && runs+=("$OUT/$name" --label "${labels[$name]}")
+    [[ -f "$OUT/$name$suffix/results.json" ]] && runs+=("$OUT/$name$suffix" --label "${labels[$name]}")
   done
-  insitu compare "${runs[@]}" --title "CNN of Gokmen et al. 2017 on MNIST, batch 1" --out "$PLOT" || true
+  plot=$PLOT; [[ -n $suffix ]] && plot=${PLOT%.png}$suffix.png
+  insitu compare "${runs[@]}" --title "CNN of Gokmen et al. 2017 on MNIST, batch 1${suffix:+ (seed $SEED)}" --out "$plot" || true
 done
