@@ -40,6 +40,21 @@ def _rotl(x, k):
 
 
 @njit(inline="always")
+def _step(s0, s1, s2, s3):
+    """One xoshiro256** step on a state held in four scalars (registers): ``(output, s0, s1, s2,
+    s3)``; :func:`next_u64` is the same on the state array."""
+    result = _rotl(s1 * uint64(5), 7) * uint64(9)
+    t = s1 << uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    return result, s0, s1, s2, s3
+
+
+@njit(inline="always")
 def next_u64(s):
     """The next 64-bit output of xoshiro256** on state ``s`` (uint64 (>=4,)), in place."""
     result = _rotl(s[1] * uint64(5), 7) * uint64(9)
@@ -111,15 +126,7 @@ def fill_normals(buffer, s, spare):
     q = 0
     n = buffer.shape[0]
     while q < n:
-        # xoshiro256** step on locals (as next_u64)
-        r = _rotl(s1 * uint64(5), 7) * uint64(9)
-        t = s1 << uint64(17)
-        s2 ^= s0
-        s3 ^= s1
-        s1 ^= s2
-        s0 ^= s3
-        s2 ^= t
-        s3 = _rotl(s3, 45)
+        r, s0, s1, s2, s3 = _step(s0, s1, s2, s3)
         u, i = _split(r)
         if abs(u) < _ZIG_R[i]:
             buffer[q] = u * _ZIG_X[i]
@@ -163,18 +170,7 @@ def fill_uniforms(buffer, lanes):
     for t in range(buffer.shape[0] // LANES):
         out = buffer[t * LANES : (t + 1) * LANES]
         for lane in range(LANES):  # independent lanes: one vector operation per line below
-            s0 = a0[lane]
-            s1 = a1[lane]
-            s2 = a2[lane]
-            s3 = a3[lane]
-            out[lane] = _rotl(s1 * uint64(5), 7) * uint64(9)
-            t1 = s1 << uint64(17)
-            s2 ^= s0
-            s3 ^= s1
-            s1 ^= s2
-            s0 ^= s3
-            s2 ^= t1
-            s3 = _rotl(s3, 45)
+            out[lane], s0, s1, s2, s3 = _step(a0[lane], a1[lane], a2[lane], a3[lane])
             a0[lane] = s0
             a1[lane] = s1
             a2[lane] = s2
