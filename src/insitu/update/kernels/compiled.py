@@ -63,20 +63,19 @@ _DRAWS = 1024  # lane draws held by a kernel call's uniform buffer (a multiple o
 
 
 @njit(inline="always")
-def _slot_bits(p, slots, first, m, draws, cursor):
-    """Independent Bernoulli(``p``) draws for the ``m`` slots ``slots[first:first + m]`` (bit
-    positions in a word), two per lane draw: a slot fires when its 32-bit half ``h`` satisfies
-    ``h / 2^32 < p``, i.e. ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a
-    random bit mispredicts). Returns ``(word, cursor)``."""
+def _slot_bits(p, slots, m, draws, cursor):
+    """Independent Bernoulli(``p``) draws for the ``m`` slots ``slots[:m]`` (bit positions in a
+    word), two per lane draw: a slot fires when its 32-bit half ``h`` satisfies ``h / 2^32 < p``,
+    i.e. ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a random bit
+    mispredicts). Returns ``(word, cursor)``."""
     threshold = uint64(math.ceil(p * 4294967296.0))
     word = uint64(0)
-    k = first
-    end = first + m
-    while k < end:
+    k = 0
+    while k < m:
         r = draws[cursor]
         cursor += 1
         word |= uint64((r >> uint64(32)) < threshold) << uint64(slots[k])
-        if k + 1 < end:  # the same for every line of a side: predicted
+        if k + 1 < m:  # the same for every line of a side: predicted
             word |= uint64((r & uint64(0xFFFFFFFF)) < threshold) << uint64(slots[k + 1])
         k += 2
     return word, cursor
@@ -233,7 +232,7 @@ def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, ne
         if p > 0.0:
             fired = False
             for w in range(words):
-                word, cursor = _slot_bits(p, slots[w], 0, n_slots[w], draws, cursor)
+                word, cursor = _slot_bits(p, slots[w], n_slots[w], draws, cursor)
                 bits[count, w] = word
                 fired |= word != uint64(0)
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
