@@ -237,7 +237,10 @@ def plot() -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    dens = json.loads((OUT / "density.json").read_text())
+    # The full-length sweep (50 epochs, 3 seeds; session 11) where it exists, else the 20-epoch one.
+    dens_path = OUT / "density_50ep.json" if (OUT / "density_50ep.json").exists() else OUT / "density.json"
+    dens = json.loads(dens_path.read_text())
+    n_seeds = len(dens.get("seeds", [0]))
     for kind, marker in (("structured", "o"), ("clash-free", "s"), ("random", "^")):
         runs = [r for r in dens["runs"] if r["pattern"] == kind]
         xs = sorted({r["network_density"] for r in runs})
@@ -245,16 +248,18 @@ def plot() -> None:
         ax1.plot([100 * x for x in xs], ys, marker=marker, label=kind)
     extra = OUT / "density_dense_output.json"
     if extra.exists():
-        runs = json.loads(extra.read_text())["runs"]
+        extra_data = json.loads(extra.read_text())
+        runs = extra_data["runs"]
         ax1.plot([100 * r["network_density"] for r in runs], [100 * r["final_test_accuracy"] for r in runs], marker="D", ls=":",
-                 label="structured, output junction dense")
+                 label=f"structured, output junction dense ({extra_data.get('epochs', dens['epochs'])} epochs, 1 seed)")
     head = json.loads((OUT / "headline.json").read_text())
     dense = head["runs"]["dense 784-112-10"]
     ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label=f"dense 784-112-10, {head['epochs']} epochs")
     ax1.set_xscale("log")
     ax1.set_xlabel("network density ρ_net (%)")
     ax1.set_ylabel("MNIST test accuracy (%)")
-    ax1.set_title(f"800-100-10, {dens['epochs']} epochs, Adam batch 256", fontsize=9)
+    seeds = f", mean of {n_seeds} seeds" if n_seeds > 1 else ""
+    ax1.set_title(f"800-100-10, {dens['epochs']} epochs{seeds}, Adam batch 256", fontsize=9)
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
     widths = ["float", 16, 12, 10, 8]
@@ -297,7 +302,10 @@ def tables() -> None:
         authors = head["authors"].get(name.split(" structured")[0].split(" clash")[0])
         print(f"| {name} | {100 * runs[0]['network_density']:.1f}% | {sum(runs[0]['edges'])} | {statistics.mean(accs):.2f}% "
               f"| {', '.join(f'{a:.2f}' for a in accs)} | {'' if authors is None else f'{100 * authors:.2f}%'} |")
-    dens = json.loads((OUT / "density.json").read_text())
+    # The full-length sweep (50 epochs, 3 seeds; session 11) where it exists, else the 20-epoch one.
+    dens_path = OUT / "density_50ep.json" if (OUT / "density_50ep.json").exists() else OUT / "density.json"
+    dens = json.loads(dens_path.read_text())
+    n_seeds = len(dens.get("seeds", [0]))
     print()
     print(f"| d_out (junction 1, 2) | ρ_net | structured | clash-free (z={dens['clash_free_z']}) | random |")
     print("| --- | ---: | ---: | ---: | ---: |")
