@@ -295,7 +295,8 @@ def test_misuse_is_refused_with_a_reason():
         AGADCell(in_chop_prob=0.0)
     with pytest.raises(ConfigError, match="rows_per_transfer"):
         MixedPrecisionCell(rows_per_transfer=0)
-    assert "cell" in lockstep_conflict([rule_config("ttv2")] * 2)
+    assert lockstep_conflict([rule_config("ttv2")] * 2) is None  # rules train in lockstep (tests/test_replicas.py)
+    assert "tile.cell" in lockstep_conflict([rule_config("ttv2"), rule_config("tiki-taka")])
     tile = AnalogTile(2, 2, rule_config("tiki-taka"), seed=0)
     with pytest.raises(ConfigError, match="connection mask"):
         tile.set_connection_mask(torch.ones(2, 2, dtype=torch.bool))

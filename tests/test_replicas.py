@@ -627,3 +627,114 @@ def test_pair_replicas_share_one_pair_config_and_keep_the_pairs_refusals():
     for update in (PulseUpdateConfig(mode="batched"), PulseUpdateConfig(pulse_type="expected")):
         with pytest.raises(ConfigError, match="per_device_state"):
             TileConfig(device=pair, update=update)
+
+
+# -- learning-rule cells in lockstep (issue 17) -------------------------------------------------
+def _noise_free_rule_tile(spec: str, **device) -> TileConfig:
+    """The 2016 tile with a learning-rule cell and no draw during training: expected pulses for
+    the gradient's writes (and TTv1's transfer writes), no cycle-to-cycle noise for whole-pulse
+    writes, noise-free reads, regular chopper flips; the devices still vary device to device."""
+    from insitu.cells import cell_from_spec
+
+    base = deterministic(rpu())
+    cell = cell_from_spec(spec)
+    if hasattr(cell, "transfer_io"):
+        cell = cell.replace(
+            transfer_io=cell.transfer_io.replace(out_noise=0.0),
+            transfer_update=cell.transfer_update.replace(pulse_type="expected"),
+        )
+    return base.replace(device=base.device.replace(dw_min_std=0.0, **device), cell=cell)
+
+
+RULE_SPECS = ["tiki-taka:transfer_lr=5", "ttv2:transfer_lr=5", "c-ttv2:transfer_lr=5,in_chop_random=false,in_chop_prob=0.2,gamma=0.1", "agad:transfer_lr=5", "mp"]
+
+
+@pytest.mark.parametrize("spec", RULE_SPECS)
+def test_each_rule_replica_starts_with_the_cell_of_a_layer_with_its_seed(spec):
+    from insitu.cells import cell_from_spec
+
+    base = get_preset("gokmen-vlasov-2016").replace(cell=cell_from_spec(spec))
+    configs = [base, base.replace(device=base.device.replace(dw_min=0.002), update=base.update.replace(bl=20))]
+    layer = AnalogLinear(6, 4, config=configs, seed=[3, 4])
+    for r, (config, seed) in enumerate(zip(configs, (3, 4))):
+        alone = AnalogLinear(6, 4, config=config, seed=seed)
+        assert torch.equal(layer.tile.effective_weights()[r], alone.tile.effective_weights())
+        for name, buffer in alone.tile.cell._buffers.items():  # e.g. the slow array and its devices
+            if buffer is not None:
+                assert torch.equal(layer.tile.cell_state._buffers[name][r], buffer), name
+                # replica r's cell sees its slice of the stacked buffer, not a copy
+                assert layer.tile.replica_cell(r)._buffers[name].data_ptr() == layer.tile.cell_state._buffers[name][r].data_ptr()
+
+
+@pytest.mark.parametrize("spec", RULE_SPECS)
+def test_deterministic_lockstep_rules_train_as_separate_runs(tmp_path, spec):
+    tiles = [_noise_free_rule_tile(spec), _noise_free_rule_tile(spec, dw_min=0.002, w_max=0.4)]
+    configs = [TrainConfig(**_digits(), seed=s, tile=t) for s, t in zip((0, 1), tiles)]
+    together = run_lockstep(configs, [tmp_path / f"r{k}" for k in range(2)], log=lambda line: None)
+    for config, result in zip(configs, together):
+        alone = run_training(config, tmp_path / f"alone{config.seed}", progress=False, log=lambda line: None)
+        for a, b in zip(result["epochs"], alone["epochs"]):
+            assert a["test_error"] == pytest.approx(b["test_error"], abs=0.01)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        for name, counts in alone["counters"].items():  # the cells' own counters, per replica
+            mine = result["counters"][name]
+            for key in ("rank1_updates", "steps", "transfer_reads", "transfers", "digital_macs"):
+                if key in counts:
+                    assert mine[key] == counts[key], (name, key)
+            assert mine["pulses"] == pytest.approx(counts["pulses"], rel=1e-4)
+            for key in ("transfer_pulses",):
+                if key in counts:
+                    assert mine[key] == pytest.approx(counts[key], rel=0.02, abs=2), (name, key)
+
+
+def test_stochastic_rule_replicas_learn_and_their_state_round_trips():
+    from insitu.cells import cell_from_spec
+    from insitu.models import mlp
+
+    base = get_preset("gokmen-vlasov-2016").replace(cell=cell_from_spec("c-ttv2:transfer_lr=10,in_chop_prob=0.1"))
+    configs = [base, base.replace(device=base.device.replace(dw_min=0.002))]
+    model = mlp((10, 8, 3), "sigmoid", configs, seeds=[[0, 1], [2, 3]])
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 16, 10, generator=g), torch.randint(0, 3, (2, 16), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = AnalogSGD(model.parameters(), lr=0.5)
+
+    def train(steps):
+        for step in range(steps):
+            batch = slice(step % 4 * 4, step % 4 * 4 + 4)
+            loss_fn(model(x[:, batch]).flatten(0, 1), y[:, batch].flatten()).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    with torch.no_grad():
+        start = float(loss_fn(model(x).flatten(0, 1), y.flatten()))
+    train(150)
+    with torch.no_grad():
+        assert float(loss_fn(model(x).flatten(0, 1), y.flatten())) < start
+    tiles = [layer.tile for layer in model if hasattr(layer, "tile")]
+    for tile in tiles:
+        for r in range(2):
+            assert tile.replica_counter_report(r)["transfer_reads"] > 0
+            assert float(tile.counters.pulses[r]) == tile.counters.replica(r)["pulses"] > 0
+    # A copy loaded from the state dict continues draw for draw (chopper signs, buffers, schedule).
+    saved = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+    copy = mlp((10, 8, 3), "sigmoid", configs, seeds=[[0, 1], [2, 3]])
+    copy.load_state_dict(saved)
+    train(20)
+    first = [t.effective_weights().clone() for t in tiles]
+    model.load_state_dict(saved)
+    train(20)
+    for a, t in zip(first, tiles):
+        assert torch.equal(a, t.effective_weights())
+
+
+def test_rule_lockstep_refusals_name_the_cell():
+    from insitu.cells import TwoPairPCMCell, cell_from_spec
+
+    ttv2 = rpu().replace(cell=cell_from_spec("ttv2"))
+    assert lockstep_conflict([ttv2, ttv2.replace(device=ttv2.device.replace(dw_min=0.002))]) is None
+    message = lockstep_conflict([ttv2, ttv2.replace(cell=cell_from_spec("ttv2:transfer_lr=3"))])
+    assert "tile.cell" in message and "share" in message
+    assert "PCM" in lockstep_conflict([TileConfig(cell=TwoPairPCMCell())] * 2)
+    with pytest.raises(ConfigError, match="tile.cell"):
+        AnalogLinear(3, 2, config=[ttv2, rpu()])

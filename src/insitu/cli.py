@@ -659,7 +659,7 @@ def _store_path(target: str) -> Path:
 @click.option(
     "--lockstep", default=1, show_default=True, type=int,
     help="Train up to this many points together as replicas in lockstep (points differing only in seed and "
-    "device/IO numbers; MLPs, sgd update). 1: every point alone.",
+    "device/IO numbers; MLPs, sgd update, learning-rule cells shared by the group). 1: every point alone.",
 )
 @click.option("--param", default=None, help="Without STUDY_FILE: the one field to sweep (dotted path, e.g. tile.device.dw_min).")
 @click.option("--values", "values_text", default=None, help="With --param: comma-separated values.")

@@ -23,6 +23,19 @@ sparse connection masks and device effects (write noise, decay, diffusion, stuck
 :mod:`insitu.devices.effects`). Every update mode runs (the engine's stacked layout,
 :mod:`insitu.update.engine`).
 
+Learning-rule cells (:mod:`insitu.cells`: Tiki-Taka v1/v2, chopped TTv2, AGAD, mixed precision)
+train in lockstep when every replica has the same cell config (their devices, ``update.bl`` and
+IO numbers may differ as above). Each replica then has a cell of its own, built on a view of the
+stack (:class:`_ReplicaView`: its weights ``weight[r]``, parameters ``device_params[:, r]``, its
+pulse stream, its config and counters), whose arrays and buffers are drawn from the replica's
+seed exactly as a separate tile's cell draws them and then live in stacked buffers
+(``cell_state.<name>``, a leading replica axis) that the replica's cell sees as views. The forward
+and backward products run once for all replicas on the stacked effective weights (the cells'
+:meth:`~insitu.cells.Cell.effective_weights` broadcast over the leading axis); the writes and
+transfers run per replica through the same cell code as a separate run (the compiled kernels
+on CPU), each replica on its own pulse stream; IO noise of the transfer reads comes from the
+shared generator.
+
 Devices with per-device state (the conductance pairs of :mod:`insitu.devices.conductance_pair`)
 stack their state planes with the drawn ones, ``(P, R, out, in)``: the pulses (torch: the
 engine's stacked layout; compiled: the stateful kernel once per replica) and the refresh after
@@ -46,6 +59,8 @@ from .config import ConfigError
 from .io import REPLICA_IO_FIELDS, ReplicaIO, analog_mvm
 from .tile import AnalogTile, TileConfig
 from .update.kernels import rng_state, select_backend
+from .cells.base import KernelCache
+from .update import UpdateCounters
 from .update.replicas import ReplicaCounters, replica_exact_update, replica_pulsed_update
 
 __all__ = ["ReplicatedTile", "lockstep_conflict", "replica_key", "runtime_seed"]
@@ -78,15 +93,20 @@ def lockstep_conflict(configs: Sequence[TileConfig]) -> str | None:
                 f"replica {r}: tile.device has device effects on (write noise, decay, diffusion, reset_dtod or stuck "
                 "devices): they have no lockstep form yet; run the replicas one after another (insitu sweep without --lockstep)."
             )
-        if config.cell is not None:
+        if config.cell is not None and not config.cell.uses_tile_device:
             return (
-                f"replica {r}: tile.cell {type(config.cell).__name__}: learning-rule cells have no lockstep form yet "
-                "(their transfers are per tile); run the replicas one after another (insitu sweep without --lockstep)."
+                f"replica {r}: tile.cell {type(config.cell).__name__} has devices of its own (a PCM cell) and no lockstep "
+                "form; run the replicas one after another (insitu sweep without --lockstep)."
             )
         if config.devices_per_weight != 1:
             return f"replica {r}: tile.devices_per_weight {config.devices_per_weight}: replicas need single-device cells."
     first = configs[0]
     for r, config in enumerate(configs[1:], start=1):
+        if config.cell != first.cell:
+            return (
+                f"tile.cell: replica {r}'s learning-rule cell config differs from replica 0's; replicas in lockstep share "
+                "one cell config (their devices, update.bl and IO numbers may differ). Run the other cells in groups of their own."
+            )
         if type(config.device) is not type(first.device):
             return f"tile.device: replica {r} is a {type(config.device).__name__}, replica 0 a {type(first.device).__name__}."
         if config.device.capabilities.per_device_state and config.device != first.device:
@@ -147,6 +167,54 @@ _STEP_AND_BOUNDS = ("dw_up", "dw_down", "w_min", "w_max")
 _SLOPES = ("slope_up", "slope_down")
 
 
+class _ReplicaView:
+    """What a learning-rule cell sees of replica ``r`` of a :class:`ReplicatedTile`: the
+    attributes of :class:`~insitu.tile.AnalogTile` that cells use (:mod:`insitu.cells.base`),
+    with the replica's own config, device model, counters and kernel cache, and its state as
+    views into the stack (weights ``weight[r]``, parameters ``device_params[:, r]``, compiled
+    stream ``pulse_rng[r]``): what the cell writes there is the stack's."""
+
+    __slots__ = (
+        "config", "out_features", "in_features", "device_model", "generator", "counters", "_kernel_cache",
+        "weight", "device_params", "pulse_rng",
+    )
+
+    def __init__(self, config: TileConfig, out_features: int, in_features: int, generator: torch.Generator):
+        self.config = config
+        self.out_features, self.in_features = out_features, in_features
+        self.device_model = config.device.model()
+        self.generator = generator
+        self.counters = UpdateCounters()
+        self._kernel_cache = KernelCache()
+
+    def link(self, stack: "ReplicatedTile", r: int) -> None:
+        self.weight = stack.weight.data[r]
+        self.device_params = None if stack.device_params is None else stack.device_params[:, r]
+        self.pulse_rng = stack.pulse_rng[r]
+
+
+class _StackedCell:
+    """Replica 0's cell with its buffers replaced by the stacked ones (a leading replica axis),
+    so that the cell's own :meth:`~insitu.cells.Cell.effective_weights` (written to broadcast
+    over leading axes) gives every replica's weights ``(R, out, in)`` at once."""
+
+    def __init__(self, cell, stacked: dict):
+        self._cell, self._stacked = cell, stacked
+
+    def __getattr__(self, name):
+        stacked = self.__dict__["_stacked"]
+        return stacked[name] if name in stacked else getattr(self.__dict__["_cell"], name)
+
+
+class _StackedTile:
+    """The tile as :class:`_StackedCell` sees it: the stacked weights ``(R, out, in)``."""
+
+    __slots__ = ("weight",)
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight
+
+
 class ReplicatedTile(AnalogTile):
     """``R`` simulated arrays of ``out_features × in_features`` devices in lockstep.
 
@@ -202,7 +270,63 @@ class ReplicatedTile(AnalogTile):
         self._build_replica_constants()
         self.counters = ReplicaCounters(n_rep, device)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._cells: list | None = None
+        if configs[0].cell is not None:
+            self._build_cells()
         self._link_parameter()
+
+    # -- learning-rule cells ------------------------------------------------------------------
+    def _build_cells(self) -> None:
+        """One cell per replica, each built on a view of its replica and drawing its arrays from
+        the replica's generator right after the replica's devices (as an AnalogTile builds its
+        cell); then their buffers move into stacked buffers of ``cell_state`` that the cells see as views."""
+        out_f, in_f = self.out_features, self.in_features
+        views = [_ReplicaView(c, out_f, in_f, g) for c, g in zip(self.configs, self.init_generators)]
+        cells = []
+        for r, (config, view) in enumerate(zip(self.configs, views)):
+            view.link(self, r)
+            cells.append(config.cell.build(view))
+            view.generator = self.generator  # training draws (read noise, choppers) come from the shared generator
+        if any(True for _ in cells[0].children()):  # pragma: no cover - no registered cell has submodules
+            raise ConfigError(f"{type(cells[0]).__name__} has submodules; replicas in lockstep stack only a cell's buffers.")
+        state = nn.Module()
+        for name, value in cells[0]._buffers.items():
+            state.register_buffer(name, None if value is None else torch.stack([cell._buffers[name] for cell in cells]))
+        self.cell_state = state
+        self._cells, self._views = cells, views
+        self._link_cells()
+        self.counters.follow([view.counters for view in views])
+
+    def _link_cells(self) -> None:
+        """Point every replica's view and cell buffers at its slice of the stacked state (again
+        after a move or dtype change replaced the stacked tensors)."""
+        if getattr(self, "_cells", None) is None:
+            return
+        stacked = self.cell_state._buffers
+        for r, (cell, view) in enumerate(zip(self._cells, self._views)):
+            view.link(self, r)
+            for name, value in stacked.items():
+                cell._buffers[name] = None if value is None else value[r]
+        self._stacked_cell = (_StackedCell(self._cells[0], stacked), _StackedTile(self.weight))
+
+    def replica_cell(self, r: int):
+        """Replica ``r``'s learning-rule cell (its buffers are views into ``cell_state``), or ``None``."""
+        return None if self._cells is None else self._cells[r]
+
+    def replica_counter_report(self, r: int) -> dict:
+        """What replica ``r``'s cell counted beyond the counters (transfers, their pulses,
+        digital operations); empty without a cell."""
+        return {} if self._cells is None else self._cells[r].counter_report()
+
+    @torch.no_grad()
+    def zero_replica(self, r: int) -> None:
+        """Set replica ``r``'s weights (and its cell's arrays and buffers) to zero: a diverged
+        replica then sends no NaN into the shared computations."""
+        self.weight[r] = 0.0
+        if self._cells is not None:
+            for value in self.cell_state._buffers.values():
+                if value is not None and value.is_floating_point():
+                    value[r] = 0.0
 
     def _replica_streams(self, seed: int) -> torch.Tensor:
         return torch.stack([rng_state.new_state(seed, stream=1 + r) for r in range(self.replicas)])
@@ -246,6 +370,10 @@ class ReplicatedTile(AnalogTile):
         """Program target weights ``(R, out, in)``, clipped to each device's bounds (a device with
         per-device state also writes that state: :meth:`~insitu.devices.DeviceModel.program`)."""
         self._check_stacked("set_weights", weights)
+        if self._cells is not None:  # each replica's cell programs its own arrays
+            for r, (cell, view) in enumerate(zip(self._cells, self._views)):
+                cell.program(view, weights[r].to(self.weight))
+            return
         self.weight.copy_(self.device_model.program(weights.to(self.weight), self.parameter_planes()))
 
     def parameter_planes(self) -> torch.Tensor | None:
@@ -271,12 +399,16 @@ class ReplicatedTile(AnalogTile):
         raise ConfigError("Sparse connection masks are not available for replicas in lockstep; run these points separately.")
 
     def effective_weights(self) -> torch.Tensor:
-        """The weights the arrays compute with, ``(R, out, in)``."""
-        return self.weight.detach()
+        """The weights the arrays compute with, ``(R, out, in)`` (with a cell: every replica's
+        cell's weights, computed once on the stacked state)."""
+        if self._cells is None:
+            return self.weight.detach()
+        cell, tile = self._stacked_cell
+        return type(self._cells[0]).effective_weights(cell, tile)
 
     def replica_weights(self, r: int) -> torch.Tensor:
         """A copy of replica ``r``'s weights, ``(out, in)``."""
-        return self.weight.detach()[r].clone()
+        return self.effective_weights()[r].clone()
 
     # -- the three cycles ---------------------------------------------------------------------
     def _check_input(self, what: str, tensor: torch.Tensor, width: int) -> None:
@@ -288,12 +420,12 @@ class ReplicatedTile(AnalogTile):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``y_r = W_r x_r`` for every replica: ``(R, batch, in)`` -> ``(R, batch, out)``."""
         self._check_input("forward", x, self.in_features)
-        return analog_mvm(x, self.weight.detach().transpose(1, 2), self.forward_io, self.generator)
+        return analog_mvm(x, self.effective_weights().transpose(1, 2), self.forward_io, self.generator)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """``z_r = W_rᵀ δ_r`` for every replica: ``(R, batch, out)`` -> ``(R, batch, in)``."""
         self._check_input("backward", d, self.out_features)
-        return analog_mvm(d, self.weight.detach(), self.backward_io, self.generator)
+        return analog_mvm(d, self.effective_weights(), self.backward_io, self.generator)
 
     @torch.no_grad()
     def pending_gradient(self) -> torch.Tensor | None:
@@ -311,6 +443,13 @@ class ReplicatedTile(AnalogTile):
         d = torch.cat([p[1] for p in self._pending], dim=1)
         self._pending.clear()
         self.counters.steps += 1
+        if self._cells is not None:
+            # Each replica's cell writes its replica, as the cell of a separate tile does.
+            for r, (cell, view) in enumerate(zip(self._cells, self._views)):
+                view.counters.steps += 1
+                cell.apply_writes(view, x[r], d[r], lr)
+            self.counters.rank1_updates += x.shape[1]
+            return
         if self.device_params is None:
             replica_exact_update(self.weight, x, d, lr)
             self.counters.rank1_updates += x.shape[1]
@@ -429,6 +568,10 @@ class ReplicatedTile(AnalogTile):
             "generator": self.generator.get_state(),
             "pulse_rng": self.pulse_rng.clone(),
             "counters": self.counters.to_dict(),
+            **({} if self._cells is None else {
+                "cells": [cell.extra_state() for cell in self._cells],
+                "cell_counters": [view.counters.to_dict() for view in self._views],
+            }),
         }
 
     def _check_saved_state(self, state: dict) -> None:
@@ -445,9 +588,16 @@ class ReplicatedTile(AnalogTile):
         if "pulse_rng" in state:  # checkpoints made before the compiled engine have none
             self.pulse_rng.copy_(rng_state.upgrade(state["pulse_rng"]))
         self.counters = ReplicaCounters.from_dict(state["counters"], self.weight.device)
+        if self._cells is not None:
+            for cell, view, saved, counts in zip(self._cells, self._views, state["cells"], state["cell_counters"]):
+                cell.load_extra_state(saved)
+                view.counters = UpdateCounters(**counts)
+                view._kernel_cache = KernelCache()
+            self.counters.follow([view.counters for view in self._views])
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
+        self._link_cells()
         self._build_replica_constants()
         counters = self.counters
         counters.pulses, counters.coincidences = (t.to(self.weight.device) for t in (counters.pulses, counters.coincidences))

@@ -845,7 +845,11 @@ class _ReplicaBook(_RunBook):
     def counters(self, model: nn.Module, member: int) -> dict:
         from .replicas import ReplicatedTile
 
-        return {name: m.counters.replica(member) for name, m in model.named_modules() if isinstance(m, ReplicatedTile)}
+        return {
+            name: {**m.counters.replica(member), **m.replica_counter_report(member)}
+            for name, m in model.named_modules()
+            if isinstance(m, ReplicatedTile)
+        }
 
     def loss_tally(self, model: nn.Module, summed: bool, epoch: int, lr: float) -> _ReplicaLoss:
         return _ReplicaLoss(self, model, epoch, lr)
@@ -878,7 +882,7 @@ class _ReplicaBook(_RunBook):
             with torch.no_grad():
                 for module in model.modules():
                     if hasattr(module, "replicas") and hasattr(module, "tile") and module.replicas:
-                        module.tile.weight[r] = 0.0
+                        module.tile.zero_replica(r)
                         if module.bias is not None:
                             module.bias[r] = 0.0
 

@@ -68,6 +68,10 @@ class Cell(nn.Module):
         self.config = config
 
     def effective_weights(self, tile) -> torch.Tensor:
+        """The weights ``(out, in)`` the products see, from the cell's buffers and ``tile.weight``.
+        Written to broadcast over leading axes: replicas in lockstep
+        (:class:`~insitu.replicas.ReplicatedTile`) call it once with every buffer and the weights
+        stacked on a leading replica axis and expect ``(R, out, in)``."""
         raise NotImplementedError
 
     def program(self, tile, target: torch.Tensor) -> None:

@@ -280,8 +280,8 @@ class TransferCell(Cell):
         if gamma == 0:
             return self.slow_weight
         fast = tile.weight.detach()
-        if self.chopped:  # A holds c_out c_in × gradient: de-chop it
-            fast = fast * self.out_chopper.unsqueeze(1) * self.in_chopper.unsqueeze(0)
+        if self.chopped:  # A holds c_out c_in × gradient: de-chop it (over any leading replica axis)
+            fast = fast * self.out_chopper.unsqueeze(-1) * self.in_chopper.unsqueeze(-2)
         return self.slow_weight + gamma * fast
 
     @torch.no_grad()

@@ -179,6 +179,10 @@ class AnalogLinear(nn.Module):
             if tile.device_params is not None:
                 layer.tile.device_params.copy_(tile.parameter_planes()[:, r])
             layer.tile.weight.copy_(tile.weight[r])
+            cell = tile.replica_cell(r)
+            if cell is not None:  # the cell's arrays and buffers, and its schedule (column, passes, ...)
+                layer.tile.cell.load_state_dict(cell.state_dict())
+                layer.tile.cell.load_extra_state(cell.extra_state())
             if self.bias is not None:
                 layer.bias.copy_(self.bias[r, 0])
         return layer

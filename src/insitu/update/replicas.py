@@ -42,8 +42,40 @@ class ReplicaCounters:
         self.rank1_updates = 0
         self.steps = 0
         self.extra_memory = 0
+        self._members: list | None = None
         self.pulses = torch.zeros(replicas, dtype=torch.float64, device=device)
         self.coincidences = torch.zeros(replicas, dtype=torch.float64, device=device)
+
+    @property
+    def pulses(self) -> torch.Tensor:
+        """Pulses per replica ``(R,)``."""
+        self._pull()
+        return self._pulses
+
+    @pulses.setter
+    def pulses(self, value: torch.Tensor) -> None:
+        self._pulses = value
+
+    @property
+    def coincidences(self) -> torch.Tensor:
+        """Coincidences per replica ``(R,)``."""
+        self._pull()
+        return self._coincidences
+
+    @coincidences.setter
+    def coincidences(self, value: torch.Tensor) -> None:
+        self._coincidences = value
+
+    def follow(self, members) -> None:
+        """Take pulses and coincidences from per-replica :class:`UpdateCounters` ``members``
+        (the counters of replicas whose learning-rule cells write them), read when reported."""
+        self._members = list(members)
+
+    def _pull(self) -> None:
+        if self._members is not None:
+            device = self._pulses.device
+            self._pulses = torch.tensor([m.pulses for m in self._members], dtype=torch.float64, device=device)
+            self._coincidences = torch.tensor([m.coincidences for m in self._members], dtype=torch.float64, device=device)
 
     def add_pulses(self, per_replica: torch.Tensor) -> None:
         """Add pulses ``(R,)`` (the engine's per-array counts)."""
