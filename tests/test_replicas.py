@@ -738,3 +738,22 @@ def test_rule_lockstep_refusals_name_the_cell():
     assert "PCM" in lockstep_conflict([TileConfig(cell=TwoPairPCMCell())] * 2)
     with pytest.raises(ConfigError, match="tile.cell"):
         AnalogLinear(3, 2, config=[ttv2, rpu()])
+
+
+def test_a_diverged_rule_replica_is_silenced_and_the_other_finishes(tmp_path, monkeypatch):
+    import insitu.models as models
+
+    configs = [TrainConfig(**_digits(), seed=s, cell="ttv2:transfer_lr=5") for s in (0, 1)]
+    original = models.mlp
+
+    def poisoned(*args, **kwargs):
+        model = original(*args, **kwargs)
+        with torch.no_grad():
+            model[0].tile.cell_state.slow_weight[1] = float("nan")  # TTv2's visible weight is C
+        return model
+
+    monkeypatch.setattr(models, "mlp", poisoned)
+    results = run_lockstep(configs, [tmp_path / "r0", tmp_path / "r1"], log=lambda line: None)
+    assert results[0]["status"] == "completed" and len(results[0]["epochs"]) == 2
+    assert results[0]["epochs"][-1]["test_error"] < 0.9
+    assert results[1]["status"] == "diverged" and results[1]["epochs"] == []

@@ -28,15 +28,50 @@ def _label(rule: str) -> str:
 
 
 def load(paths) -> dict:
-    """``{dw_min: {rule: {offset: test error %}}}`` of the completed points of the CSV files."""
-    table: dict = defaultdict(lambda: defaultdict(dict))
+    """``{dw_min: {rule: {offset: test error %}}}`` of the completed points of the CSV files; with
+    several seeds of a point, the mean of its seeds (the seeds are kept: :func:`load_seeds`)."""
+    seeds = load_seeds(paths)
+    return {
+        dw_min: {rule: {o: sum(v.values()) / len(v) for o, v in offsets.items()} for rule, offsets in rules.items()}
+        for dw_min, rules in seeds.items()
+    }
+
+
+def load_seeds(paths) -> dict:
+    """``{dw_min: {rule: {offset: {seed: test error %}}}}`` of the completed points."""
+    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for path in [paths] if isinstance(paths, str) else paths:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if row["status"] != "completed":
                     continue
-                table[float(row[DW_MIN])][row[RULE]][float(row[OFFSET])] = 100 * float(row["final_test_error"])
+                point = table[float(row[DW_MIN])][row[RULE]][float(row[OFFSET])]
+                point[int(row["seed"])] = 100 * float(row["final_test_error"])
     return table
+
+
+def markdown_seeds(seeds: dict) -> str:
+    """Like :func:`markdown`, each cell the mean over seeds followed by every seed's value."""
+    lines = []
+    for dw_min in sorted(seeds, reverse=True):
+        rules = seeds[dw_min]
+        offsets = sorted({o for values in rules.values() for o in values})
+        lines.append(f"**{2 / dw_min:,.0f} states** (`dw_min` {dw_min:g}): test error %, mean (seed 0 / seed 1 ...)")
+        lines.append("")
+        lines.append("| rule | " + " | ".join(f"offset {o:g}" for o in offsets) + " |")
+        lines.append("|---|" + "---|" * len(offsets))
+        for rule in sorted(rules, key=lambda r: (r != "", r)):
+            cells = []
+            for o in offsets:
+                values = rules[rule].get(o)
+                if not values:
+                    cells.append("—")
+                    continue
+                each = " / ".join(f"{values[s]:.2f}" for s in sorted(values))
+                cells.append(f"{sum(values.values()) / len(values):.2f} ({each})" if len(values) > 1 else each)
+            lines.append(f"| {_label(rule)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def markdown(table: dict) -> str:
@@ -85,10 +120,12 @@ def figure(table: dict, path: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", nargs="+", help="CSV files of `insitu sweep export` (the main sweep, the chopper follow-up)")
-    parser.add_argument("--figure", default=None)
+    parser.add_argument("--figure", default=None, help="PNG of the mean over seeds (one line per rule, one panel per number of states)")
     args = parser.parse_args(argv)
     table = load(args.csv)
-    print(markdown(table))
+    seeds = load_seeds(args.csv)
+    several = any(len(v) > 1 for rules in seeds.values() for offsets in rules.values() for v in offsets.values())
+    print(markdown_seeds(seeds) if several else markdown(table))
     if args.figure:
         figure(table, args.figure)
 

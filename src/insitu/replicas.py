@@ -320,13 +320,17 @@ class ReplicatedTile(AnalogTile):
 
     @torch.no_grad()
     def zero_replica(self, r: int) -> None:
-        """Set replica ``r``'s weights (and its cell's arrays and buffers) to zero: a diverged
-        replica then sends no NaN into the shared computations."""
+        """Set replica ``r``'s weights to zero (with a cell: its buffers zeroed, its arrays
+        programmed to zero, its running statistics dropped): a diverged replica then sends no NaN
+        into the shared computations."""
         self.weight[r] = 0.0
         if self._cells is not None:
             for value in self.cell_state._buffers.values():
                 if value is not None and value.is_floating_point():
                     value[r] = 0.0
+            cell, view = self._cells[r], self._views[r]
+            cell.program(view, torch.zeros_like(view.weight))
+            cell.forget_statistics()
 
     def _replica_streams(self, seed: int) -> torch.Tensor:
         return torch.stack([rng_state.new_state(seed, stream=1 + r) for r in range(self.replicas)])

@@ -80,6 +80,10 @@ class Cell(nn.Module):
     def apply_writes(self, tile, x: torch.Tensor, d: torch.Tensor, lr: float) -> None:
         raise NotImplementedError
 
+    def forget_statistics(self) -> None:
+        """Drop running statistics of the data (e.g. auto-scaling means), as for a fresh start;
+        used when a diverged replica is silenced. Nothing by default."""
+
     def extra_state(self) -> dict:
         return {}
 

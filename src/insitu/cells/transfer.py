@@ -522,6 +522,9 @@ class TransferCell(Cell):
             self.out_chopper[flips.to(self.out_chopper.device)] *= -1
 
     # -- state and counters ------------------------------------------------------------------------
+    def forget_statistics(self) -> None:
+        self.running_x = self.running_d = None
+
     def extra_state(self) -> dict:
         return {
             "since": self.since, "column": self.column, "passes": self.passes, "reads": self.reads,
