@@ -111,7 +111,7 @@ def figure(table: dict, path: str) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("test error % (20,000 images, one pass)")
     handles = [plt.Line2D([], [], color=colors[r], marker="o", label=_label(r)) for r in rules]
-    fig.suptitle("2016 MLP on soft-bounds devices: SGD vs TTv2 vs chopped TTv2")
+    fig.suptitle("2016 MLP on soft-bounds devices: SGD vs TTv2 vs chopped TTv2 (each point the mean of the seeds run)")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.savefig(path, dpi=120)
