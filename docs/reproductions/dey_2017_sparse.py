@@ -206,6 +206,49 @@ def bits_collect(epochs: int, seed: int) -> None:
         _write(fname, out)
 
 
+#: The bit-width conditions the pipeline study trains with and without the junction pipeline.
+PIPELINE_CONDITIONS = ("float", "16:5, stochastic")
+
+
+def _pipeline_fragment(output: str, name: str, epochs: int, seed: int, pipeline: bool) -> Path:
+    kind = "pipelined" if pipeline else "sequential"
+    return OUT / f"pipeline_runs{_epochs_suffix(epochs)}" / f"{output}_{_slug(name)}_s{seed}_{kind}.json"
+
+
+def pipeline_one(data, output: str, name: str, epochs: int, seed: int, pipeline: bool) -> None:
+    """One bit-width condition (batch 1, as the hardware trains) with or without the emulated
+    junction pipeline (``--pipeline``: each junction's forward pass with its weights of
+    ``2(L - l) + 1`` examples ago, :mod:`insitu.pipeline`; issue 18 item 6)."""
+    width, kind, kw = BITS_RUNS[output][name]
+    result = train_sparse(SparseTrainConfig(**{**_bits_common(output, epochs, seed), **kw, "pipeline": pipeline}), data)
+    path = _pipeline_fragment(output, name, epochs, seed, pipeline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"output": output, "name": name, "width": width, "kind": kind, "seed": seed, "pipeline": pipeline, **_summary(result)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"{output} output {name}, seed {seed}, {'pipelined' if pipeline else 'sequential'}: "
+          f"{100 * result['final_test_accuracy']:.2f}%", flush=True)
+
+
+def pipeline_collect(epochs: int) -> None:
+    """Gather ``pipeline_runs_Nep/`` into ``pipeline_Nep.json``. A sequential seed-0 run missing
+    there is taken from the bit-width study of the same length (``bits_runs_Nep/``: the same
+    config, pipeline off), marked ``"from": "bits_runs"``."""
+    suffix = _epochs_suffix(epochs)
+    runs = []
+    for fragment in sorted((OUT / f"pipeline_runs{suffix}").glob("*.json")):
+        runs.append(json.loads(fragment.read_text()))
+    for output in BITS_RUNS:
+        for name in PIPELINE_CONDITIONS:
+            have = any(r["output"] == output and r["name"] == name and r["seed"] == 0 and not r["pipeline"] for r in runs)
+            bits_fragment = OUT / f"bits_runs{suffix}" / f"{output}_{_slug(name)}.json"
+            if not have and bits_fragment.exists() and any(r["output"] == output and r["name"] == name for r in runs):
+                runs.append({**json.loads(bits_fragment.read_text()), "seed": 0, "pipeline": False, "from": "bits_runs"})
+    _write(f"pipeline{suffix}", {"epochs": epochs, "common": _bits_common("softmax", epochs, 0), "runs": runs})
+    for r in sorted(runs, key=lambda r: (r["output"], r["name"], r["pipeline"], r["seed"])):
+        acc = [f"{100 * a:.2f}" for a in r.get("per_epoch_test_accuracy", [])]
+        print(f"{r['output']:8s} {r['name']:18s} {'pipelined ' if r['pipeline'] else 'sequential'} seed {r['seed']}: {', '.join(acc)}")
+
+
 def bits(data, epochs: int, seed: int, output: str = "softmax") -> None:
     """All conditions of one output stage, one after the other."""
     for name in BITS_RUNS[output]:
@@ -373,9 +416,11 @@ def tables() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", default="all", choices=["all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid",
-                                                           "bits-one", "bits-collect", "hardware", "plot", "tables"])
+                                                           "bits-one", "bits-collect", "pipeline-one", "pipeline-collect", "hardware", "plot", "tables"])
     parser.add_argument("--output", default="softmax", choices=list(BITS_RUNS), help="bits-one: the output stage")
     parser.add_argument("--condition", default=None, help="bits-one: a condition name of BITS_RUNS")
+    parser.add_argument("--seed", type=int, default=0, help="pipeline-one: the seed")
+    parser.add_argument("--pipeline", action="store_true", help="pipeline-one: emulate the junction pipeline (else sequential)")
     parser.add_argument("--list-conditions", action="store_true", help="print OUTPUT<TAB>CONDITION of every bit-width run and exit")
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--headline-epochs", type=int, default=50)
@@ -393,7 +438,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     start = time.time()
-    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "bits-one")
+    need_data = args.part in ("all", "headline", "density", "density-dense-output", "bits", "bits-sigmoid", "bits-one", "pipeline-one")
     data = load_dataset("mnist", path=args.data_dir) if need_data else None
     if args.part in ("all", "headline"):
         headline(data, args.headline_epochs, range(args.seeds))
@@ -407,6 +452,10 @@ def main() -> None:
         bits(data, args.bits_epochs, 0, "sigmoid")
     if args.part == "bits-one":
         bits_one(data, args.output, args.condition, args.bits_epochs, 0)
+    if args.part == "pipeline-one":
+        pipeline_one(data, args.output, args.condition, args.bits_epochs, args.seed, args.pipeline)
+    if args.part == "pipeline-collect":
+        pipeline_collect(args.bits_epochs)
     if args.part in ("all", "bits-collect"):
         bits_collect(args.bits_epochs, 0)
     if args.part in ("all", "hardware"):
