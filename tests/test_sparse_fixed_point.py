@@ -202,3 +202,19 @@ def test_sparse_train_config_per_quantity_formats():
         SparseTrainConfig(fixed_point="12:4", weight_format="8:3", learning_rate_exponent=6)
     with pytest.raises(ConfigError, match="needs fixed_point"):
         SparseTrainConfig(weight_format="10:1")
+
+
+def test_fixed_point_weight_decay_is_part_of_the_rounded_update():
+    # w = 4, ∂w = 0, λ = 0.5, η = 0.25: the update η λ w = 0.5 moves w to 3.5 (exact in 8:3); with
+    # ∂w = 1 as well, η (1 + 2) = 0.75. λ = 0 leaves the plain update.
+    for decay, grad, expected in ((0.5, 0.0, 3.5), (0.5, 1.0, 3.25), (0.0, 1.0, 3.75)):
+        p = nn.Parameter(torch.tensor([4.0]))
+        config = FixedPointConfig.uniform(Q8_3, learning_rate_exponent=2).replace(weight_decay=decay)
+        opt = FixedPointSGD([p], config)
+        p.grad = torch.tensor([grad])
+        opt.step()
+        assert p.item() == expected
+    with pytest.raises(ConfigError, match="weight_decay"):
+        FixedPointConfig(weight_decay=-1.0)
+    # The sparse trainer's weight_decay reaches the fixed-point optimizer.
+    assert SparseTrainConfig(fixed_point="16:5", weight_decay=1e-3).fixed_point_config().weight_decay == 1e-3

@@ -138,6 +138,11 @@ BITS_RUNS = {
         "12 split, stochastic": (12, "fix", _split(12, 1, 4, 0)),
         "10 split, stochastic": (10, "fix", _split(10, 1, 4, 0)),
         "8 split, stochastic, η=2^-7": (8, "fix", dict(_split(8, 0, 3, 0), learning_rate_exponent=7)),
+        # Remedies for the runaway to the format bounds over 3 epochs (§3.1a; session 12): L2 in
+        # the rounded update, FixedPointConfig.weight_decay.
+        "10 split, stochastic, L2 1e-4": (10, "other", dict(_split(10, 1, 4, 0), weight_decay=1e-4)),
+        "10 split, stochastic, L2 1e-3": (10, "other", dict(_split(10, 1, 4, 0), weight_decay=1e-3)),
+        "12:4, stochastic, L2 1e-3": (12, "other", dict(fixed_point="12:4", weight_decay=1e-3, **SR)),
     },
     "sigmoid": {
         "float": ("float", "float", dict(optimizer="sgd", lr=2.0**-6)),

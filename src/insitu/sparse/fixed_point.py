@@ -154,6 +154,10 @@ class FixedPointConfig(Config):
         update_rounding: how ``η·∂w`` is rounded to the updates format: ``nearest`` (ties toward
             +∞, as adding half an LSB and truncating does) or ``stochastic`` (unbiased, see
             :func:`quantize_stochastic`; needs a seed in :class:`FixedPointSGD`).
+        weight_decay: L2 coefficient ``λ``: the update is ``η (∂w + λ w)``, rounded as above (the
+            decay passes through the same update path as the gradient, as it would in the
+            hardware's update unit; with stochastic rounding a decay below one step still acts
+            on average). 0: none.
     """
 
     weights: FixedPointFormat = dataclasses.field(default_factory=FixedPointFormat)
@@ -162,9 +166,11 @@ class FixedPointConfig(Config):
     updates: FixedPointFormat = dataclasses.field(default_factory=FixedPointFormat)
     learning_rate_exponent: int = 4
     update_rounding: str = "nearest"
+    weight_decay: float = 0.0
 
     def validate(self) -> None:
         self._check_choice("update_rounding", ROUNDING_MODES)
+        self._check_non_negative("weight_decay")
         for field in ("weights", "activations", "errors", "updates"):
             if not isinstance(getattr(self, field), FixedPointFormat):
                 self._fail(field, f"must be a FixedPointFormat, got {type(getattr(self, field)).__name__}.")
@@ -235,7 +241,8 @@ def insert_quantizers(model: nn.Sequential, config: FixedPointConfig) -> nn.Sequ
 
 
 class FixedPointSGD(torch.optim.Optimizer):
-    """SGD in fixed point: ``w ← sat_W(w − sat_U(η · ∂w))`` with ``η = 2^-k``.
+    """SGD in fixed point: ``w ← sat_W(w − sat_U(η · (∂w + λ w)))`` with ``η = 2^-k`` and
+    ``λ = config.weight_decay`` (0 by default).
 
     The parameters are rounded to the weight format when the optimizer is built. ``∂w`` is the
     gradient autograd produced from the (quantized) errors and activations: for a loss summed
@@ -284,12 +291,13 @@ class FixedPointSGD(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                grad = p.grad if self.config.weight_decay == 0 else p.grad + self.config.weight_decay * p
                 if self.config.update_rounding == "stochastic":
                     # Unbiased rounding (Gupta et al. 2015): updates below half a step survive on
                     # average instead of being set to zero (docs/reproductions/dey-2017-sparse.md §3.2).
                     uniform = torch.rand(p.shape, generator=self.generator, dtype=torch.float64).to(p.device)
-                    update = quantize_stochastic(p.grad * lr, self.config.updates, uniform=uniform)
+                    update = quantize_stochastic(grad * lr, self.config.updates, uniform=uniform)
                 else:
-                    update = quantize(p.grad * lr, self.config.updates)
+                    update = quantize(grad * lr, self.config.updates)
                 p.copy_(quantize(p - update, self.config.weights))
         return loss

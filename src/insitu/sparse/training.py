@@ -52,7 +52,8 @@ class SparseTrainConfig(Config):
         epochs, batch_size, seed, subset: as usual (``subset``: that many training samples).
         optimizer: ``adam`` (the authors' software) or ``sgd`` (floating point only).
         lr: learning rate of the floating-point optimizer.
-        weight_decay: L2 coefficient (8e-5 in the authors' MNIST example).
+        weight_decay: L2 coefficient (8e-5 in the authors' MNIST example); in fixed point it is
+            part of the rounded update, ``η (∂w + λ w)`` (:class:`FixedPointConfig`).
         fixed_point: ``None`` (floating point) or ``"TOTAL:INTEGER"`` bits, e.g. ``"12:3"``, for
             weights, activations, errors and updates, trained by :class:`FixedPointSGD`.
         learning_rate_exponent: ``k`` of the fixed-point ``η = 2^-k``. The loss is summed over
@@ -141,7 +142,10 @@ class SparseTrainConfig(Config):
             quantity: default if getattr(self, field) is None else FixedPointFormat.parse(getattr(self, field))
             for quantity, field in _FORMAT_FIELDS.items()
         }
-        return FixedPointConfig(**formats, learning_rate_exponent=self.learning_rate_exponent, update_rounding=self.update_rounding)
+        return FixedPointConfig(
+            **formats, learning_rate_exponent=self.learning_rate_exponent, update_rounding=self.update_rounding,
+            weight_decay=self.weight_decay,
+        )
 
     def pattern_config(self, junction: int) -> PatternConfig:
         z = None if self.z is None else self.z[junction]
