@@ -103,10 +103,19 @@ def main(argv=None) -> None:
                         help="the 2016 MLP (sigmoid) or the 2017 CNN (tanh, as docs/reproductions/gokmen-2017-cnn.sh)")
     parser.add_argument("--periphery", default="gokmen-vlasov-2016",
                         help="preset whose IO and update every analog run takes (e.g. gokmen-2017-cnn-nm-bm for the CNN)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for PyTorch and the compiled kernels (1, as the other reproductions: two "
+                             "intra-op threads on a machine shared with other runs slowed the CNN several-fold)")
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--out", default="runs/learning-rules")
     parser.add_argument("--table", action="store_true", help="Print the markdown table of the runs under --out/DATASET/sSEED and stop.")
     args = parser.parse_args(argv)
+    import torch
+
+    from insitu.update.kernels import set_threads
+
+    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.table:
         print(table(Path(args.out) / args.dataset / f"s{args.seed}"))
         return
