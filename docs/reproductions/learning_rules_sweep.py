@@ -50,13 +50,16 @@ def load_seeds(paths) -> dict:
     return table
 
 
-def markdown_seeds(seeds: dict) -> str:
-    """Like :func:`markdown`, each cell the mean over seeds followed by every seed's value."""
+def markdown(seeds: dict) -> str:
+    """Markdown tables of :func:`load_seeds`' result, one per number of states: a point run with one
+    seed shows its test error, a point with several the mean and then each seed's value."""
+    several = any(len(v) > 1 for rules in seeds.values() for offsets in rules.values() for v in offsets.values())
+    what = "test error %, mean (seed 0 / seed 1 ...)" if several else "test error % after one pass over 20,000 images"
     lines = []
     for dw_min in sorted(seeds, reverse=True):
         rules = seeds[dw_min]
         offsets = sorted({o for values in rules.values() for o in values})
-        lines.append(f"**{2 / dw_min:,.0f} states** (`dw_min` {dw_min:g}): test error %, mean (seed 0 / seed 1 ...)")
+        lines.append(f"**{2 / dw_min:,.0f} states** (`dw_min` {dw_min:g}): {what}")
         lines.append("")
         lines.append("| rule | " + " | ".join(f"offset {o:g}" for o in offsets) + " |")
         lines.append("|---|" + "---|" * len(offsets))
@@ -69,22 +72,6 @@ def markdown_seeds(seeds: dict) -> str:
                     continue
                 each = " / ".join(f"{values[s]:.2f}" for s in sorted(values))
                 cells.append(f"{sum(values.values()) / len(values):.2f} ({each})" if len(values) > 1 else each)
-            lines.append(f"| {_label(rule)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def markdown(table: dict) -> str:
-    lines = []
-    for dw_min in sorted(table, reverse=True):
-        rules = table[dw_min]
-        offsets = sorted({o for values in rules.values() for o in values})
-        lines.append(f"**{2 / dw_min:,.0f} states** (`dw_min` {dw_min:g}): test error % after one pass over 20,000 images")
-        lines.append("")
-        lines.append("| rule | " + " | ".join(f"offset {o:g}" for o in offsets) + " |")
-        lines.append("|---|" + "---|" * len(offsets))
-        for rule in sorted(rules, key=lambda r: (r != "", r)):
-            cells = [f"{rules[rule][o]:.2f}" if o in rules[rule] else "—" for o in offsets]
             lines.append(f"| {_label(rule)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -122,12 +109,9 @@ def main(argv=None) -> None:
     parser.add_argument("csv", nargs="+", help="CSV files of `insitu sweep export` (the main sweep, the chopper follow-up)")
     parser.add_argument("--figure", default=None, help="PNG of the mean over seeds (one line per rule, one panel per number of states)")
     args = parser.parse_args(argv)
-    table = load(args.csv)
-    seeds = load_seeds(args.csv)
-    several = any(len(v) > 1 for rules in seeds.values() for offsets in rules.values() for v in offsets.values())
-    print(markdown_seeds(seeds) if several else markdown(table))
+    print(markdown(load_seeds(args.csv)))
     if args.figure:
-        figure(table, args.figure)
+        figure(load(args.csv), args.figure)
 
 
 if __name__ == "__main__":
