@@ -216,6 +216,19 @@ def _digits(**changes) -> dict:
     return {"dataset": "digits", "hidden": (12,), "epochs": 2, "lr": 0.1, "lr_milestones": (), "subset": 200, **changes}
 
 
+def _match_separate_runs(tmp_path, configs, together) -> list[tuple[dict, dict]]:
+    """Train each config alone and check that its replica's epochs match it (test error to 0.01,
+    train loss to 1e-4); returns the ``(replica's results, separate run's results)`` pairs."""
+    pairs = []
+    for config, result in zip(configs, together):
+        alone = run_training(config, tmp_path / f"alone{config.seed}", progress=False, log=lambda line: None)
+        for a, b in zip(result["epochs"], alone["epochs"]):
+            assert a["test_error"] == pytest.approx(b["test_error"], abs=0.01)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        pairs.append((result, alone))
+    return pairs
+
+
 def test_deterministic_lockstep_training_equals_separate_runs(tmp_path):
     base = deterministic(rpu())
     tiles = [
@@ -225,11 +238,7 @@ def test_deterministic_lockstep_training_equals_separate_runs(tmp_path):
     ]
     configs = [TrainConfig(**_digits(), seed=s, tile=t) for s, t in zip((0, 1, 2), tiles)]
     together = run_lockstep(configs, [tmp_path / f"r{k}" for k in range(3)], log=lambda line: None)
-    for config, result in zip(configs, together):
-        alone = run_training(config, tmp_path / f"alone{config.seed}", progress=False, log=lambda line: None)
-        for a, b in zip(result["epochs"], alone["epochs"]):
-            assert a["test_error"] == pytest.approx(b["test_error"], abs=0.01)
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for config, (result, _) in zip(configs, _match_separate_runs(tmp_path, configs, together)):
         assert result["status"] == "completed"
         assert json.loads((tmp_path / f"r{config.seed}" / "results.json").read_text())["epochs"] == result["epochs"]
 
@@ -671,11 +680,7 @@ def test_deterministic_lockstep_rules_train_as_separate_runs(tmp_path, spec):
     tiles = [_noise_free_rule_tile(spec), _noise_free_rule_tile(spec, dw_min=0.002, w_max=0.4)]
     configs = [TrainConfig(**_digits(), seed=s, tile=t) for s, t in zip((0, 1), tiles)]
     together = run_lockstep(configs, [tmp_path / f"r{k}" for k in range(2)], log=lambda line: None)
-    for config, result in zip(configs, together):
-        alone = run_training(config, tmp_path / f"alone{config.seed}", progress=False, log=lambda line: None)
-        for a, b in zip(result["epochs"], alone["epochs"]):
-            assert a["test_error"] == pytest.approx(b["test_error"], abs=0.01)
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for result, alone in _match_separate_runs(tmp_path, configs, together):
         for name, counts in alone["counters"].items():  # the cells' own counters, per replica
             mine = result["counters"][name]
             for key in ("rank1_updates", "steps", "transfer_reads", "transfers", "digital_macs"):
