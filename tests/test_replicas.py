@@ -465,6 +465,32 @@ def test_cli_sweep_with_lockstep(tmp_path):
     assert bad.exit_code == 2 and "lockstep" in bad.output
 
 
+def test_a_sweep_limits_the_compiled_kernels_threads_as_well_as_torchs(tmp_path):
+    """`--threads 1` once set only PyTorch's threads: the lockstep kernels ran in numba's default
+    pool (every core) beside the other workers of the study."""
+    numba = pytest.importorskip("numba")
+    import torch
+    from click.testing import CliRunner
+
+    from insitu.cli import main
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs a numba pool of two threads to see the limit")
+    before = (numba.get_num_threads(), torch.get_num_threads())
+    numba.set_num_threads(2)
+    try:
+        result = CliRunner().invoke(main, [
+            "sweep", "run", "--param", "tile.device.dw_min", "--values", "0.001,0.002", "--hidden", "8",
+            "--subset", "50", "--lr", "0.1", "--lockstep", "2", "--workers", "0", "--threads", "1",
+            "--out", str(tmp_path / "s"),
+        ])
+        assert result.exit_code == 0, result.output
+        assert (numba.get_num_threads(), torch.get_num_threads()) == (1, 1)
+    finally:
+        numba.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+
+
 # -- conductance pairs (per-device state) in lockstep ------------------------------------------
 def _pairs():
     from insitu.devices import JumpTableDevice, JumpTablePairDevice, PCMDevice, PCMPairDevice

@@ -83,6 +83,19 @@ def store_paths(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 _DATA_CACHE: dict = {}
 
 
+def _limit_threads(threads: int) -> None:
+    """``threads`` for PyTorch's operations and for the compiled kernels alike. The kernels of
+    replicas in lockstep run in numba's threads, whose count is numba's own (the number of
+    cores by default): setting only PyTorch's left a lockstep group on two threads beside the
+    other workers of a study (``--threads 1``), a machine oversubscribed."""
+    import torch
+
+    from ..update.kernels import set_threads
+
+    torch.set_num_threads(threads)
+    set_threads(threads)
+
+
 def _dataset(config, data_dir):
     """Datasets are loaded once per worker process (points of one study share them)."""
     from ..data import load_dataset
@@ -104,11 +117,9 @@ def run_point(task: dict) -> dict:
         ``{"point_id", "status" ("completed", "diverged" or "failed"), "results" (the run's
         results dict, or None), "seconds", "error", "resumed"}``.
     """
-    import torch
-
     from ..training import TrainConfig, TrainingDiverged, run_training
 
-    torch.set_num_threads(task["threads"])
+    _limit_threads(task["threads"])
     started = time.perf_counter()
     run_dir = Path(task["run_dir"])
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -153,12 +164,10 @@ def run_group(task: dict) -> list[dict]:
     Args:
         task: ``{"group": [point tasks], "data_dir", "threads"}``.
     """
-    import torch
-
     from ..training import TrainConfig
     from .lockstep import CHECKPOINT_NAME, run_lockstep
 
-    torch.set_num_threads(task["threads"])
+    _limit_threads(task["threads"])
     started = time.perf_counter()
     members = task["group"]
     run_dirs = [Path(m["run_dir"]) for m in members]
@@ -215,9 +224,7 @@ def _read_results(run_dir: Path) -> dict | None:
 def _init_worker(threads: int) -> None:
     import threading
 
-    import torch
-
-    torch.set_num_threads(threads)
+    _limit_threads(threads)
     # A pool worker whose driver died (SIGKILL, terminal closed) would go on training its point
     # and race the next `sweep run` for the same run folder: it exits as soon as it is orphaned.
     parent = os.getppid()
