@@ -143,6 +143,11 @@ BITS_RUNS = {
         "10 split, stochastic, L2 1e-4": (10, "other", dict(_split(10, 1, 4, 0), weight_decay=1e-4)),
         "10 split, stochastic, L2 1e-3": (10, "other", dict(_split(10, 1, 4, 0), weight_decay=1e-3)),
         "12:4, stochastic, L2 1e-3": (12, "other", dict(fixed_point="12:4", weight_decay=1e-3, **SR)),
+        # Session 13: does L2 also hold the 12-bit split (95.45 % in epoch 3 without), and can it
+        # rescue 8 bits (32 % after one epoch without)?
+        "12 split, stochastic, L2 1e-4": (12, "other", dict(_split(12, 1, 4, 0), weight_decay=1e-4)),
+        "8 split, stochastic, η=2^-7, L2 1e-4": (8, "other", dict(_split(8, 0, 3, 0), learning_rate_exponent=7, weight_decay=1e-4)),
+        "8 split, stochastic, η=2^-7, L2 1e-3": (8, "other", dict(_split(8, 0, 3, 0), learning_rate_exponent=7, weight_decay=1e-3)),
     },
     "sigmoid": {
         "float": ("float", "float", dict(optimizer="sgd", lr=2.0**-6)),
