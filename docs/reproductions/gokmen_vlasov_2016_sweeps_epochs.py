@@ -92,9 +92,13 @@ def main() -> None:
     base = baseline_values(rows)
     fp = fp_errors(args.fp)
     colors = plt.cm.viridis([i / max(1, len(epochs) - 1) * 0.85 for i in range(len(epochs))])
-    fig, axes = plt.subplots(2, 4, figsize=(17, 8))
+    # Every parameter of the full study in a 2 x 4 grid; a study of fewer parameters (the 30-epoch
+    # up/down study) gets one panel per parameter it swept.
+    swept = {axis: spec for axis, spec in AXES.items() if data[axis]}
+    shape, size = ((2, 4), (17, 8)) if len(swept) > 4 else ((1, len(swept)), (5.5 * len(swept), 4.5))
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
     summary = {}
-    for ax, (axis, (title, log)) in zip(axes.flat, AXES.items()):
+    for ax, (axis, (title, log)) in zip(axes.flat, swept.items()):
         values = sorted(data[axis])
         summary[axis] = {}
         for epoch, color in zip(epochs, colors):
