@@ -284,3 +284,21 @@ def test_per_tile_update_path_is_recorded_and_reproduces_tile_by_tile_training(t
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["fused_update"] is False and saved["update_backend"] == "torch"
+
+
+def test_cli_train_without_backend_keeps_the_chosen_backend(tmp_path):
+    """`INSITU_BACKEND=torch insitu train ...` once ran compiled: the option's default "auto"
+    overrode the variable's choice. Without `--backend` the choice made before (here by
+    `use_backend`, as the variable does at import) now stands; `--backend` still overrides it."""
+    pytest.importorskip("numba")
+    from insitu.update.kernels import use_backend
+
+    def backend_of(run, *options):
+        with use_backend("torch"):
+            result = CliRunner().invoke(main, ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--subset", "40",
+                                               *options, "--out", str(tmp_path / run), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / run / "results.json").read_text())["update_backend"]
+
+    assert backend_of("kept") == "torch"
+    assert backend_of("given", "--backend", "compiled") == "compiled"

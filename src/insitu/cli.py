@@ -59,7 +59,7 @@ def main() -> None:
 @click.option("--pipeline", is_flag=True, help="Emulate a layer pipeline: each layer's forward pass uses its weights of 2(L-l)+1 updates ago (insitu.pipeline; docs/pipeline.md).")
 @click.option("--per-tile-update", is_flag=True, help="Update each layer's tile on its own instead of fusing the layers' pulse updates (slower; the same update in distribution; reproduces runs made before the fused update draw for draw).")
 @click.option("--threads", default=None, type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "compiled"]), help="Pulse-update backend: compiled numba kernels on CPU (auto), or the PyTorch reference (torch; what runs made before the compiled engine used).")
+@click.option("--backend", default=None, type=click.Choice(["auto", "torch", "compiled"]), help="Pulse-update backend: compiled numba kernels on CPU (auto), or the PyTorch reference (torch; what runs made before the compiled engine used). Default: the environment variable INSITU_BACKEND, else auto.")
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/<preset>-<dataset>-b<batch>-s<seed>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -94,7 +94,10 @@ def train(**opts) -> None:
     from .update.kernels import set_backend
 
     try:
-        set_backend(opts["backend"])
+        # Without --backend the choice stays as INSITU_BACKEND set it at import (a default of
+        # "auto" here once overrode the variable, so scripts that exported it ran compiled).
+        if opts["backend"] is not None:
+            set_backend(opts["backend"])
     except (ValueError, RuntimeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--backend") from None
     try:
