@@ -78,7 +78,6 @@ def train(**opts) -> None:
     if any(opts[name] is not None for name in sparse_options):
         _train_sparse_from_train(opts)
         return
-    import torch
 
     from .checkpoint import CheckpointError, LockedError
     from .data import DatasetError
@@ -87,10 +86,9 @@ def train(**opts) -> None:
     if opts["threads"] is not None:
         if opts["threads"] < 1:
             raise click.BadParameter("must be >= 1.", param_hint="--threads")
-        torch.set_num_threads(opts["threads"])
         from .update.kernels import set_threads
 
-        set_threads(opts["threads"])
+        set_threads(opts["threads"])  # PyTorch's and the compiled kernels' threads
     from .update.kernels import set_backend
 
     try:

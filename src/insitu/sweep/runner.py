@@ -83,19 +83,6 @@ def store_paths(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 _DATA_CACHE: dict = {}
 
 
-def _limit_threads(threads: int) -> None:
-    """``threads`` for PyTorch's operations and for the compiled kernels alike. The kernels of
-    replicas in lockstep run in numba's threads, whose count is numba's own (the number of
-    cores by default): setting only PyTorch's left a lockstep group on two threads beside the
-    other workers of a study (``--threads 1``), a machine oversubscribed."""
-    import torch
-
-    from ..update.kernels import set_threads
-
-    torch.set_num_threads(threads)
-    set_threads(threads)
-
-
 def _dataset(config, data_dir):
     """Datasets are loaded once per worker process (points of one study share them)."""
     from ..data import load_dataset
@@ -118,8 +105,9 @@ def run_point(task: dict) -> dict:
         results dict, or None), "seconds", "error", "resumed"}``.
     """
     from ..training import TrainConfig, TrainingDiverged, run_training
+    from ..update.kernels import set_threads
 
-    _limit_threads(task["threads"])
+    set_threads(task["threads"])  # PyTorch's and the lockstep kernels' (numba's) threads
     started = time.perf_counter()
     run_dir = Path(task["run_dir"])
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -165,9 +153,10 @@ def run_group(task: dict) -> list[dict]:
         task: ``{"group": [point tasks], "data_dir", "threads"}``.
     """
     from ..training import TrainConfig
+    from ..update.kernels import set_threads
     from .lockstep import CHECKPOINT_NAME, run_lockstep
 
-    _limit_threads(task["threads"])
+    set_threads(task["threads"])
     started = time.perf_counter()
     members = task["group"]
     run_dirs = [Path(m["run_dir"]) for m in members]
@@ -224,7 +213,9 @@ def _read_results(run_dir: Path) -> dict | None:
 def _init_worker(threads: int) -> None:
     import threading
 
-    _limit_threads(threads)
+    from ..update.kernels import set_threads
+
+    set_threads(threads)
     # A pool worker whose driver died (SIGKILL, terminal closed) would go on training its point
     # and race the next `sweep run` for the same run folder: it exits as soon as it is orphaned.
     parent = os.getppid()

@@ -81,11 +81,16 @@ def use_backend(name: str):
 
 
 def set_threads(n: int) -> None:
-    """Threads of the compiled kernels that run independent arrays in parallel (replicas in
-    lockstep); at most numba's pool size (the number of cores unless ``NUMBA_NUM_THREADS`` is
-    set). Results do not depend on it. ``insitu train --threads`` sets it with PyTorch's."""
+    """Threads for PyTorch's operations and for the compiled kernels that run independent arrays
+    in parallel (replicas in lockstep; at most numba's pool size, the number of cores unless
+    ``NUMBA_NUM_THREADS`` is set). numba's count is its own: setting only PyTorch's left lockstep
+    kernels on every core. Results do not depend on it. ``insitu train --threads`` and
+    ``insitu sweep run --threads`` call it."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}.")
+    import torch
+
+    torch.set_num_threads(n)
     if not compiled_available():
         return
     import numba
