@@ -12,6 +12,10 @@ Condition names (learning rate halved after epoch 1, as in cristiano_2018_pcm.py
     lsp<a>-msp<b>-T<t>-s<seed>      LSP nonlinearity a, MSP nonlinearity b, transfer every t examples
     lsp<a>-msp<b>-T<t>-R<r>-s<seed> the same with refresh_threshold r (a pair whose LSP device is above
                                     r·G_max is transferred at the next check; preset 0.9)
+    lsp<a>-msp<b>-T<t>[-R<r>]-C<k>-s<seed>   transfer_mode "columns": k columns at a time, interleaved
+                                    with training, each column once every t examples (issue 18)
+    lsp<a>-msp<b>-T<t>[-R<r>][-C<k>]-N<σ>-s<seed>   closed-loop tuning with verify-read noise σ
+                                    (clt_read_noise, weight units; the preset's tolerance is 0.02)
 
     python docs/reproductions/cristiano_2018_pcm_linearity.py run NAME [NAME ...] [--subset N --epochs E --lr LR]
     python docs/reproductions/cristiano_2018_pcm_linearity.py summarize
@@ -52,12 +56,21 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "cristiano-2018-pcm-linearity"
 DATA = ROOT / "docs" / "reproductions" / "data" / "cristiano-2018-pcm-linearity"
 FIGURE = ROOT / "docs" / "reproductions" / "cristiano-2018-pcm-linearity.png"
-NAME = re.compile(r"^(?:fp(?P<const>c?)-lr(?P<fplr>[0-9.]+)|lsp(?P<a>[0-9.]+)-msp(?P<b>[0-9.]+)-T(?P<t>[0-9]+)(?:-R(?P<r>[0-9.]+))?)-s(?P<seed>[0-9]+)$")
+NAME = re.compile(
+    r"^(?:fp(?P<const>c?)-lr(?P<fplr>[0-9.]+)"
+    r"|lsp(?P<a>[0-9.]+)-msp(?P<b>[0-9.]+)-T(?P<t>[0-9]+)(?:-R(?P<r>[0-9.]+))?(?:-C(?P<c>[0-9]+))?(?:-N(?P<n>[0-9.]+))?)"
+    r"-s(?P<seed>[0-9]+)$"
+)
 
 
-def tile_config(lsp_nl: float, msp_nl: float, transfer_every: int, refresh_threshold: float | None = None):
+def tile_config(lsp_nl: float, msp_nl: float, transfer_every: int, refresh_threshold: float | None = None,
+                transfer_columns: int | None = None, read_noise: float | None = None):
     base = get_preset("cristiano-2018-two-pair")
     extra = {} if refresh_threshold is None else {"refresh_threshold": refresh_threshold}
+    if transfer_columns is not None:  # column-by-column transfer interleaved with training (Ambrogio 2018)
+        extra.update(transfer_mode="columns", transfer_columns=transfer_columns)
+    if read_noise is not None:  # noisy verify reads in closed-loop tuning, in weight units
+        extra["clt_read_noise"] = read_noise
     cell = base.cell.replace(
         lsp=base.cell.lsp.replace(nonlinearity=lsp_nl), msp=base.cell.msp.replace(nonlinearity=msp_nl), transfer_every=transfer_every,
         **extra,
@@ -68,7 +81,10 @@ def tile_config(lsp_nl: float, msp_nl: float, transfer_every: int, refresh_thres
 def train_config(name: str, subset: int, epochs: int, lr: float) -> TrainConfig:
     m = NAME.match(name)
     if m is None:
-        raise SystemExit(f"bad condition name {name!r}; expected fp-lr<lr>-s<seed>, fpc-lr<lr>-s<seed> or lsp<a>-msp<b>-T<t>-s<seed>")
+        raise SystemExit(
+            f"bad condition name {name!r}; expected fp-lr<lr>-s<seed>, fpc-lr<lr>-s<seed> or "
+            "lsp<a>-msp<b>-T<t>[-R<r>][-C<k>][-N<noise>]-s<seed>"
+        )
     common = dict(
         dataset="mnist", model="mlp", hidden=(250, 125), activation="sigmoid", epochs=epochs, batch_size=1,
         lr_milestones=(1,), lr_gamma=0.5, seed=int(m["seed"]), subset=subset,
@@ -77,7 +93,10 @@ def train_config(name: str, subset: int, epochs: int, lr: float) -> TrainConfig:
         if m["const"]:
             common["lr_milestones"] = ()
         return TrainConfig(preset="floating-point", lr=float(m["fplr"]), **common)
-    tile = tile_config(float(m["a"]), float(m["b"]), int(m["t"]), None if m["r"] is None else float(m["r"]))
+    tile = tile_config(
+        float(m["a"]), float(m["b"]), int(m["t"]), None if m["r"] is None else float(m["r"]),
+        None if m["c"] is None else int(m["c"]), None if m["n"] is None else float(m["n"]),
+    )
     return TrainConfig(preset="cristiano-2018-two-pair", tile=tile, lr=lr, **common)
 
 
@@ -274,7 +293,7 @@ def _plot(groups: dict) -> None:
             pts = []
             for name, g in groups.items():
                 m = NAME.match(name + "-s0")
-                if m is None or m["a"] is None or m["r"] is not None or int(m["t"]) != t:
+                if m is None or m["a"] is None or m["r"] or m["c"] or m["n"] or int(m["t"]) != t:
                     continue
                 if pair == "lsp" and float(m["b"]) == 2.0:
                     x = float(m["a"])
@@ -312,6 +331,9 @@ COMPARISONS = [
     ("lsp4-msp2-T10000", "lsp4-msp2-T1000"), ("lsp0.2-msp2-T10000", "lsp0.2-msp2-T1000"),
     ("lsp0.2-msp0.2-T1000", "lsp0.2-msp2-T1000"), ("lsp0.2-msp4-T1000", "lsp0.2-msp2-T1000"),
     ("lsp0.2-msp2-T1000", "fp-lr0.1"), ("lsp0.2-msp2-T10000", "fp-lr0.1"),
+    # Issue 18: column-by-column transfer and noisy verify reads against the whole-array transfer.
+    ("lsp0.2-msp2-T1000-C1", "lsp0.2-msp2-T1000"), ("lsp0.2-msp2-T1000-C1-N0.01", "lsp0.2-msp2-T1000-C1"),
+    ("lsp0.2-msp2-T1000-C1-N0.02", "lsp0.2-msp2-T1000-C1"), ("lsp0.2-msp2-T1000-C1-N0.02", "lsp0.2-msp2-T1000"),
 ]
 
 
