@@ -212,10 +212,10 @@ def _group(name: str) -> str:
     return re.sub(r"-s[0-9]+$", "", name)
 
 
-def summarize() -> None:
-    DATA.mkdir(parents=True, exist_ok=True)
+def summarize(runs: Path = RUNS, data: Path = DATA, figure: Path | None = FIGURE) -> None:
+    data.mkdir(parents=True, exist_ok=True)
     groups: dict[str, dict] = {}
-    for run_dir in sorted(RUNS.iterdir()):
+    for run_dir in sorted(runs.iterdir()):
         path = run_dir / "results.json"
         if not path.exists():
             continue
@@ -223,11 +223,11 @@ def summarize() -> None:
         if results.get("status") != "completed":
             print(f"{run_dir.name}: not completed", file=sys.stderr)
             continue
-        shutil.copyfile(path, DATA / f"{run_dir.name}.json")
+        shutil.copyfile(path, data / f"{run_dir.name}.json")
         occ_path = run_dir / "lsp_occupancy.json"
         occ = None
         if occ_path.exists():
-            shutil.copyfile(occ_path, DATA / f"{run_dir.name}.lsp_occupancy.json")
+            shutil.copyfile(occ_path, data / f"{run_dir.name}.lsp_occupancy.json")
             records = [r for r in json.loads(occ_path.read_text()) if "g_frac_mean" in r]
             if records:
                 occ = {k: statistics.fmean(r[k] for r in records) for k in
@@ -242,6 +242,9 @@ def summarize() -> None:
             "ms_per_sample": 1e3 * statistics.fmean(e["seconds_per_sample"] for e in epochs),
             "clt_failures": sum(t["clt_failures"] for t in transfer) if transfer else None,
             "lsp_saturations": sum(t["lsp_saturations"] for t in transfer) if transfer else None,
+            # Counters of the column-wise transfer and noisy verify reads (absent in runs before them).
+            **{key: sum(t.get(key, 0) for t in transfer) if transfer else None
+               for key in ("clt_verify_reads", "clt_accepted_out_of_tolerance", "columns_transferred")},
             "lsp_occupancy_mean_over_transfers": occ,
         }
         g["setup"] = {"subset": cfg["subset"], "epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"]}
@@ -255,8 +258,9 @@ def summarize() -> None:
         if occs:
             g["lsp_occupancy"] = {k: statistics.fmean(o[k] for o in occs) for k in occs[0]}
     comparisons = compare(groups)
-    _plot(groups)
-    (DATA / "summary.json").write_text(json.dumps({"groups": groups, "comparisons": comparisons}, indent=2) + "\n")
+    if figure is not None:
+        _plot(groups, figure)
+    (data / "summary.json").write_text(json.dumps({"groups": groups, "comparisons": comparisons}, indent=2) + "\n")
     print("| condition | n | test error mean ± sd (min–max) | per seed | LSP g/Gmax mean, q99 | rel. step | ms/sample |")
     print("| --- | ---: | --- | --- | --- | --- | ---: |")
     for name, g in groups.items():
@@ -275,7 +279,7 @@ def summarize() -> None:
               f"{'yes' if c['resolved_p_below_0.05'] else 'no'} |")
 
 
-def _plot(groups: dict) -> None:
+def _plot(groups: dict, figure: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -317,7 +321,7 @@ def _plot(groups: dict) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("784-250-125-10 MNIST, 10,000 training images, 2 epochs, batch 1; dots: seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(FIGURE)
+    fig.savefig(figure)
     plt.close(fig)
 
 
@@ -362,11 +366,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate of the PCM runs (halved after epoch 1)")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--runs", default=str(RUNS), help="summarize: the run folders to read")
+    parser.add_argument("--out-data", default=str(DATA), help="summarize: where the results and summary.json go")
+    parser.add_argument("--figure", default=str(FIGURE), help="summarize: the linearity figure ('none': no figure)")
     args = parser.parse_args()
     if args.action == "run":
         run(args.names, args.subset, args.epochs, args.lr, args.data_dir)
     else:
-        summarize()
+        summarize(Path(args.runs), Path(args.out_data), None if args.figure == "none" else Path(args.figure))
 
 
 if __name__ == "__main__":
