@@ -336,8 +336,8 @@ COMPARISONS = [
     ("lsp0.2-msp0.2-T1000", "lsp0.2-msp2-T1000"), ("lsp0.2-msp4-T1000", "lsp0.2-msp2-T1000"),
     ("lsp0.2-msp2-T1000", "fp-lr0.1"), ("lsp0.2-msp2-T10000", "fp-lr0.1"),
     # Issue 18: column-by-column transfer and noisy verify reads against the whole-array transfer.
-    ("lsp0.2-msp2-T1000-C1", "lsp0.2-msp2-T1000"), ("lsp0.2-msp2-T1000-C1-N0.01", "lsp0.2-msp2-T1000-C1"),
-    ("lsp0.2-msp2-T1000-C1-N0.02", "lsp0.2-msp2-T1000-C1"), ("lsp0.2-msp2-T1000-C1-N0.02", "lsp0.2-msp2-T1000"),
+    ("lsp0.2-msp2-T1000-C8", "lsp0.2-msp2-T1000"),
+    ("lsp0.2-msp2-T1000-C8-N0.02", "lsp0.2-msp2-T1000-C8"), ("lsp0.2-msp2-T1000-C8-N0.02", "lsp0.2-msp2-T1000"),
 ]
 
 
