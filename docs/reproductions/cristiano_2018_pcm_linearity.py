@@ -226,9 +226,11 @@ def summarize(runs: Path = RUNS, data: Path = DATA, figure: Path | None = FIGURE
         shutil.copyfile(path, data / f"{run_dir.name}.json")
         occ_path = run_dir / "lsp_occupancy.json"
         occ = None
-        if occ_path.exists():
+        # Only whole-array transfers are recorded: a column-mode run's file is empty and not copied.
+        all_records = json.loads(occ_path.read_text()) if occ_path.exists() else []
+        if all_records:
             shutil.copyfile(occ_path, data / f"{run_dir.name}.lsp_occupancy.json")
-            records = [r for r in json.loads(occ_path.read_text()) if "g_frac_mean" in r]
+            records = [r for r in all_records if "g_frac_mean" in r]
             if records:
                 occ = {k: statistics.fmean(r[k] for r in records) for k in
                        ("g_frac_mean", "g_frac_q90", "g_frac_q99", "g_frac_above_half", "rel_step_mean", "pair_step_asymmetry_mean")}

@@ -6,7 +6,7 @@
 # and 1, learning rates 0.01 (the paper's), 0.03, 0.1 and 0.3. Floating point, so that the
 # learning rate changes only the optimiser's step (on the RPU it also changes the pulse
 # probabilities Cx, Cd, Gokmen & Vlasov 2016 Eq. 3, and so the device's behaviour).
-#   bash docs/reproductions/pipeline-lr.sh          # ~1 min per run on one idle core; finished runs are skipped
+#   bash docs/reproductions/pipeline-lr.sh          # 3-7 min a run (1.6-2.3 ms a sample beside other jobs); finished runs are skipped
 set -euo pipefail
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs/pipeline-lr}
@@ -39,7 +39,7 @@ for run in sorted(out.glob("fp-lr*-pipeline-*-s*")):
         continue
     head, _, seed = run.name.rpartition("-s")
     lr_part, _, pipelined = head.partition("-pipeline-")
-    rows.setdefault((float(lr_part[5:]), pipelined), {})[int(seed)] = r["epochs"]
+    rows.setdefault((float(lr_part.removeprefix("fp-lr")), pipelined), {})[int(seed)] = r["epochs"]
 summary = []
 print("| lr | pipeline | seed | test error per epoch (%) | train loss, epoch 3 |")
 print("| ---: | --- | ---: | --- | ---: |")
