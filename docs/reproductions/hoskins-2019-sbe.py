@@ -181,7 +181,9 @@ def tune(preset, method, batch, data, args, start_lr, rank=1):
     return LR_GRID[best_i], tried[best_i][1], {str(LR_GRID[k]): v[0] for k, v in sorted(tried.items())}
 
 
-def run_point(preset, method, batch, data, args, start_lr, rank=1) -> dict:
+def run_point(preset, method, batch, data, args, start_lr, rank=1, progress: Path | None = None) -> dict:
+    """Tune, then train to ``args.target``; with ``progress``, the loss history so far is rewritten
+    there after every check (a long run stopped by the end of a sitting keeps its trajectory)."""
     started = time.perf_counter()
     best_lr, run, tuning = tune(preset, method, batch, data, args, start_lr, rank)
     loss = full_loss(run.model, data.train_x, data.train_y)
@@ -190,6 +192,12 @@ def run_point(preset, method, batch, data, args, start_lr, rank=1) -> dict:
         run.advance(0.25 if run.epochs_done < 8 else 1.0)
         loss = full_loss(run.model, data.train_x, data.train_y)
         history.append((run.epochs_done, loss, run.counts()))
+        if progress is not None:
+            tmp = progress.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"method": method, "rank": rank, "batch_size": batch, "lr": best_lr,
+                                       "seconds": time.perf_counter() - started,
+                                       "history": [{"epochs": e, "loss": lo} for e, lo, _ in history]}))
+            tmp.replace(progress)
         if not math.isfinite(loss):
             break
     reached = loss <= args.target
@@ -244,7 +252,9 @@ def main() -> None:
             if path.exists():
                 start_lr = json.loads(path.read_text())["lr"]
                 continue
-            result = run_point(args.preset, method, batch, data, args, start_lr, rank)
+            progress = path.with_name(path.stem + ".progress.json")
+            result = run_point(args.preset, method, batch, data, args, start_lr, rank, progress)
+            progress.unlink(missing_ok=True)
             start_lr = result["lr"]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
@@ -256,7 +266,7 @@ def main() -> None:
 
 def report(out: Path, target: float) -> None:
     """``summary.json``, ``table.md`` and ``writes.png`` from the per-run files in ``out``."""
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-b*.json")) if not p.name.endswith(".progress.json")]
     for r in runs:
         r.setdefault("rank", 1)  # runs recorded before --ranks wrote rank 1 only
         r.pop("history", None)
