@@ -31,18 +31,27 @@ FIELDS = {
     ("device", "up_down"): "up_down",
     ("device", "dw_min_std"): "cycle-to-cycle spread",
     ("device", "dw_min_dtod"): "device-to-device spread",
-    ("forward", "out_noise"): "output noise",
-    ("forward", "out_bound"): "output bound",
+    ("forward", "out_noise"): "forward output noise",
+    ("backward", "out_noise"): "backward output noise",
+    ("forward", "out_bound"): "forward output bound",
+    ("backward", "out_bound"): "backward output bound",
 }
+
+#: Pairs of fields that a study changes together, named as one change when both take one value.
+PAIRED = {("forward output bound", "backward output bound"): "output bound"}
 
 
 def change_of(tile_config: dict, spec: dict) -> str:
     """``"name value"`` of the one field that differs from the spec, ``"baseline"`` if none."""
-    changes = [
-        f"{label} {tile_config[group][field]:g}"
+    changed = {
+        label: tile_config[group][field]
         for (group, field), label in FIELDS.items()
         if tile_config[group][field] != spec[group][field]
-    ]
+    }
+    for pair, name in PAIRED.items():
+        if set(changed) == set(pair) and len({changed[label] for label in pair}) == 1:
+            changed = {name: changed[pair[0]]}
+    changes = [f"{label} {value:g}" if value is not None else f"{label} none" for label, value in changed.items()]
     if len(changes) > 1:
         raise SystemExit(f"a run changes more than one field of the 2016 spec: {changes}")
     return changes[0] if changes else "baseline"
@@ -54,6 +63,8 @@ def main() -> None:
     parser.add_argument("--fp", nargs="*", default=[], help="results.json of floating-point runs (drawn dotted).")
     parser.add_argument("--epochs", default="6,10,20,30")
     parser.add_argument("--out", required=True, help="Output stem: STEM.json and STEM.png.")
+    parser.add_argument("--partial", action="store_true",
+                        help="Also runs still in progress or stopped (their mean is over their last five epochs).")
     args = parser.parse_args()
     spec = get_preset("gokmen-vlasov-2016").to_dict()
     epochs_shown = [int(e) for e in args.epochs.split(",")]
@@ -61,7 +72,7 @@ def main() -> None:
     for folder in args.folders:
         for path in sorted(Path(folder).glob("*/results.json")):
             r = json.loads(path.read_text())
-            if r.get("status") != "completed":
+            if r.get("status") != "completed" and not (args.partial and r.get("epochs")):
                 continue
             errors = [100 * e["test_error"] for e in r["epochs"]]
             runs.append({"change": change_of(r["tile_config"], spec), "seed": r["config"]["seed"], "test_error": errors,
