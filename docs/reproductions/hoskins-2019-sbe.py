@@ -181,6 +181,14 @@ def tune(preset, method, batch, data, args, start_lr, rank=1):
     return LR_GRID[best_i], tried[best_i][1], {str(LR_GRID[k]): v[0] for k, v in sorted(tried.items())}
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, so a run stopped mid-write
+    leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 def run_point(preset, method, batch, data, args, start_lr, rank=1, progress: Path | None = None) -> dict:
     """Tune, then train to ``args.target``; with ``progress``, the loss history so far is rewritten
     there after every check (a long run stopped by the end of a sitting keeps its trajectory)."""
@@ -193,11 +201,9 @@ def run_point(preset, method, batch, data, args, start_lr, rank=1, progress: Pat
         loss = full_loss(run.model, data.train_x, data.train_y)
         history.append((run.epochs_done, loss, run.counts()))
         if progress is not None:
-            tmp = progress.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"method": method, "rank": rank, "batch_size": batch, "lr": best_lr,
-                                       "seconds": time.perf_counter() - started,
-                                       "history": [{"epochs": e, "loss": lo} for e, lo, _ in history]}))
-            tmp.replace(progress)
+            write_json(progress, {"method": method, "rank": rank, "batch_size": batch, "lr": best_lr,
+                                  "seconds": time.perf_counter() - started,
+                                  "history": [{"epochs": e, "loss": lo} for e, lo, _ in history]})
         if not math.isfinite(loss):
             break
     reached = loss <= args.target
@@ -256,9 +262,7 @@ def main() -> None:
             result = run_point(args.preset, method, batch, data, args, start_lr, rank, progress)
             progress.unlink(missing_ok=True)
             start_lr = result["lr"]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(path)
+            write_json(path, result)
             print(f"{method}{'' if rank == 1 else rank} b{batch}: lr {result['lr']:g}, reached={result['reached']} after {result['epochs']:.2f} epochs, "
                   f"{result['matrix_updates']} matrix updates, {result['rank1_writes']} rank-1 writes ({result['seconds']:.0f} s)", flush=True)
     report(out, args.target)
