@@ -100,3 +100,53 @@ def test_large_batches_and_the_torch_backend_run_the_reference():
             before = tile.generator.get_state()
             tile.forward(_inputs(batch, 60))
         assert not torch.equal(tile.generator.get_state(), before)
+
+
+def _plan_products(tile, x, d):
+    with use_backend("compiled"):
+        return tile.forward(x), tile.backward(d)
+
+
+def test_the_kept_plan_gives_the_products_of_the_first_call_and_follows_in_place_writes():
+    # The first compiled call keeps a plan (io_compiled.ProductPlan); later calls run on it: the
+    # same products as a fresh tile's first call, and weights written in place are read.
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=3.0)
+    x, d = _inputs(1, 60), _inputs(1, 40, seed=2)
+    tile = _tile(io)
+    first = _plan_products(tile, x, d)
+    assert "product" in tile._kernel_cache
+    assert all(torch.equal(a, b) for a, b in zip(_plan_products(tile, x, d), first))
+    tile.set_weights(torch.linspace(-0.4, 0.4, 40 * 60).reshape(40, 60))  # in place: the plan's view reads it
+    new = tile.get_weights()  # (within each device's bounds)
+    y, z = _plan_products(tile, x, d)
+    assert not torch.equal(y, first[0])
+    torch.testing.assert_close(y, analog_mvm(x, new.t(), io), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, analog_mvm(d, new, io), rtol=1e-5, atol=1e-5)
+
+
+def test_the_kept_plan_is_left_when_its_weights_config_or_backend_change():
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=3.0)
+    x, d = _inputs(1, 60), _inputs(1, 40, seed=2)
+    tile = _tile(io)
+    _plan_products(tile, x, d)
+    # Weights in new memory (as .to(), .double() or a replaced .data leave them).
+    replaced = torch.full((40, 60), 0.2)
+    tile.weight.data = replaced.clone()
+    y, z = _plan_products(tile, x, d)
+    torch.testing.assert_close(y, analog_mvm(x, replaced.t(), io), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, analog_mvm(d, replaced, io), rtol=1e-5, atol=1e-5)
+    # A new config object: its IO settings are the ones used (here a lower output bound).
+    tile.config = tile.config.replace(forward=io.replace(out_bound=0.5), backward=io.replace(out_bound=0.25))
+    y, z = _plan_products(tile, x, d)
+    assert float(y.abs().max()) == 0.5 and float(z.abs().max()) == 0.25
+    # The torch backend: the reference product, whose noise comes from the tile's torch generator.
+    tile.config = tile.config.replace(forward=io.replace(out_noise=0.06))
+    with use_backend("torch"):
+        before = tile.generator.get_state()
+        tile.forward(x)
+    assert not torch.equal(tile.generator.get_state(), before)
+    # A batch it does not take goes to the reference too (its noise from the torch generator).
+    with use_backend("compiled"):
+        before = tile.generator.get_state()
+        tile.forward(_inputs(MAX_BATCH + 1, 60))
+    assert not torch.equal(tile.generator.get_state(), before)

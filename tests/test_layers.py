@@ -156,3 +156,21 @@ def test_pulsed_layer_learns_a_linear_map():
         (0.5 * ((layer(x) - x @ target.t()) ** 2).sum()).backward()
         opt.step()
     assert error() < 0.1 * before
+
+
+def test_analog_linear_with_a_bias_column_appends_the_constant_input_inside_the_product():
+    from insitu.nn.functional import analog_linear
+    from insitu.tile import AnalogTile
+
+    tile = AnalogTile(3, 5, TileConfig(device=IdealDevice()), seed=0)
+    w = torch.linspace(-1, 1, 15).reshape(3, 5)
+    tile.set_weights(w)
+    x = (torch.rand(2, 4) * 2 - 1).requires_grad_()  # inside the default input bound 1
+    y = analog_linear(x, tile, bias_column=True)
+    torch.testing.assert_close(y, x.detach() @ w[:, :4].t() + w[:, 4])
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(2, 3) @ w[:, :4])  # the bias column gets no gradient
+    stashed, _ = tile.take_pending()
+    assert stashed.shape == (2, 5) and bool((stashed[:, 4] == 1).all())  # the update trains the bias column
+    with pytest.raises(ValueError, match="4 inputs and a bias column"):
+        analog_linear(torch.randn(2, 5), tile, bias_column=True)

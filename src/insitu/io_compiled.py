@@ -21,7 +21,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "compiled_mvm"]
+from .update.kernels import get_backend
+
+__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "compiled_mvm", "ProductPlan"]
 
 MAX_BATCH = 4  # larger batches: the torch path (a BLAS matrix product beats these loops)
 
@@ -136,3 +138,53 @@ def compiled_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool
     if not xs.is_contiguous():
         xs = xs.contiguous()
     return torch.from_numpy(kernel(xs.numpy(), weights, *numbers, *stream))
+
+
+class ProductPlan:
+    """:func:`compiled_mvm` for one plain tile (no cell, no write noise, one device per weight),
+    with what it needs looked up once: the numpy view of the weights, the views of the tile's
+    kernel stream, and per direction the IO config object and its :func:`io_numbers`.
+
+    At batch 1 the product itself takes microseconds, and the checks that choose it (backend,
+    IO settings, tensor kinds, views) cost several times that when made afresh at every call;
+    :meth:`serves` repeats only what can change between calls. IO settings are decided once per
+    config object, as :meth:`AnalogTile._compiled_io <insitu.tile.AnalogTile._compiled_io>` does.
+    """
+
+    __slots__ = ("weight", "pointer", "view", "rng", "rng_pointer", "stream", "ios", "numbers")
+
+    def __init__(self, weight: torch.Tensor, rng_state: torch.Tensor):
+        from .update.kernels.rng_state import as_views
+
+        self.weight = weight  # the tile's Parameter (float32, CPU, C-contiguous, (out, in))
+        self.pointer = weight.data_ptr()
+        self.view = weight.detach().numpy()  # holds the memory: an equal address is the same tensor
+        self.rng = rng_state
+        self.rng_pointer = rng_state.data_ptr()
+        self.stream = as_views(rng_state)
+        self.ios = [None, None]  # forward, backward
+        self.numbers = [None, None]
+
+    def current(self, weight: torch.Tensor, rng_state: torch.Tensor) -> bool:
+        """Whether the plan still points at these tensors' memory."""
+        return (
+            weight is self.weight and weight.data_ptr() == self.pointer
+            and rng_state is self.rng and rng_state.data_ptr() == self.rng_pointer
+        )
+
+    def serves(self, weight: torch.Tensor, rng_state: torch.Tensor, io, transposed: bool, x: torch.Tensor) -> bool:
+        """Whether ``run(x, transposed)`` computes the product the tile would: the same IO config
+        object, the same tensors, the compiled backend, and ``x`` a small float32 CPU batch."""
+        return (
+            self.ios[transposed] is io and self.current(weight, rng_state) and get_backend() != "torch"
+            and x.dim() == 2 and x.shape[0] <= MAX_BATCH and x.dtype == torch.float32 and x.is_cpu
+        )
+
+    def run(self, x: torch.Tensor, transposed: bool) -> torch.Tensor:
+        """The product ``(batch, out)`` forward, ``(batch, in)`` backward (:func:`compiled_mvm`)."""
+        if x.requires_grad:
+            x = x.detach()
+        if not x.is_contiguous():
+            x = x.contiguous()
+        kernel = _kernels()["backward" if transposed else "forward"]
+        return torch.from_numpy(kernel(x.numpy(), self.view, *self.numbers[transposed], *self.stream))

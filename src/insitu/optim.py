@@ -57,7 +57,7 @@ class AnalogSGD(torch.optim.Optimizer):
                 if tile is not None:
                     # The compiled CPU kernel updates a tile in microseconds: fusing tiles pays
                     # only on the torch backend, whose cost is per tensor operation.
-                    if self.fused and tile._pending and select_backend(tile.weight.device) == "torch" and _fusable(tile):
+                    if self.fused and tile._pending and select_backend(p.device) == "torch" and _fusable(tile):
                         pending = tile._pending
                         rows = pending[0][0].shape[0] if len(pending) == 1 else sum(x.shape[0] for x, _ in pending)
                         fusable.setdefault(fusion_key(tile, rows), []).append(tile)

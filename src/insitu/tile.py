@@ -27,7 +27,7 @@ from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
 from .io_compiled import MAX_BATCH as MAX_COMPILED_BATCH
-from .io_compiled import compiled_mvm, covers_io, covers_tensors, io_numbers
+from .io_compiled import ProductPlan, compiled_mvm, covers_io, covers_tensors, io_numbers
 from .update.kernels import rng_state as rng
 from .update.kernels import select_backend
 from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
@@ -408,21 +408,29 @@ class AnalogTile(nn.Module):
     # -- the three cycles ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Analog forward pass ``y = W x`` for each row of ``x`` ``(batch, in)`` -> ``(batch, out)``."""
-        w = self.effective_weights()
-        io = self.config.forward
-        numbers = self._compiled_io(io, x, w)
-        if numbers is not None:
-            return compiled_mvm(x, self._weights_view(w), numbers, False, self._io_stream())
-        return analog_mvm(x, w.t(), io, self.generator)
+        return self._product(x, self.config.forward, False)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Analog backward pass ``z = Wᵀ δ`` for each row of ``d`` ``(batch, out)`` -> ``(batch, in)``."""
+        return self._product(d, self.config.backward, True)
+
+    def _product(self, x: torch.Tensor, io: IOConfig, transposed: bool) -> torch.Tensor:
+        # The plan (io_compiled.ProductPlan) answers most batch-1 calls of a plain tile without the
+        # checks below; `_parameters` is read directly because Module.__getattr__ costs as much as
+        # the rest of the check.
+        plan = self._kernel_cache.get("product")
+        if plan is not None and plan.serves(self._parameters["weight"], self.pulse_rng, io, transposed, x):
+            return plan.run(x, transposed)
         w = self.effective_weights()
-        io = self.config.backward
-        numbers = self._compiled_io(io, d, w)
-        if numbers is not None:
-            return compiled_mvm(d, self._weights_view(w), numbers, True, self._io_stream())
-        return analog_mvm(d, w, io, self.generator)
+        numbers = self._compiled_io(io, x, w)
+        if numbers is None:
+            return analog_mvm(x, w if transposed else w.t(), io, self.generator)
+        if self.cell is None and self.write_noise is None and w.dim() == 2 and w.is_contiguous():
+            weight = self._parameters["weight"]
+            if plan is None or not plan.current(weight, self.pulse_rng):
+                plan = self._kernel_cache["product"] = ProductPlan(weight, self.pulse_rng)
+            plan.ios[transposed], plan.numbers[transposed] = io, numbers
+        return compiled_mvm(x, self._weights_view(w), numbers, transposed, self._io_stream())
 
     def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor):
         """The kernel numbers (:func:`insitu.io_compiled.io_numbers`) when this product runs in
@@ -490,36 +498,46 @@ class AnalogTile(nn.Module):
         return self._update(lr)
 
     def _update(self, lr: float) -> None:
+        # At batch 1 the compiled kernel runs for tens of microseconds, so this path reads each
+        # attribute once, and the parameter and buffers from their dicts (Module.__getattr__
+        # costs about a microsecond a look-up).
         x, d = self.take_pending()
-        memory = self.config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
-        self.counters.extra_memory = max(self.counters.extra_memory, memory)
-        self.counters.steps += 1
+        config = self.config
+        counters = self.counters
+        memory = config.algorithm.extra_memory(self.out_features, self.in_features, x.shape[0])
+        if memory > counters.extra_memory:
+            counters.extra_memory = memory
+        counters.steps += 1
         x, d = self.algorithm.writes(x, d)
         if self.cell is not None:
             self.cell.apply_writes(self, x, d, lr)
             return
-        if self.device_params is None:
-            exact_update(self.weight, x, d, lr)
-            self.counters.rank1_updates += x.shape[0]
+        weight = self._parameters["weight"]
+        params = self._buffers["device_params"]
+        if params is None:
+            exact_update(weight, x, d, lr)
+            counters.rank1_updates += x.shape[0]
             self._zero_absent_crosspoints()
             return
         # With a summed cell every coincidence moves the weight by #d steps: scale the pulses.
-        step = self.config.device.nominal_step
-        if self.config.cell_readout == "sum":
-            step *= self.config.devices_per_weight
-        before = self._effects_snapshot()
-        if self.config.cell_update != "all":
+        step = config.device.nominal_step
+        if config.cell_readout == "sum":
+            step *= config.devices_per_weight
+        effects = self.device_effects
+        before = self._effects_snapshot() if effects is not None else None
+        if config.cell_update != "all":
             self._update_one_device(x, d, lr, step)
         else:
             pulsed_update(
-                self.weight, self.device_params, self.device_model, x, d, lr,
-                step, self.config.update, self.generator, self.counters, self.pulse_rng, self._kernel_cache,
+                weight, params, self.device_model, x, d, lr,
+                step, config.update, self.generator, counters, self.pulse_rng, self._kernel_cache,
             )
         if self.device_model.per_device_state:  # e.g. refresh saturated conductance pairs
-            self.device_model.after_update(self.weight.data, self.device_params, self.generator, self.counters.steps)
-        if self.device_effects is not None:
+            self.device_model.after_update(weight.data, params, self.generator, counters.steps)
+        if effects is not None:
             self.apply_device_effects(before)
-        self._zero_absent_crosspoints()
+        if self._buffers["connection_mask"] is not None:
+            self._zero_absent_crosspoints()
 
     def _update_one_device(self, x, d, lr, cell_step) -> None:
         """The update of a ``cell_update`` policy other than ``"all"``: one device of every cell

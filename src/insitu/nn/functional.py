@@ -26,8 +26,13 @@ class _AnalogMatMul(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, tile):
+    def forward(ctx, x, weight, tile, bias_column):
+        if bias_column:
+            # Appended here rather than before the call: one autograd node less per layer and
+            # step (a batch-1 step is dominated by such per-operation costs).
+            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
         ctx.tile = tile
+        ctx.bias_column = bias_column
         ctx.save_for_backward(x)
         return tile.forward(x)
 
@@ -36,11 +41,15 @@ class _AnalogMatMul(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         tile = ctx.tile
         tile.stash(x, d)
-        grad_x = tile.backward(d) if ctx.needs_input_grad[0] else None
-        return grad_x, None, None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = tile.backward(d)
+            if ctx.bias_column:  # the constant input has no gradient to pass on
+                grad_x = grad_x[..., :-1]
+        return grad_x, None, None, None
 
 
-def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> torch.Tensor:
+def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None, *, bias_column: bool = False) -> torch.Tensor:
     """``y = W x (+ bias)`` on ``tile``, differentiable with respect to ``x`` (and ``bias``).
 
     Args:
@@ -49,11 +58,13 @@ def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> to
         tile: an :class:`~insitu.tile.AnalogTile` (or any tile with ``forward``, ``backward``,
             ``stash`` and a ``weight`` parameter) of ``out_features × in_features`` devices, or a
             :class:`~insitu.mapping.GridTile` (a layer over several tiles: each sub-tile computes
-            its partial product, the partials are summed digitally, forward and backward). A
-            bias column on the array is the caller's business: append the constant input 1 to
-            ``x``.
+            its partial product, the partials are summed digitally, forward and backward).
         bias: an optional digital bias, added after the array (broadcast against ``(*, out)``;
             with replicas ``(R, 1, out)``); it gets an ordinary gradient.
+        bias_column: the tile's last input column is a bias on the array: ``x`` has one feature
+            less (``in_features - 1``), and the constant input 1 is appended to every row (it is
+            part of the stashed ``x``, so the update trains the bias column; it gets no
+            gradient). ``False``: ``x`` has all ``in_features`` (append the 1 yourself).
 
     Returns:
         ``(*, out_features)`` (with replicas ``(R, *, out_features)``).
@@ -67,32 +78,38 @@ def analog_linear(x: torch.Tensor, tile, bias: torch.Tensor | None = None) -> to
         ValueError: the last dimension of ``x`` is not the tile's ``in_features`` (or, with
             replicas, the first is not the number of replicas).
     """
-    width = tile.in_features
+    width = tile.in_features - 1 if bias_column else tile.in_features
     grid = getattr(tile, "grid", None)
     if grid is not None and grid.n_tiles > 1:
+        if bias_column:
+            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
         return _grid_linear(x, tile, bias)
     replicas = getattr(tile, "replicas", None)
     if x.dim() < 1 or x.shape[-1] != width:
+        what = f"{width} inputs and a bias column" if bias_column else f"{width} inputs (in_features)"
         raise ValueError(
-            f"analog_linear: the tile has {width} inputs (in_features) but x has shape {tuple(x.shape)}; "
+            f"analog_linear: the tile has {what} but x has shape {tuple(x.shape)}; "
             f"the last dimension of x must be {width}."
         )
     lead = x.shape[:-1]
+    # Reshaped only when needed: a reshape to the same shape is still an operation and an
+    # autograd node each way.
     if replicas is not None:
         if x.dim() < 2 or x.shape[0] != replicas:
             raise ValueError(
                 f"analog_linear: a tile with {replicas} replicas expects x of shape (replicas={replicas}, ..., {width}), "
                 f"got {tuple(x.shape)}."
             )
-        x2 = x.reshape(replicas, -1, width)
+        x2 = x if x.dim() == 3 else x.reshape(replicas, -1, width)
     else:
-        x2 = x.reshape(-1, width)
-    if not hasattr(tile.weight, "_insitu_tile"):
+        x2 = x if x.dim() == 2 else x.reshape(-1, width)
+    weight = tile.weight
+    if not hasattr(weight, "_insitu_tile"):
         tile._link_parameter()  # a deep copy loses the link between parameter and tile
-    y = _AnalogMatMul.apply(x2, tile.weight, tile)
+    y = _AnalogMatMul.apply(x2, weight, tile, bias_column)
     if bias is not None:
         y = y + bias
-    return y.reshape(*lead, tile.out_features)
+    return y if x2 is x else y.reshape(*lead, tile.out_features)
 
 
 def _grid_linear(x: torch.Tensor, grid_tile, bias: torch.Tensor | None) -> torch.Tensor:
@@ -120,7 +137,7 @@ def _grid_linear(x: torch.Tensor, grid_tile, bias: torch.Tensor | None) -> torch
             tile = grid_tile.tile_at(i, j)
             if not hasattr(tile.weight, "_insitu_tile"):
                 tile._link_parameter()
-            y = _AnalogMatMul.apply(xj, tile.weight, tile)
+            y = _AnalogMatMul.apply(xj, tile.weight, tile, False)
             partial = y if partial is None else partial + y
         outputs.append(partial)
     y = torch.cat(outputs, dim=-1)

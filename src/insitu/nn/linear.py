@@ -161,9 +161,8 @@ class AnalogLinear(nn.Module):
                 f"AnalogLinear with {self.replicas} replicas expected inputs (replicas={self.replicas}, ..., "
                 f"{self.in_features}), got shape {tuple(x.shape)}."
             )
-        if self.bias_on_array:
-            x = torch.nn.functional.pad(x, (0, 1), value=1.0)  # the bias column's constant input
-        return analog_linear(x, self.tile, self.bias)
+        # The bias column's constant input is appended inside the product (bias_column).
+        return analog_linear(x, self.tile, self.bias, bias_column=self.bias_on_array)
 
     def replica(self, r: int) -> "AnalogLinear":
         """Replica ``r`` as a layer of its own (an :class:`~insitu.tile.AnalogTile` with that

@@ -215,7 +215,7 @@ def _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters,
     mode = config.mode
     if config.pulse_type != "stochastic" or mode not in ("sequential", "summed") or params is None:
         return False
-    if select_backend(weights.device) != "compiled":
+    if not weights.is_cpu or select_backend("cpu") != "compiled":
         return False
     if getattr(model, "per_device_state", False):
         # State planes updated in place (the conductance pairs): the sequential mode runs in the
@@ -236,12 +236,10 @@ def _compiled_update(weights, params, model, x, d, lr, dw_min, config, counters,
     _, _, kernel, cell, packed, words, spare, tally = plan
     # The kernels keep running sums in ``tally`` (one per plan); the counters read them when they
     # are read (attached before the kernel adds this update's counts).
-    attached = cache.setdefault("attached", []) if cache is not None else []
-    if not any(source is counters and held is tally for source, held in attached):
-        counters.attach(_KernelTally(tally))
-        attached[:] = [(source, held) for source, held in attached if source is counters] + [(counters, tally)]
+    _attach_tally(counters, tally, cache)
+    dtype = weights.dtype
     kernel(
-        cell, packed, _as_numpy(x, weights.dtype), _as_numpy(d, weights.dtype), lr, dw_min, config.bl,
+        cell, packed, _as_numpy(x, dtype), _as_numpy(d, dtype), lr, dw_min, config.bl,
         config.update_management, config.dynamic_bl, model.c2c, words, spare, tally,
     )
     counters.rank1_updates += x.shape[0]
@@ -266,10 +264,7 @@ def _stateful_update(weights, params, model, x, d, lr, dw_min, config, counters,
         if cache is not None:
             cache["stateful"] = plan
     _, _, kernel, cell, planes, scale, words, spare, tally = plan
-    attached = cache.setdefault("attached", []) if cache is not None else []
-    if not any(source is counters and held is tally for source, held in attached):
-        counters.attach(_KernelTally(tally))
-        attached[:] = [(source, held) for source, held in attached if source is counters] + [(counters, tally)]
+    _attach_tally(counters, tally, cache)
     kernel(
         cell, planes, scale, _as_numpy(x, weights.dtype), _as_numpy(d, weights.dtype), lr, dw_min, config.bl,
         config.update_management, config.dynamic_bl, words, spare, tally,
@@ -294,8 +289,21 @@ def _stateful_plan(key, weights, params, model, rng_state):
     return (key, model, stateful_sequential_kernel(respond), cell.numpy(), planes.numpy(), scale, *as_views(rng_state), np.zeros(3))
 
 
+def _attach_tally(counters: UpdateCounters, tally: np.ndarray, cache: dict | None) -> None:
+    """Attach a plan's running ``tally`` to ``counters`` unless it is already (the pairs attached
+    so far are kept in ``cache["attached"]``, those of other counters dropped)."""
+    attached = cache.setdefault("attached", []) if cache is not None else []
+    for source, held in attached:
+        if source is counters and held is tally:
+            return
+    counters.attach(_KernelTally(tally))
+    attached[:] = [(source, held) for source, held in attached if source is counters] + [(counters, tally)]
+
+
 def _as_numpy(values: torch.Tensor, dtype: torch.dtype):
     """A numpy view of ``values`` in ``dtype``, contiguous (a copy only when needed)."""
+    if values.dtype == dtype and not values.requires_grad and values.is_contiguous():
+        return values.numpy()
     if values.requires_grad:
         values = values.detach()
     if values.dtype != dtype or not values.is_contiguous():
