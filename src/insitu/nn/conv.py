@@ -222,11 +222,10 @@ class _AnalogConvNd(nn.Module):
         outputs = []
         for g, tile in enumerate(self.tiles):
             p = patches if self.groups == 1 else patches[:, g * self._patch : (g + 1) * self._patch]
-            if self.bias_on_array:
-                p = F.pad(p, (0, 1), value=1.0)  # the bias column's constant input
-            else:
+            if not self.bias_on_array:
                 p = p.contiguous()
-            outputs.append(analog_linear(p, tile))
+            # With the bias on the array, its constant input is appended inside the product.
+            outputs.append(analog_linear(p, tile, bias_column=self.bias_on_array))
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # (N·L, M)
         y = y.reshape(n, math.prod(out_size), self.out_channels).transpose(1, 2).reshape(n, self.out_channels, *out_size)
         if self.bias is not None:
