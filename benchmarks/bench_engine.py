@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def main() -> None:
     parser.add_argument("--steps64", type=int, default=20, help="timed steps at batch 64")
     parser.add_argument("--images", type=int, default=40, help="timed CNN images (compiled; the torch path gets a quarter)")
     parser.add_argument("--replica-steps", type=int, default=300)
+    parser.add_argument(
+        "--replica-rounds", type=int, default=1,
+        help="alternate the one-network and lockstep measurements this many times and report medians "
+        "(the lockstep step is memory-bound, so its ratio varies more than the others)",
+    )
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (smoke test)")
     args = parser.parse_args()
@@ -173,14 +179,20 @@ def main() -> None:
     config = get_preset("gokmen-vlasov-2016")
     replicas = {"target_R32_over_single": 8.0}
     for b in backends:
-        single = _analog(rpu_mlp, x, y, 1, args.replica_steps, 20, b)
-        row = {"single_ms": single}
-        for n in (1, 8, 32):
-            seeds = [[1000 * layer + r for r in range(n)] for layer in range(len(SIZES) - 1)]
-            ms = _analog(lambda: mlp(SIZES, "sigmoid", [config] * n, seeds=seeds), x, y, 1, args.replica_steps, 20, b, replicas=n)
-            row[f"R{n}_ms"] = ms
-            row[f"R{n}_over_single"] = ms / single
-        replicas[b] = row
+        rounds = []
+        for _ in range(max(1, args.replica_rounds)):
+            single = _analog(rpu_mlp, x, y, 1, args.replica_steps, 20, b)
+            row = {"single_ms": single}
+            for n in (1, 8, 32):
+                seeds = [[1000 * layer + r for r in range(n)] for layer in range(len(SIZES) - 1)]
+                ms = _analog(lambda: mlp(SIZES, "sigmoid", [config] * n, seeds=seeds), x, y, 1, args.replica_steps, 20, b, replicas=n)
+                row[f"R{n}_ms"] = ms
+                row[f"R{n}_over_single"] = ms / single
+            rounds.append(row)
+        # One round: its numbers; several: the median of each number over the rounds, and the rounds.
+        replicas[b] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        if len(rounds) > 1:
+            replicas[b]["rounds"] = rounds
     result["replicas"] = replicas
 
     result["device_protocol"] = {b: _device_protocol(b) for b in backends}

@@ -150,3 +150,13 @@ def test_the_kept_plan_is_left_when_its_weights_config_or_backend_change():
         before = tile.generator.get_state()
         tile.forward(_inputs(MAX_BATCH + 1, 60))
     assert not torch.equal(tile.generator.get_state(), before)
+
+
+def test_a_product_of_the_wrong_width_is_refused_not_read_past():
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
+    tile = _tile(io)
+    with use_backend("compiled"):
+        tile.forward(_inputs(1, 60))  # keeps a plan
+        for call, width in ((tile.forward, 59), (tile.backward, 41)):
+            with pytest.raises(RuntimeError):
+                call(_inputs(1, width))

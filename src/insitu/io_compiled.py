@@ -177,7 +177,8 @@ class ProductPlan:
         object, the same tensors, the compiled backend, and ``x`` a small float32 CPU batch."""
         return (
             self.ios[transposed] is io and self.current(weight, rng_state) and get_backend() != "torch"
-            and x.dim() == 2 and x.shape[0] <= MAX_BATCH and x.dtype == torch.float32 and x.is_cpu
+            and x.dim() == 2 and x.shape[0] <= MAX_BATCH and x.shape[1] == self.view.shape[0 if transposed else 1]
+            and x.dtype == torch.float32 and x.is_cpu
         )
 
     def run(self, x: torch.Tensor, transposed: bool) -> torch.Tensor:

@@ -422,7 +422,7 @@ class AnalogTile(nn.Module):
         if plan is not None and plan.serves(self._parameters["weight"], self.pulse_rng, io, transposed, x):
             return plan.run(x, transposed)
         w = self.effective_weights()
-        numbers = self._compiled_io(io, x, w)
+        numbers = self._compiled_io(io, x, w, transposed)
         if numbers is None:
             return analog_mvm(x, w if transposed else w.t(), io, self.generator)
         if self.cell is None and self.write_noise is None and w.dim() == 2 and w.is_contiguous():
@@ -432,12 +432,15 @@ class AnalogTile(nn.Module):
             plan.ios[transposed], plan.numbers[transposed] = io, numbers
         return compiled_mvm(x, self._weights_view(w), numbers, transposed, self._io_stream())
 
-    def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor):
+    def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor, transposed: bool = False):
         """The kernel numbers (:func:`insitu.io_compiled.io_numbers`) when this product runs in
         one compiled call (:mod:`insitu.io_compiled`: small batches on the compiled CPU backend,
-        the plain periphery), else ``None``; the IO part is decided once per config object."""
+        the plain periphery), else ``None``; the IO part is decided once per config object.
+        ``transposed``: the backward product (``x`` has ``out`` features)."""
         if x.dim() != 2 or x.shape[0] > MAX_COMPILED_BATCH or select_backend(w.device) != "compiled":
             return None
+        if x.shape[1] != w.shape[0 if transposed else 1]:
+            return None  # the reference product names the mismatch (the kernel would read past x)
         memo = self._kernel_cache.get("io_covers")
         if memo is None:
             memo = self._kernel_cache["io_covers"] = {}
