@@ -153,15 +153,13 @@ class ProductPlan:
 
     __slots__ = ("weight", "pointer", "view", "rng", "rng_pointer", "stream", "ios", "numbers")
 
-    def __init__(self, weight: torch.Tensor, rng_state: torch.Tensor):
-        from .update.kernels.rng_state import as_views
-
+    def __init__(self, weight: torch.Tensor, view: np.ndarray, rng_state: torch.Tensor, stream):
         self.weight = weight  # the tile's Parameter (float32, CPU, C-contiguous, (out, in))
         self.pointer = weight.data_ptr()
-        self.view = weight.detach().numpy()  # holds the memory: an equal address is the same tensor
+        self.view = view  # its numpy view (holds the memory: an equal address is the same tensor)
         self.rng = rng_state
         self.rng_pointer = rng_state.data_ptr()
-        self.stream = as_views(rng_state)
+        self.stream = stream  # numpy views of the tile's kernel stream
         self.ios = [None, None]  # forward, backward
         self.numbers = [None, None]
 
@@ -183,9 +181,4 @@ class ProductPlan:
 
     def run(self, x: torch.Tensor, transposed: bool) -> torch.Tensor:
         """The product ``(batch, out)`` forward, ``(batch, in)`` backward (:func:`compiled_mvm`)."""
-        if x.requires_grad:
-            x = x.detach()
-        if not x.is_contiguous():
-            x = x.contiguous()
-        kernel = _kernels()["backward" if transposed else "forward"]
-        return torch.from_numpy(kernel(x.numpy(), self.view, *self.numbers[transposed], *self.stream))
+        return compiled_mvm(x, self.view, self.numbers[transposed], transposed, self.stream)

@@ -425,12 +425,13 @@ class AnalogTile(nn.Module):
         numbers = self._compiled_io(io, x, w, transposed)
         if numbers is None:
             return analog_mvm(x, w if transposed else w.t(), io, self.generator)
+        view, stream = self._weights_view(w), self._io_stream()
         if self.cell is None and self.write_noise is None and w.dim() == 2 and w.is_contiguous():
             weight = self._parameters["weight"]
             if plan is None or not plan.current(weight, self.pulse_rng):
-                plan = self._kernel_cache["product"] = ProductPlan(weight, self.pulse_rng)
+                plan = self._kernel_cache["product"] = ProductPlan(weight, view, self.pulse_rng, stream)
             plan.ios[transposed], plan.numbers[transposed] = io, numbers
-        return compiled_mvm(x, self._weights_view(w), numbers, transposed, self._io_stream())
+        return compiled_mvm(x, view, numbers, transposed, stream)
 
     def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor, transposed: bool = False):
         """The kernel numbers (:func:`insitu.io_compiled.io_numbers`) when this product runs in
