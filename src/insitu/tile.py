@@ -528,7 +528,7 @@ class AnalogTile(nn.Module):
         if config.cell_readout == "sum":
             step *= config.devices_per_weight
         effects = self.device_effects
-        before = self._effects_snapshot() if effects is not None else None
+        before = self._effects_snapshot()
         if config.cell_update != "all":
             self._update_one_device(x, d, lr, step)
         else:
