@@ -1,10 +1,11 @@
 """The compiled analog product (insitu.io_compiled) against the reference analog_mvm.
 
-At small batches on the compiled CPU backend a tile computes its forward and backward products
-with the plain periphery (input bound, additive output noise, output bound) in one numba call.
-It must be analog_mvm's product exactly without noise (to float32 rounding), have its noise
-distribution with noise, clip where it clips, and leave every setting it does not cover, and
-larger batches, to analog_mvm.
+On the compiled CPU backend a tile computes its forward and backward products with the
+periphery it covers (input bound, additive output noise, output bound, noise management,
+iterative bound management) in compiled calls: at small batches all in one call, at larger ones
+around one BLAS product. It must be analog_mvm's product exactly without noise (to float32
+rounding), have its noise distribution with noise, clip and manage where it does, and leave
+every setting it does not cover to analog_mvm.
 """
 
 from __future__ import annotations
@@ -77,9 +78,82 @@ def test_same_seed_same_products_and_another_seed_others():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
+@pytest.mark.parametrize("batch", [1, 3, 50])
+@pytest.mark.parametrize("bound_management", ["none", "iterative"])
+@pytest.mark.parametrize("noise_management", ["none", "abs_max", "max", "average_abs_max", "constant"])
+def test_noise_and_bound_management_without_noise_are_the_reference_product(noise_management, bound_management, batch):
+    # Gokmen, Onen & Haensch 2017: inputs scaled by max|x| (or the batch's mean of it, or a
+    # constant), passes repeated with halved inputs while an output saturates. A low output
+    # bound makes bound management act on most vectors; row 0 is all zeros (not scaled).
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=3.0, noise_management=noise_management,
+                  bound_management=bound_management, nm_thres=2.0 if noise_management == "constant" else 0.0)
+    assert covers_io(io)
+    tile = _tile(io)
+    x, d = _inputs(batch, 60), _inputs(batch, 40, seed=2)
+    x[0] = 0.0
+    with use_backend("compiled"):
+        before = tile.generator.get_state()
+        y, z = tile.forward(x), tile.backward(d)
+        assert torch.equal(tile.generator.get_state(), before)  # the compiled product ran
+    w = tile.get_weights()
+    expected_y, expected_z = analog_mvm(x, w.t(), io), analog_mvm(d, w, io)
+    torch.testing.assert_close(y, expected_y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, expected_z, rtol=1e-5, atol=1e-5)
+    if bound_management == "iterative" and batch > 1:
+        assert float(expected_y.abs().max()) > 3.0  # bound management acted in this case
+
+
+def test_noise_management_caps_the_scale_at_nm_thres():
+    io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=3.0, noise_management="abs_max", nm_thres=0.5)
+    tile = _tile(io)
+    for batch in (1, 20):
+        x = _inputs(batch, 60)
+        with use_backend("compiled"):
+            y = tile.forward(x)
+        torch.testing.assert_close(y, analog_mvm(x, tile.get_weights().t(), io), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 20])
+def test_managed_noise_and_repeated_passes_have_the_reference_distribution(batch):
+    # One vector whose exact output (about 14: weights near 0.5, within each device's bounds)
+    # exceeds the bound 12: the first pass saturates, the second, with the input halved, gives
+    # 2 (y/2 + σξ): mean y, std 2σ, on both paths; the other output (about 3) is repeated with
+    # it (the whole vector is passed again): std 2σ as well.
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0, noise_management="abs_max", bound_management="iterative")
+    tile = _tile(io, out=2, inp=30)
+    tile.set_weights(torch.stack([torch.full((30,), 0.5), torch.full((30,), 0.1)]))
+    x = torch.ones(batch, 30)  # max|x| = 1: no scaling
+    exact = float(tile.get_weights()[0].sum())
+    assert 12.5 < exact < 15.0
+    draws = 3000 // batch
+    samples = {}
+    for backend in ("compiled", "torch"):
+        with use_backend(backend):
+            samples[backend] = torch.cat([tile.forward(x) for _ in range(draws)])
+    for backend, y in samples.items():
+        assert abs(float(y[:, 0].mean()) - exact) < 5 * 0.12 / math.sqrt(len(y)), backend
+        assert abs(float(y[:, 0].std()) / 0.12 - 1) < 0.06, backend
+        assert abs(float(y[:, 1].std()) / 0.12 - 1) < 0.06, backend
+    assert float(samples["compiled"][:, 0].max()) > 12.0  # repeated, not clipped
+
+
+@pytest.mark.parametrize("batch", [1, 20])
+def test_noise_management_scales_the_output_noise_back_with_the_output(batch):
+    # Inputs scaled up by 1/max|x| = 4 before the DAC, outputs down by 4 after the ADC: the
+    # output noise σ arrives as σ/4 (the point of noise management).
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0, noise_management="abs_max")
+    tile = _tile(io)
+    x = _inputs(batch, 60, scale=0.25)
+    x[:, 0] = 0.25
+    exact = analog_mvm(x, tile.get_weights().t(), io.replace(out_noise=0.0))
+    with use_backend("compiled"):
+        noise = torch.cat([tile.forward(x) - exact for _ in range(2000 // batch)])
+    assert abs(float(noise.std()) / (0.06 / 4) - 1) < 0.03
+
+
 @pytest.mark.parametrize(
     "change",
-    [dict(noise_management="abs_max"), dict(bound_management="iterative"), dict(out_bits=8), dict(inp_bits=8),
+    [dict(bound_management="shift"), dict(out_bits=8), dict(inp_bits=8),
      dict(w_noise=0.01), dict(inp_noise=0.01), dict(ir_drop=0.01), dict(out_noise_asymmetry=0.1)],
 )
 def test_settings_it_does_not_cover_run_the_reference(change):
@@ -92,14 +166,19 @@ def test_settings_it_does_not_cover_run_the_reference(change):
     assert not torch.equal(tile.generator.get_state(), before)  # analog_mvm drew from the torch generator
 
 
-def test_large_batches_and_the_torch_backend_run_the_reference():
+def test_large_batches_run_compiled_around_one_product_and_the_torch_backend_runs_the_reference():
     io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
-    for backend, batch in (("compiled", MAX_BATCH + 1), ("torch", 1)):
-        tile = _tile(io)
-        with use_backend(backend):
-            before = tile.generator.get_state()
-            tile.forward(_inputs(batch, 60))
-        assert not torch.equal(tile.generator.get_state(), before)
+    tile = _tile(io)
+    x = _inputs(MAX_BATCH + 60, 60)
+    exact = analog_mvm(x, tile.get_weights().t(), io.replace(out_noise=0.0))
+    with use_backend("compiled"):
+        before = tile.generator.get_state()
+        noise = tile.forward(x) - exact
+        assert torch.equal(tile.generator.get_state(), before)
+    assert abs(float(noise.std()) / 0.06 - 1) < 0.05  # 2,560 draws
+    with use_backend("torch"):
+        tile.forward(x)
+    assert not torch.equal(tile.generator.get_state(), before)
 
 
 def _plan_products(tile, x, d):
@@ -145,11 +224,18 @@ def test_the_kept_plan_is_left_when_its_weights_config_or_backend_change():
         before = tile.generator.get_state()
         tile.forward(x)
     assert not torch.equal(tile.generator.get_state(), before)
-    # A batch it does not take goes to the reference too (its noise from the torch generator).
+    # A setting it does not cover goes to the reference too (its noise from the torch generator).
+    tile.config = tile.config.replace(forward=io.replace(out_noise=0.06, out_bits=8))
     with use_backend("compiled"):
         before = tile.generator.get_state()
-        tile.forward(_inputs(MAX_BATCH + 1, 60))
+        tile.forward(x)
     assert not torch.equal(tile.generator.get_state(), before)
+    # A large batch runs on the plan as well: the product of the kept weights.
+    tile.config = tile.config.replace(forward=io)
+    x_large = _inputs(MAX_BATCH + 5, 60)
+    with use_backend("compiled"):
+        y = tile.forward(x_large)
+    torch.testing.assert_close(y, analog_mvm(x_large, replaced.t(), io), rtol=1e-5, atol=1e-5)
 
 
 def test_a_product_of_the_wrong_width_is_refused_not_read_past():

@@ -1,17 +1,26 @@
-"""The analog matrix-vector product with its periphery in one compiled (numba) call, for small
-batches on the CPU.
+"""The analog matrix-vector product with its periphery in compiled (numba) calls, on the CPU.
 
 At batch 1 the product of :func:`insitu.io.analog_mvm` is one matrix-vector product and four
 small tensor operations (input clip, output noise drawn and added, output clip), each a few
-microseconds of dispatch: about as much again as the product. :func:`compiled_mvm` does the same
-arithmetic in one call (Gokmen & Vlasov 2016, Fig. 1: bounded inputs, additive Gaussian output
-noise, bounded outputs), for the IO settings it covers (:func:`covers`); every other setting, and
-every larger batch (where a BLAS product wins), stays on :func:`~insitu.io.analog_mvm`, the
-reference.
+microseconds of dispatch: about as much again as the product; noise and bound management add
+ten more. At the batches of a convolution (one vector per image patch) the product is a BLAS
+call of tens of microseconds and the periphery's passes over inputs and outputs cost several
+times that. :func:`compiled_mvm` does the same arithmetic (Gokmen & Vlasov 2016, Fig. 1: bounded
+inputs, additive Gaussian output noise, bounded outputs; Gokmen, Onen & Haensch 2017: noise
+management, iterative bound management) for the IO settings it covers (:func:`covers`):
+
+* up to :data:`MAX_BATCH` vectors: everything in one call (the product as loops);
+* more vectors: the input scaling and clip in one call, the product as one BLAS matrix product
+  (torch), then noise, saturation, bound management and output scaling in one call.
+
+Every other setting (quantisation, input or weight noise, IR drop, noise asymmetry, the shift
+bound management, per-replica values) stays on :func:`~insitu.io.analog_mvm`, the reference.
 
 Its output noise comes from the tile's own compiled-kernel stream (the scalar xoshiro256**
 stream of ``tile.pulse_rng``, :mod:`insitu.update.kernels.rng`) instead of the tile's
-``torch.Generator``: same distribution, other draws; same seed, same run.
+``torch.Generator``: same distribution, other draws; same seed, same run. Bound management
+repeats a saturated vector's pass right after it (the reference repeats all saturated vectors
+of the call together): the same passes and noise distribution, in another order of draws.
 """
 
 from __future__ import annotations
@@ -25,7 +34,10 @@ from .update.kernels import get_backend
 
 __all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "compiled_mvm", "ProductPlan"]
 
-MAX_BATCH = 4  # larger batches: the torch path (a BLAS matrix product beats these loops)
+MAX_BATCH = 4  # larger batches: the product as one BLAS call (it beats these loops there)
+
+# noise_management as the kernels take it (io.NOISE_MANAGEMENT; "max" is "abs_max"'s alias)
+_NM_KINDS = {"none": 0, "abs_max": 1, "max": 1, "average_abs_max": 2, "constant": 3}
 
 _KERNELS: dict = {}
 
@@ -37,23 +49,23 @@ def covers(io, x: torch.Tensor, matrix: torch.Tensor) -> bool:
 
 
 def covers_io(io) -> bool:
-    """IO with at most an input bound, scalar additive output noise and an output bound (no
-    quantisation, no input or weight noise, no IR drop, no noise asymmetry, no noise or bound
-    management, no per-replica values)."""
+    """IO with at most an input bound, scalar additive output noise, an output bound, noise
+    management and iterative bound management (no quantisation, no input or weight noise, no IR
+    drop, no noise asymmetry, no shift bound management, no per-replica values)."""
     if io.is_perfect:
         return False
     return (
         io.inp_bits is None and io.out_bits is None and not torch.is_tensor(io.out_noise) and not torch.is_tensor(io.inp_noise)
         and io.inp_noise == 0 and io.w_noise == 0 and io.ir_drop == 0 and io.out_noise_asymmetry == 0
-        and io.noise_management == "none" and io.bound_management == "none"
+        and io.noise_management in _NM_KINDS and io.bound_management in ("none", "iterative")
         and not torch.is_tensor(io.inp_bound) and not torch.is_tensor(io.out_bound)
     )
 
 
 def covers_tensors(x: torch.Tensor, matrix: torch.Tensor) -> bool:
-    """float32 CPU tensors, ``x`` ``(batch <= MAX_BATCH, n)``."""
+    """float32 CPU tensors, ``x`` ``(batch, n)`` (no replica axis)."""
     return (
-        x.dim() == 2 and x.shape[0] <= MAX_BATCH and x.dtype == torch.float32 and matrix.dtype == torch.float32
+        x.dim() == 2 and x.dtype == torch.float32 and matrix.dtype == torch.float32
         and x.device.type == "cpu" and matrix.device.type == "cpu"
     )
 
@@ -107,16 +119,162 @@ def _kernels():
                     out[b, i] = min(max(acc[i] + out_noise * noise[i], -out_bound), out_bound)
             return out
 
+        @njit(inline="always")
+        def clip(value, bound):
+            # Selects, not min/max (mixed float32/float64 min/max compiles to slow code).
+            value = value if value > -bound else -bound
+            return value if value < bound else bound
+
+        @njit(inline="always")
+        def nm_scales(x, kind, thres):
+            """Per vector the factor its input is divided by (io._noise_management_scale)."""
+            batch, n = x.shape
+            scales = np.ones(batch, dtype=np.float32)
+            if kind == 0:
+                return scales
+            if kind == 3:  # constant
+                scales[:] = thres
+                return scales
+            for b in range(batch):
+                largest = np.float32(0.0)
+                for i in range(n):
+                    magnitude = abs(x[b, i])
+                    largest = magnitude if magnitude > largest else largest
+                scales[b] = largest
+            if kind == 2 and batch > 0:  # average_abs_max: one scale, the mean over the call
+                total = 0.0
+                for b in range(batch):
+                    total += scales[b]
+                scales[:] = total / batch
+            for b in range(batch):
+                scale = scales[b]
+                if thres > 0.0 and scale > thres:
+                    scale = np.float32(thres)
+                scales[b] = scale if scale > 0.0 else np.float32(1.0)  # an all-zero input is not scaled
+            return scales
+
+        @njit(inline="always")
+        def product(w, z, transposed, acc):
+            """``acc = w @ z`` (forward), ``w.T @ z`` (``transposed``), ``w`` ``(out, in)`` as stored."""
+            if transposed:
+                acc[:] = 0.0
+                for j in range(w.shape[0]):
+                    zj = z[j]
+                    if zj != 0.0:
+                        for i in range(w.shape[1]):
+                            acc[i] += w[j, i] * zj
+            else:
+                for j in range(w.shape[0]):
+                    a = np.float32(0.0)
+                    for i in range(w.shape[1]):
+                        a += w[j, i] * z[i]
+                    acc[j] = a
+
+        @njit(inline="always")
+        def finish(values, noise, out_noise, out_bound, bm_scale, nm_scale, out_row):
+            """``out_row = clip(values + out_noise ξ) · bm_scale · nm_scale``; whether any output
+            reached the bound (before the clip, as the integrator saturates before conversion).
+            ``out_row`` may be ``values`` itself."""
+            saturated = False
+            for j in range(values.shape[0]):
+                v = values[j] + out_noise * noise[j]
+                saturated |= abs(v) >= out_bound
+                out_row[j] = (clip(v, out_bound) * bm_scale) * nm_scale
+            return saturated
+
+        @njit(inline="always")
+        def repeat_pass(x_row, nm_scale, w, transposed, inp_bound, out_noise, out_bound, bm_iterations, z, acc, noise, s, spare, out_row):
+            """Iterative bound management (Gokmen, Onen & Haensch 2017) of one vector whose pass
+            saturated: halve its input and pass again with fresh noise while an output reaches
+            the bound, at most ``bm_iterations`` times (io._bound_management)."""
+            bm_scale = np.float32(1.0)
+            inp_bound = np.float32(inp_bound)
+            for _ in range(bm_iterations):
+                bm_scale = bm_scale * np.float32(2.0)
+                for i in range(x_row.shape[0]):
+                    z[i] = clip((x_row[i] / nm_scale) / bm_scale, inp_bound)
+                product(w, z, transposed, acc)
+                if out_noise > 0.0:
+                    fill_normals(noise, s, spare)
+                if not finish(acc, noise, out_noise, out_bound, bm_scale, nm_scale, out_row):
+                    break
+
+        @njit(nogil=True, fastmath=True)
+        def managed(x, w, transposed, inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations, s, spare):
+            """The whole product of a small batch ``x`` ``(batch, n)`` with noise and bound
+            management: ``(batch, out)`` forward, ``(batch, in)`` backward."""
+            batch, n = x.shape
+            n_result = w.shape[1] if transposed else w.shape[0]
+            out = np.empty((batch, n_result), dtype=np.float32)
+            scales = nm_scales(x, nm_kind, nm_thres)
+            z = np.empty(n, dtype=np.float32)
+            acc = np.empty(n_result, dtype=np.float32)
+            noise = np.zeros(n_result)
+            bound = np.float32(inp_bound)
+            for b in range(batch):
+                scale = scales[b]
+                for i in range(n):
+                    z[i] = clip(x[b, i] / scale, bound)
+                product(w, z, transposed, acc)
+                if out_noise > 0.0:
+                    fill_normals(noise, s, spare)
+                saturated = finish(acc, noise, out_noise, out_bound, np.float32(1.0), scales[b], out[b])
+                if saturated and bm_iterations > 0:
+                    repeat_pass(x[b], scales[b], w, transposed, inp_bound, out_noise, out_bound, bm_iterations,
+                                z, acc, noise, s, spare, out[b])
+            return out
+
+        @njit(nogil=True, fastmath=True)
+        def managed_inputs(x, inp_bound, nm_kind, nm_thres):
+            """Before a large batch's BLAS product: the scaled, clipped inputs and the scales."""
+            batch, n = x.shape
+            scales = nm_scales(x, nm_kind, nm_thres)
+            clipped = np.empty((batch, n), dtype=np.float32)
+            bound = np.float32(inp_bound)  # float32 throughout: the loop vectorises
+            for b in range(batch):
+                scale = scales[b]
+                row = clipped[b]
+                for i in range(n):
+                    row[i] = clip(x[b, i] / scale, bound)
+            return clipped, scales
+
+        @njit(nogil=True, fastmath=True)
+        def managed_outputs(y, x, scales, w, transposed, inp_bound, out_noise, out_bound, bm_iterations, s, spare):
+            """After a large batch's BLAS product ``y`` ``(batch, n_result)``, in place: output
+            noise (all vectors' first passes, in order), saturation, then bound management of the
+            saturated vectors one after another, and the outputs scaled back."""
+            batch, n_result = y.shape
+            noise = np.zeros(batch * n_result)
+            if out_noise > 0.0:
+                fill_normals(noise, s, spare)
+            saturated = np.zeros(batch, dtype=np.bool_)
+            for b in range(batch):
+                saturated[b] = finish(y[b], noise[b * n_result : (b + 1) * n_result], out_noise, out_bound,
+                                      np.float32(1.0), scales[b], y[b])
+            if bm_iterations > 0:
+                z = np.empty(x.shape[1], dtype=np.float32)
+                acc = np.empty(n_result, dtype=np.float32)
+                row_noise = np.zeros(n_result)
+                for b in range(batch):
+                    if saturated[b]:
+                        repeat_pass(x[b], scales[b], w, transposed, inp_bound, out_noise, out_bound, bm_iterations,
+                                    z, acc, row_noise, s, spare, y[b])
+
         _KERNELS["forward"] = forward
         _KERNELS["backward"] = backward
+        _KERNELS["managed"] = managed
+        _KERNELS["managed_inputs"] = managed_inputs
+        _KERNELS["managed_outputs"] = managed_outputs
     return _KERNELS
 
 
-def io_numbers(io) -> tuple[float, float, float]:
-    """``(inp_bound, out_noise, out_bound)`` of ``io`` as the kernels take them (no bound: inf)."""
+def io_numbers(io) -> tuple:
+    """``(inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations)`` of ``io`` as the
+    kernels take them (no bound: inf; ``bm_iterations`` 0 without bound management)."""
     inp_bound = math.inf if io.inp_bound is None else float(io.inp_bound)
     out_bound = math.inf if io.out_bound is None else float(io.out_bound)
-    return inp_bound, float(io.out_noise), out_bound
+    bm_iterations = int(io.max_bm_iterations) if io.bound_management == "iterative" else 0
+    return inp_bound, float(io.out_noise), out_bound, _NM_KINDS[io.noise_management], float(io.nm_thres), bm_iterations
 
 
 def compiled_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool, stream) -> torch.Tensor:
@@ -133,11 +291,23 @@ def compiled_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool
     Returns:
         ``(batch, out)`` forward, ``(batch, in)`` backward, float32.
     """
-    kernel = _kernels()["backward" if transposed else "forward"]
+    kernels = _kernels()
     xs = x.detach()
     if not xs.is_contiguous():
         xs = xs.contiguous()
-    return torch.from_numpy(kernel(xs.numpy(), weights, *numbers, *stream))
+    inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations = numbers
+    if xs.shape[0] <= MAX_BATCH:
+        if nm_kind == 0 and bm_iterations == 0:  # the plain periphery (the 2016 RPU)
+            kernel = kernels["backward" if transposed else "forward"]
+            return torch.from_numpy(kernel(xs.numpy(), weights, inp_bound, out_noise, out_bound, *stream))
+        return torch.from_numpy(kernels["managed"](xs.numpy(), weights, transposed, *numbers, *stream))
+    inputs = xs.numpy()
+    clipped, scales = kernels["managed_inputs"](inputs, inp_bound, nm_kind, nm_thres)
+    matrix = torch.from_numpy(weights)
+    y = torch.from_numpy(clipped) @ (matrix if transposed else matrix.t())
+    kernels["managed_outputs"](y.numpy(), inputs, scales, weights, transposed, inp_bound, out_noise, out_bound,
+                               bm_iterations, *stream)
+    return y
 
 
 class ProductPlan:
@@ -172,10 +342,10 @@ class ProductPlan:
 
     def serves(self, weight: torch.Tensor, rng_state: torch.Tensor, io, transposed: bool, x: torch.Tensor) -> bool:
         """Whether ``run(x, transposed)`` computes the product the tile would: the same IO config
-        object, the same tensors, the compiled backend, and ``x`` a small float32 CPU batch."""
+        object, the same tensors, the compiled backend, and ``x`` a float32 CPU batch."""
         return (
             self.ios[transposed] is io and self.current(weight, rng_state) and get_backend() != "torch"
-            and x.dim() == 2 and x.shape[0] <= MAX_BATCH and x.shape[1] == self.view.shape[0 if transposed else 1]
+            and x.dim() == 2 and x.shape[1] == self.view.shape[0 if transposed else 1]
             and x.dtype == torch.float32 and x.is_cpu
         )
 

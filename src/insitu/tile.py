@@ -26,7 +26,6 @@ from .cells import CellConfig
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
-from .io_compiled import MAX_BATCH as MAX_COMPILED_BATCH
 from .io_compiled import ProductPlan, compiled_mvm, covers_io, covers_tensors, io_numbers
 from .update.kernels import rng_state as rng
 from .update.kernels import select_backend
@@ -435,10 +434,10 @@ class AnalogTile(nn.Module):
 
     def _compiled_io(self, io: IOConfig, x: torch.Tensor, w: torch.Tensor, transposed: bool = False):
         """The kernel numbers (:func:`insitu.io_compiled.io_numbers`) when this product runs in
-        one compiled call (:mod:`insitu.io_compiled`: small batches on the compiled CPU backend,
-        the plain periphery), else ``None``; the IO part is decided once per config object.
+        compiled calls (:mod:`insitu.io_compiled`: the compiled CPU backend, the periphery it
+        covers), else ``None``; the IO part is decided once per config object.
         ``transposed``: the backward product (``x`` has ``out`` features)."""
-        if x.dim() != 2 or x.shape[0] > MAX_COMPILED_BATCH or select_backend(w.device) != "compiled":
+        if x.dim() != 2 or select_backend(w.device) != "compiled":
             return None
         if x.shape[1] != w.shape[0 if transposed else 1]:
             return None  # the reference product names the mismatch (the kernel would read past x)
