@@ -35,6 +35,8 @@ FIELDS = {
     ("backward", "out_noise"): "backward output noise",
     ("forward", "out_bound"): "forward output bound",
     ("backward", "out_bound"): "backward output bound",
+    ("forward", "noise_management"): "forward noise management",
+    ("backward", "noise_management"): "backward noise management",
 }
 
 #: Pairs of fields that a study changes together, named as one change when both take one value.
@@ -51,7 +53,8 @@ def change_of(tile_config: dict, spec: dict) -> str:
     for pair, name in PAIRED.items():
         if set(changed) == set(pair) and len({changed[label] for label in pair}) == 1:
             changed = {name: changed[pair[0]]}
-    changes = [f"{label} {value:g}" if value is not None else f"{label} none" for label, value in changed.items()]
+    changes = [f"{label} {value:g}" if isinstance(value, (int, float)) else f"{label} {value}"
+               for label, value in changed.items()]
     if len(changes) > 1:
         raise SystemExit(f"a run changes more than one field of the 2016 spec: {changes}")
     return changes[0] if changes else "baseline"
