@@ -10,8 +10,10 @@ inputs, additive Gaussian output noise, bounded outputs; Gokmen, Onen & Haensch 
 management, iterative bound management) for the IO settings it covers (:func:`covers`):
 
 * up to :data:`MAX_BATCH` vectors: everything in one call (the product as loops);
-* more vectors: the input scaling and clip in one call, the product as one BLAS matrix product
-  (torch), then noise, saturation, bound management and output scaling in one call.
+* more vectors, with noise or bound management: the input scaling and clip in one call, the
+  product as one BLAS matrix product (torch), then noise, saturation, bound management and
+  output scaling in one call (the plain periphery at these batches stays on the reference:
+  :func:`takes_batch`).
 
 Every other setting (quantisation, input or weight noise, IR drop, noise asymmetry, the shift
 bound management, per-replica values) stays on :func:`~insitu.io.analog_mvm`, the reference.
@@ -32,7 +34,7 @@ import torch
 
 from .update.kernels import get_backend
 
-__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "compiled_mvm", "ProductPlan"]
+__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "takes_batch", "compiled_mvm", "ProductPlan"]
 
 MAX_BATCH = 4  # larger batches: the product as one BLAS call (it beats these loops there)
 
@@ -68,6 +70,15 @@ def covers_tensors(x: torch.Tensor, matrix: torch.Tensor) -> bool:
         x.dim() == 2 and x.dtype == torch.float32 and matrix.dtype == torch.float32
         and x.device.type == "cpu" and matrix.device.type == "cpu"
     )
+
+
+def takes_batch(numbers, batch: int) -> bool:
+    """Whether a product of ``batch`` vectors with these :func:`io_numbers` runs compiled. The
+    plain periphery (no noise or bound management) above :data:`MAX_BATCH` stays on the
+    reference, as before session 17: its noise then comes from the tile's torch generator, so a
+    run's evaluations do not draw from the kernel stream its updates use, and the committed
+    runs with the plain periphery rerun draw for draw."""
+    return batch <= MAX_BATCH or numbers[3] != 0 or numbers[5] != 0
 
 
 def _kernels():
@@ -346,7 +357,7 @@ class ProductPlan:
         return (
             self.ios[transposed] is io and self.current(weight, rng_state) and get_backend() != "torch"
             and x.dim() == 2 and x.shape[1] == self.view.shape[0 if transposed else 1]
-            and x.dtype == torch.float32 and x.is_cpu
+            and x.dtype == torch.float32 and x.is_cpu and takes_batch(self.numbers[transposed], x.shape[0])
         )
 
     def run(self, x: torch.Tensor, transposed: bool) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .cells import CellConfig
 from .config import Config, ConfigError, register_config
 from .devices import ConstantStepDevice, DeviceConfig
 from .io import IOConfig, analog_mvm
-from .io_compiled import ProductPlan, compiled_mvm, covers_io, covers_tensors, io_numbers
+from .io_compiled import ProductPlan, compiled_mvm, covers_io, covers_tensors, io_numbers, takes_batch
 from .update.kernels import rng_state as rng
 from .update.kernels import select_backend
 from .update import PulseUpdateConfig, UpdateAlgorithm, UpdateAlgorithmConfig, UpdateCounters, exact_update, pulsed_update
@@ -448,7 +448,8 @@ class AnalogTile(nn.Module):
         if known is None or known[0] is not io:
             # the config object itself is kept, so that a reused id never answers for another
             known = memo[id(io)] = (io, io_numbers(io) if covers_io(io) else None)
-        return known[1] if known[1] is not None and covers_tensors(x, w) else None
+        numbers = known[1]
+        return numbers if numbers is not None and covers_tensors(x, w) and takes_batch(numbers, x.shape[0]) else None
 
     def _weights_view(self, w: torch.Tensor):
         """A C-contiguous numpy view of the effective weights ``w``, kept while ``w`` is the same
