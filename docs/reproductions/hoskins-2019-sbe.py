@@ -291,7 +291,8 @@ def levels_table(out: Path, runs: list[dict], levels: list[float]) -> None:
     header += "".join(f" epochs to ≤ {lv:g} | matrix updates | cut vs SGD | rank-1 writes |" for lv in levels)
     lines = [
         "Epochs, matrix updates (per layer; one per sample for SGD) and rank-1 writes (both layers) at the "
-        "first loss check at or below each level; cut: SGD's matrix updates at the same level over the run's. "
+        "first loss check at or below each level ('≤': already at the first check, after the lr search); cut: "
+        "SGD's matrix updates at the same level over the run's (where both are exact). "
         "'–': not reached (the loss where the run stopped in the last column).",
         "",
         header,
@@ -307,8 +308,12 @@ def levels_table(out: Path, runs: list[dict], levels: list[float]) -> None:
             if hit is None:
                 row += f" – (loss {r['loss']:.3g} after {r['epochs']:.0f}) | | | |"
                 continue
-            cut = f"{ref['matrix_updates'] / hit['matrix_updates']:.1f}×" if ref else ""
-            row += f" {hit['epochs']:.2f} | {hit['matrix_updates']:,} | {cut} | {hit['rank1_writes']:,} |"
+            # The first check comes after the lr search: reached there means reached by then (≤),
+            # and a cut against such a count is not defined.
+            first = "≤ " if hit is r["history"][0] else ""
+            exact = ref is not None and not first and ref is not sgd["history"][0]
+            cut = f"{ref['matrix_updates'] / hit['matrix_updates']:.1f}×" if exact else ""
+            row += f" {first}{hit['epochs']:.2f} | {first}{hit['matrix_updates']:,} | {cut} | {first}{hit['rank1_writes']:,} |"
         lines.append(row)
     (out / "levels.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
