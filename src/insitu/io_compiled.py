@@ -166,7 +166,9 @@ def _kernels():
 
         @njit(inline="always")
         def product(w, z, transposed, acc):
-            """``acc = w @ z`` (forward), ``w.T @ z`` (``transposed``), ``w`` ``(out, in)`` as stored."""
+            """``acc = w @ z`` (forward), ``w.T @ z`` (``transposed``), ``w`` ``(out, in)`` as stored:
+            the loops of ``forward``/``backward`` above, which stay separate kernels so that the
+            plain periphery's products (every 2016 run) keep their compiled code and results."""
             if transposed:
                 acc[:] = 0.0
                 for j in range(w.shape[0]):
