@@ -132,9 +132,16 @@ def _kernels():
 
         @njit(inline="always")
         def clip(value, bound):
-            # Selects, not min/max (mixed float32/float64 min/max compiles to slow code).
+            # Selects, not min/max (mixed float32/float64 min/max compiles to slow code). Unlike
+            # update.kernels.compiled._clip it keeps the value's type: float32 loops vectorise.
             value = value if value > -bound else -bound
             return value if value < bound else bound
+
+        @njit(inline="always")
+        def scale_and_clip(x_row, scale, bound, out_row):
+            """``out_row = clip(x_row / scale)``: one vector's input after noise management."""
+            for i in range(x_row.shape[0]):
+                out_row[i] = clip(x_row[i] / scale, bound)
 
         @njit(inline="always")
         def nm_scales(x, kind, thres):
@@ -225,9 +232,7 @@ def _kernels():
             noise = np.zeros(n_result)
             bound = np.float32(inp_bound)
             for b in range(batch):
-                scale = scales[b]
-                for i in range(n):
-                    z[i] = clip(x[b, i] / scale, bound)
+                scale_and_clip(x[b], scales[b], bound, z)
                 product(w, z, transposed, acc)
                 if out_noise > 0.0:
                     fill_normals(noise, s, spare)
@@ -245,10 +250,7 @@ def _kernels():
             clipped = np.empty((batch, n), dtype=np.float32)
             bound = np.float32(inp_bound)  # float32 throughout: the loop vectorises
             for b in range(batch):
-                scale = scales[b]
-                row = clipped[b]
-                for i in range(n):
-                    row[i] = clip(x[b, i] / scale, bound)
+                scale_and_clip(x[b], scales[b], bound, clipped[b])
             return clipped, scales
 
         @njit(nogil=True, fastmath=True)
