@@ -362,6 +362,7 @@ class ReplicatedTile(AnalogTile):
             # The compiled kernel's per-replica numbers (float64 numpy arrays).
             self._kernel_numbers = (np.array(steps), np.array([c.update.bl for c in configs], dtype=np.int64), np.array(c2c))
         self.bl = per_replica([float(c.update.bl) for c in configs])
+        self._kernel_cache.clear()  # its plans hold the old model's response
 
     # -- weights ------------------------------------------------------------------------------
     def _check_stacked(self, what: str, tensor: torch.Tensor) -> None:
@@ -443,8 +444,11 @@ class ReplicatedTile(AnalogTile):
         """Apply the stashed ``(x, δ)`` pairs of every replica with learning rate ``lr``."""
         if not self._pending:
             return
-        x = torch.cat([p[0] for p in self._pending], dim=1)
-        d = torch.cat([p[1] for p in self._pending], dim=1)
+        if len(self._pending) == 1:  # one backward pass since the last step: nothing to join
+            x, d = self._pending[0]
+        else:
+            x = torch.cat([p[0] for p in self._pending], dim=1)
+            d = torch.cat([p[1] for p in self._pending], dim=1)
         self._pending.clear()
         self.counters.steps += 1
         if self._cells is not None:
@@ -488,14 +492,16 @@ class ReplicatedTile(AnalogTile):
             return False
         if self._kernel_model.per_device_state:
             return self._compiled_stateful_update(x, d, lr)
-        respond = self._kernel_model.compiled_response()
-        if respond is None:
-            return False
-        from .update.kernels.compiled import stacked_kernel
-
         key = (self.weight.data_ptr(), self.device_params.data_ptr(), self.device_params._version, self.pulse_rng.data_ptr())
         plan = self._kernel_cache.get("stacked")
         if plan is None or plan[0] != key:
+            # The response is looked up with the plan, not every step (a lookup costs as much as
+            # a small layer's kernel call).
+            respond = self._kernel_model.compiled_response()
+            if respond is None:
+                return False
+            from .update.kernels.compiled import stacked_kernel
+
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
             packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
             words, spare = rng_state.as_views(self.pulse_rng)
@@ -561,8 +567,15 @@ class ReplicatedTile(AnalogTile):
         writes) to the counters."""
         counters = self.counters
         counters.rank1_updates += samples
-        counters.pulses += torch.from_numpy(tally[:, 0]).to(counters.pulses)
-        counters.coincidences += torch.from_numpy(tally[:, 1]).to(counters.coincidences)
+        pulses, coincidences = counters.pulses, counters.coincidences
+        if pulses.device.type == "cpu" and pulses.dtype == coincidences.dtype == torch.float64:
+            # In place through numpy views: the same float64 sums without two tensor
+            # conversions and two operations per layer and step.
+            np.add(pulses.numpy(), tally[:, 0], out=pulses.numpy())
+            np.add(coincidences.numpy(), tally[:, 1], out=coincidences.numpy())
+        else:
+            counters.pulses += torch.from_numpy(tally[:, 0]).to(pulses)
+            counters.coincidences += torch.from_numpy(tally[:, 1]).to(coincidences)
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
