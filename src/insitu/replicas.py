@@ -567,15 +567,8 @@ class ReplicatedTile(AnalogTile):
         writes) to the counters."""
         counters = self.counters
         counters.rank1_updates += samples
-        pulses, coincidences = counters.pulses, counters.coincidences
-        if pulses.device.type == "cpu" and pulses.dtype == coincidences.dtype == torch.float64:
-            # In place through numpy views: the same float64 sums without two tensor
-            # conversions and two operations per layer and step.
-            np.add(pulses.numpy(), tally[:, 0], out=pulses.numpy())
-            np.add(coincidences.numpy(), tally[:, 1], out=coincidences.numpy())
-        else:
-            counters.pulses += torch.from_numpy(tally[:, 0]).to(pulses)
-            counters.coincidences += torch.from_numpy(tally[:, 1]).to(coincidences)
+        counters.pulses += torch.from_numpy(tally[:, 0]).to(counters.pulses)
+        counters.coincidences += torch.from_numpy(tally[:, 1]).to(counters.coincidences)
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
