@@ -78,7 +78,8 @@ def takes_batch(numbers, batch: int) -> bool:
     reference, as before session 17: its noise then comes from the tile's torch generator, so a
     run's evaluations do not draw from the kernel stream its updates use, and the committed
     runs with the plain periphery rerun draw for draw."""
-    return batch <= MAX_BATCH or numbers[3] != 0 or numbers[5] != 0
+    _, _, _, nm_kind, _, bm_iterations = numbers
+    return batch <= MAX_BATCH or nm_kind != 0 or bm_iterations != 0
 
 
 def _kernels():

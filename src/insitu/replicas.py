@@ -231,6 +231,8 @@ class ReplicatedTile(AnalogTile):
     ``backward`` the reverse; weights are ``(R, out_features, in_features)``.
     """
 
+    _batch_dim = 1  # stashed pairs are (R, batch, n): join them along the batch
+
     def __init__(
         self,
         out_features: int,
@@ -444,12 +446,7 @@ class ReplicatedTile(AnalogTile):
         """Apply the stashed ``(x, δ)`` pairs of every replica with learning rate ``lr``."""
         if not self._pending:
             return
-        if len(self._pending) == 1:  # one backward pass since the last step: nothing to join
-            x, d = self._pending[0]
-        else:
-            x = torch.cat([p[0] for p in self._pending], dim=1)
-            d = torch.cat([p[1] for p in self._pending], dim=1)
-        self._pending.clear()
+        x, d = self.take_pending()  # (R, batch, in), (R, batch, out)
         self.counters.steps += 1
         if self._cells is not None:
             # Each replica's cell writes its replica, as the cell of a separate tile does.

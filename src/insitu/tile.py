@@ -569,6 +569,9 @@ class AnalogTile(nn.Module):
         if self.device_model.per_device_state:  # the model updated the copy's state planes
             self.device_params[..., k] = params
 
+    #: The axis of the stashed tensors that counts vectors (replicas stack theirs on axis 1).
+    _batch_dim = 0
+
     def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stashed pairs as one ``x`` ``(batch, in)`` and one ``δ`` ``(batch, out)``, in the
         order they were stashed, and an empty stash. Call only when something is stashed."""
@@ -576,7 +579,8 @@ class AnalogTile(nn.Module):
         if len(pending) == 1:
             x, d = pending[0]
         else:
-            x, d = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+            dim = self._batch_dim
+            x, d = torch.cat([p[0] for p in pending], dim=dim), torch.cat([p[1] for p in pending], dim=dim)
         pending.clear()
         return x, d
 
