@@ -62,6 +62,40 @@ def test_replicated_forward_is_each_replicas_own_product_with_its_own_io_numbers
     assert abs(float(noise.mean())) < 5 * 0.2 / math.sqrt(noise.numel())
 
 
+@pytest.mark.parametrize("preset", ["gokmen-vlasov-2016", "gokmen-2017-cnn-nm-bm-um"])
+def test_compiled_replica_products_are_each_replicas_compiled_product_on_its_own_stream(preset):
+    # On the compiled backend the products of all replicas run in one call (io_compiled.stacked_mvm);
+    # replica r's outputs and draws must be those of a separate compiled product (the plain
+    # periphery, and noise plus bound management) with its weights, IO numbers and stream.
+    from insitu.io_compiled import compiled_mvm, io_numbers
+    from insitu.update.kernels import compiled_available, rng_state, use_backend
+
+    if not compiled_available():
+        pytest.skip("numba is not installed")
+    base = get_preset(preset)
+    configs = [
+        base,
+        base.replace(forward=base.forward.replace(out_noise=0.2, out_bound=3.0)),
+        base.replace(backward=base.backward.replace(inp_bound=0.5)),
+    ]
+    tile = ReplicatedTile(40, 30, configs, seeds=[0, 1, 2])
+    tile.weight.data.uniform_(-0.6, 0.6, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    with use_backend("compiled"):
+        for transposed, width in ((False, 30), (True, 40)):
+            for batch in (1, 3):
+                x = torch.randn(3, batch, width, generator=g) * 2
+                before = tile.pulse_rng.clone()
+                y = tile.backward(x) if transposed else tile.forward(x)
+                for r, config in enumerate(configs):
+                    io = config.backward if transposed else config.forward
+                    stream = before[r].clone()
+                    alone = compiled_mvm(x[r], tile.weight.detach()[r].numpy(), io_numbers(io), transposed, rng_state.as_views(stream))
+                    assert torch.allclose(y[r], alone, rtol=1e-6, atol=1e-6)
+                    assert torch.equal(stream, tile.pulse_rng[r])  # the same draws from the same stream
+                    assert not torch.equal(stream, before[r])  # it did draw (output noise)
+
+
 def test_bound_management_of_replicas_equals_the_single_array_version():
     io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=1.0, noise_management="abs_max", bound_management="iterative")
     g = torch.Generator().manual_seed(3)

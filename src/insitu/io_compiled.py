@@ -15,8 +15,12 @@ management, iterative bound management) for the IO settings it covers (:func:`co
   output scaling in one call (the plain periphery at these batches stays on the reference:
   :func:`takes_batch`).
 
-Every other setting (quantisation, input or weight noise, IR drop, noise asymmetry, the shift
-bound management, per-replica values) stays on :func:`~insitu.io.analog_mvm`, the reference.
+Replicas in lockstep (:class:`~insitu.replicas.ReplicatedTile`) run the products of all
+replicas in one call at up to :data:`MAX_BATCH` vectors (:func:`stacked_mvm`), each replica's as a
+single array's on its own stream, with its own input bound, output noise and output bound
+(:func:`replica_io_numbers`). Every other setting (quantisation, input or weight noise, IR drop,
+noise asymmetry, the shift bound management; larger replica batches) stays on
+:func:`~insitu.io.analog_mvm`, the reference.
 
 Its output noise comes from the tile's own compiled-kernel stream (the scalar xoshiro256**
 stream of ``tile.pulse_rng``, :mod:`insitu.update.kernels.rng`) instead of the tile's
@@ -27,6 +31,7 @@ of the call together): the same passes and noise distribution, in another order 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -34,7 +39,8 @@ import torch
 
 from .update.kernels import get_backend
 
-__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "takes_batch", "compiled_mvm", "ProductPlan"]
+__all__ = ["MAX_BATCH", "covers", "covers_io", "covers_tensors", "io_numbers", "takes_batch", "compiled_mvm", "replica_io_numbers",
+           "stacked_mvm", "ProductPlan"]
 
 MAX_BATCH = 4  # larger batches: the product as one BLAS call (it beats these loops there)
 
@@ -276,6 +282,28 @@ def _kernels():
                         repeat_pass(x[b], scales[b], w, transposed, inp_bound, out_noise, out_bound, bm_iterations,
                                     z, acc, row_noise, s, spare, y[b])
 
+        @njit(nogil=True)
+        def stacked(x, w, transposed, inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations, s, spare):
+            """The products of ``R`` replicas in lockstep, each exactly the single array's
+            (``forward``/``backward`` for the plain periphery, ``managed`` otherwise) on its own
+            weights ``w[r]`` ``(out, in)``, IO numbers ``inp_bound[r]``, ``out_noise[r]``,
+            ``out_bound[r]`` and stream ``s[r]``, ``spare[r]``: ``x`` ``(R, batch, n)`` ->
+            ``(R, batch, out)`` forward, ``(R, batch, in)`` backward."""
+            n_rep, batch, _ = x.shape
+            n_result = w.shape[2] if transposed else w.shape[1]
+            out = np.empty((n_rep, batch, n_result), dtype=np.float32)
+            plain = nm_kind == 0 and bm_iterations == 0
+            for r in range(n_rep):
+                if plain and transposed:
+                    out[r] = backward(x[r], w[r], inp_bound[r], out_noise[r], out_bound[r], s[r], spare[r])
+                elif plain:
+                    out[r] = forward(x[r], w[r], inp_bound[r], out_noise[r], out_bound[r], s[r], spare[r])
+                else:
+                    out[r] = managed(x[r], w[r], transposed, inp_bound[r], out_noise[r], out_bound[r], nm_kind,
+                                     nm_thres, bm_iterations, s[r], spare[r])
+            return out
+
+        _KERNELS["stacked"] = stacked
         _KERNELS["forward"] = forward
         _KERNELS["backward"] = backward
         _KERNELS["managed"] = managed
@@ -324,6 +352,51 @@ def compiled_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool
     kernels["managed_outputs"](y.numpy(), inputs, scales, weights, transposed, inp_bound, out_noise, out_bound,
                                bm_iterations, *stream)
     return y
+
+
+def replica_io_numbers(io, replicas: int):
+    """The kernel numbers of a :class:`~insitu.io.ReplicaIO` for :func:`stacked_mvm`, or ``None``
+    where its periphery is not covered: ``(inp_bound, out_noise, out_bound)`` as float64 arrays
+    ``(R,)`` (a number shared by all replicas repeated; no bound: inf), then ``nm_kind``,
+    ``nm_thres``, ``bm_iterations``. Covered: what :func:`covers_io` covers, with the input
+    bound, output noise and output bound allowed to differ between replicas; input and weight
+    noise must be zero for every replica."""
+    per_replica = ("inp_bound", "out_noise", "out_bound")
+    if io.is_perfect or any(torch.is_tensor(getattr(io, name)) for name in ("inp_noise", "w_noise")):
+        return None
+    shared = {name: (0.0 if torch.is_tensor(getattr(io, name)) else getattr(io, name)) for name in per_replica}
+    if not covers_io(dataclasses.replace(io, **shared)):
+        return None
+
+    def column(name):
+        value = getattr(io, name)
+        if torch.is_tensor(value):
+            return value.detach().reshape(-1).to("cpu", torch.float64).numpy().copy()
+        return np.full(replicas, math.inf if value is None else float(value))
+
+    bm_iterations = int(io.max_bm_iterations) if io.bound_management == "iterative" else 0
+    return (
+        column("inp_bound"), column("out_noise"), column("out_bound"),
+        _NM_KINDS[io.noise_management], float(io.nm_thres), bm_iterations,
+    )
+
+
+def stacked_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool, stream) -> torch.Tensor:
+    """The analog products of ``R`` replicas in lockstep, each as :func:`compiled_mvm` computes
+    a single array's at a small batch (at most :data:`MAX_BATCH` vectors) on the replica's own
+    stream: replica ``r`` gets what a separate tile with its weights, IO numbers and stream gets.
+
+    Args:
+        x: inputs ``(R, batch, n)``, float32 on the CPU.
+        weights: the arrays ``(R, out, in)`` as stored, a C-contiguous float32 numpy view.
+        numbers: :func:`replica_io_numbers` of the direction's IO settings.
+        transposed: ``False`` forward, ``True`` backward.
+        stream: ``(words (R, ·), spare (R, 1))``, numpy views of the replicas' kernel streams.
+    """
+    xs = x.detach()
+    if not xs.is_contiguous():
+        xs = xs.contiguous()
+    return torch.from_numpy(_kernels()["stacked"](xs.numpy(), weights, transposed, *numbers, *stream))
 
 
 class ProductPlan:

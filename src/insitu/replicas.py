@@ -10,9 +10,14 @@ axis: weights ``(R, out, in)``, per-device parameters ``device_params`` ``(P, R,
 device model's plane layout (:meth:`parameter_planes`); ``forward`` takes ``(R, batch, in)``.
 Replica ``r`` has its own :class:`~insitu.tile.TileConfig` and seed. Its devices and (through
 :class:`~insitu.nn.AnalogLinear`) its initial weights are drawn from a generator seeded with its seed exactly as an ``AnalogTile`` with that seed draws them, so replica
-``r`` starts where the separate run would. Pulses and noise during training come from one shared
-generator: a replica's run equals the separate run in distribution, not draw for draw (with
-deterministic settings, e.g. ``pulse_type="expected"`` and noise-free IO, they agree to rounding).
+``r`` starts where the separate run would. During training each replica draws from a stream of
+its own: on the compiled CPU backend its pulses and the output noise of its products come from
+its kernel stream (``pulse_rng[r]``; the products of all replicas run in one compiled call,
+:func:`insitu.io_compiled.stacked_mvm`, each replica's exactly as a separate tile's compiled
+product), on the torch backend from one shared generator. The streams are seeded from the
+group's seed and the replica's place, so a replica's run equals the separate run in
+distribution, not draw for draw (with deterministic settings, e.g. ``pulse_type="expected"`` and
+noise-free IO, they agree to rounding).
 
 What replicas may set differently: every number of the device config (the same device class),
 ``update.bl``, and the IO numbers ``inp_bound``, ``out_noise``, ``out_bound``, ``inp_noise``,
@@ -57,6 +62,7 @@ from torch import nn
 
 from .config import ConfigError
 from .io import REPLICA_IO_FIELDS, ReplicaIO, analog_mvm
+from .io_compiled import MAX_BATCH, replica_io_numbers, stacked_mvm
 from .tile import AnalogTile, TileConfig
 from .update.kernels import rng_state, select_backend
 from .cells.base import KernelCache
@@ -427,12 +433,43 @@ class ReplicatedTile(AnalogTile):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``y_r = W_r x_r`` for every replica: ``(R, batch, in)`` -> ``(R, batch, out)``."""
         self._check_input("forward", x, self.in_features)
+        y = self._compiled_product(x, self.forward_io, False)
+        if y is not None:
+            return y
         return analog_mvm(x, self.effective_weights().transpose(1, 2), self.forward_io, self.generator)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """``z_r = W_rᵀ δ_r`` for every replica: ``(R, batch, out)`` -> ``(R, batch, in)``."""
         self._check_input("backward", d, self.out_features)
+        z = self._compiled_product(d, self.backward_io, True)
+        if z is not None:
+            return z
         return analog_mvm(d, self.effective_weights(), self.backward_io, self.generator)
+
+    def _compiled_product(self, x: torch.Tensor, io, transposed: bool) -> torch.Tensor | None:
+        """The products of every replica in one compiled call (:func:`insitu.io_compiled.stacked_mvm`),
+        each on the replica's own kernel stream as a separate tile's compiled product; ``None``
+        where the reference (:func:`~insitu.io.analog_mvm`, the shared torch generator) runs: the
+        torch backend, cells, a periphery the kernels do not cover, more than
+        :data:`~insitu.io_compiled.MAX_BATCH` vectors, other than float32 CPU tensors."""
+        if self._cells is not None or x.shape[1] > MAX_BATCH or x.dtype != torch.float32:
+            return None
+        weight = self._parameters["weight"]
+        plan = self._kernel_cache.get("replica_product")
+        key = (weight.data_ptr(), self.pulse_rng.data_ptr())
+        if plan is None or plan[0] != key:
+            if weight.dtype != torch.float32 or not weight.is_cpu or not weight.is_contiguous():
+                return None
+            # The views hold their tensors, so an equal address is always the same memory.
+            plan = self._kernel_cache["replica_product"] = (key, weight.detach().numpy(), rng_state.as_views(self.pulse_rng), {})
+        _, view, stream, numbers_by_io = plan
+        known = numbers_by_io.get(id(io))
+        if known is None or known[0] is not io:  # the config object is kept: a reused id never answers for another
+            known = numbers_by_io[id(io)] = (io, replica_io_numbers(io, self.replicas))
+        numbers = known[1]
+        if numbers is None or not x.is_cpu or select_backend(weight.device) != "compiled":
+            return None
+        return stacked_mvm(x, view, numbers, transposed, stream)
 
     @torch.no_grad()
     def pending_gradient(self) -> torch.Tensor | None:
