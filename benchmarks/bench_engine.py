@@ -16,8 +16,10 @@ network measured in the same run (so a loaded machine shifts both):
 * ``families_batch1``: per-sample cost of the 2016 network with each pulsed device family.
 
 Times are CPU time of this process (``time.process_time``). Usage:
-``python benchmarks/bench_engine.py [--samples 2000] [--steps64 20] [--images 40] [--data-dir ../shared/datasets]``
-(``--quick`` for a smoke run).
+``python benchmarks/bench_engine.py [--samples 2000] [--steps64 20] [--images 40] [--rounds 1]
+[--replica-rounds 1] [--data-dir ../shared/datasets]`` (``--quick`` for a smoke run). With
+``--rounds N`` / ``--replica-rounds N`` each target row is measured N times, its float (or one
+network's) and compiled steps alternated, and the medians are reported with the rounds.
 """
 
 from __future__ import annotations
@@ -92,6 +94,23 @@ def _compare(name, analog: dict, float_ms: float, target: float) -> dict:
     return out
 
 
+def _rounds(measure_float, measure_analog: dict, target: float, rounds: int) -> dict:
+    """A target row measured ``rounds`` times, the float step and each backend's analog step
+    alternated within a round (a load that drifts during the run then moves both); one round:
+    its numbers; several: the median of every number over the rounds (each ratio the median of
+    the rounds' ratios) and the rounds. Backends in ``measure_analog`` whose value is a number
+    (measured once, e.g. the slow torch path) keep it in every round."""
+    table = []
+    for _ in range(max(1, rounds)):
+        analog = {b: (m if isinstance(m, float) else m()) for b, m in measure_analog.items()}
+        table.append(_compare("", analog, measure_float(), target))
+    if len(table) == 1:
+        return table[0]
+    row = {key: statistics.median(r[key] for r in table) for key in table[0]}
+    row["rounds"] = table
+    return row
+
+
 def _device_protocol(backend: str) -> dict:
     config = get_preset("gokmen-vlasov-2016")
     config = config.replace(update=config.update.replace(bl=1))
@@ -125,6 +144,11 @@ def main() -> None:
         help="alternate the one-network and lockstep measurements this many times and report medians "
         "(the lockstep step is memory-bound, so its ratio varies more than the others)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure the batch-1, batch-64 and CNN rows this many times, the float and compiled steps "
+        "alternated, and report medians (ratios on a loaded machine drift with the load)",
+    )
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (smoke test)")
     args = parser.parse_args()
@@ -150,31 +174,37 @@ def main() -> None:
     def float_mlp():
         return mlp(SIZES, "sigmoid", None)
 
-    result["mlp_batch1"] = _compare(
-        "mlp_batch1",
-        {b: _analog(rpu_mlp, x, y, 1, args.samples, warm, b) for b in backends},
-        _float(float_mlp, x, y, 1, args.samples, warm),
-        1.5,
+    def once_or_rounds(backend, measure):
+        # the compiled backend (the targets' subject) in every round, the slow torch path once
+        return measure if backend == "compiled" else measure()
+
+    result["mlp_batch1"] = _rounds(
+        lambda: _float(float_mlp, x, y, 1, args.samples, warm),
+        {b: once_or_rounds(b, lambda b=b: _analog(rpu_mlp, x, y, 1, args.samples, warm, b)) for b in backends},
+        1.5, args.rounds,
     )
 
     def rpu_mlp_sequential():
         return mlp(SIZES, "sigmoid", _sequential("gokmen-vlasov-2016"))
 
-    result["mlp_batch64"] = _compare(
-        "mlp_batch64",
-        {b: _analog(rpu_mlp_sequential, x, y, 64, args.steps64, 2, b) for b in backends},
-        _float(float_mlp, x, y, 64, 10 * args.steps64, 10),
-        4.0,
+    result["mlp_batch64"] = _rounds(
+        lambda: _float(float_mlp, x, y, 64, 10 * args.steps64, 10),
+        {b: once_or_rounds(b, lambda b=b: _analog(rpu_mlp_sequential, x, y, 64, args.steps64, 2, b)) for b in backends},
+        4.0, args.rounds,
     )
 
     def rpu_cnn():
         return cnn_2017(config=_sequential("gokmen-2017-cnn-nm-bm-um"))
 
-    cnn = {}
-    for b in backends:
+    def cnn_analog(b):
         images = args.images if b == "compiled" else max(2, args.images // 4)
-        cnn[b] = _analog(rpu_cnn, x, y, 1, images, 2, b)
-    result["cnn_batch1"] = _compare("cnn_batch1", cnn, _float(lambda: cnn_2017(config=None), x, y, 1, 10 * args.images, 10), 2.5)
+        return _analog(rpu_cnn, x, y, 1, images, 2, b)
+
+    result["cnn_batch1"] = _rounds(
+        lambda: _float(lambda: cnn_2017(config=None), x, y, 1, 10 * args.images, 10),
+        {b: once_or_rounds(b, lambda b=b: cnn_analog(b)) for b in backends},
+        2.5, args.rounds,
+    )
 
     config = get_preset("gokmen-vlasov-2016")
     replicas = {"target_R32_over_single": 8.0}
