@@ -49,6 +49,19 @@ CONDITIONS = {
         "two pairs, 8 columns per transfer, verify read noise 0.01",
         lambda: _two_pair(transfer_mode="columns", transfer_columns=8, clt_read_noise=0.01),
     ),
+    # Session 19: which device property sets the two-pair cell's gap to software at full size?
+    # The preset's devices have 10 % device-to-device spread of G_max, 20 % of the step and 30 %
+    # pulse-to-pulse noise. Here one pair's devices lose all three (its nonlinearity and initial
+    # jump stay): the MSP (closed-loop tuning then meets its tolerance) or the LSP (the
+    # open-loop updates carry no device noise).
+    "two-pair-quiet-msp": (
+        "two pairs, MSP devices without spread or pulse noise",
+        lambda: _two_pair(msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0)),
+    ),
+    "two-pair-quiet-lsp": (
+        "two pairs, LSP devices without spread or pulse noise",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0)),
+    ),
 }
 
 
