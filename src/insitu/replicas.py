@@ -543,12 +543,13 @@ class ReplicatedTile(AnalogTile):
             self._kernel_cache["stacked"] = plan
         _, kernel, weights, packed, words, spare = plan
         steps, bls, c2cs = self._kernel_numbers
-        tally = np.zeros((self.replicas, 3))
         dtype = self.weight.dtype
         x = x.detach().to(dtype).contiguous().numpy()
         d = d.detach().to(dtype).contiguous().numpy()
+        # The kernel adds each replica's pulses and coincidences to the counters' tally.
+        tally = self.counters.kernel_tally()
         kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally)
-        self._count_kernel(x.shape[1], tally)
+        self.counters.rank1_updates += x.shape[1]
         return True
 
     def _compiled_stateful_update(self, x: torch.Tensor, d: torch.Tensor, lr: float) -> bool:
@@ -565,12 +566,12 @@ class ReplicatedTile(AnalogTile):
         _, kernel, weights, planes, scale, words, spare = plan
         steps, bls, _ = self._kernel_numbers
         update = self.config.update
-        tally = np.zeros((self.replicas, 3))
         dtype = self.weight.dtype
         x = x.detach().to(dtype).contiguous().numpy()
         d = d.detach().to(dtype).contiguous().numpy()
+        tally = self.counters.kernel_tally()
         kernel(weights, planes, scale, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, words, spare, tally)
-        self._count_kernel(x.shape[1], tally)
+        self.counters.rank1_updates += x.shape[1]
         return True
 
     def _stateful_plan(self):
@@ -596,13 +597,6 @@ class ReplicatedTile(AnalogTile):
         self._kernel_cache["stacked_stateful"] = plan
         return plan
 
-    def _count_kernel(self, samples: int, tally: np.ndarray) -> None:
-        """Add a kernel call's per-replica ``tally`` ``(R, 3)`` (pulses, coincidences, rank-1
-        writes) to the counters."""
-        counters = self.counters
-        counters.rank1_updates += samples
-        counters.pulses += torch.from_numpy(tally[:, 0]).to(counters.pulses)
-        counters.coincidences += torch.from_numpy(tally[:, 1]).to(counters.coincidences)
 
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:

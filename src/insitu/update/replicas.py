@@ -24,6 +24,7 @@ devices stay as they are).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..devices.base import DeviceModel
@@ -43,6 +44,7 @@ class ReplicaCounters:
         self.steps = 0
         self.extra_memory = 0
         self._members: list | None = None
+        self._tally: np.ndarray | None = None
         self.pulses = torch.zeros(replicas, dtype=torch.float64, device=device)
         self.coincidences = torch.zeros(replicas, dtype=torch.float64, device=device)
 
@@ -54,6 +56,7 @@ class ReplicaCounters:
 
     @pulses.setter
     def pulses(self, value: torch.Tensor) -> None:
+        self._drop_tally()
         self._pulses = value
 
     @property
@@ -64,7 +67,22 @@ class ReplicaCounters:
 
     @coincidences.setter
     def coincidences(self, value: torch.Tensor) -> None:
+        self._drop_tally()
         self._coincidences = value
+
+    def kernel_tally(self) -> np.ndarray:
+        """The float64 array ``(R, 3)`` the compiled kernels add their per-replica running sums to
+        (pulses, coincidences, rank-1 writes; the last unused here, :attr:`rank1_updates` counts
+        them); it is added to :attr:`pulses` and :attr:`coincidences` when they are read, so a
+        training step pays no tensor operation for its counts."""
+        if self._tally is None:
+            self._tally = np.zeros((self.replicas, 3))
+        return self._tally
+
+    def _drop_tally(self) -> None:
+        # Counters set anew (a loaded state, a move) replace what the kernels had counted.
+        if self._tally is not None:
+            self._tally[:] = 0.0
 
     def follow(self, members) -> None:
         """Take pulses and coincidences from per-replica :class:`UpdateCounters` ``members``
@@ -72,6 +90,11 @@ class ReplicaCounters:
         self._members = list(members)
 
     def _pull(self) -> None:
+        tally = self._tally
+        if tally is not None and tally[:, :2].any():
+            self._pulses += torch.from_numpy(tally[:, 0].copy()).to(self._pulses)
+            self._coincidences += torch.from_numpy(tally[:, 1].copy()).to(self._coincidences)
+            tally[:] = 0.0
         if self._members is not None:
             device = self._pulses.device
             self._pulses = torch.tensor([m.pulses for m in self._members], dtype=torch.float64, device=device)
