@@ -597,7 +597,6 @@ class ReplicatedTile(AnalogTile):
         self._kernel_cache["stacked_stateful"] = plan
         return plan
 
-
     # -- state ----------------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
         return {
