@@ -364,8 +364,8 @@ def replica_io_numbers(io, replicas: int):
     per_replica = ("inp_bound", "out_noise", "out_bound")
     if io.is_perfect or any(torch.is_tensor(getattr(io, name)) for name in ("inp_noise", "w_noise")):
         return None
-    shared = {name: (0.0 if torch.is_tensor(getattr(io, name)) else getattr(io, name)) for name in per_replica}
-    if not covers_io(dataclasses.replace(io, **shared)):
+    shared = dataclasses.replace(io, **{name: (0.0 if torch.is_tensor(getattr(io, name)) else getattr(io, name)) for name in per_replica})
+    if not covers_io(shared):
         return None
 
     def column(name):
@@ -374,11 +374,8 @@ def replica_io_numbers(io, replicas: int):
             return value.detach().reshape(-1).to("cpu", torch.float64).numpy().copy()
         return np.full(replicas, math.inf if value is None else float(value))
 
-    bm_iterations = int(io.max_bm_iterations) if io.bound_management == "iterative" else 0
-    return (
-        column("inp_bound"), column("out_noise"), column("out_bound"),
-        _NM_KINDS[io.noise_management], float(io.nm_thres), bm_iterations,
-    )
+    # the management numbers as a single array's (io_numbers), the per-replica ones as columns
+    return (column("inp_bound"), column("out_noise"), column("out_bound"), *io_numbers(shared)[3:])
 
 
 def stacked_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool, stream) -> torch.Tensor:
