@@ -223,3 +223,16 @@ def test_cli_char_lm_run(tmp_path):
     assert saved["task"] == "char-lm" and saved["config"]["layers"] == 2 and saved["config"]["model"] == "lstm"
     bad = CliRunner().invoke(main, ["train", "--task", "seq-mnist", "--model", "mlp", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "lstm" in bad.output
+
+
+def test_a_subset_applies_to_data_handed_in_as_it_does_to_data_loaded_by_name(digits):
+    # A script that loads the data once and trains several configs on it must get the subset
+    # the config asks for (before session 20 it silently trained on the whole set).
+    config = _image_config(subset=300, seed=3)
+    task = make_task(config, data=load_dataset("digits"))
+    by_name = load_dataset("digits", subset=300, seed=3)
+    assert task.data.n_train == 300
+    assert torch.equal(task.data.train_x, by_name.train_x) and torch.equal(task.data.train_y, by_name.train_y)
+    assert make_task(_image_config(), data=digits).data is digits  # no subset: the data as given
+    with pytest.raises(ConfigError, match="subset 50 with data passed in"):
+        make_task(_seq_config(subset=50), data=_seq_data())

@@ -63,6 +63,20 @@ CONDITIONS = {
         "two pairs, LSP devices without spread or pulse noise",
         lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0)),
     ),
+    # Session 20: which of the LSP's three kinds of variability carries the quiet LSP's gain?
+    # Each run removes one of them from the LSP devices only.
+    "two-pair-lsp-no-pulse-noise": (
+        "two pairs, LSP devices without pulse-to-pulse noise",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(dg_std=0.0)),
+    ),
+    "two-pair-lsp-no-step-spread": (
+        "two pairs, LSP devices without device-to-device step spread",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(dg_dtod=0.0)),
+    ),
+    "two-pair-lsp-no-gmax-spread": (
+        "two pairs, LSP devices without device-to-device G_max spread",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0)),
+    ),
 }
 
 

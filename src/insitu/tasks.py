@@ -400,12 +400,25 @@ def make_task(config, data=None, data_dir: str | None = None, download: bool = F
 
 
 def _make_task(config, data, data_dir, download) -> Task:
+    from .config import ConfigError
+
     if config.task == "image":
         if data is None:
             from .data import load_dataset
 
             data = load_dataset(config.dataset, path=data_dir, download=download, subset=config.subset, seed=config.seed)
+        elif config.subset is not None and data.n_train != config.subset:
+            # Data loaded whole and handed in (a script training several configs on one copy):
+            # the subset load_dataset would have drawn, not silently the whole set.
+            from .data import _apply_subset
+
+            data = _apply_subset(data, config.subset, config.seed)
         return ImageClassification(data)
+    if config.task != "image" and data is not None and config.subset is not None:
+        raise ConfigError(
+            f"TrainConfig: subset {config.subset} with data passed in for task {config.task!r}: "
+            "load the data with this subset, or leave data out so that the task loads it."
+        )
     if config.task in ("seq-mnist", "permuted-mnist"):
         if data is None:
             from .sequence_data import load_sequential_mnist
