@@ -402,3 +402,25 @@ def test_the_cell_draws_its_devices_from_the_tile_generator_and_leaves_the_tile_
     assert torch.equal(tile.cell.msp_params, msp) and torch.equal(tile.cell.lsp_params, lsp)
     assert tile.device_params is None
     assert "cell=TwoPairPCMCell" in repr(tile)
+
+
+def test_a_matched_lsp_pair_gives_both_devices_of_a_weight_the_same_parameters():
+    # The knob of the session-20 experiment: the device-to-device spread stays across weights,
+    # the pair's mismatch (an up/down imbalance per weight) goes; every other draw is unchanged.
+    spread_lsp = PCMDevice(g_max=1.0, g_max_dtod=0.1, dg=0.01, dg_dtod=0.2)  # linear, no pulse noise
+    independent = AnalogTile(6, 9, _config(lsp=spread_lsp), seed=4)
+    matched = AnalogTile(6, 9, _config(lsp=spread_lsp, lsp_pair_matched=True), seed=4)
+    lsp = matched.cell.lsp_params
+    assert torch.equal(lsp[:, 0], lsp[:, 1])
+    assert not torch.equal(independent.cell.lsp_params[:, 0], independent.cell.lsp_params[:, 1])
+    assert torch.equal(lsp[:, 0], independent.cell.lsp_params[:, 0])
+    assert torch.equal(matched.cell.msp_params, independent.cell.msp_params)
+    # Equal numbers of SET pulses on both devices of every weight: a matched pair returns to W = 0
+    # exactly, an independent one drifts by its steps' difference.
+    idx = torch.arange(6 * 9)
+    counts = torch.full((6 * 9,), 5.0)
+    for tile in (independent, matched):
+        tile.cell._pulse_lsp(tile, idx, counts, counts)
+    g_matched, g_independent = _g(matched), _g(independent)
+    assert torch.equal(g_matched[LSP_P], g_matched[LSP_M]) and g_matched[LSP_P].gt(spread_lsp.g_min).all()
+    assert (g_independent[LSP_P] - g_independent[LSP_M]).abs().max() > 0.01

@@ -77,6 +77,12 @@ CONDITIONS = {
         "two pairs, LSP devices without device-to-device G_max spread",
         lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0)),
     ),
+    # The step spread's mechanism? Keep all of the LSP's variability but give the two devices of
+    # each weight the same drawn parameters: no up/down imbalance within a weight.
+    "two-pair-lsp-matched-pair": (
+        "two pairs, both LSP devices of a weight with the same drawn parameters",
+        lambda: _two_pair(lsp_pair_matched=True),
+    ),
 }
 
 

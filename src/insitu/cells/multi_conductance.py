@@ -77,7 +77,7 @@ MSP_P, MSP_M, LSP_P, LSP_M = range(4)
 CELL_FIELDS = (
     "lsp", "msp", "gain_factor", "lsp_reference", "transfer_every", "polarity_inversion", "clt_tolerance",
     "clt_max_iterations", "refresh_threshold", "saturation_check_every", "transfer_mode", "transfer_columns",
-    "clt_read_noise",
+    "clt_read_noise", "lsp_pair_matched",
 )
 
 #: Values of :attr:`TwoPairPCMCell.transfer_mode`.
@@ -139,6 +139,13 @@ class TwoPairPCMCell(CellConfig):
             tolerance (counted as ``clt_accepted_out_of_tolerance``). Drawn from the tile's
             generator; for the MSP the read of ``F p (G⁺ − G⁻)`` carries this noise, i.e.
             ``clt_read_noise / F`` on the pair's conductance difference.
+        lsp_pair_matched: give the two LSP devices of a weight the same drawn parameters (step,
+            ``g_max``, jump): the device-to-device spread stays across weights but no weight's
+            ``g⁺`` steps differently from its ``g⁻``, so the open-loop updates of a weight are
+            symmetric up to pulse noise (False, the default: the two devices are drawn
+            independently). An experiment's knob, not a device: it separates the pair's mismatch,
+            an up/down imbalance per weight, from the spread itself (the imbalance is the critical
+            spec of Gokmen & Vlasov 2016).
     """
 
     uses_tile_device = False  # the cell's own conductance devices, not the tile's `device`
@@ -156,6 +163,7 @@ class TwoPairPCMCell(CellConfig):
     transfer_mode: str = "array"
     transfer_columns: int = 1
     clt_read_noise: float = 0.0
+    lsp_pair_matched: bool = False
 
     def validate(self) -> None:
         if not isinstance(self.lsp, ConductanceDevice):
@@ -192,6 +200,8 @@ class TwoPairPCMCell(CellConfig):
             self._fail("saturation_check_every", "must be an integer >= 1 (examples between saturation checks, e.g. 100).")
         self._validate_transfer_schedule()
         self._check_non_negative("clt_read_noise")
+        if not isinstance(self.lsp_pair_matched, bool):
+            self._fail("lsp_pair_matched", "must be true or false.")
 
     def _validate_transfer_schedule(self) -> None:
         self._check_choice("transfer_mode", TRANSFER_MODES)
@@ -280,7 +290,10 @@ class TwoPairPCM(Cell):
         # Draw order fixed (MSP, then LSP) so that a seed fixes the devices.
         msp_params = None if config.msp is None else config.msp.draw_parameters(pair_shape, tile.generator, device, dtype)
         self.register_buffer("msp_params", msp_params)
-        self.register_buffer("lsp_params", config.lsp.draw_parameters(pair_shape, tile.generator, device, dtype))
+        lsp_params = config.lsp.draw_parameters(pair_shape, tile.generator, device, dtype)
+        if config.lsp_pair_matched:  # after the draws, so that everything else keeps its draws
+            lsp_params[:, 1] = lsp_params[:, 0]
+        self.register_buffer("lsp_params", lsp_params)
         msp = None
         if config.msp is not None:
             msp = torch.full(pair_shape, config.msp.reset_conductance, device=device, dtype=dtype)
