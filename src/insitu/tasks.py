@@ -414,7 +414,7 @@ def _make_task(config, data, data_dir, download) -> Task:
 
             data = _apply_subset(data, config.subset, config.seed)
         return ImageClassification(data)
-    if config.task != "image" and data is not None and config.subset is not None:
+    if data is not None and config.subset is not None:  # the image task returned above
         raise ConfigError(
             f"TrainConfig: subset {config.subset} with data passed in for task {config.task!r}: "
             "load the data with this subset, or leave data out so that the task loads it."
