@@ -83,6 +83,16 @@ CONDITIONS = {
         "two pairs, both LSP devices of a weight with the same drawn parameters",
         lambda: _two_pair(lsp_pair_matched=True),
     ),
+    # Session 21: how closely must a weight's two LSP devices match? The preset's 20 % step spread
+    # costs about 5 points; the same cell with a smaller step spread of the LSP devices only.
+    "two-pair-lsp-step-spread-05": (
+        "two pairs, LSP devices with 5 % device-to-device step spread",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(dg_dtod=0.05)),
+    ),
+    "two-pair-lsp-step-spread-10": (
+        "two pairs, LSP devices with 10 % device-to-device step spread",
+        lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(dg_dtod=0.10)),
+    ),
 }
 
 
