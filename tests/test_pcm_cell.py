@@ -424,3 +424,63 @@ def test_a_matched_lsp_pair_gives_both_devices_of_a_weight_the_same_parameters()
     g_matched, g_independent = _g(matched), _g(independent)
     assert torch.equal(g_matched[LSP_P], g_matched[LSP_M]) and g_matched[LSP_P].gt(spread_lsp.g_min).all()
     assert (g_independent[LSP_P] - g_independent[LSP_M]).abs().max() > 0.01
+
+
+# -- weight scaling (the array's digital gain) ------------------------------------------------------
+def test_weight_scaling_maps_the_largest_initial_weight_to_omega_and_reads_it_back():
+    # Small weights, like a 784-input layer's, below the MSP step F·dg = 0.06 and the tolerance:
+    # unscaled, most land on 0 or a step away; with ω = 1 the gain s = max|W| / ω puts them in range.
+    gen = torch.Generator().manual_seed(0)
+    target = (torch.rand(8, 12, generator=gen) - 0.5) * 0.06
+    plain = AnalogTile(8, 12, _config(clt_tolerance=0.01), seed=2)
+    scaled = AnalogTile(8, 12, _with(_config(clt_tolerance=0.01), weight_scaling_omega=1.0), seed=2)
+    plain.set_weights(target)
+    scaled.set_weights(target)
+    s = target.abs().max().item()
+    assert scaled.cell.weight_scale == pytest.approx(s)
+    assert plain.cell.weight_scale == 1.0
+    # The devices hold target / s (device units, within the tuning tolerance); the network sees s times that.
+    device = scaled.cell.device_weights(scaled)
+    assert device.abs().max() > 0.9 and (device - target / s).abs().max() <= 0.01 + 1e-6
+    assert torch.allclose(scaled.get_weights(), device * s)
+    error_scaled = (scaled.get_weights() - target).abs().mean()
+    error_plain = (plain.get_weights() - target).abs().mean()
+    assert error_scaled < 0.2 * error_plain
+
+
+def test_weight_scaling_writes_the_update_divided_by_the_gain():
+    # The same pulse trains as an unscaled cell trained with lr / s: identical device states.
+    config = _config(lsp=PCMDevice(g_max=5.0, dg=0.001), saturation_check_every=10_000)
+    scaled = AnalogTile(3, 4, _with(config, weight_scaling_omega=0.5), seed=5)
+    plain = AnalogTile(3, 4, config, seed=5)
+    target = torch.full((3, 4), 0.2)
+    scaled.set_weights(target)
+    s = scaled.cell.weight_scale
+    assert s == pytest.approx(0.4)
+    plain.set_weights(target / s)
+    for tile, lr in ((scaled, 0.01), (plain, 0.01 / s)):
+        _random_updates(tile, 30, lr=lr, seed=3)
+    assert torch.equal(_g(scaled), _g(plain))
+    assert torch.allclose(scaled.get_weights(), plain.get_weights() * s)
+
+
+def test_the_weight_scale_is_saved_with_the_tile():
+    config = _with(_config(), weight_scaling_omega=0.5)
+    tile = AnalogTile(4, 5, config, seed=1)
+    tile.set_weights(torch.full((4, 5), 0.1))
+    buffer = io.BytesIO()
+    torch.save(tile.state_dict(), buffer)
+    buffer.seek(0)
+    restored = AnalogTile(4, 5, config, seed=9)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    assert restored.cell.weight_scale == pytest.approx(0.2)
+    assert torch.equal(restored.get_weights(), tile.get_weights())
+
+
+def test_weight_scaling_refuses_output_noise_it_would_scale():
+    from insitu.io import IOConfig
+
+    with pytest.raises(ConfigError, match="noise-free, unbounded outputs"):
+        _with(_config(forward=IOConfig(out_noise=0.02)), weight_scaling_omega=0.5)
+    with pytest.raises(ConfigError, match=r"weight_scaling_omega = -1.0: must be >= 0"):
+        _with(_config(), weight_scaling_omega=-1.0)

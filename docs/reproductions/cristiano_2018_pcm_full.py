@@ -93,6 +93,14 @@ CONDITIONS = {
         "two pairs, LSP devices with 10 % device-to-device step spread",
         lambda: _two_pair(lsp=_two_pair().cell.lsp.replace(dg_dtod=0.10)),
     ),
+    # Session 21: the mapping. Unscaled, the first layer's weights (|W| ~ 0.04 at initialisation,
+    # median 0.05 when software has trained) lie below the MSP's step F·dg = 0.06 and the tuning
+    # tolerance 0.02. A digital gain per array, s = max|W_init| / ω, puts the largest initial
+    # weight at ω = 0.25 in device units (aihwkit's weight_scaling_omega rule).
+    "two-pair-omega-025": (
+        "two pairs, weights mapped with a gain per array (largest initial weight at 0.25)",
+        lambda: _two_pair(weight_scaling_omega=0.25),
+    ),
 }
 
 

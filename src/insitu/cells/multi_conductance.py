@@ -77,7 +77,7 @@ MSP_P, MSP_M, LSP_P, LSP_M = range(4)
 CELL_FIELDS = (
     "lsp", "msp", "gain_factor", "lsp_reference", "transfer_every", "polarity_inversion", "clt_tolerance",
     "clt_max_iterations", "refresh_threshold", "saturation_check_every", "transfer_mode", "transfer_columns",
-    "clt_read_noise", "lsp_pair_matched",
+    "clt_read_noise", "lsp_pair_matched", "weight_scaling_omega",
 )
 
 #: Values of :attr:`TwoPairPCMCell.transfer_mode`.
@@ -146,6 +146,20 @@ class TwoPairPCMCell(CellConfig):
             independently). An experiment's knob, not a device: it separates the pair's mismatch,
             an up/down imbalance per weight, from the spread itself (the imbalance is the critical
             spec of Gokmen & Vlasov 2016).
+        weight_scaling_omega: map the network's weights onto the devices with a digital gain per
+            array (the name and rule of aihwkit's mapping parameter). 0 (the default): none, the
+            network's weight is eq. (1) in device units. ``ω > 0``: when weights are programmed
+            (the layer's initial weights), the array's gain becomes ``s = max|W_target| / ω``, so
+            the largest initial weight sits at ``ω`` in device units, and the network computes
+            with ``s · W`` (eq. 1 times ``s``). The open-loop update writes ``ΔW / s`` in device
+            units (the pulse trains use ``lr / s``), so the network's learning rule is unchanged;
+            the transfer, closed-loop tuning and its tolerance work in device units, where they
+            act on hardware. Why: a layer with many inputs has small weights (784 inputs:
+            ``|W| ≲ 0.04`` at initialisation), below the MSP's programming step (``F · dg``) and
+            the tuning tolerance unless the periphery scales them up. The gain is folded into
+            the weights the products see, which is exact only with noise-free, unbounded outputs,
+            so it needs them (``forward`` and ``backward`` without ``out_noise``, ``out_bound``,
+            ``out_bits``, ``w_noise`` or ``ir_drop``).
     """
 
     uses_tile_device = False  # the cell's own conductance devices, not the tile's `device`
@@ -164,6 +178,7 @@ class TwoPairPCMCell(CellConfig):
     transfer_columns: int = 1
     clt_read_noise: float = 0.0
     lsp_pair_matched: bool = False
+    weight_scaling_omega: float = 0.0
 
     def validate(self) -> None:
         if not isinstance(self.lsp, ConductanceDevice):
@@ -202,6 +217,7 @@ class TwoPairPCMCell(CellConfig):
         self._check_non_negative("clt_read_noise")
         if not isinstance(self.lsp_pair_matched, bool):
             self._fail("lsp_pair_matched", "must be true or false.")
+        self._check_non_negative("weight_scaling_omega")
 
     def _validate_transfer_schedule(self) -> None:
         self._check_choice("transfer_mode", TRANSFER_MODES)
@@ -229,6 +245,17 @@ class TwoPairPCMCell(CellConfig):
                 f"{update.pulse_type!r}, {update.mode!r}): PCM devices take whole SET pulses, so the exact coincidence "
                 "counts are needed.",
             )
+        if self.weight_scaling_omega > 0:
+            for role in ("forward", "backward"):
+                io = getattr(config, role)
+                if io.out_noise or io.out_bound is not None or io.out_bits is not None or io.w_noise or io.ir_drop:
+                    config._fail(
+                        role,
+                        f"must have noise-free, unbounded outputs (out_noise=0, out_bound=None, out_bits=None, "
+                        f"w_noise=0, ir_drop=0) with weight_scaling_omega={self.weight_scaling_omega}: the cell folds "
+                        "its digital gain into the weights the products see, which would scale the output noise and "
+                        "bounds with it. Set weight_scaling_omega=0 to keep these IO effects.",
+                    )
 
     def weight_shape(self, out_features: int, in_features: int) -> tuple[int, ...]:
         return (2, out_features, in_features)
@@ -279,6 +306,9 @@ class TwoPairPCM(Cell):
         pulses_since_reset: SET pulses per device since its last RESET ``(4, out, in)`` (:data:`PLANES`).
         polarity: sign ``p`` of the MSP per cross-point ``(out, in)``.
         set_pulses, resets: endurance counters per device ``(4, out, in)`` (:data:`PLANES`).
+
+    ``weight_scale`` (a float, in the tile's extra state) is the array's digital gain ``s``
+    (``weight_scaling_omega``; 1 without it).
     """
 
     def __init__(self, config: TwoPairPCMCell, tile):
@@ -317,7 +347,8 @@ class TwoPairPCM(Cell):
         # units of columns · examples, see _due_columns). Both saved, so a resume is bit-identical.
         self.next_column = 0
         self.column_credit = 0
-        self._cached_weights: torch.Tensor | None = None
+        self.weight_scale = 1.0  # the array's digital gain s (weight_scaling_omega), set by program()
+        self._cached_weights: torch.Tensor | None = None  # eq. (1) in device units
 
     def _shared_level(self) -> float:
         lsp = self.config.lsp
@@ -345,7 +376,14 @@ class TwoPairPCM(Cell):
 
     # -- weights ------------------------------------------------------------------------------
     def effective_weights(self, tile) -> torch.Tensor:
-        """``W = F p (G⁺ − G⁻) + (g⁺ − g⁻)``, shape ``(out, in)`` (cached until the devices change)."""
+        """The network's weights ``s · W``, shape ``(out, in)``: eq. (1) times the array's gain
+        ``s`` (``weight_scaling_omega``; without it ``s = 1`` and this is :meth:`device_weights`)."""
+        w = self.device_weights(tile)
+        return w if self.weight_scale == 1.0 else w * self.weight_scale
+
+    def device_weights(self, tile) -> torch.Tensor:
+        """``W = F p (G⁺ − G⁻) + (g⁺ − g⁻)`` in device units, shape ``(out, in)`` (cached until
+        the devices change): what a read of the array gives, and the target of a transfer."""
         if self._cached_weights is None:
             g = tile.weight.detach()
             w = g[0] - g[1]
@@ -370,8 +408,16 @@ class TwoPairPCM(Cell):
         """Program target weights ``(out, in)``: every device RESET, then a transfer of the target.
 
         With an MSP the weights go there by closed-loop tuning (the LSP stays at its reset level);
-        a single pair is tuned directly. Targets out of range leave failed pairs (``stats``).
+        a single pair is tuned directly. Targets out of range leave failed pairs (``stats``). With
+        ``weight_scaling_omega`` the array's gain is set first, ``s = max|target| / ω`` (1 for an
+        all-zero target), and the devices are programmed to ``target / s``.
         """
+        omega = self.config.weight_scaling_omega
+        if omega > 0:
+            largest = float(target.abs().max()) if target.numel() else 0.0
+            self.weight_scale = largest / omega if largest > 0 else 1.0
+            target = target / self.weight_scale
+        self._cached_weights = None
         everything = torch.arange(self._flat_index.numel(), device=self._flat_index.device)
         self._reset_devices(tile, everything, (MSP_P, MSP_M) if self.config.msp is not None else ())
         self.transfer(tile, everything, target=target.reshape(-1), flip_polarity=False)
@@ -384,7 +430,9 @@ class TwoPairPCM(Cell):
         # The pulse trains and coincidences of Gokmen & Vlasov 2016 (one LSP step per coincidence),
         # drawn by the RPU tile's own code from the tile's generator; the counter records them per device.
         counter = _CoincidenceCounter()
-        pulsed_update(self._flat_index, None, counter, x, d, lr, lsp.nominal_step, tile.config.update, tile.generator, tile.counters)
+        # With a gain s the network's ΔW is written as ΔW / s in device units (weight_scaling_omega).
+        lr_devices = lr if self.weight_scale == 1.0 else lr / self.weight_scale
+        pulsed_update(self._flat_index, None, counter, x, d, lr_devices, lsp.nominal_step, tile.config.update, tile.generator, tile.counters)
         for idx, n_up, n_down in counter.records:
             if idx.numel():
                 self._pulse_lsp(tile, idx, n_up, n_down)
@@ -539,13 +587,13 @@ class TwoPairPCM(Cell):
     def transfer(self, tile, idx: torch.Tensor, target: torch.Tensor | None = None, flip_polarity: bool | None = None) -> None:
         """Move the weights at flat cross-points ``idx`` into the MSP (or refresh a single pair).
 
-        ``target`` (weights at ``idx``) defaults to the present ``W``. The LSP is RESET, then the
+        ``target`` (weights at ``idx``, device units) defaults to the present ``W`` (:meth:`device_weights`). The LSP is RESET, then the
         MSP is programmed by :func:`closed_loop_tune` from its present state; pairs whose growing
         device is saturated, or that fail, are RESET and tuned again from the bottom (refresh).
         """
         config = self.config
         if target is None:
-            target = self.effective_weights(tile).reshape(-1)[idx].clone()
+            target = self.device_weights(tile).reshape(-1)[idx].clone()
         lsp_planes = (LSP_P,) if config.lsp_reference == "shared" else (LSP_P, LSP_M)
         self._reset_devices(tile, idx, lsp_planes)
         if config.msp is None:
@@ -673,6 +721,7 @@ class TwoPairPCM(Cell):
             "examples_since_check": self.examples_since_check,
             "next_column": self.next_column,
             "column_credit": self.column_credit,
+            "weight_scale": self.weight_scale,
         }
 
     def load_extra_state(self, state: dict) -> None:
@@ -683,6 +732,7 @@ class TwoPairPCM(Cell):
         self.examples_since_check = int(state["examples_since_check"])
         self.next_column = int(state.get("next_column", 0))
         self.column_credit = int(state.get("column_credit", 0))
+        self.weight_scale = float(state.get("weight_scale", 1.0))
         self._cached_weights = None
 
     def convert_saved_state(self, state_dict: dict, prefix: str) -> None:
