@@ -101,6 +101,11 @@ CONDITIONS = {
         "two pairs, weights mapped with a gain per array (largest initial weight at 0.25)",
         lambda: _two_pair(weight_scaling_omega=0.25),
     ),
+    # Does the pair mismatch of session 20 still cost once the weights are mapped?
+    "two-pair-omega-025-matched-pair": (
+        "two pairs, mapped (ω 0.25), both LSP devices of a weight with the same drawn parameters",
+        lambda: _two_pair(weight_scaling_omega=0.25, lsp_pair_matched=True),
+    ),
 }
 
 
