@@ -8,6 +8,7 @@ cell with the hardware's transfer (column by column, interleaved with training) 
 
     python docs/reproductions/cristiano_2018_pcm_full.py run [--only fp,two-pair] [--epochs 10]
     python docs/reproductions/cristiano_2018_pcm_full.py summarize
+    python docs/reproductions/cristiano_2018_pcm_full.py weights     # |W| per layer in each run's last checkpoint
 
 Each run checkpoints after every epoch in ``runs/cristiano-2018-pcm-full/<name>`` and continues from
 there when the command is run again (``--epochs`` may grow). ``summarize`` copies each run's
@@ -161,15 +162,48 @@ def summarize() -> None:
         )
 
 
+def weights() -> None:
+    """The network's weights per layer in each run's last checkpoint (``runs/``, else the docs'
+    data): median and 90th percentile of ``|W|`` in network units (the gain ``s`` times eq. 1), and
+    the share of cross-points whose MSP holds less than 0.01 in device units (``|F p (G⁺ − G⁻)|``)."""
+    print("| condition | epoch | layer | gain s | median abs(W) | p90 abs(W) | MSP below 0.01 |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for name, (label, _) in CONDITIONS.items():
+        path = next((d / name / "checkpoint.pt" for d in (RUNS, DATA) if (d / name / "checkpoint.pt").exists()), None)
+        if path is None:
+            continue
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = checkpoint["model"]
+        layers = sorted({key.split(".")[0] for key in state if key.endswith("tile.weight")})
+        for layer in layers:
+            g = state[f"{layer}.tile.weight"]
+            msp_key = f"{layer}.tile.cell.msp_conductance"
+            if msp_key in state:  # two-pair cell: W = s (F p (G+ - G-) + g+ - g-)
+                gain = state[f"{layer}.tile._extra_state"]["cell"].get("weight_scale", 1.0)
+                cell = checkpoint["config"]["tile"]["cell"] if checkpoint["config"].get("tile") else None
+                F = cell["gain_factor"] if cell else 3.0
+                big = state[msp_key]
+                msp = F * state[f"{layer}.tile.cell.polarity"] * (big[0] - big[1])
+                w = gain * (msp + g[0] - g[1])
+                low = f"{(msp.abs() < 0.01).float().mean().item():.2f}"
+            else:
+                gain, w, low = 1.0, g, ""
+            print(f"| {label} | {checkpoint['epoch']} | {layer} {tuple(w.shape)} | {gain:.3f} | "
+                  f"{w.abs().median().item():.4f} | {w.abs().quantile(0.9).item():.3f} | {low} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "summarize"])
+    parser.add_argument("action", choices=["run", "summarize", "weights"])
     parser.add_argument("--only", default=None, help="comma-separated condition names")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
     args = parser.parse_args()
     if args.action == "summarize":
         summarize()
+        return
+    if args.action == "weights":
+        weights()
         return
     names = list(CONDITIONS) if args.only is None else args.only.split(",")
     unknown = [n for n in names if n not in CONDITIONS]
