@@ -107,6 +107,12 @@ CONDITIONS = {
         "two pairs, mapped (ω 0.25), both LSP devices of a weight with the same drawn parameters",
         lambda: _two_pair(weight_scaling_omega=0.25, lsp_pair_matched=True),
     ),
+    # The mapped runs' train loss still stops near 0.19. Every transfer re-tunes every weight (polarity
+    # inversion) to within the tolerance: a random walk of 0.02 per transfer in device units. Finer:
+    "two-pair-omega-025-tolerance-0005": (
+        "two pairs, mapped (ω 0.25), closed-loop tolerance 0.005",
+        lambda: _two_pair(weight_scaling_omega=0.25, clt_tolerance=0.005),
+    ),
 }
 
 
