@@ -587,8 +587,8 @@ class TwoPairPCM(Cell):
     def transfer(self, tile, idx: torch.Tensor, target: torch.Tensor | None = None, flip_polarity: bool | None = None) -> None:
         """Move the weights at flat cross-points ``idx`` into the MSP (or refresh a single pair).
 
-        ``target`` (weights at ``idx``, device units) defaults to the present ``W`` (:meth:`device_weights`). The LSP is RESET, then the
-        MSP is programmed by :func:`closed_loop_tune` from its present state; pairs whose growing
+        ``target`` (weights at ``idx``, device units) defaults to the present ``W``
+        (:meth:`device_weights`). The LSP is RESET, then the MSP is programmed by :func:`closed_loop_tune` from its present state; pairs whose growing
         device is saturated, or that fail, are RESET and tuned again from the bottom (refresh).
         """
         config = self.config
