@@ -588,8 +588,9 @@ class TwoPairPCM(Cell):
         """Move the weights at flat cross-points ``idx`` into the MSP (or refresh a single pair).
 
         ``target`` (weights at ``idx``, device units) defaults to the present ``W``
-        (:meth:`device_weights`). The LSP is RESET, then the MSP is programmed by :func:`closed_loop_tune` from its present state; pairs whose growing
-        device is saturated, or that fail, are RESET and tuned again from the bottom (refresh).
+        (:meth:`device_weights`). The LSP is RESET, then the MSP is programmed by
+        :func:`closed_loop_tune` from its present state; pairs whose growing device is saturated,
+        or that fail, are RESET and tuned again from the bottom (refresh).
         """
         config = self.config
         if target is None:
