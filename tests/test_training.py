@@ -302,3 +302,37 @@ def test_cli_train_without_backend_keeps_the_chosen_backend(tmp_path):
 
     assert backend_of("kept") == "torch"
     assert backend_of("given", "--backend", "compiled") == "compiled"
+
+
+def test_each_mlp_layer_takes_its_own_tile_config(tmp_path, digits):
+    from insitu.presets import get_preset
+
+    base = get_preset("gokmen-vlasov-2016")
+    coarse = base.replace(device=base.device.replace(dw_min=0.004))
+    # The same config on every layer builds the same network as the common config, draw for draw.
+    common = run_training(_config(epochs=1, tile=base), tmp_path / "common", data=digits, progress=False, log=lambda s: None)
+    same = run_training(
+        _config(epochs=1, tile=base, layer_tiles=(base, base)), tmp_path / "same", data=digits, progress=False, log=lambda s: None
+    )
+    assert [e["test_error"] for e in same["epochs"]] == [e["test_error"] for e in common["epochs"]]
+    assert [e["train_loss"] for e in same["epochs"]] == [e["train_loss"] for e in common["epochs"]]
+    assert "layer_tile_configs" not in common and "layer_tiles" not in common["config"]
+    # Different configs land on their layers, are recorded per layer and round-trip through the file.
+    config = _config(epochs=1, layer_tiles=(base, coarse), update_mode="summed")
+    model = build_model(config, (1, 8, 8), 10)
+    layers = [m for m in model.modules() if isinstance(m, AnalogLinear)]
+    assert [m.tile.config.device.dw_min for m in layers] == [0.001, 0.004]
+    assert {m.tile.config.update.mode for m in layers} == {"summed"}  # the run's overrides apply to each
+    mixed = run_training(config, tmp_path / "mixed", data=digits, progress=False, log=lambda s: None)
+    saved = json.loads((tmp_path / "mixed" / "results.json").read_text())
+    assert [t["device"]["dw_min"] for t in saved["layer_tile_configs"]] == [0.001, 0.004]
+    assert TrainConfig.from_dict(saved["config"]) == config
+    resumed = run_training(_config(epochs=2, layer_tiles=(base, coarse), update_mode="summed"), tmp_path / "mixed",
+                           data=digits, resume=True, progress=False, log=lambda s: None)
+    assert resumed["epochs"][0] == mixed["epochs"][0] and len(resumed["epochs"]) == 2
+    with pytest.raises(ConfigError, match="has 3 configs for an mlp of 2 layers"):
+        _config(layer_tiles=(base, base, base))
+    with pytest.raises(ConfigError, match="applies to model 'mlp'"):
+        TrainConfig(model="cnn-2017", layer_tiles=(base,) * 4)
+    with pytest.raises(ConfigError, match="sequence of TileConfig"):
+        _config(layer_tiles=(base, "gokmen-vlasov-2016"))

@@ -158,6 +158,12 @@ class Config:
                 except ConfigError as exc:  # say where in the outer config the bad value sits
                     raise ConfigError(f"{target.__name__}.{name}: {exc}") from None
             elif isinstance(value, list):
+                item = _config_class(_tuple_item(hint))
+                if item is not None:  # a tuple of configs (TrainConfig.layer_tiles): each from its dict
+                    try:
+                        value = [item.from_dict(v) if isinstance(v, dict) else v for v in value]
+                    except ConfigError as exc:
+                        raise ConfigError(f"{target.__name__}.{name}: {exc}") from None
                 value = tuple(value)
             kwargs[name] = value
         return target(**kwargs)
@@ -213,7 +219,18 @@ class Config:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, Config):
+        return value.to_dict()
     return value
+
+
+def _tuple_item(hint: Any) -> Any:
+    """The item type of a ``tuple[X, ...]`` hint (also inside ``| None``), else ``None``."""
+    for candidate in typing.get_args(hint) or (hint,):
+        if typing.get_origin(candidate) is tuple:
+            args = typing.get_args(candidate)
+            return args[0] if args else None
+    return None
 
 
 def _config_class(hint: Any) -> type[Config] | None:

@@ -23,6 +23,7 @@ def mlp(
     config: TileConfig | list[TileConfig] | None = None,
     bias_on_array: bool = True,
     seeds: list | None = None,
+    per_layer: bool = False,
 ) -> nn.Sequential:
     """A fully connected network ``sizes[0] -> ... -> sizes[-1]`` producing logits.
 
@@ -36,18 +37,23 @@ def mlp(
         bias_on_array: for analog layers, keep the bias as an array column.
         seeds: one tile seed per layer (for replicas a list of ``R`` seeds per layer); ``None``
             draws them from torch's global generator.
+        per_layer: ``config`` is a list of one tile config per layer (input side first) instead
+            of the replicas' configs.
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"mlp sizes must be at least two positive widths (input and output), got {list(sizes)}.")
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation '{activation}'; choose one of {sorted(ACTIVATIONS)}.")
+    if per_layer and (not isinstance(config, (list, tuple)) or len(config) != len(sizes) - 1):
+        raise ValueError(f"per_layer needs one tile config per layer ({len(sizes) - 1}), got {config!r}.")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if config is None:
             layers.append(nn.Linear(n_in, n_out))
         else:
             seed = None if seeds is None else seeds[i]
-            layers.append(AnalogLinear(n_in, n_out, config=config, bias_on_array=bias_on_array, seed=seed))
+            layer_config = config[i] if per_layer else config
+            layers.append(AnalogLinear(n_in, n_out, config=layer_config, bias_on_array=bias_on_array, seed=seed))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)

@@ -337,6 +337,13 @@ class ReplicaClassification(Task):
         from . import models  # looked up at call time, so that tests can wrap models.mlp
 
         base, data = configs[0], self.data
+        if any(getattr(c, "layer_tiles", None) is not None for c in configs):
+            from .config import ConfigError
+
+            raise ConfigError(
+                "TrainConfig.layer_tiles is not supported for replicas in lockstep (their stacked "
+                "layers share one config per replica); train such runs one at a time."
+            )
         sizes = (math.prod(data.image_shape), *base.hidden, data.num_classes)
         seeds = replica_layer_seeds([c.seed for c in configs], len(sizes) - 1)
         return models.mlp(sizes, base.activation, [c.tile_config() for c in configs], base.bias_on_array, seeds=seeds)

@@ -72,6 +72,11 @@ class TrainConfig(Config):
             analog product with its own noise).
         tile: a full tile config that replaces the preset's (e.g. from ``--tile-config FILE``);
             ``preset`` then only names the starting point.
+        layer_tiles: one tile config per layer of the ``mlp`` (input side first), replacing the
+            common one (``tile`` or the preset) layer by layer, for settings that differ between
+            layers (e.g. each layer's weight mapping, ``TwoPairPCMCell.weight_scaling_omega``);
+            ``update_mode``, ``update_algorithm`` and ``cell`` still apply to each. ``None``: every
+            layer takes the common config.
         conv_preset: preset of the convolutional layers of ``cnn-2017`` (default: ``preset``):
             one name for every convolution, or a comma-separated list with one name per
             convolution in order (``"gokmen-2017-cnn-nm-bm-um-13d,gokmen-2017-cnn-nm-bm-um-4d"``:
@@ -113,6 +118,7 @@ class TrainConfig(Config):
     bias_on_array: bool = True
     eval_batch_size: int = 1000
     tile: TileConfig | None = None
+    layer_tiles: tuple[TileConfig, ...] | None = None
     conv_preset: str | None = None
     update_algorithm: str | None = None
     rank: int = 1
@@ -129,7 +135,7 @@ class TrainConfig(Config):
     # so those records' configs and point keys stay what they were.
     _TASK_FIELDS = {"task": "image", "layers": 1, "seq_len": 100, "pixels_per_step": 1, "text": None, "cell": None, "pipeline": False}
 
-    _OMIT_AT_DEFAULT = _TASK_FIELDS
+    _OMIT_AT_DEFAULT = {**_TASK_FIELDS, "layer_tiles": None}
 
     def validate(self) -> None:
         from .models import ACTIVATIONS
@@ -213,15 +219,31 @@ class TrainConfig(Config):
                 raise ConfigError(f"TrainConfig.cell: {exc}") from None
         if self.tile is not None and not isinstance(self.tile, TileConfig):
             self._fail("tile", "must be a TileConfig (or None to use the preset).")
-        if not isinstance(self.pipeline, bool):
-            self._fail("pipeline", "must be true or false (emulate the weight staleness of a layer pipeline, insitu.pipeline).")
-        if self.pipeline and self.task != "image":
-            self._fail("pipeline", "applies to the feed-forward image networks (mlp, cnn-2017); a recurrent layer is one stage run many times.")
+        if self.layer_tiles is not None:
+            def refuse(message: str) -> None:  # without the configs' repr, which runs to pages
+                raise ConfigError(f"TrainConfig.layer_tiles: {message}")
+
+            if self.task != "image" or self.model != "mlp":
+                refuse("applies to model 'mlp' of task 'image' (cnn-2017 takes conv_preset).")
+            if not isinstance(self.layer_tiles, (tuple, list)) or not all(isinstance(t, TileConfig) for t in self.layer_tiles):
+                refuse("must be a sequence of TileConfig, one per layer (or None for the common config).")
+            if len(self.layer_tiles) != len(self.hidden) + 1:
+                refuse(
+                    f"has {len(self.layer_tiles)} configs for an mlp of {len(self.hidden) + 1} layers "
+                    f"(hidden {tuple(self.hidden)}); give one per layer, input side first."
+                )
 
     def tile_config(self) -> TileConfig:
         from .presets import get_preset
 
         return self._with_overrides(self.tile if self.tile is not None else get_preset(self.preset))
+
+    def layer_tile_configs(self) -> tuple[TileConfig, ...] | None:
+        """The tile config of each ``mlp`` layer when ``layer_tiles`` gives them (with this
+        config's overrides), else ``None`` (every layer takes :meth:`tile_config`)."""
+        if self.layer_tiles is None:
+            return None
+        return tuple(self._with_overrides(t) for t in self.layer_tiles)
 
     def conv_tile_configs(self) -> tuple[TileConfig, ...]:
         """The tile config of each convolution of ``cnn-2017``, in order (``conv_preset``, else the
@@ -262,7 +284,11 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
             conv_config=config.conv_tile_configs(),
         )
     sizes = (math.prod(image_shape), *config.hidden, num_classes)
-    return mlp(sizes, config.activation, config.tile_config(), bias_on_array=config.bias_on_array)
+    layer_configs = config.layer_tile_configs()
+    return mlp(
+        sizes, config.activation, config.tile_config() if layer_configs is None else list(layer_configs),
+        bias_on_array=config.bias_on_array, per_layer=layer_configs is not None,
+    )
 
 
 @torch.no_grad()
@@ -667,8 +693,16 @@ def _results_header(config, dataset: dict) -> dict:
         "config": config.to_dict(),
         "tile_config": config.tile_config().to_dict() if hasattr(config, "tile_config") else None,
         "conv_tile_config": _conv_tile_configs_record(config),
+        **_layer_tile_configs_record(config),
         "dataset": dataset,
     }
+
+
+def _layer_tile_configs_record(config) -> dict:
+    """``{"layer_tile_configs": [...]}`` for an mlp with a config per layer, else nothing (the
+    results of runs without it read as before)."""
+    configs = config.layer_tile_configs() if hasattr(config, "layer_tile_configs") else None
+    return {} if configs is None else {"layer_tile_configs": [c.to_dict() for c in configs]}
 
 
 def _conv_tile_configs_record(config):
