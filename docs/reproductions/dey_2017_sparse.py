@@ -103,15 +103,24 @@ def density(data, epochs: int, seeds, name: str = "density") -> None:
 DENSITIES_DENSE_OUTPUT = [(50, 10), (20, 10), (10, 10), (5, 10), (4, 10)]
 
 
-def density_dense_output(data, epochs: int, seeds) -> None:
-    """Structured patterns with the output junction left dense: where the density goes matters."""
+def density_dense_output(data, epochs: int, seeds, name: str = "density_dense_output") -> None:
+    """Structured patterns with the output junction left dense: where the density goes matters.
+    Finished runs are kept in ``runs/dey-2017-sparse/<name>/`` as in :func:`density`."""
+    keep = OUT.parents[3] / "runs" / "dey-2017-sparse" / name
+    keep.mkdir(parents=True, exist_ok=True)
     out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "runs": []}
     for d_out in DENSITIES_DENSE_OUTPUT:
         for seed in seeds:
+            done = keep / f"structured-{d_out[0]}-{d_out[1]}-s{seed}.json"
+            if done.exists():
+                out["runs"].append(json.loads(done.read_text()))
+                continue
             result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM), data)
-            out["runs"].append({"pattern": "structured", "out_degrees": d_out, "seed": seed, **_summary(result)})
+            run = {"pattern": "structured", "out_degrees": d_out, "seed": seed, **_summary(result)}
+            done.write_text(json.dumps(run, indent=1) + "\n")
+            out["runs"].append(run)
             print(f"structured {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
-    _write("density_dense_output", out)
+    _write(name, out)
 
 
 # Fixed-point conditions: name -> (output stage, width, kind, SparseTrainConfig overrides). kind is
@@ -438,6 +447,9 @@ def main() -> None:
     parser.add_argument("--bits-epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the headline runs")
     parser.add_argument("--density-seeds", type=int, default=1, help="seeds of the density sweep (1: the committed 20-epoch sweep)")
+    parser.add_argument("--dense-output-name", default="density_dense_output",
+                        help="JSON name of the dense-output-junction sweep (density_dense_output.json: 20 epochs, 1 seed; "
+                             "density_dense_output_50ep: 50 epochs x 3 seeds); its seeds are --density-seeds")
     parser.add_argument("--density-name", default="density",
                         help="JSON name of the density sweep (density.json: 20 epochs, 1 seed; e.g. density_50ep for 50 epochs x 3 seeds)")
     args = parser.parse_args()
@@ -455,7 +467,7 @@ def main() -> None:
     if args.part in ("all", "density"):
         density(data, args.density_epochs, range(args.density_seeds), args.density_name)
     if args.part in ("all", "density-dense-output"):
-        density_dense_output(data, args.density_epochs, [0])
+        density_dense_output(data, args.density_epochs, range(args.density_seeds), args.dense_output_name)
     if args.part in ("all", "bits"):
         bits(data, args.bits_epochs, 0, "softmax")
     if args.part in ("all", "bits-sigmoid"):
