@@ -147,6 +147,19 @@ def test_cli_tile_config_file_replaces_the_preset(tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert saved["tile_config"]["update"]["bl"] == 31
+    # One file per layer (input side first) with --layer-tile-config.
+    coarse = tmp_path / "coarse.yaml"
+    custom.replace(device=custom.device.replace(dw_min=0.004)).to_yaml(coarse)
+    result = runner.invoke(
+        main, ["train", "--dataset", "digits", "--hidden", "8", "--epochs", "1", "--subset", "50",
+               "--layer-tile-config", str(path), "--layer-tile-config", str(coarse), "--out", str(tmp_path / "layers"), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "layers" / "results.json").read_text())
+    assert [t["device"]["dw_min"] for t in saved["layer_tile_configs"]] == [0.001, 0.004]
+    result = runner.invoke(main, ["train", "--dataset", "digits", "--hidden", "8", "--layer-tile-config", str(path),
+                                  "--out", str(tmp_path / "one")])
+    assert result.exit_code == 2 and "has 1 configs for an mlp of 2 layers" in result.output
     path.write_text("device:\n  type: ConstantStepDevice\n  dw_min: -1\n")
     result = runner.invoke(main, ["train", "--tile-config", str(path), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "dw_min" in result.output

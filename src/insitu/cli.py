@@ -51,6 +51,7 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--subset", default=None, type=int, help="Train on this many random training samples.")
 @click.option("--tile-config", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML/JSON TileConfig replacing the preset's (start from `insitu presets NAME > file.yaml`).")
+@click.option("--layer-tile-config", "layer_tile_config", multiple=True, type=click.Path(exists=True, dir_okay=False), help="--model mlp: a YAML/JSON TileConfig per layer, input side first, repeated once per layer (e.g. each layer's weight mapping); replaces the common config layer by layer.")
 @click.option("--update-mode", default=None, type=click.Choice(["sequential", "summed", "batched"]), help="Override the preset's update mode.")
 @click.option("--update", "update_algorithm", default=None, type=click.Choice(["sgd", "mbgd", "svd", "sbe"]), help="Update algorithm: rank-1 write per sample (sgd), full batch gradient (mbgd), its top singular pairs exact (svd) or streamed (sbe, Hoskins et al. 2019).")
 @click.option("--rank", default=1, show_default=True, type=int, help="Singular pairs written per batch by --update svd/sbe.")
@@ -104,6 +105,11 @@ def train(**opts) -> None:
             from .tile import TileConfig
 
             tile = TileConfig.from_file(opts["tile_config"])
+        layer_tiles = None
+        if opts["layer_tile_config"]:
+            from .tile import TileConfig
+
+            layer_tiles = tuple(TileConfig.from_file(path) for path in opts["layer_tile_config"])
         sequence_task = opts["task"] != "image"
         model = opts["model"] or ("lstm" if sequence_task else "mlp")
         hidden = opts["hidden"] if opts["hidden"] is not None else ((128,) if model == "lstm" else (256, 128))
@@ -133,6 +139,7 @@ def train(**opts) -> None:
             pipeline=opts["pipeline"],
             bias_on_array=not opts["digital_bias"],
             tile=tile,
+            layer_tiles=layer_tiles,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -169,7 +176,7 @@ def _train_sparse_from_train(opts: dict) -> None:
     ctx = click.get_current_context()
     if opts["model"] not in (None, "mlp"):
         raise click.UsageError(f"--model {opts['model']}: a pre-defined sparse network is an mlp (--model mlp --sizes ...).")
-    analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config",
+    analog_only = ("preset", "conv_preset", "download", "hidden", "lr_milestones", "lr_gamma", "tile_config", "layer_tile_config",
                    "update_mode", "update_algorithm", "rank", "cell", "digital_bias", "resume", "per_tile_update", "backend",
                    "task", "layers", "seq_len", "pixels_per_step", "text")
     given = [f"--{name.replace('_', '-')}" for name in analog_only
