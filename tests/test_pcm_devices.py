@@ -181,3 +181,37 @@ def test_bad_jump_tables_are_rejected_with_the_fix(kwargs, match):
 def test_bad_pcm_parameters_are_rejected(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         PCMDevice(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(nonlinearity=0.2, initial_jump=0.02, dg_std=0.3),  # the Cristiano LSP
+        dict(nonlinearity=2.0, initial_jump=0.1, dg_std=0.3, jump_delay=2),
+        dict(nonlinearity=1.0, initial_jump=0.0, dg_std=0.0),
+        dict(nonlinearity=0.0, initial_jump=0.3, dg_std=0.8),
+    ],
+)
+def test_compiled_set_pulses_are_the_reference_rounds_with_the_same_draws(kwargs):
+    pytest.importorskip("numba")
+    from insitu.update.kernels import use_backend
+
+    device = PCMDevice(g_max=0.5, g_max_dtod=0.1, dg=0.005, dg_dtod=0.2, **kwargs)
+    gen = torch.Generator().manual_seed(3)
+    n = 997
+    params = device.draw_parameters((n,), gen)
+    # Devices part way up their range, some at their jump, and 0-12 pulses each (0 pulses: untouched).
+    g = torch.rand(n, generator=gen) * 0.4
+    since = torch.randint(0, 4, (n,), generator=gen).float()
+    counts = torch.randint(0, 13, (n,), generator=gen).float()
+    out = {}
+    for backend in ("torch", "compiled"):
+        draws = torch.Generator().manual_seed(11)
+        with use_backend(backend):
+            new_g, new_since = apply_set_pulses(device, g, since, counts, params, draws)
+        out[backend] = (new_g, new_since, torch.randn(3, generator=draws))  # the generator's state after
+    ref, fast = out["torch"], out["compiled"]
+    assert torch.equal(fast[1], ref[1]) and torch.equal(fast[2], ref[2])  # same pulses, same number of draws
+    exact = kwargs["nonlinearity"] in (0.0, 1.0)  # no power: the same float32 arithmetic bit for bit
+    torch.testing.assert_close(fast[0], ref[0], rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
+    assert torch.equal(g, g.clone()) and (fast[0][counts == 0] == g[counts == 0]).all()  # inputs untouched

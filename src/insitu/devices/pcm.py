@@ -227,14 +227,52 @@ def apply_set_pulses(
 
     Pulses are applied in rounds: round ``k`` pulses the devices with ``counts > k``. Batch-1
     updates give a few coincidences per device, so there are few rounds.
+
+    A :class:`PCMDevice` on float32 CPU tensors runs the rounds in one compiled call on the
+    compiled backend (:func:`~insitu.update.kernels.compiled_pairs.pcm_set_pulses`), with the
+    same normals drawn from ``generator`` in the same order (one per device and round, as
+    :meth:`PCMDevice.set_pulse` draws them): the same results but for the last bit of the power
+    of the nonlinear step.
     """
     rounds = int(counts.max()) if counts.numel() else 0
+    if rounds and _compiled_set_pulses(device, g, pulses_since_reset, counts, params):
+        # The reference's draws: one randn per round over all devices of the block.
+        normals = (
+            torch.stack([torch.randn(g.shape, generator=generator, dtype=g.dtype) for _ in range(rounds)])
+            if device.dg_std > 0
+            else g.new_zeros((rounds, *g.shape))
+        )
+        from ..update.kernels.compiled_pairs import pcm_set_pulses
+
+        g, pulses_since_reset = g.contiguous().clone(), pulses_since_reset.contiguous().clone()
+        pcm_set_pulses(
+            g.view(-1).numpy(), pulses_since_reset.view(-1).numpy(), counts.contiguous().view(-1).numpy(),
+            params.contiguous().view(params.shape[0], -1).numpy(), normals.view(rounds, -1).numpy(),
+            float(device.nonlinearity), float(device.g_min), device.initial_jump > 0, float(device.jump_delay),
+            float(device.dg_std),
+        )
+        return g, pulses_since_reset
     for k in range(rounds):
         fire = counts > k
         pulsed = device.set_pulse(g, pulses_since_reset, params, generator)
         g = torch.where(fire, pulsed, g)
         pulses_since_reset = pulses_since_reset + fire.to(pulses_since_reset.dtype)
     return g, pulses_since_reset
+
+
+def _compiled_set_pulses(device, g, pulses_since_reset, counts, params) -> bool:
+    """Whether :func:`apply_set_pulses` runs compiled: a :class:`PCMDevice` on float32 CPU tensors
+    of one shape, on the compiled backend."""
+    if type(device) is not PCMDevice:
+        return False
+    tensors = (g, pulses_since_reset, counts, params)
+    if any(t.dtype != torch.float32 or not t.is_cpu or t.requires_grad for t in tensors):
+        return False
+    if pulses_since_reset.shape != g.shape or counts.shape != g.shape or params.shape[1:] != g.shape:
+        return False
+    from ..update.kernels import select_backend
+
+    return select_backend(g.device) == "compiled"
 
 
 def apply_depress_pulses(device, g, counts, params, generator) -> torch.Tensor:

@@ -211,3 +211,44 @@ def exp_step_up_pulses(g, counts, planes, sigma, add, slope, normals):
             if sigma > 0.0:
                 value = min(max(value + sigma * spread * normals[m, p], low), high)
         g[m] = value
+
+
+@njit(nogil=True)
+def pcm_set_pulses(g, since, counts, params, normals, nonlinearity, g_min, has_jump, delay, dg_std):
+    """``counts[m]`` SET pulses on PCM device ``m``, pulse by pulse, in place: the rounds of
+    :func:`insitu.devices.pcm.apply_set_pulses` (:meth:`PCMDevice.set_pulse`) in one call.
+
+    ``g``, ``since`` (SET pulses since the last RESET, not capped, as the reference counts them)
+    and ``counts`` are float32 ``(M,)``; ``params`` float32 ``(3, M)`` (``g_max, dg, jump``);
+    ``normals`` float32 ``(rounds, M)``, pulse ``k`` of device ``m`` taking ``normals[k, m]`` (the
+    reference draws one normal per device and round, and so does the caller). The arithmetic is
+    the reference's, in float32 and in its order; only ``left ** nonlinearity`` may differ from
+    torch's vectorised power in the last bit."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    low = np.float32(g_min)
+    exponent = np.float32(nonlinearity)
+    std = np.float32(dg_std)
+    for m in range(g.shape[0]):
+        value = g[m]
+        pulses = since[m]
+        g_max = params[0, m]
+        dg = params[1, m]
+        jump = params[2, m]
+        for k in range(int(counts[m])):
+            if nonlinearity == 0.0:
+                step = dg
+            else:
+                left = max((g_max - value) / (g_max - low), zero)
+                step = dg * (left if nonlinearity == 1.0 else left**exponent)
+            if has_jump:
+                if pulses == delay:
+                    step = jump
+                if delay > 0 and pulses < delay:
+                    step = zero
+            if dg_std > 0.0:
+                step = step * max(normals[k, m] * std + one, zero)
+            value = min(value + step, g_max)
+            pulses += one
+        g[m] = value
+        since[m] = pulses
