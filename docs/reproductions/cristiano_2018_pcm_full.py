@@ -118,6 +118,18 @@ CONDITIONS = {
     # A gain per layer (TrainConfig.layer_tiles): the output layer mapped at ω 0.1, i.e. 2.5x the
     # hidden layers' range. A reduced check (10,000 images, 1 epoch): output ω 0.25 / 0.1 / 0.05
     # → 8.93 / 8.91 / 9.79 % (no difference this early; the range binds later in training).
+    # Session 22: what sets the mapped runs' train-loss floor (0.157 at ep 6, software 0.025)? The same
+    # mapped cell on ideal PCM devices (linear steps, no initial jump, no spread, no pulse noise; still
+    # one-directional, bounded, with transfers and closed-loop tuning): if the floor stays, the cell's
+    # architecture sets it, not the devices.
+    "two-pair-omega-025-ideal-devices": (
+        "two pairs, mapped (ω 0.25), ideal devices (linear, no jump, no spread, no pulse noise)",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
     "two-pair-omega-025-out-010": (
         "two pairs, mapped per layer (ω 0.25, 0.25, output layer 0.1)",
         lambda: tuple(_two_pair(weight_scaling_omega=w) for w in (0.25, 0.25, 0.1)),
