@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -127,6 +128,28 @@ def density_dense_output(data, epochs: int, seeds, name: str = "density_dense_ou
 # "float", "nearest" (one format for all quantities, rounding to nearest: the original table) or
 # "fix" (stochastic rounding of the updates, and at 8-12 bits an integer/fraction split per
 # quantity; see section 3 of dey-2017-sparse.md and dey_2017_fixed_point_diagnosis.py).
+def _dense_output_path():
+    """The dense-output-junction sweep to plot: the 50-epoch one (3 seeds, session 22) where it
+    exists, else the 20-epoch one, else ``None``."""
+    for name in ("density_dense_output_50ep.json", "density_dense_output.json"):
+        if (OUT / name).exists():
+            return OUT / name
+    return None
+
+
+def _mean_by_degrees(runs) -> list:
+    """``[(out_degrees, density, mean accuracy in %)]`` over the seeds of each degree pair, in the runs' order."""
+    order = []
+    for r in runs:
+        if tuple(r["out_degrees"]) not in order:
+            order.append(tuple(r["out_degrees"]))
+    points = []
+    for degrees in order:
+        same = [r for r in runs if tuple(r["out_degrees"]) == degrees]
+        points.append((degrees, same[0]["network_density"], 100 * statistics.mean(r["final_test_accuracy"] for r in same)))
+    return points
+
+
 def _split(width: int, weights: int, activations: int, errors: int) -> dict:
     """Per-quantity integer bits at one word width; updates share the weights' format."""
     return dict(fixed_point=f"{width}:{activations}", weight_format=f"{width}:{weights}", error_format=f"{width}:{errors}",
@@ -308,12 +331,14 @@ def plot() -> None:
         xs = sorted({r["network_density"] for r in runs})
         ys = [100 * sum(r["final_test_accuracy"] for r in runs if r["network_density"] == x) / sum(1 for r in runs if r["network_density"] == x) for x in xs]
         ax1.plot([100 * x for x in xs], ys, marker=marker, label=kind)
-    extra = OUT / "density_dense_output.json"
-    if extra.exists():
+    extra = _dense_output_path()
+    if extra is not None:
         extra_data = json.loads(extra.read_text())
-        runs = extra_data["runs"]
-        ax1.plot([100 * r["network_density"] for r in runs], [100 * r["final_test_accuracy"] for r in runs], marker="D", ls=":",
-                 label=f"structured, output junction dense ({extra_data.get('epochs', dens['epochs'])} epochs, 1 seed)")
+        points = _mean_by_degrees(extra_data["runs"])
+        n_extra = len(extra_data.get("seeds", [0]))
+        ax1.plot([100 * rho for _, rho, _ in points], [acc for _, _, acc in points], marker="D", ls=":",
+                 label=f"structured, output junction dense ({extra_data.get('epochs', dens['epochs'])} epochs, "
+                       f"{'mean of %d seeds' % n_extra if n_extra > 1 else '1 seed'})")
     head = json.loads((OUT / "headline.json").read_text())
     dense = head["runs"]["dense 784-112-10"]
     ax1.axhline(100 * sum(r["final_test_accuracy"] for r in dense) / len(dense), color="gray", ls="--", lw=1, label=f"dense 784-112-10, {head['epochs']} epochs")
@@ -354,7 +379,6 @@ def plot() -> None:
 
 def tables() -> None:
     """Markdown tables of the JSON results (pasted into dey-2017-sparse.md)."""
-    import statistics
 
     head = json.loads((OUT / "headline.json").read_text())
     print(f"| network | density | edges | test accuracy, {head['epochs']} epochs (mean of seeds {head['seeds']}) | per seed | authors |")
@@ -379,12 +403,17 @@ def tables() -> None:
                 rho = r["network_density"]
         print(f"| {d_out[0]}, {d_out[1]} | {100 * rho:.2f}% | " + " | ".join(
             f"{statistics.mean(cells[k]):.2f}%" if k in cells else "–" for k in ("structured", "clash-free", "random")) + " |")
-    if (OUT / "density_dense_output.json").exists():
+    for path in (OUT / "density_dense_output.json", OUT / "density_dense_output_50ep.json"):
+        if not path.exists():
+            continue
+        extra_data = json.loads(path.read_text())
         print()
-        print("| d_out (junction 1, 2) | ρ_net | structured, output junction dense |")
-        print("| --- | ---: | ---: |")
-        for r in json.loads((OUT / "density_dense_output.json").read_text())["runs"]:
-            print(f"| {r['out_degrees'][0]}, {r['out_degrees'][1]} | {100 * r['network_density']:.2f}% | {100 * r['final_test_accuracy']:.2f}% |")
+        print(f"{path.name}: {extra_data['epochs']} epochs, seeds {extra_data.get('seeds', [0])} (mean, and each seed)")
+        print("| d_out (junction 1, 2) | ρ_net | structured, output junction dense | seeds |")
+        print("| --- | ---: | ---: | --- |")
+        for degrees, rho, acc in _mean_by_degrees(extra_data["runs"]):
+            each = [100 * r["final_test_accuracy"] for r in extra_data["runs"] if tuple(r["out_degrees"]) == degrees]
+            print(f"| {degrees[0]}, {degrees[1]} | {100 * rho:.2f}% | {acc:.2f}% | {' / '.join(f'{a:.2f}' for a in each)} |")
     for output, label in (("softmax", "softmax output"), ("sigmoid", "sigmoid output, δ = a − y")):
         path = OUT / f"{BITS_FILES[output]}.json"
         if not path.exists():
