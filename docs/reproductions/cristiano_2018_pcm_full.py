@@ -196,8 +196,8 @@ def weights() -> None:
     """The network's weights per layer in each run's last checkpoint (``runs/``, else the docs'
     data): median and 90th percentile of ``|W|`` in network units (the gain ``s`` times eq. 1), and
     the share of cross-points whose MSP holds less than 0.01 in device units (``|F p (G⁺ − G⁻)|``)."""
-    print("| condition | epoch | layer | gain s | median abs(W) | p90 abs(W) | MSP below 0.01 |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| condition | epoch | layer | gain s | median abs(W) | p90 abs(W) | max abs(W) | MSP below 0.01 |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, (label, _) in CONDITIONS.items():
         path = next((d / name / "checkpoint.pt" for d in (RUNS, DATA) if (d / name / "checkpoint.pt").exists()), None)
         if path is None:
@@ -219,7 +219,7 @@ def weights() -> None:
             else:
                 gain, w, low = 1.0, g, ""
             print(f"| {label} | {checkpoint['epoch']} | {layer} {tuple(w.shape)} | {gain:.3f} | "
-                  f"{w.abs().median().item():.4f} | {w.abs().quantile(0.9).item():.3f} | {low} |")
+                  f"{w.abs().median().item():.4f} | {w.abs().quantile(0.9).item():.3f} | {w.abs().max().item():.3f} | {low} |")
 
 
 def main() -> None:
