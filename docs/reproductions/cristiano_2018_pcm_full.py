@@ -9,6 +9,7 @@ cell with the hardware's transfer (column by column, interleaved with training) 
     python docs/reproductions/cristiano_2018_pcm_full.py run [--only fp,two-pair] [--epochs 10]
     python docs/reproductions/cristiano_2018_pcm_full.py summarize
     python docs/reproductions/cristiano_2018_pcm_full.py weights     # |W| per layer in each run's last checkpoint
+    python docs/reproductions/cristiano_2018_pcm_full.py pack --only NAME   # commit a run's checkpoint (xz) to continue it later
 
 Each run checkpoints after every epoch in ``runs/cristiano-2018-pcm-full/<name>`` and continues from
 there when the command is run again (``--epochs`` may grow). ``summarize`` copies each run's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import shutil
 import sys
 import time
@@ -156,11 +158,44 @@ def run(names, epochs: int, data_dir: str) -> None:
     data = load_dataset("mnist", path=data_dir)
     for name in names:
         out = RUNS / name
+        restore(name)
         resume = (out / "checkpoint.pt").exists()
         started = time.perf_counter()
         run_training(train_config(name, epochs), out, data=data, resume=resume, progress=False,
                      log=lambda s, n=name: print(f"{n}: {s}", flush=True))
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def pack(names) -> None:
+    """Compress each named run's last checkpoint into the docs' data (``checkpoint.pt.xz``, about
+    12 of 33 MB for the two-pair cells), so that a later sitting, on a fresh clone, continues it:
+    ``run`` restores it into ``runs/`` when that holds no checkpoint. The checkpoint written last
+    is the one packed; a partial or damaged file is never left in place of a good one."""
+    for name in names:
+        source = RUNS / name / "checkpoint.pt"
+        if not source.exists():
+            raise SystemExit(f"{name}: no checkpoint in {source.parent} to pack.")
+        target = DATA / name / "checkpoint.pt.xz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".xz.partial")
+        with source.open("rb") as src, lzma.open(partial, "wb", preset=6) as dst:
+            shutil.copyfileobj(src, dst)
+        partial.replace(target)
+        print(f"{name}: {source.stat().st_size / 1e6:.1f} MB -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+def restore(name: str) -> None:
+    """Unpack the docs' ``checkpoint.pt.xz`` of ``name`` into ``runs/`` when ``runs/`` has no
+    checkpoint of it (a fresh clone continuing a committed run)."""
+    packed, out = DATA / name / "checkpoint.pt.xz", RUNS / name
+    if (out / "checkpoint.pt").exists() or not packed.exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "checkpoint.pt.partial"
+    with lzma.open(packed, "rb") as src, partial.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    partial.replace(out / "checkpoint.pt")
+    print(f"{name}: restored the committed checkpoint {packed}", flush=True)
 
 
 def summarize() -> None:
@@ -224,7 +259,7 @@ def weights() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "summarize", "weights"])
+    parser.add_argument("action", choices=["run", "summarize", "weights", "pack"])
     parser.add_argument("--only", default=None, help="comma-separated condition names")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
@@ -239,6 +274,11 @@ def main() -> None:
     unknown = [n for n in names if n not in CONDITIONS]
     if unknown:
         parser.error(f"unknown condition(s) {unknown}; choose from {list(CONDITIONS)}")
+    if args.action == "pack":
+        if args.only is None:
+            parser.error("pack needs --only NAME[,NAME]: each packed checkpoint is about 12 MB in the repository.")
+        pack(names)
+        return
     run(names, args.epochs, args.data_dir)
 
 
