@@ -349,3 +349,8 @@ def test_each_mlp_layer_takes_its_own_tile_config(tmp_path, digits):
         TrainConfig(model="cnn-2017", layer_tiles=(base,) * 4)
     with pytest.raises(ConfigError, match="sequence of TileConfig"):
         _config(layer_tiles=(base, "gokmen-vlasov-2016"))
+    # The checks that follow it in validate() still run.
+    with pytest.raises(ConfigError, match="must be true or false"):
+        _config(layer_tiles=(base, base), pipeline="yes")
+    with pytest.raises(ConfigError, match="applies to the feed-forward image networks"):
+        TrainConfig(task="seq-mnist", model="lstm", hidden=(16,), pipeline=True)

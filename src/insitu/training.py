@@ -232,6 +232,10 @@ class TrainConfig(Config):
                     f"has {len(self.layer_tiles)} configs for an mlp of {len(self.hidden) + 1} layers "
                     f"(hidden {tuple(self.hidden)}); give one per layer, input side first."
                 )
+        if not isinstance(self.pipeline, bool):
+            self._fail("pipeline", "must be true or false (emulate the weight staleness of a layer pipeline, insitu.pipeline).")
+        if self.pipeline and self.task != "image":
+            self._fail("pipeline", "applies to the feed-forward image networks (mlp, cnn-2017); a recurrent layer is one stage run many times.")
 
     def tile_config(self) -> TileConfig:
         from .presets import get_preset
