@@ -45,7 +45,8 @@ def mlp(
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation '{activation}'; choose one of {sorted(ACTIVATIONS)}.")
     if per_layer and (not isinstance(config, (list, tuple)) or len(config) != len(sizes) - 1):
-        raise ValueError(f"per_layer needs one tile config per layer ({len(sizes) - 1}), got {config!r}.")
+        given = f"{len(config)} configs" if isinstance(config, (list, tuple)) else type(config).__name__
+        raise ValueError(f"per_layer needs a list of one tile config per layer ({len(sizes) - 1}), got {given}.")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if config is None:
