@@ -348,7 +348,7 @@ def plot() -> None:
     seeds = f", mean of {n_seeds} seeds" if n_seeds > 1 else ""
     ax1.set_title(f"800-100-10, {dens['epochs']} epochs{seeds}, Adam batch 256", fontsize=9)
     ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="lower right")
     widths = ["float", 16, 12, 10, 8]
     series = [("softmax", "nearest", "softmax, nearest"), ("softmax", "fix", "softmax, fix"),
               ("sigmoid", "nearest", "sigmoid δ=a−y, nearest"), ("sigmoid", "fix", "sigmoid δ=a−y, fix")]
