@@ -132,6 +132,16 @@ CONDITIONS = {
             msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
         ),
     ),
+    # Between the two: the preset's nonlinear response and initial jump kept, the variability (device-to-
+    # device spread of G_max and of the step, pulse-to-pulse noise) removed from both pairs.
+    "two-pair-omega-025-quiet-devices": (
+        "two pairs, mapped (ω 0.25), devices without spread or pulse noise (nonlinearity and jump kept)",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0),
+            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0),
+        ),
+    ),
     "two-pair-omega-025-out-010": (
         "two pairs, mapped per layer (ω 0.25, 0.25, output layer 0.1)",
         lambda: tuple(_two_pair(weight_scaling_omega=w) for w in (0.25, 0.25, 0.1)),
