@@ -31,7 +31,7 @@ from numba import njit
 
 from .rng import fill_normals
 
-__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses"]
+__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses", "pcm_set_pulses"]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
 
