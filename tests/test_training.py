@@ -349,6 +349,10 @@ def test_each_mlp_layer_takes_its_own_tile_config(tmp_path, digits):
         TrainConfig(model="cnn-2017", layer_tiles=(base,) * 4)
     with pytest.raises(ConfigError, match="sequence of TileConfig"):
         _config(layer_tiles=(base, "gokmen-vlasov-2016"))
+    # Such a point trains on its own in a sweep, not as a lockstep replica.
+    from insitu.sweep.lockstep import lockstep_group_key
+
+    assert lockstep_group_key(_config(layer_tiles=(base, coarse))) is None and lockstep_group_key(_config()) is not None
     # The checks that follow it in validate() still run.
     with pytest.raises(ConfigError, match="must be true or false"):
         _config(layer_tiles=(base, base), pipeline="yes")

@@ -37,9 +37,11 @@ _REPLICA_TRAIN_FIELDS = ("seed", "tile", "preset")
 def lockstep_group_key(config: TrainConfig) -> str | None:
     """Points with equal keys can train as replicas of one lockstep group; ``None``: this point
     has no lockstep form (a CNN, an update algorithm other than SGD, a PCM cell, the layer
-    pipeline, ...). Learning-rule cells have one: their points group with the points of the same
+    pipeline, per-layer tile configs, ...). Learning-rule cells have one: their points group with the points of the same
     cell config."""
     if config.model != "mlp" or config.update_algorithm not in (None, "sgd") or config.pipeline:
+        return None
+    if getattr(config, "layer_tiles", None) is not None:  # replicas share one config per replica
         return None
     tile = config.tile_config()
     if lockstep_conflict([tile]) is not None:
