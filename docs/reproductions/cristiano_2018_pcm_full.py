@@ -115,11 +115,6 @@ CONDITIONS = {
         "two pairs, mapped (ω 0.25), closed-loop tolerance 0.005",
         lambda: _two_pair(weight_scaling_omega=0.25, clt_tolerance=0.005),
     ),
-    # Session 22: one ω for all layers leaves the output layer range-limited (its weights bunch at
-    # 0.65-0.75, software's p90 is 1.3): its initial weights are small against what it learns.
-    # A gain per layer (TrainConfig.layer_tiles): the output layer mapped at ω 0.1, i.e. 2.5x the
-    # hidden layers' range. A reduced check (10,000 images, 1 epoch): output ω 0.25 / 0.1 / 0.05
-    # → 8.93 / 8.91 / 9.79 % (no difference this early; the range binds later in training).
     # Session 22: what sets the mapped runs' train-loss floor (0.157 at ep 6, software 0.025)? The same
     # mapped cell on ideal PCM devices (linear steps, no initial jump, no spread, no pulse noise; still
     # one-directional, bounded, with transfers and closed-loop tuning): if the floor stays, the cell's
@@ -142,6 +137,11 @@ CONDITIONS = {
             msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0),
         ),
     ),
+    # Session 22: one ω for all layers leaves the output layer range-limited (its weights bunch at
+    # 0.65-0.75, software's p90 is 1.3): its initial weights are small against what it learns.
+    # A gain per layer (TrainConfig.layer_tiles): the output layer mapped at ω 0.1, i.e. 2.5x the
+    # hidden layers' range. A reduced check (10,000 images, 1 epoch): output ω 0.25 / 0.1 / 0.05
+    # → 8.93 / 8.91 / 9.79 % (no difference this early; the range binds later in training).
     "two-pair-omega-025-out-010": (
         "two pairs, mapped per layer (ω 0.25, 0.25, output layer 0.1)",
         lambda: tuple(_two_pair(weight_scaling_omega=w) for w in (0.25, 0.25, 0.1)),
@@ -239,7 +239,7 @@ def summarize() -> None:
 
 def weights() -> None:
     """The network's weights per layer in each run's last checkpoint (``runs/``, else the docs'
-    data): median and 90th percentile of ``|W|`` in network units (the gain ``s`` times eq. 1), and
+    data): median, 90th percentile and maximum of ``|W|`` in network units (the gain ``s`` times eq. 1), and
     the share of cross-points whose MSP holds less than 0.01 in device units (``|F p (G⁺ − G⁻)|``)."""
     print("| condition | epoch | layer | gain s | median abs(W) | p90 abs(W) | max abs(W) | MSP below 0.01 |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")

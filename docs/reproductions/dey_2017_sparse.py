@@ -77,6 +77,19 @@ def headline(data, epochs: int, seeds) -> None:
     _write("headline", out)
 
 
+def _kept_run(keep: Path, kind: str, d_out, seed: int, config: SparseTrainConfig, data) -> dict:
+    """One sweep point: its kept JSON in ``keep`` when an earlier (interrupted) sweep finished it,
+    else trained now and kept, so that a sweep continues where it stopped."""
+    done = keep / f"{kind}-{d_out[0]}-{d_out[1]}-s{seed}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    result = train_sparse(config, data)
+    run = {"pattern": kind, "out_degrees": d_out, "seed": seed, **_summary(result)}
+    done.write_text(json.dumps(run, indent=1) + "\n")
+    print(f"{kind} {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+    return run
+
+
 def density(data, epochs: int, seeds, name: str = "density") -> None:
     """Accuracy against density for the three pattern kinds. Each finished run is kept in
     ``runs/dey-2017-sparse/<name>/`` (one JSON per pattern, degrees and seed), so an interrupted
@@ -87,16 +100,9 @@ def density(data, epochs: int, seeds, name: str = "density") -> None:
     for kind in ("structured", "clash-free", "random"):
         for d_out in DENSITIES:
             for seed in seeds:
-                done = keep / f"{kind}-{d_out[0]}-{d_out[1]}-s{seed}.json"
-                if done.exists():
-                    out["runs"].append(json.loads(done.read_text()))
-                    continue
                 kw = dict(pattern=kind, z=SWEEP_Z if kind == "clash-free" else None)
-                result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM, **kw), data)
-                run = {"pattern": kind, "out_degrees": d_out, "seed": seed, **_summary(result)}
-                done.write_text(json.dumps(run, indent=1) + "\n")
-                out["runs"].append(run)
-                print(f"{kind} {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+                config = SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM, **kw)
+                out["runs"].append(_kept_run(keep, kind, d_out, seed, config, data))
     _write(name, out)
 
 
@@ -112,22 +118,11 @@ def density_dense_output(data, epochs: int, seeds, name: str = "density_dense_ou
     out = {"epochs": epochs, "seeds": list(seeds), "setup": ADAM, "runs": []}
     for d_out in DENSITIES_DENSE_OUTPUT:
         for seed in seeds:
-            done = keep / f"structured-{d_out[0]}-{d_out[1]}-s{seed}.json"
-            if done.exists():
-                out["runs"].append(json.loads(done.read_text()))
-                continue
-            result = train_sparse(SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM), data)
-            run = {"pattern": "structured", "out_degrees": d_out, "seed": seed, **_summary(result)}
-            done.write_text(json.dumps(run, indent=1) + "\n")
-            out["runs"].append(run)
-            print(f"structured {d_out} seed {seed}: density {100 * result['network_density']:.2f}% -> {100 * result['final_test_accuracy']:.2f}%", flush=True)
+            config = SparseTrainConfig(sizes=(800, 100, 10), out_degrees=d_out, epochs=epochs, seed=seed, **ADAM)
+            out["runs"].append(_kept_run(keep, "structured", d_out, seed, config, data))
     _write(name, out)
 
 
-# Fixed-point conditions: name -> (output stage, width, kind, SparseTrainConfig overrides). kind is
-# "float", "nearest" (one format for all quantities, rounding to nearest: the original table) or
-# "fix" (stochastic rounding of the updates, and at 8-12 bits an integer/fraction split per
-# quantity; see section 3 of dey-2017-sparse.md and dey_2017_fixed_point_diagnosis.py).
 def _dense_output_path():
     """The dense-output-junction sweep to plot: the 50-epoch one (3 seeds, session 22) where it
     exists, else the 20-epoch one, else ``None``."""
@@ -150,6 +145,10 @@ def _mean_by_degrees(runs) -> list:
     return points
 
 
+# Fixed-point conditions: name -> (output stage, width, kind, SparseTrainConfig overrides). kind is
+# "float", "nearest" (one format for all quantities, rounding to nearest: the original table) or
+# "fix" (stochastic rounding of the updates, and at 8-12 bits an integer/fraction split per
+# quantity; see section 3 of dey-2017-sparse.md and dey_2017_fixed_point_diagnosis.py).
 def _split(width: int, weights: int, activations: int, errors: int) -> dict:
     """Per-quantity integer bits at one word width; updates share the weights' format."""
     return dict(fixed_point=f"{width}:{activations}", weight_format=f"{width}:{weights}", error_format=f"{width}:{errors}",
