@@ -146,6 +146,29 @@ CONDITIONS = {
         "two pairs, mapped per layer (ω 0.25, 0.25, output layer 0.1)",
         lambda: tuple(_two_pair(weight_scaling_omega=w) for w in (0.25, 0.25, 0.1)),
     ),
+    # Session 23: why do ideal devices stop at train loss ~0.08? On noise-free linear devices the MSP
+    # is a deterministic grid of step F·dg = 0.06 device units, and the tolerance ±0.02 is narrower
+    # than half that step: a third of the tunings cycle to the 100-pulse cap (session 22's probe).
+    # (a) A tolerance above half the step: every tuning lands on the nearest grid level.
+    "two-pair-omega-025-ideal-devices-tolerance-0035": (
+        "two pairs, mapped (ω 0.25), ideal devices, closed-loop tolerance 0.035 (above half the MSP step)",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            clt_tolerance=0.035,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
+    # (b) A 4x finer MSP grid (dg 0.005: F·dg = 0.015) and a tolerance of 0.01 (above half of it).
+    "two-pair-omega-025-ideal-devices-fine-msp": (
+        "two pairs, mapped (ω 0.25), ideal devices, MSP step dg 0.005 (F·dg 0.015), tolerance 0.01",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            clt_tolerance=0.01,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
 }
 
 
