@@ -169,6 +169,19 @@ CONDITIONS = {
             msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
         ),
     ),
+    # (c) As (b), with room for the finer grid's longer tunings: (b) left 64 % of the output layer's
+    # tunings at the 100-pulse cap in its first epoch (a weight of 1 device unit is 67 pulses of
+    # F·dg = 0.015, and a polarity flip moves it twice that).
+    "two-pair-omega-025-ideal-devices-fine-msp-400": (
+        "two pairs, mapped (ω 0.25), ideal devices, MSP step dg 0.005, tolerance 0.01, up to 400 tuning pulses",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            clt_tolerance=0.01,
+            clt_max_iterations=400,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
 }
 
 
