@@ -182,6 +182,19 @@ CONDITIONS = {
             msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
         ),
     ),
+    # (d) As (a), with the preset's pulse-to-pulse noise on the MSP only (dg_std 0.3): a deterministic
+    # tuning lands at a fixed level for a given start and target, so a drift of the LSP smaller than
+    # the step is rounded away at every transfer; a noisy one lands at a random point of the window,
+    # right on average (dither). If the floor is that rounding, this run falls below (a).
+    "two-pair-omega-025-ideal-devices-tolerance-0035-msp-noise": (
+        "two pairs, mapped (ω 0.25), ideal devices but MSP pulse noise 0.3, closed-loop tolerance 0.035",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            clt_tolerance=0.035,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
 }
 
 
