@@ -114,6 +114,37 @@ def test_polarity_inversion_keeps_the_sign_of_the_weight_and_swaps_the_devices()
     assert (tile.cell.polarity == 1).all() and (torch.sign(tile.get_weights()) == torch.sign(w)).all()
 
 
+
+def test_residual_tolerance_keeps_a_drift_that_a_deterministic_msp_rounds_away():
+    # Noise-free linear devices: the MSP's programming step in weight units is F dg = 0.06 and the
+    # tolerance 0.035 (above half of it), so every tuning converges, at a level fixed by the start
+    # and the target. A drift of 0.01 in the LSP between transfers is then lost at every transfer
+    # unless the residual of the MSP's tuning goes back onto the LSP (step 0.005, tolerance 0.003).
+    ideal_lsp = PCMDevice(g_max=0.5, dg=0.005)
+    ideal_msp = PCMDevice(g_max=1.0, dg=0.02)
+    n, transfers, drift = 400, 10, 0.01
+    start = torch.rand(1, n, generator=torch.Generator().manual_seed(3)) - 0.5
+    moved = {}
+    for residual in (False, True):
+        cell = dict(lsp=ideal_lsp, msp=ideal_msp, clt_tolerance=0.035, residual_tolerance=0.003 if residual else 0.0)
+        tile = AnalogTile(1, n, _config(**cell), seed=4)
+        tile.cell.program(tile, start)
+        before = tile.get_weights().clone()
+        for _ in range(transfers):
+            previous = tile.get_weights().clone()
+            with torch.no_grad():
+                tile.weight[0] += drift  # g⁺ of the LSP (the tile holds g⁺, g⁻): what the updates gathered
+            tile.cell._cached_weights = None
+            tile.cell.transfer(tile, torch.arange(n))
+            if residual:  # every transfer lands within the LSP's tolerance of its target
+                assert (tile.get_weights() - (previous + drift)).abs().max() <= 0.003 + 1e-6
+        assert tile.cell.stats["clt_failures"] == 0
+        moved[residual] = float((tile.get_weights() - before).mean()) / (transfers * drift)
+    assert abs(moved[False]) < 1e-5  # every drift rounded away
+    assert moved[True] > 0.8, moved  # kept, up to the tuning errors of the low pair
+    with_residual = AnalogTile(2, 3, _config(residual_tolerance=0.003), seed=0)
+    assert "residual_tolerance=0.003" in repr(with_residual.cell)
+
 def test_without_polarity_inversion_the_polarity_stays():
     tile = AnalogTile(4, 4, _config(polarity_inversion=False), seed=0)
     tile.cell.transfer(tile, torch.arange(16))
@@ -298,6 +329,8 @@ def test_training_through_the_cli_with_a_cristiano_preset(tmp_path, shared_datas
         (dict(update=PulseUpdateConfig(mode="batched")), "exact coincidence counts"),
         (dict(update=PulseUpdateConfig(pulse_type="expected")), "exact coincidence counts"),
         (dict(devices_per_weight=2), "must be 1"),
+        (dict(residual_tolerance=-0.01), "residual_tolerance = -0.01: must be >= 0"),
+        (dict(residual_tolerance=0.003, msp=None), "needs an msp and lsp_reference='pair'"),
     ],
 )
 def test_bad_multi_conductance_configs_say_what_to_change(changes, match):

@@ -195,6 +195,18 @@ CONDITIONS = {
             msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, nonlinearity=0.0, initial_jump=0.0),
         ),
     ),
+    # (e) As (a), with the MSP's residual tuned back onto the LSP after every transfer
+    # (TwoPairPCMCell.residual_tolerance, beyond the paper): tolerance 0.003, above half the LSP's step.
+    "two-pair-omega-025-ideal-devices-tolerance-0035-residual": (
+        "two pairs, mapped (ω 0.25), ideal devices, tolerance 0.035, the MSP's residual onto the LSP (to 0.003)",
+        lambda: _two_pair(
+            weight_scaling_omega=0.25,
+            clt_tolerance=0.035,
+            residual_tolerance=0.003,
+            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
+        ),
+    ),
 }
 
 

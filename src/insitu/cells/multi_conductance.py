@@ -27,7 +27,9 @@ ordinary :class:`~insitu.tile.AnalogTile`; :class:`TwoPairPCM` is the cell modul
   over the training, ``transfer_columns`` columns ``W[:, i]`` at a time in sequence, each column
   once per ``transfer_every`` examples on average (Ambrogio 2018 transfers column by column,
   interleaved with training). ``clt_read_noise`` makes every verify read noisy (Gaussian, from
-  the tile's generator), so tuning stops on what it reads, not on the truth.
+  the tile's generator), so tuning stops on what it reads, not on the truth. With
+  ``residual_tolerance > 0`` the just-RESET LSP is then tuned to what the MSP missed (an option
+  beyond the paper: a deterministic MSP rounds every drift smaller than its tolerance away).
 * **Polarity inversion** (Ambrogio 2018): at every transfer ``p`` flips, so the MSP device that
   held the positive part now holds the negative part. Each device of the pair thus alternately
   carries either sign of the weight, which spreads wear evenly over both (and, in Ambrogio's
@@ -77,7 +79,7 @@ MSP_P, MSP_M, LSP_P, LSP_M = range(4)
 CELL_FIELDS = (
     "lsp", "msp", "gain_factor", "lsp_reference", "transfer_every", "polarity_inversion", "clt_tolerance",
     "clt_max_iterations", "refresh_threshold", "saturation_check_every", "transfer_mode", "transfer_columns",
-    "clt_read_noise", "lsp_pair_matched", "weight_scaling_omega",
+    "clt_read_noise", "lsp_pair_matched", "weight_scaling_omega", "residual_tolerance",
 )
 
 #: Values of :attr:`TwoPairPCMCell.transfer_mode`.
@@ -160,6 +162,19 @@ class TwoPairPCMCell(CellConfig):
             the weights the products see, which is exact only with noise-free, unbounded outputs,
             so it needs them (``forward`` and ``backward`` without ``out_noise``, ``out_bound``,
             ``out_bits``, ``w_noise`` or ``ir_drop``).
+        residual_tolerance: 0 (the default): a transfer leaves the LSP at RESET, as the paper's
+            does. ``> 0``: after the MSP is tuned, the just-RESET LSP pair is tuned by closed loop
+            to the part of the target the MSP missed (``W_target − W``), until it is within this
+            tolerance (weight units; the same iteration cap and read noise). Why: closed-loop
+            tuning stops anywhere within its tolerance, so whatever the LSP gathered since the
+            last transfer that is smaller than the tolerance is lost, unless the MSP's pulses
+            are noisy enough to land at a random point of the window (measured: a noise-free
+            linear MSP keeps none of a drift below a third of its step, the preset's noisy one
+            about 30 %, ``docs/reproductions/cristiano-2018-pcm.md``). The same holds for this
+            second tuning, so the tolerance should be small against the drift between two
+            transfers, and for a noise-free LSP at least half its step ``dg`` (or the tuning
+            cycles). Not part of Cristiano et al. 2018 or Ambrogio et al. 2018; needs an ``msp``
+            and ``lsp_reference='pair'``.
     """
 
     uses_tile_device = False  # the cell's own conductance devices, not the tile's `device`
@@ -179,6 +194,7 @@ class TwoPairPCMCell(CellConfig):
     clt_read_noise: float = 0.0
     lsp_pair_matched: bool = False
     weight_scaling_omega: float = 0.0
+    residual_tolerance: float = 0.0
 
     def validate(self) -> None:
         if not isinstance(self.lsp, ConductanceDevice):
@@ -218,6 +234,13 @@ class TwoPairPCMCell(CellConfig):
         if not isinstance(self.lsp_pair_matched, bool):
             self._fail("lsp_pair_matched", "must be true or false.")
         self._check_non_negative("weight_scaling_omega")
+        self._check_non_negative("residual_tolerance")
+        if self.residual_tolerance > 0 and (self.msp is None or self.lsp_reference != "pair"):
+            self._fail(
+                "residual_tolerance",
+                "needs an msp and lsp_reference='pair': the residual of the MSP's tuning goes onto the low pair "
+                "g⁺ − g⁻ (a single pair has no MSP; with a shared reference the LSP is not reset to zero).",
+            )
 
     def _validate_transfer_schedule(self) -> None:
         self._check_choice("transfer_mode", TRANSFER_MODES)
@@ -614,6 +637,11 @@ class TwoPairPCM(Cell):
             # MSP units: W = F p (G⁺ − G⁻) + …, so a weight tolerance (and read noise) of t is t / F on G⁺ − G⁻.
             F = config.gain_factor
             self._tune(tile, idx, diff_target, (MSP_P, MSP_M), config.msp, self.msp_params, config.clt_tolerance / F, config.clt_read_noise / F)
+            if config.residual_tolerance > 0:
+                # What the MSP missed, onto the RESET low pair (exact read of W, as the target's).
+                self._cached_weights = None
+                residual = target - self.device_weights(tile).reshape(-1)[idx]
+                self._tune(tile, idx, residual, (LSP_P, LSP_M), config.lsp, self.lsp_params, config.residual_tolerance, config.clt_read_noise)
         self._cached_weights = None
 
     def _tune(self, tile, idx, diff_target, planes, device, params, tolerance, read_noise=0.0) -> None:
@@ -777,6 +805,8 @@ class TwoPairPCM(Cell):
             text += f", transfer_mode=columns, transfer_columns={config.transfer_columns}"
         if config.clt_read_noise:
             text += f", clt_read_noise={config.clt_read_noise}"
+        if config.residual_tolerance:
+            text += f", residual_tolerance={config.residual_tolerance}"
         return text
 
 
