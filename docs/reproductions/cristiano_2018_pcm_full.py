@@ -43,6 +43,23 @@ EPOCHS, LR, MILESTONES, GAMMA = 10, 0.1, (5, 8), 0.5
 CHECKPOINT_LIMIT = 5_000_000  # bytes: larger checkpoints are not copied into the docs' data
 
 #: name -> (label, preset name or a function giving the tile config, or a tuple of one per layer)
+#: What the "ideal devices" conditions remove from both pairs' devices: they stay SET-only and
+#: bounded, transferred and tuned in closed loop, with linear steps, no initial jump, no spread and
+#: no pulse noise.
+IDEAL_DEVICE = dict(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0)
+
+
+def _ideal_mapped(msp_changes=None, **cell_changes):
+    """The mapped cell (ω 0.25) on ideal devices, with some cell fields (and MSP fields) changed."""
+    base = _two_pair().cell
+    return _two_pair(
+        weight_scaling_omega=0.25,
+        lsp=base.lsp.replace(**IDEAL_DEVICE),
+        msp=base.msp.replace(**{**IDEAL_DEVICE, **(msp_changes or {})}),
+        **cell_changes,
+    )
+
+
 CONDITIONS = {
     "fp": ("software (floating point)", "floating-point"),
     "two-pair": ("two pairs (preset: whole-array transfer, exact verify)", "cristiano-2018-two-pair"),
@@ -122,11 +139,7 @@ CONDITIONS = {
     # architecture sets it, not the devices.
     "two-pair-omega-025-ideal-devices": (
         "two pairs, mapped (ω 0.25), ideal devices (linear, no jump, no spread, no pulse noise)",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(),
     ),
     # Between the two: the preset's nonlinear response and initial jump kept, the variability (device-to-
     # device spread of G_max and of the step, pulse-to-pulse noise) removed from both pairs.
@@ -153,35 +166,19 @@ CONDITIONS = {
     # (a) A tolerance above half the step: every tuning lands on the nearest grid level.
     "two-pair-omega-025-ideal-devices-tolerance-0035": (
         "two pairs, mapped (ω 0.25), ideal devices, closed-loop tolerance 0.035 (above half the MSP step)",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            clt_tolerance=0.035,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(clt_tolerance=0.035),
     ),
     # (b) A 4x finer MSP grid (dg 0.005: F·dg = 0.015) and a tolerance of 0.01 (above half of it).
     "two-pair-omega-025-ideal-devices-fine-msp": (
         "two pairs, mapped (ω 0.25), ideal devices, MSP step dg 0.005 (F·dg 0.015), tolerance 0.01",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            clt_tolerance=0.01,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(msp_changes=dict(dg=0.005), clt_tolerance=0.01),
     ),
     # (c) As (b), with room for the finer grid's longer tunings: (b) left 64 % of the output layer's
     # tunings at the 100-pulse cap in its first epoch (a weight of 1 device unit is 67 pulses of
     # F·dg = 0.015, and a polarity flip moves it twice that).
     "two-pair-omega-025-ideal-devices-fine-msp-400": (
         "two pairs, mapped (ω 0.25), ideal devices, MSP step dg 0.005, tolerance 0.01, up to 400 tuning pulses",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            clt_tolerance=0.01,
-            clt_max_iterations=400,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(dg=0.005, g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(msp_changes=dict(dg=0.005), clt_tolerance=0.01, clt_max_iterations=400),
     ),
     # (d) As (a), with the preset's pulse-to-pulse noise on the MSP only (dg_std 0.3): a deterministic
     # tuning lands at a fixed level for a given start and target, so a drift of the LSP smaller than
@@ -189,24 +186,13 @@ CONDITIONS = {
     # right on average (dither). If the floor is that rounding, this run falls below (a).
     "two-pair-omega-025-ideal-devices-tolerance-0035-msp-noise": (
         "two pairs, mapped (ω 0.25), ideal devices but MSP pulse noise 0.3, closed-loop tolerance 0.035",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            clt_tolerance=0.035,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(msp_changes=dict(dg_std=0.3), clt_tolerance=0.035),
     ),
     # (e) As (a), with the MSP's residual tuned back onto the LSP after every transfer
     # (TwoPairPCMCell.residual_tolerance, beyond the paper): tolerance 0.003, above half the LSP's step.
     "two-pair-omega-025-ideal-devices-tolerance-0035-residual": (
         "two pairs, mapped (ω 0.25), ideal devices, tolerance 0.035, the MSP's residual onto the LSP (to 0.003)",
-        lambda: _two_pair(
-            weight_scaling_omega=0.25,
-            clt_tolerance=0.035,
-            residual_tolerance=0.003,
-            lsp=_two_pair().cell.lsp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-            msp=_two_pair().cell.msp.replace(g_max_dtod=0.0, dg_dtod=0.0, dg_std=0.0, nonlinearity=0.0, initial_jump=0.0),
-        ),
+        lambda: _ideal_mapped(clt_tolerance=0.035, residual_tolerance=0.003),
     ),
     # (f) The preset's devices, mapped (ω 0.25), with the residual onto the LSP (to 0.003): the preset's
     # noisy transfer keeps only about 30 % of a drift below 0.01 (`drift`), with the residual 97-99 %.
