@@ -134,7 +134,7 @@ def test_residual_tolerance_keeps_a_drift_that_a_deterministic_msp_rounds_away()
             previous = tile.get_weights().clone()
             with torch.no_grad():
                 tile.weight[0] += drift  # g⁺ of the LSP (the tile holds g⁺, g⁻): what the updates gathered
-            tile.cell._cached_weights = None
+            tile.cell.invalidate()
             tile.cell.transfer(tile, torch.arange(n))
             if residual:  # every transfer lands within the LSP's tolerance of its target
                 assert (tile.get_weights() - (previous + drift)).abs().max() <= 0.003 + 1e-6

@@ -359,7 +359,7 @@ def drift(transfers: int = 40, n: int = 4000, drifts=(0.002, 0.005, 0.01, 0.02))
             for _ in range(transfers):
                 with torch.no_grad():
                     tile.weight[0] += d  # the LSP's g⁺ (the tile holds the low pair g⁺, g⁻)
-                tile.cell._cached_weights = None
+                tile.cell.invalidate()
                 tile.cell.transfer(tile, torch.arange(n))
             kept[str(d)] = round(float((tile.get_weights() - before).mean()) / (transfers * d), 3)
             failures += tile.cell.stats["clt_failures"]
