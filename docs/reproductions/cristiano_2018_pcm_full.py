@@ -200,6 +200,13 @@ CONDITIONS = {
         "two pairs, mapped (ω 0.25), preset devices, the MSP's residual onto the LSP (to 0.003)",
         lambda: _two_pair(weight_scaling_omega=0.25, residual_tolerance=0.003),
     ),
+    # Session 24: the hardware's transfer on the mapped cell at full size, as `two-pair-columns`
+    # does it on the preset (8 columns at a time, each column still every 1,000 examples; verify
+    # reads with noise 0.01 in weight units, half the tolerance). Compare with `two-pair-omega-025`.
+    "two-pair-omega-025-columns": (
+        "two pairs, mapped (ω 0.25), 8 columns per transfer, verify read noise 0.01",
+        lambda: _two_pair(weight_scaling_omega=0.25, transfer_mode="columns", transfer_columns=8, clt_read_noise=0.01),
+    ),
 }
 
 
