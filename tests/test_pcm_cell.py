@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,6 +242,127 @@ def test_endurance_counts_and_projected_lifetime():
     assert lsp["lifetime_days_reset_limited"] == pytest.approx(expected)
     writes = tile.cell.set_pulses[LSP_P:LSP_M + 1] + tile.cell.resets[LSP_P:LSP_M + 1]
     assert lsp["writes_per_example_max"] == pytest.approx(float(writes.max()) / 60)
+
+
+# -- the compiled LSP writes (the compiled backend's path for a pair of PCM LSP devices) -----------
+NOISY_LSP = PCMDevice(g_max=0.5, g_max_dtod=0.1, dg=0.005, dg_dtod=0.2, dg_std=0.3, nonlinearity=1.0, initial_jump=0.02)
+DELAYED_LSP = PCMDevice(g_max=0.5, g_max_dtod=0.1, dg=0.01, dg_std=0.3, nonlinearity=2.0, initial_jump=0.03, jump_delay=2)
+COMPILED_LAYOUTS = {
+    "noisy LSP, batch 1": (dict(lsp=NOISY_LSP), 1),
+    "noisy LSP, batch 3, update management, dynamic BL": (
+        dict(lsp=NOISY_LSP, update=PulseUpdateConfig(bl=31, update_management=True, dynamic_bl=True)), 3),
+    "delayed jump, nonlinearity 2, batch 2": (dict(lsp=DELAYED_LSP), 2),
+    "single pair": (dict(lsp=NOISY_LSP, msp=None), 2),
+    "mapped (weight_scaling_omega)": (dict(lsp=NOISY_LSP, weight_scaling_omega=0.5), 2),
+}
+OUT, IN = 6, 9
+
+
+def _lsp_changes(backend: str, config, draws: int, batch: int, updates: int = 2):
+    """``draws`` runs of ``updates`` updates of the same programmed tile, each with other draws:
+    the changes of ``W`` and of both LSP planes, and the pulse and coincidence counts."""
+    from insitu.update.kernels import use_backend
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(batch, IN, generator=gen) * 2 - 1
+    x[:, ::4] = 0.0  # lines that never fire
+    d = (torch.rand(batch, OUT, generator=gen) * 2 - 1) * 0.5
+    start = torch.linspace(-0.4, 0.4, OUT * IN).reshape(OUT, IN)
+    changes, pulses, coincidences = [], [], []
+    with use_backend(backend):
+        programmed = AnalogTile(OUT, IN, config, seed=3)
+        programmed.set_weights(start)
+        for k in range(draws):
+            tile = copy.deepcopy(programmed)  # the same devices and the same programmed state in every draw
+            before = torch.cat([tile.get_weights().reshape(-1), _g(tile)[LSP_P:].reshape(-1)])
+            tile.manual_seed(100 + k)
+            for _ in range(updates):
+                tile.stash(x, d)
+                tile.update(0.05)
+            changes.append((torch.cat([tile.get_weights().reshape(-1), _g(tile)[LSP_P:].reshape(-1)]) - before).double())
+            pulses.append(tile.counters.pulses)
+            coincidences.append(tile.counters.coincidences)
+            assert ("cell_state" in tile._kernel_cache) == (backend == "compiled")  # which path ran
+    return torch.stack(changes), np.array(pulses), np.array(coincidences)
+
+
+@pytest.mark.parametrize("layout", sorted(COMPILED_LAYOUTS))
+def test_the_compiled_lsp_writes_have_the_distribution_of_the_torch_path(layout):
+    pytest.importorskip("numba")
+    from _distribution import assert_same_counts
+
+    changes, batch = COMPILED_LAYOUTS[layout]
+    config = _config(transfer_every=10**6, saturation_check_every=10**6, **changes)
+    draws = 300
+    compiled, c_pulses, c_coinc = _lsp_changes("compiled", config, draws, batch)
+    reference, t_pulses, t_coinc = _lsp_changes("torch", config, draws, batch)
+    # Per device: the means within 4.8 standard errors. The devices of a row or a column share
+    # their trains, so their z-scores are not independent and their mean is no test; the summed
+    # change of each plane per draw is (its spread over the draws carries the correlation).
+    se = torch.sqrt(compiled.var(0) / draws + reference.var(0) / draws)
+    moved = se > 0
+    assert int(moved.sum()) > 30  # enough devices move to compare
+    z = (compiled.mean(0) - reference.mean(0))[moved] / se[moved]
+    assert float(z.abs().max()) < 4.8
+    n = OUT * IN
+    for part in (slice(0, n), slice(n, 2 * n), slice(2 * n, 3 * n)):  # W, g⁺, g⁻
+        a, b = compiled[:, part].sum(1), reference[:, part].sum(1)
+        assert abs(float(a.mean() - b.mean())) < 4 * math.sqrt(float(a.var() + b.var()) / draws)
+    ratio = float(compiled[:, n:].var(0).sum() / reference[:, n:].var(0).sum())
+    assert 0.85 < ratio < 1.18, ratio
+    assert_same_counts(c_pulses, t_pulses, c_coinc, t_coinc, draws)
+
+
+def test_the_compiled_lsp_writes_keep_the_cached_weights_those_of_a_fresh_read():
+    # The kernel sets W at each cross-point it moves; a fresh read of the devices (what a tile
+    # restored from a checkpoint computes) must give the same numbers bit for bit.
+    pytest.importorskip("numba")
+    tile = AnalogTile(8, 12, _config(lsp=NOISY_LSP, transfer_every=10**6, saturation_check_every=10**6), seed=3)
+    tile.set_weights(torch.linspace(-0.5, 0.5, 96).reshape(8, 12))
+    before = _g(tile).clone()
+    _random_updates(tile, 40)
+    assert "cell_state" in tile._kernel_cache
+    cached = tile.cell._cached_weights.clone()
+    tile.cell.invalidate()
+    assert torch.equal(tile.cell.device_weights(tile), cached)
+    g = _g(tile)
+    assert (g[LSP_P] >= before[LSP_P]).all() and (g[LSP_M] >= before[LSP_M]).all()  # SET only
+    assert (g[LSP_P:] > before[LSP_P:]).sum() > 20
+    torch.testing.assert_close(g[MSP_P:MSP_M + 1], before[MSP_P:MSP_M + 1])  # no transfer
+    assert tile.cell.set_pulses[LSP_P:LSP_M + 1].sum() == pytest.approx(tile.counters.coincidences)
+
+
+def test_the_compiled_lsp_writes_are_deterministic_per_seed_and_transfer_as_before():
+    pytest.importorskip("numba")
+    config = _config(lsp=NOISY_LSP, transfer_every=15)
+    runs = []
+    for _ in range(2):
+        tile = AnalogTile(5, 7, config, seed=11)
+        tile.set_weights(torch.linspace(-0.3, 0.3, 35).reshape(5, 7))
+        _random_updates(tile, 50, seed=4)
+        runs.append((tile.get_weights(), _g(tile), dict(tile.cell.stats)))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1]) and runs[0][2] == runs[1][2]
+    assert runs[0][2]["transfers"] == 3
+
+
+@pytest.mark.parametrize("case", ["summed mode", "shared reference", "torch backend"])
+def test_other_updates_of_the_cell_take_the_torch_path(case):
+    from insitu.update.kernels import use_backend
+
+    changes = {
+        "summed mode": dict(update=PulseUpdateConfig(mode="summed")),
+        "shared reference": dict(
+            lsp=JumpTableDevice(bin_edges=(0.0, 0.5), mean=(0.005,), std=(0.0,), mean_down=(-0.005,), std_down=(0.0,)),
+            lsp_reference="shared",
+        ),
+        "torch backend": {},
+    }[case]
+    tile = AnalogTile(4, 5, _config(**changes), seed=2)
+    tile.set_weights(torch.zeros(4, 5))
+    with use_backend("torch" if case == "torch backend" else "auto"):
+        _random_updates(tile, 5)
+    assert "cell_state" not in tile._kernel_cache
+    assert tile.counters.coincidences > 0
 
 
 # -- layers, state, determinism, presets -----------------------------------------------------------

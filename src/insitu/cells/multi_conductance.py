@@ -59,10 +59,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 
 from ..config import ConfigError, register_config
 from ..devices.pcm import ConductanceDevice, PCMDevice, apply_depress_pulses, apply_set_pulses, closed_loop_tune
+from ..update.kernels import select_backend
 from ..update.pulse import pulsed_update
 from .base import Cell, CellConfig
 
@@ -73,6 +75,8 @@ __all__ = ["TwoPairPCMCell", "TwoPairPCM", "closed_loop_tune", "PLANES", "MSP_P"
 #: LSP planes, the cell's ``msp_conductance`` the two MSP planes.
 PLANES = ("msp_plus", "msp_minus", "lsp_plus", "lsp_minus")
 MSP_P, MSP_M, LSP_P, LSP_M = range(4)
+# The compiled LSP kernel's stand-in for the MSP planes of a single pair (never read there).
+_NO_MSP = np.zeros((2, 1, 1), dtype=np.float32)
 
 #: The fields of :class:`TwoPairPCMCell` (the rest of a legacy ``MultiConductanceConfig`` dict
 #: belongs to the tile config).
@@ -372,6 +376,7 @@ class TwoPairPCM(Cell):
         self.column_credit = 0
         self.weight_scale = 1.0  # the array's digital gain s (weight_scaling_omega), set by program()
         self._cached_weights: torch.Tensor | None = None  # eq. (1) in device units
+        self._lsp_constants = None  # the compiled LSP response's constants (built at its first use)
 
     def _shared_level(self) -> float:
         lsp = self.config.lsp
@@ -412,7 +417,10 @@ class TwoPairPCM(Cell):
             w = g[0] - g[1]
             if self.config.msp is not None:
                 msp = self.msp_conductance
-                w = torch.addcmul(w, self.polarity, msp[0] - msp[1], value=self.config.gain_factor)
+                # The arithmetic of _refresh_cached (and of the compiled LSP kernel), not addcmul (which
+                # may fuse the multiply-add): a W refreshed cross-point by cross-point equals this one
+                # bit for bit, so a tile restored from a checkpoint computes the same W.
+                w = w + self.config.gain_factor * self.polarity * (msp[0] - msp[1])
             self._cached_weights = w
         return self._cached_weights
 
@@ -452,13 +460,14 @@ class TwoPairPCM(Cell):
         config, lsp = self.config, self.config.lsp
         # The pulse trains and coincidences of Gokmen & Vlasov 2016 (one LSP step per coincidence),
         # drawn by the RPU tile's own code from the tile's generator; the counter records them per device.
-        counter = _CoincidenceCounter()
         # With a gain s the network's ΔW is written as ΔW / s in device units (weight_scaling_omega).
         lr_devices = lr if self.weight_scale == 1.0 else lr / self.weight_scale
-        pulsed_update(self._flat_index, None, counter, x, d, lr_devices, lsp.nominal_step, tile.config.update, tile.generator, tile.counters)
-        for idx, n_up, n_down in counter.records:
-            if idx.numel():
-                self._pulse_lsp(tile, idx, n_up, n_down)
+        if not self._compiled_lsp_writes(tile, x, d, lr_devices):
+            counter = _CoincidenceCounter()
+            pulsed_update(self._flat_index, None, counter, x, d, lr_devices, lsp.nominal_step, tile.config.update, tile.generator, tile.counters)
+            for idx, n_up, n_down in counter.records:
+                if idx.numel():
+                    self._pulse_lsp(tile, idx, n_up, n_down)
         examples = x.shape[0]
         self.examples += examples
         self.examples_since_check += examples
@@ -478,6 +487,39 @@ class TwoPairPCM(Cell):
                     self.transfer(tile, torch.arange(self._flat_index.numel(), device=self._flat_index.device))
                     self.stats["transfers"] += 1
                     self.stats["columns_transferred"] += self._flat_index.shape[1]
+
+    def _compiled_lsp_writes(self, tile, x: torch.Tensor, d: torch.Tensor, lr: float) -> bool:
+        """The open-loop LSP writes of ``x``, ``δ`` in the compiled sequential kernel (True if they
+        ran there): on the compiled backend, for the stochastic ``sequential`` mode, a pair of
+        :class:`PCMDevice` LSP devices (``lsp_reference="pair"``) and float32 state. Everything
+        else takes the torch path below (the reference). The trains and the SET pulses' noise then
+        come from the tile's kernel stream (``tile.pulse_rng``) instead of its torch generator: the
+        same distribution, other draws (``tests/test_pcm_cell.py`` compares the two paths). The
+        kernel keeps the cached ``W`` current at each cross-point it moves."""
+        config, update = self.config, tile.config.update
+        if update.pulse_type != "stochastic" or update.mode != "sequential" or config.lsp_reference != "pair":
+            return False
+        if type(config.lsp) is not PCMDevice or not tile.weight.is_cpu or select_backend(tile.weight.device) != "compiled":
+            return False
+        msp = self.msp_conductance
+        state = (tile.weight, self.pulses_since_reset, self.lsp_params, self.polarity) + (() if msp is None else (msp,))
+        if any(t.dtype != torch.float32 for t in state):
+            return False
+        from ..update.kernels.compiled_pairs import pcm_cell_constants, pcm_cell_lsp_response
+        from ..update.pulse import compiled_state_update
+
+        if self._lsp_constants is None:
+            self._lsp_constants = pcm_cell_constants(config.lsp, config.gain_factor, msp is not None)
+        weights = self.device_weights(tile)  # the cached W: the kernel writes each moved cross-point's new value
+        views = (
+            tile.weight.detach().numpy(), self.pulses_since_reset.numpy(), self.set_pulses.numpy(), self.lsp_params.numpy(),
+            _NO_MSP if msp is None else msp.numpy(), self.polarity.numpy(), self._lsp_constants,
+        )
+        compiled_state_update(
+            weights.unsqueeze(-1).numpy(), views, pcm_cell_lsp_response, x, d, lr, config.lsp.nominal_step, update,
+            tile.counters, tile.pulse_rng, tile._kernel_cache,
+        )
+        return True
 
     def _pulse_lsp(self, tile, idx: torch.Tensor, n_up: torch.Tensor, n_down: torch.Tensor) -> None:
         """Fire the SET pulses of one example on the LSP devices at flat cross-points ``idx``.

@@ -273,6 +273,31 @@ def _stateful_update(weights, params, model, x, d, lr, dw_min, config, counters,
     return True
 
 
+def compiled_state_update(weights: np.ndarray, state: tuple, respond, x, d, lr, dw_min, config, counters, rng_state, cache) -> None:
+    """The compiled sequential update of an array whose state is not a device model's parameter
+    tensor (the LSP of the two-pair PCM cell): the stateful sequential kernel with ``respond``
+    (:mod:`.kernels.compiled_pairs`), which reads and writes the numpy views in ``state`` and
+    returns each moved cross-point's new weight; the kernel sets ``weights[j, i, 0]`` (a numpy
+    array ``(out, in, 1)``) to it. The caller has checked that the update is the stochastic
+    ``sequential`` mode on the compiled backend. Trains and normals come from ``rng_state``; the
+    kernel and the stream's views are kept in ``cache`` (the tile's kernel cache)."""
+    plan = cache.get("cell_state")
+    key = (rng_state.data_ptr(), respond)
+    if plan is None or plan[0] != key:
+        from .kernels.compiled import stateful_sequential_kernel
+        from .kernels.rng_state import as_views
+
+        plan = cache["cell_state"] = (key, stateful_sequential_kernel(respond), *as_views(rng_state), np.zeros(3))
+    _, kernel, words, spare, tally = plan
+    _attach_tally(counters, tally, cache)
+    dtype = torch.float32 if weights.dtype == np.float32 else torch.float64
+    kernel(
+        weights, state, np.ones(1, dtype=weights.dtype), _as_numpy(x, dtype), _as_numpy(d, dtype), lr, dw_min, config.bl,
+        config.update_management, config.dynamic_bl, words, spare, tally,
+    )
+    counters.rank1_updates += x.shape[0]
+
+
 def _stateful_plan(key, weights, params, model, rng_state):
     """What :func:`_stateful_update` keeps between calls, or None if the model has no stateful
     compiled response or the tensors cannot be viewed as the kernel needs them."""

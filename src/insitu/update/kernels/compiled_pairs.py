@@ -31,7 +31,10 @@ from numba import njit
 
 from .rng import fill_normals
 
-__all__ = ["pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses", "pcm_set_pulses"]
+__all__ = [
+    "pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses", "pcm_set_pulses",
+    "pcm_cell_lsp_response", "pcm_cell_constants",
+]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
 
@@ -252,3 +255,78 @@ def pcm_set_pulses(g, since, counts, params, normals, nonlinearity, g_min, has_j
             pulses += one
         g[m] = value
         since[m] = pulses
+
+
+def pcm_cell_constants(device, gain_factor: float, has_msp: bool) -> np.ndarray:
+    """The constants :func:`pcm_cell_lsp_response` reads (float64 ``(7,)``): the LSP device's
+    ``nonlinearity, g_min``, whether it has an initial jump, its ``jump_delay``, ``dg_std``, the
+    cell's ``F`` and whether it has an MSP."""
+    return np.array([
+        float(device.nonlinearity), float(device.g_min), float(float(device.initial_jump) > 0), float(device.jump_delay),
+        float(device.dg_std), float(gain_factor), float(bool(has_msp)),
+    ])
+
+
+@njit(inline="always")
+def pcm_cell_lsp_response(signed, params, j, i, k, scale, normals, cursor, s, spare):
+    """The response of the low-significance pair of the two-pair PCM cell
+    (:class:`insitu.cells.TwoPairPCM` with ``lsp_reference="pair"``, LSP devices a
+    :class:`~insitu.devices.PCMDevice`), for the stateful sequential kernel. One compiled
+    response (and kernel) serves every such cell: the device's constants are read at run time.
+
+    The cell keeps its state in several tensors, so ``params`` is the tuple of their numpy views
+    ``(g, since, sets, lsp, msp, polarity, constants)``: the LSP conductances ``(2, out, in)`` (the
+    tile's ``weight``: ``g⁺``, ``g⁻``), the SET pulses since RESET ``(4, out, in)`` and all SET
+    pulses ``(4, out, in)`` (float64) per plane of :data:`insitu.cells.multi_conductance.PLANES`,
+    the LSP devices' parameters ``(3, 2, out, in)`` (``g_max, dg, jump``), the MSP conductances
+    ``(2, out, in)``, the polarity ``(out, in)`` (all float32 but the pulse totals) and
+    :func:`pcm_cell_constants`. ``signed > 0`` fires that many SET pulses on ``g⁺`` of
+    cross-point ``(j, i)``, ``< 0`` on ``g⁻``, pulse by pulse with the arithmetic of
+    :func:`pcm_set_pulses` (float32, the reference's order; one normal per pulse from the kernel's
+    buffer; the pulse counter not capped, as the cell counts it). Returns the new
+    ``W = (g⁺ − g⁻) + F p (G⁺ − G⁻)`` in float32, computed as the cell refreshes its cached ``W``
+    (``TwoPairPCM._refresh_cached``), and the buffer's cursor. ``k`` (one device per cross-point)
+    and ``scale`` are not used.
+    """
+    g, since, sets, lsp, msp, polarity, constants = params
+    nonlinearity = constants[0]
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    low = np.float32(constants[1])
+    exponent = np.float32(nonlinearity)
+    has_jump = constants[2] != 0.0
+    delay = constants[3]
+    dg_std = constants[4]
+    std = np.float32(dg_std)
+    side = 0 if signed > 0 else 1
+    n = signed if signed > 0 else -signed
+    plane = 2 + side  # LSP_P or LSP_M in PLANES (msp_plus, msp_minus, lsp_plus, lsp_minus)
+    value = g[side, j, i]
+    pulses = since[plane, j, i]
+    g_max = lsp[0, side, j, i]
+    dg = lsp[1, side, j, i]
+    jump = lsp[2, side, j, i]
+    for _ in range(n):
+        if nonlinearity == 0.0:
+            step = dg
+        else:
+            left = max((g_max - value) / (g_max - low), zero)
+            step = dg * (left if nonlinearity == 1.0 else left**exponent)
+        if has_jump:
+            if pulses == delay:
+                step = jump
+            if delay > 0 and pulses < delay:
+                step = zero
+        if dg_std > 0.0:
+            xi, cursor = _draw(normals, cursor, s, spare)
+            # A SET pulse never lowers the conductance: the noisy factor is floored at 0.
+            step = step * max(np.float32(xi) * std + one, zero)
+        value = min(value + step, g_max)
+        pulses += one
+    g[side, j, i] = value
+    since[plane, j, i] = pulses
+    sets[plane, j, i] += n
+    w = g[0, j, i] - g[1, j, i]
+    if constants[6] != 0.0:
+        w = w + (np.float32(constants[5]) * polarity[j, i]) * (msp[0, j, i] - msp[1, j, i])
+    return w, cursor
