@@ -11,6 +11,7 @@ cell with the hardware's transfer (column by column, interleaved with training) 
     python docs/reproductions/cristiano_2018_pcm_full.py weights     # |W| per layer in each run's last checkpoint
     python docs/reproductions/cristiano_2018_pcm_full.py pack --only NAME   # commit a run's checkpoint (xz) to continue it later
     python docs/reproductions/cristiano_2018_pcm_full.py drift       # how much of a small drift a transfer keeps, per cell
+    python docs/reproductions/cristiano_2018_pcm_full.py residual    # the residual transfer on the preset's devices: kept, failures
 
 Each run checkpoints after every epoch in ``runs/cristiano-2018-pcm-full/<name>`` and continues from
 there when the command is run again (``--epochs`` may grow). ``summarize`` copies each run's
@@ -377,9 +378,53 @@ def drift(transfers: int = 40, n: int = 4000, drifts=(0.002, 0.005, 0.01, 0.02))
     (DATA / "transfer-drift.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def residual_probe(transfers: int = 20, n: int = 4000, drifts=(0.005, 0.01)) -> None:
+    """The residual transfer on the preset's devices (mapped cell, gain set to 1): the share of a
+    drift kept and the tuning failures, refreshes and pulses of ``transfers`` transfers of ``n``
+    weights (as :func:`drift`), without the residual, with residual tolerances 0.003 and 0.01, and
+    with an LSP without its initial jump. Prints a table; saves ``residual-probe.json``."""
+    from insitu.tile import AnalogTile
+
+    torch.set_num_threads(1)
+    start = torch.rand(1, n, generator=torch.Generator().manual_seed(1)) - 0.5
+    lsp = _two_pair().cell.lsp
+    cells = {
+        "no residual": _two_pair(weight_scaling_omega=0.25),
+        "residual 0.003": _two_pair(weight_scaling_omega=0.25, residual_tolerance=0.003),
+        "residual 0.01": _two_pair(weight_scaling_omega=0.25, residual_tolerance=0.01),
+        "residual 0.003, LSP without initial jump": _two_pair(weight_scaling_omega=0.25, residual_tolerance=0.003, lsp=lsp.replace(initial_jump=0.0)),
+        "residual 0.01, LSP without initial jump": _two_pair(weight_scaling_omega=0.25, residual_tolerance=0.01, lsp=lsp.replace(initial_jump=0.0)),
+    }
+    table = {}
+    print("| cell | " + " | ".join(f"kept, drift {d}" for d in drifts) + " | tuning failures | refreshes | tuning pulses |")
+    print("| --- |" + " ---: |" * (len(drifts) + 3))
+    for label, config in cells.items():
+        config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
+        kept, totals = {}, {"clt_failures": 0, "refreshes": 0, "clt_pulses": 0.0}
+        for d in drifts:
+            tile = AnalogTile(1, n, config, seed=0)
+            tile.cell.program(tile, start)
+            before = tile.get_weights().clone()
+            programmed = {k: tile.cell.stats[k] for k in totals}
+            for _ in range(transfers):
+                with torch.no_grad():
+                    tile.weight[0] += d  # the LSP's g⁺
+                tile.cell.invalidate()
+                tile.cell.transfer(tile, torch.arange(n))
+            kept[str(d)] = round(float((tile.get_weights() - before).mean()) / (transfers * d), 3)
+            for k in totals:
+                totals[k] += tile.cell.stats[k] - programmed[k]
+        table[label] = {"kept": kept, **totals}
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in kept.values())
+              + f" | {totals['clt_failures']} | {totals['refreshes']} | {totals['clt_pulses']:.0f} |", flush=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    out = {"transfers": transfers, "weights": n, "start": "uniform in ±0.5 device units", "cells": table}
+    (DATA / "residual-probe.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "summarize", "weights", "pack", "drift"])
+    parser.add_argument("action", choices=["run", "summarize", "weights", "pack", "drift", "residual"])
     parser.add_argument("--only", default=None, help="comma-separated condition names")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
@@ -392,6 +437,9 @@ def main() -> None:
         return
     if args.action == "drift":
         drift()
+        return
+    if args.action == "residual":
+        residual_probe()
         return
     names = list(CONDITIONS) if args.only is None else args.only.split(",")
     unknown = [n for n in names if n not in CONDITIONS]
