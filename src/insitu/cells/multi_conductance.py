@@ -458,8 +458,9 @@ class TwoPairPCM(Cell):
     def apply_writes(self, tile, x: torch.Tensor, d: torch.Tensor, lr: float) -> None:
         """Open-loop update of the LSP from the rank-1 writes ``(x, δ)``; transfers when due."""
         config, lsp = self.config, self.config.lsp
-        # The pulse trains and coincidences of Gokmen & Vlasov 2016 (one LSP step per coincidence),
-        # drawn by the RPU tile's own code from the tile's generator; the counter records them per device.
+        # The pulse trains and coincidences of Gokmen & Vlasov 2016 (one LSP SET pulse per
+        # coincidence): in the compiled kernel on the compiled backend, else drawn by the RPU tile's
+        # torch engine from the tile's generator, a counter recording them per device.
         # With a gain s the network's ΔW is written as ΔW / s in device units (weight_scaling_omega).
         lr_devices = lr if self.weight_scale == 1.0 else lr / self.weight_scale
         if not self._compiled_lsp_writes(tile, x, d, lr_devices):
