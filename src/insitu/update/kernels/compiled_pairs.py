@@ -216,6 +216,25 @@ def exp_step_up_pulses(g, counts, planes, sigma, add, slope, normals):
         g[m] = value
 
 
+@njit(inline="always")
+def _pcm_set_step(value, pulses, g_max, dg, jump, nonlinearity, low, exponent, has_jump, delay):
+    """The mean step of one SET pulse of :meth:`PCMDevice.set_pulse` in float32, in its order: the
+    gradual step ``dg ((g_max − g) / (g_max − g_min))^nonlinearity`` (clamped at 0), the jump on
+    pulse ``delay`` after a RESET and nothing before it (``pulses``: SET pulses since the RESET)."""
+    zero = np.float32(0.0)
+    if nonlinearity == 0.0:
+        step = dg
+    else:
+        left = max((g_max - value) / (g_max - low), zero)
+        step = dg * (left if nonlinearity == 1.0 else left**exponent)
+    if has_jump:
+        if pulses == delay:
+            step = jump
+        if delay > 0 and pulses < delay:
+            step = zero
+    return step
+
+
 @njit(nogil=True)
 def pcm_set_pulses(g, since, counts, params, normals, nonlinearity, g_min, has_jump, delay, dg_std):
     """``counts[m]`` SET pulses on PCM device ``m``, pulse by pulse, in place: the rounds of
@@ -239,16 +258,7 @@ def pcm_set_pulses(g, since, counts, params, normals, nonlinearity, g_min, has_j
         dg = params[1, m]
         jump = params[2, m]
         for k in range(int(counts[m])):
-            if nonlinearity == 0.0:
-                step = dg
-            else:
-                left = max((g_max - value) / (g_max - low), zero)
-                step = dg * (left if nonlinearity == 1.0 else left**exponent)
-            if has_jump:
-                if pulses == delay:
-                    step = jump
-                if delay > 0 and pulses < delay:
-                    step = zero
+            step = _pcm_set_step(value, pulses, g_max, dg, jump, nonlinearity, low, exponent, has_jump, delay)
             if dg_std > 0.0:
                 step = step * max(normals[k, m] * std + one, zero)
             value = min(value + step, g_max)
@@ -307,16 +317,7 @@ def pcm_cell_lsp_response(signed, params, j, i, k, scale, normals, cursor, s, sp
     dg = lsp[1, side, j, i]
     jump = lsp[2, side, j, i]
     for _ in range(n):
-        if nonlinearity == 0.0:
-            step = dg
-        else:
-            left = max((g_max - value) / (g_max - low), zero)
-            step = dg * (left if nonlinearity == 1.0 else left**exponent)
-        if has_jump:
-            if pulses == delay:
-                step = jump
-            if delay > 0 and pulses < delay:
-                step = zero
+        step = _pcm_set_step(value, pulses, g_max, dg, jump, nonlinearity, low, exponent, has_jump, delay)
         if dg_std > 0.0:
             xi, cursor = _draw(normals, cursor, s, spare)
             # A SET pulse never lowers the conductance: the noisy factor is floored at 0.
