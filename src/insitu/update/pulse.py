@@ -287,12 +287,13 @@ def compiled_state_update(weights: np.ndarray, state: tuple, respond, x, d, lr, 
         from .kernels.compiled import stateful_sequential_kernel
         from .kernels.rng_state import as_views
 
-        plan = cache["cell_state"] = (key, stateful_sequential_kernel(respond), *as_views(rng_state), np.zeros(3))
-    _, kernel, words, spare, tally = plan
+        # The kernel's unused scale argument is allocated once here, not at every update.
+        plan = cache["cell_state"] = (key, stateful_sequential_kernel(respond), *as_views(rng_state), np.zeros(3), np.ones(1))
+    _, kernel, words, spare, tally, unit = plan
     _attach_tally(counters, tally, cache)
     dtype = torch.float32 if weights.dtype == np.float32 else torch.float64
     kernel(
-        weights, state, np.ones(1, dtype=weights.dtype), _as_numpy(x, dtype), _as_numpy(d, dtype), lr, dw_min, config.bl,
+        weights, state, unit, _as_numpy(x, dtype), _as_numpy(d, dtype), lr, dw_min, config.bl,
         config.update_management, config.dynamic_bl, words, spare, tally,
     )
     counters.rank1_updates += x.shape[0]
