@@ -81,6 +81,99 @@ def test_closed_loop_tuning_reports_the_pairs_it_cannot_reach():
     assert not short["converged"][10:].all()
 
 
+def _tune_both_paths(device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, iterations, read_noise, seed):
+    """The torch reference and the compiled kernel on the same pairs (their own draws)."""
+    from insitu.update.kernels import use_backend
+    from insitu.update.kernels.rng_state import new_state
+
+    args = (device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, iterations)
+    reference = closed_loop_tune(*args, torch.Generator().manual_seed(seed), read_noise=read_noise)
+    with use_backend("compiled"):
+        compiled = closed_loop_tune(*args, torch.Generator().manual_seed(seed), read_noise=read_noise, rng_state=new_state(seed, 1))
+    return reference, compiled
+
+
+@pytest.mark.parametrize("read_noise", [0.0, 0.01])
+@pytest.mark.parametrize("start", ["reset", "programmed"])
+def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_noise, start):
+    """The compiled program-and-verify (pair by pair, draws from the kernel stream) against the torch
+    loop (pairs in lockstep): the same distribution of final errors, pulses, reads and outcomes."""
+    n = 6000
+    gen = torch.Generator().manual_seed(2)
+    params = NONLINEAR_MSP.draw_parameters((2, n), gen)
+    target = torch.empty(n).uniform_(-0.6, 0.6, generator=gen)
+    target[:200] = 3.0  # unreachable: these pairs use every iteration and fail
+    if start == "reset":
+        g_plus = g_minus = since_plus = since_minus = torch.zeros(n)
+    else:  # devices part-way up their range, past the jump
+        g_plus = 0.5 * torch.rand(n, generator=gen) * params[0, 0]
+        g_minus = 0.5 * torch.rand(n, generator=gen) * params[0, 1]
+        since_plus, since_minus = torch.full((n,), 7.0), torch.full((n,), 9.0)
+    reference, compiled = _tune_both_paths(
+        NONLINEAR_MSP, g_plus, g_minus, since_plus, since_minus, params[:, 0], params[:, 1], target, 0.01, 60, read_noise, seed=3)
+    for result in (reference, compiled):
+        assert (result["g_plus"] >= g_plus).all() and (result["g_minus"] >= g_minus).all()  # SET only
+        assert (result["g_plus"] <= params[0, 0]).all() and (result["g_minus"] <= params[0, 1]).all()
+        assert torch.equal(result["since_plus"] - since_plus, result["pulses_plus"])
+        assert torch.equal(result["since_minus"] - since_minus, result["pulses_minus"])
+        assert not result["converged"][:200].any()
+        assert result["reads"] == n + int(result["pulses_plus"].sum() + result["pulses_minus"].sum())
+        if read_noise == 0:
+            assert torch.equal(result["converged"], result["within_tolerance"])
+    assert reference["iterations"] == compiled["iterations"] == 60
+    reachable = slice(200, None)
+
+    def stats(result):
+        pulses = (result["pulses_plus"] + result["pulses_minus"])[reachable]
+        error = (target - (result["g_plus"] - result["g_minus"]))[reachable]
+        return pulses.mean(), pulses.std(), error.abs().mean(), error.std(), result["converged"][reachable].float().mean(), result["within_tolerance"][reachable].float().mean()
+
+    ref, comp = stats(reference), stats(compiled)
+    m = n - 200
+    assert abs(ref[0] - comp[0]) < 4 * (ref[1] / math.sqrt(m)) * math.sqrt(2)  # mean pulses a pair
+    assert abs(ref[1] / comp[1] - 1) < 0.1  # their spread
+    assert abs(ref[2] / comp[2] - 1) < 0.06  # mean |error|, near the tolerance
+    assert abs(ref[3] / comp[3] - 1) < 0.06
+    for k in (4, 5):  # fractions converged (as the controller reads it) and truly within
+        p = float(ref[k])
+        assert abs(float(ref[k]) - float(comp[k])) <= 4 * math.sqrt(max(p * (1 - p), 1e-4) * 2 / m) + 1e-9
+    if read_noise > 0:  # noisy verify accepts some pairs outside the tolerance, in both paths alike
+        accepted = [int((r["converged"] & ~r["within_tolerance"]).sum()) for r in (reference, compiled)]
+        assert min(accepted) > 0 and abs(accepted[0] - accepted[1]) <= 4 * math.sqrt(sum(accepted))
+    # The unreachable pairs: the same pulses (every iteration), the same final fill.
+    assert torch.equal(reference["pulses_plus"][:200], compiled["pulses_plus"][:200])
+    fill = [(r["g_plus"][:200] / params[0, 0, :200]).mean() for r in (reference, compiled)]
+    assert abs(fill[0] - fill[1]) < 0.01
+
+
+def test_compiled_closed_loop_tuning_is_deterministic_and_advances_the_stream():
+    from insitu.update.kernels import use_backend
+    from insitu.update.kernels.rng_state import new_state
+
+    n = 500
+    gen = torch.Generator().manual_seed(4)
+    params = NONLINEAR_MSP.draw_parameters((2, n), gen)
+    target = torch.empty(n).uniform_(-0.5, 0.5, generator=gen)
+    zero = torch.zeros(n)
+    args = (NONLINEAR_MSP, zero, zero, zero, zero, params[:, 0], params[:, 1], target, 0.01, 100, torch.Generator())
+    state = new_state(5, 1)
+    with use_backend("compiled"):
+        first = closed_loop_tune(*args, read_noise=0.01, rng_state=state.clone())
+        again = closed_loop_tune(*args, read_noise=0.01, rng_state=state.clone())
+        advanced = state.clone()
+        closed_loop_tune(*args, read_noise=0.01, rng_state=advanced)
+        other = closed_loop_tune(*args, read_noise=0.01, rng_state=advanced)
+    for key in ("g_plus", "g_minus", "pulses_plus", "converged", "within_tolerance"):
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first["g_plus"], other["g_plus"])  # the stream moved on
+    assert torch.equal(zero, torch.zeros(n))  # inputs untouched
+    # The torch backend ignores the kernel state: the reference loop runs.
+    with use_backend("torch"):
+        reference = closed_loop_tune(*args[:-1], torch.Generator().manual_seed(0), read_noise=0.01, rng_state=state.clone())
+    expected = closed_loop_tune(*args[:-1], torch.Generator().manual_seed(0), read_noise=0.01)
+    assert torch.equal(reference["g_plus"], expected["g_plus"])
+
+
 # -- transfer, polarity, RESET ---------------------------------------------------------------------
 def test_transfer_preserves_the_weight_within_tolerance_and_resets_the_low_pair():
     torch.manual_seed(0)

@@ -232,15 +232,21 @@ def test_the_cell_programs_with_noisy_verify_reads_and_counts_them():
     assert all(a < b for a, b in zip(spreads, spreads[1:])), spreads
 
 
-def test_read_noise_comes_from_the_tile_generator():
+@pytest.mark.parametrize("backend", ["torch", "compiled"])
+def test_read_noise_comes_from_the_tile_streams(backend):
+    """The torch path draws the verify reads from the tile's torch generator, the compiled tuning
+    from its kernel stream (``tile.pulse_rng``); both are reseeded by ``tile.manual_seed``."""
+    from insitu.update.kernels import use_backend
+
     target = torch.linspace(-0.5, 0.5, 24).view(4, 6)
     global_rng = torch.get_rng_state()
     runs = []
     for noise, reseed in ((0.02, None), (0.02, None), (0.02, 123), (0.0, None)):
-        tile = AnalogTile(4, 6, TileConfig(cell=_cell(clt_read_noise=noise)), seed=7)  # the same devices
-        if reseed is not None:
-            tile.generator.manual_seed(reseed)
-        tile.set_weights(target)
+        with use_backend(backend):
+            tile = AnalogTile(4, 6, TileConfig(cell=_cell(clt_read_noise=noise)), seed=7)  # the same devices
+            if reseed is not None:
+                tile.manual_seed(reseed)
+            tile.set_weights(target)
         runs.append(tile.get_weights())
     assert torch.equal(runs[0], runs[1])  # same seed, same reads
     assert not torch.equal(runs[0], runs[2])  # another state of the tile's generator, other reads

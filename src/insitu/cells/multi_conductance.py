@@ -716,7 +716,7 @@ class TwoPairPCM(Cell):
             result = closed_loop_tune(
                 device, g[plus][where], g[minus][where], since[plus, where], since[minus, where],
                 pair_params[:, 0, where], pair_params[:, 1, where], goal, tolerance, config.clt_max_iterations, tile.generator,
-                read_noise=read_noise,
+                read_noise=read_noise, rng_state=tile.pulse_rng,
             )
             g[plus][where], g[minus][where] = result["g_plus"], result["g_minus"]
             since[plus, where], since[minus, where] = result["since_plus"], result["since_minus"]

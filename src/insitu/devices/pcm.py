@@ -308,6 +308,7 @@ def closed_loop_tune(
     max_iterations: int,
     generator: torch.Generator,
     read_noise: float = 0.0,
+    rng_state: torch.Tensor | None = None,
 ) -> dict:
     """Program ``g_plus − g_minus`` to ``target`` by program-and-verify with SET pulses only.
 
@@ -333,6 +334,12 @@ def closed_loop_tune(
         generator: pulse-to-pulse noise and read noise.
         read_noise: std of the Gaussian noise of each verify read, in the units of ``target``
             (0: exact reads).
+        rng_state: a tile's compiled-kernel generator state (``tile.pulse_rng``). Given it, a
+            :class:`PCMDevice` on float32 CPU tensors is tuned in one compiled call on the compiled
+            backend (:func:`~insitu.update.kernels.compiled_pairs.pcm_closed_loop_tune`: pair by
+            pair, pulse noise and read noise from that stream instead of ``generator``; the same
+            tuning in distribution, other draws). Without it (or where it does not apply) the
+            PyTorch loop below runs: the reference, and the path on CUDA.
 
     Returns:
         dict with the new ``g_plus``, ``g_minus``, ``since_plus``, ``since_minus``, the SET pulses
@@ -341,6 +348,11 @@ def closed_loop_tune(
         is), ``iterations`` (iterations used by the slowest pair) and ``reads`` (verify reads
         done, all pairs together: ``n`` initial reads plus one per pulse).
     """
+    if rng_state is not None and _compiled_tune_applies(device, (g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target)):
+        return _compiled_closed_loop_tune(
+            device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations,
+            read_noise, rng_state,
+        )
     g_plus, g_minus = g_plus.clone(), g_minus.clone()
     since_plus, since_minus = since_plus.clone(), since_minus.clone()
     pulses_plus = torch.zeros_like(g_plus)
@@ -378,4 +390,42 @@ def closed_loop_tune(
         "g_plus": g_plus, "g_minus": g_minus, "since_plus": since_plus, "since_minus": since_minus,
         "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged,
         "within_tolerance": within, "iterations": iterations, "reads": reads,
+    }
+
+
+def _compiled_tune_applies(device, tensors) -> bool:
+    """Whether :func:`closed_loop_tune` runs compiled: a :class:`PCMDevice`, float32 CPU tensors,
+    the compiled backend."""
+    if type(device) is not PCMDevice:
+        return False
+    if any(t.dtype != torch.float32 or not t.is_cpu or t.requires_grad for t in tensors):
+        return False
+    from ..update.kernels import select_backend
+
+    return select_backend(tensors[0].device) == "compiled"
+
+
+def _compiled_closed_loop_tune(device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance,
+                               max_iterations, read_noise, rng_state) -> dict:
+    """:func:`closed_loop_tune` in the compiled kernel (its caller has checked that it applies)."""
+    from ..update.kernels.compiled_pairs import pcm_closed_loop_tune
+    from ..update.kernels.rng_state import as_views
+
+    g_plus, g_minus = g_plus.contiguous().clone(), g_minus.contiguous().clone()
+    since_plus, since_minus = since_plus.contiguous().clone(), since_minus.contiguous().clone()
+    pulses_plus, pulses_minus = torch.zeros_like(g_plus), torch.zeros_like(g_minus)
+    converged = torch.zeros(g_plus.shape, dtype=torch.bool)
+    within = torch.zeros(g_plus.shape, dtype=torch.bool)
+    words, spare = as_views(rng_state)
+    iterations, reads = pcm_closed_loop_tune(
+        g_plus.numpy(), g_minus.numpy(), since_plus.numpy(), since_minus.numpy(),
+        params_plus.contiguous().numpy(), params_minus.contiguous().numpy(), target.contiguous().numpy(),
+        float(tolerance), int(max_iterations), float(read_noise), float(device.nonlinearity), float(device.g_min),
+        device.initial_jump > 0, float(device.jump_delay), float(device.dg_std),
+        pulses_plus.numpy(), pulses_minus.numpy(), converged.numpy(), within.numpy(), words, spare,
+    )
+    return {
+        "g_plus": g_plus, "g_minus": g_minus, "since_plus": since_plus, "since_minus": since_minus,
+        "pulses_plus": pulses_plus, "pulses_minus": pulses_minus, "converged": converged,
+        "within_tolerance": within, "iterations": int(iterations), "reads": int(reads),
     }

@@ -29,11 +29,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .rng import fill_normals
+from .rng import fill_normals, normal
 
 __all__ = [
     "pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses", "pcm_set_pulses",
-    "pcm_cell_lsp_response", "pcm_cell_constants",
+    "pcm_cell_lsp_response", "pcm_cell_constants", "pcm_closed_loop_tune",
 ]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
@@ -331,3 +331,75 @@ def pcm_cell_lsp_response(signed, params, j, i, k, scale, normals, cursor, s, sp
     if constants[6] != 0.0:
         w = w + (np.float32(constants[5]) * polarity[j, i]) * (msp[0, j, i] - msp[1, j, i])
     return w, cursor
+
+
+@njit(nogil=True)
+def pcm_closed_loop_tune(
+    g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations, read_noise,
+    nonlinearity, g_min, has_jump, delay, dg_std, pulses_plus, pulses_minus, converged, within, s, spare,
+):
+    """Program-and-verify of PCM pairs (:func:`insitu.devices.pcm.closed_loop_tune`), one pair at a
+    time, in place.
+
+    Pair ``m`` is read (``g⁺ − g⁻`` plus ``read_noise`` times a normal), then, while its last read
+    is more than ``tolerance`` from ``target[m]`` and it has had fewer than ``max_iterations``
+    pulses, it gets one SET pulse (on ``g⁺`` where the read was too low, else on ``g⁻``; the
+    arithmetic of :func:`pcm_set_pulses`, one normal for the pulse's noise) and is read again.
+    The reference runs the pairs in lockstep (one pulse on every active pair per iteration); the
+    pairs are independent, so the order changes the draws, not the distribution. Normals come from
+    the scalar stream ``s`` of the tile's kernel state.
+
+    ``g_plus, g_minus, since_plus, since_minus, target`` float32 ``(n,)``; ``params_*`` float32
+    ``(3, n)`` (``g_max, dg, jump``); ``pulses_*`` float32 ``(n,)`` (zeros, filled with the pulses
+    fired); ``converged``, ``within`` bool ``(n,)`` (the last read, and the truth, within the
+    tolerance). Returns ``(iterations of the slowest pair, verify reads)``."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    low = np.float32(g_min)
+    exponent = np.float32(nonlinearity)
+    std = np.float32(dg_std)
+    tol = np.float32(tolerance)
+    noise = np.float32(read_noise)
+    slowest = 0
+    reads = 0
+    for m in range(g_plus.shape[0]):
+        gp = g_plus[m]
+        gm = g_minus[m]
+        sp = since_plus[m]
+        sm = since_minus[m]
+        goal = target[m]
+        read = gp - gm
+        if read_noise > 0.0:
+            read = read + noise * np.float32(normal(s, spare))
+        reads += 1
+        used = 0
+        while abs(goal - read) > tol and used < max_iterations:
+            used += 1
+            if goal - read > zero:
+                g_max = params_plus[0, m]
+                step = _pcm_set_step(gp, sp, g_max, params_plus[1, m], params_plus[2, m], nonlinearity, low, exponent, has_jump, delay)
+                if dg_std > 0.0:
+                    step = step * max(np.float32(normal(s, spare)) * std + one, zero)
+                gp = min(gp + step, g_max)
+                sp += one
+                pulses_plus[m] += one
+            else:
+                g_max = params_minus[0, m]
+                step = _pcm_set_step(gm, sm, g_max, params_minus[1, m], params_minus[2, m], nonlinearity, low, exponent, has_jump, delay)
+                if dg_std > 0.0:
+                    step = step * max(np.float32(normal(s, spare)) * std + one, zero)
+                gm = min(gm + step, g_max)
+                sm += one
+                pulses_minus[m] += one
+            read = gp - gm
+            if read_noise > 0.0:
+                read = read + noise * np.float32(normal(s, spare))
+            reads += 1
+        g_plus[m] = gp
+        g_minus[m] = gm
+        since_plus[m] = sp
+        since_minus[m] = sm
+        converged[m] = abs(goal - read) <= tol
+        within[m] = abs(goal - (gp - gm)) <= tol
+        slowest = max(slowest, used)
+    return slowest, reads
