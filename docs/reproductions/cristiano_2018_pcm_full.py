@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cristiano_2018_pcm import _two_pair  # noqa: E402  (the preset with some cell fields changed)
+from insitu.presets import _peer_pcm_table  # noqa: E402
 
 from insitu.data import load_dataset  # noqa: E402
 from insitu.training import TrainConfig, run_training  # noqa: E402
@@ -207,6 +208,25 @@ CONDITIONS = {
     "two-pair-omega-025-columns": (
         "two pairs, mapped (ω 0.25), 8 columns per transfer, verify read noise 0.01",
         lambda: _two_pair(weight_scaling_omega=0.25, transfer_mode="columns", transfer_columns=8, clt_read_noise=0.01),
+    ),
+    # Session 25: the paper's device requirements at full size (issue 18, item 3), each one change of
+    # the mapped cell (`two-pair-omega-025`, whole-array transfer every 1,000 examples). The reduced
+    # study found that the LSP must be near-linear only when transfers are rare (T = 10,000:
+    # nonlinearity 3 cost 3.1 points; T = 1,000: nothing) and that a large initial jump (0.5 of
+    # G_max) hurts. The preset's LSP: nonlinearity 0.2, jump 0.02.
+    "two-pair-omega-025-lsp-nonlinearity-3": (
+        "two pairs, mapped (ω 0.25), LSP nonlinearity 3 (preset 0.2)",
+        lambda: _two_pair(weight_scaling_omega=0.25, lsp=_two_pair().cell.lsp.replace(nonlinearity=3.0)),
+    ),
+    "two-pair-omega-025-lsp-jump-05": (
+        "two pairs, mapped (ω 0.25), LSP initial jump 0.5 of G_max (preset 0.02)",
+        lambda: _two_pair(weight_scaling_omega=0.25, lsp=_two_pair().cell.lsp.replace(initial_jump=0.5)),
+    ),
+    # A measured-like PCM device in the MSP: the peer's PCM preset device measured into a jump table
+    # (insitu.presets._peer_pcm_table; where its numbers come from: cristiano-2018-pcm.md, session 10).
+    "two-pair-omega-025-peer-table-msp": (
+        "two pairs, mapped (ω 0.25), MSP devices the peer's PCM device as a jump table",
+        lambda: _two_pair(weight_scaling_omega=0.25, msp=_peer_pcm_table(1.0)),
     ),
 }
 
