@@ -333,6 +333,18 @@ def pcm_cell_lsp_response(signed, params, j, i, k, scale, normals, cursor, s, sp
     return w, cursor
 
 
+@njit(inline="always")
+def _noisy_set_pulse(value, pulses, params, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare):
+    """``value`` after one SET pulse on PCM device ``m`` (``params`` ``(3, n)``: ``g_max, dg, jump``):
+    :func:`_pcm_set_step` times the floored noisy factor (one normal from the scalar stream ``s``),
+    capped at ``g_max``."""
+    g_max = params[0, m]
+    step = _pcm_set_step(value, pulses, g_max, params[1, m], params[2, m], nonlinearity, low, exponent, has_jump, delay)
+    if dg_std > 0.0:
+        step = step * max(np.float32(normal(s, spare)) * std + np.float32(1.0), np.float32(0.0))
+    return min(value + step, g_max)
+
+
 @njit(nogil=True)
 def pcm_closed_loop_tune(
     g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations, read_noise,
@@ -376,19 +388,11 @@ def pcm_closed_loop_tune(
         while abs(goal - read) > tol and used < max_iterations:
             used += 1
             if goal - read > zero:
-                g_max = params_plus[0, m]
-                step = _pcm_set_step(gp, sp, g_max, params_plus[1, m], params_plus[2, m], nonlinearity, low, exponent, has_jump, delay)
-                if dg_std > 0.0:
-                    step = step * max(np.float32(normal(s, spare)) * std + one, zero)
-                gp = min(gp + step, g_max)
+                gp = _noisy_set_pulse(gp, sp, params_plus, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare)
                 sp += one
                 pulses_plus[m] += one
             else:
-                g_max = params_minus[0, m]
-                step = _pcm_set_step(gm, sm, g_max, params_minus[1, m], params_minus[2, m], nonlinearity, low, exponent, has_jump, delay)
-                if dg_std > 0.0:
-                    step = step * max(np.float32(normal(s, spare)) * std + one, zero)
-                gm = min(gm + step, g_max)
+                gm = _noisy_set_pulse(gm, sm, params_minus, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare)
                 sm += one
                 pulses_minus[m] += one
             read = gp - gm
