@@ -88,21 +88,38 @@ def _tune_both_paths(device, g_plus, g_minus, since_plus, since_minus, params_pl
 
     args = (device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, iterations)
     reference = closed_loop_tune(*args, torch.Generator().manual_seed(seed), read_noise=read_noise)
+    assert device.compiled_tune_kernel() is not None  # else both would run the reference
     with use_backend("compiled"):
         compiled = closed_loop_tune(*args, torch.Generator().manual_seed(seed), read_noise=read_noise, rng_state=new_state(seed, 1))
     return reference, compiled
 
 
+def _peer_table_msp():
+    from insitu.presets import _peer_pcm_table
+
+    return _peer_pcm_table(1.0)
+
+
 @pytest.mark.parametrize("read_noise", [0.0, 0.01])
 @pytest.mark.parametrize("start", ["reset", "programmed"])
-def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_noise, start):
+@pytest.mark.parametrize("device_name", ["pcm", "jump-table"])
+def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_noise, start, device_name):
     """The compiled program-and-verify (pair by pair, draws from the kernel stream) against the torch
-    loop (pairs in lockstep): the same distribution of final errors, pulses, reads and outcomes."""
-    n = 6000
+    loop (pairs in lockstep): the same distribution of final errors, pulses, reads and outcomes, for
+    a nonlinear PCM device with an initial jump and for a measured-like jump table (the peer's PCM
+    device: steps of 12 % of the range after RESET down to 0.5 %, spread 5-7 %)."""
+    # The table's errors are heavy-tailed (steps of up to 0.12 with spread 0.06 against a tolerance
+    # of 0.01), so its statistics need 4x the pairs and wider ratio bounds: across 8 seeds the
+    # reference's own mean |error|, its spread and the unreachable pairs' fill vary by 3.8 %, 3.2 %
+    # and 0.0097 at 6,000 pairs (the reset case without read noise, kernel seeds 0-7, session 26).
+    device, n, ratio_bound, fill_bound = (
+        (NONLINEAR_MSP, 6000, 0.06, 0.01) if device_name == "pcm" else (_peer_table_msp(), 24000, 0.1, 0.025)
+    )
+    unreachable = n // 30
     gen = torch.Generator().manual_seed(2)
-    params = NONLINEAR_MSP.draw_parameters((2, n), gen)
+    params = device.draw_parameters((2, n), gen)
     target = torch.empty(n).uniform_(-0.6, 0.6, generator=gen)
-    target[:200] = 3.0  # unreachable: these pairs use every iteration and fail
+    target[:unreachable] = 3.0  # unreachable: these pairs use every iteration and fail
     if start == "reset":
         g_plus = g_minus = since_plus = since_minus = torch.zeros(n)
     else:  # devices part-way up their range, past the jump
@@ -110,18 +127,20 @@ def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_
         g_minus = 0.5 * torch.rand(n, generator=gen) * params[0, 1]
         since_plus, since_minus = torch.full((n,), 7.0), torch.full((n,), 9.0)
     reference, compiled = _tune_both_paths(
-        NONLINEAR_MSP, g_plus, g_minus, since_plus, since_minus, params[:, 0], params[:, 1], target, 0.01, 60, read_noise, seed=3)
+        device, g_plus, g_minus, since_plus, since_minus, params[:, 0], params[:, 1], target, 0.01, 60, read_noise, seed=3)
     for result in (reference, compiled):
-        assert (result["g_plus"] >= g_plus).all() and (result["g_minus"] >= g_minus).all()  # SET only
+        if device_name == "pcm":  # SET pulses never lower a PCM device (a measured table's noisy ones may)
+            assert (result["g_plus"] >= g_plus).all() and (result["g_minus"] >= g_minus).all()
+        assert (result["g_plus"] >= 0).all() and (result["g_minus"] >= 0).all()
         assert (result["g_plus"] <= params[0, 0]).all() and (result["g_minus"] <= params[0, 1]).all()
         assert torch.equal(result["since_plus"] - since_plus, result["pulses_plus"])
         assert torch.equal(result["since_minus"] - since_minus, result["pulses_minus"])
-        assert not result["converged"][:200].any()
+        assert not result["converged"][:unreachable].any()
         assert result["reads"] == n + int(result["pulses_plus"].sum() + result["pulses_minus"].sum())
         if read_noise == 0:
             assert torch.equal(result["converged"], result["within_tolerance"])
     assert reference["iterations"] == compiled["iterations"] == 60
-    reachable = slice(200, None)
+    reachable = slice(unreachable, None)
 
     def stats(result):
         pulses = (result["pulses_plus"] + result["pulses_minus"])[reachable]
@@ -129,11 +148,11 @@ def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_
         return pulses.mean(), pulses.std(), error.abs().mean(), error.std(), result["converged"][reachable].float().mean(), result["within_tolerance"][reachable].float().mean()
 
     ref, comp = stats(reference), stats(compiled)
-    m = n - 200
+    m = n - unreachable
     assert abs(ref[0] - comp[0]) < 4 * (ref[1] / math.sqrt(m)) * math.sqrt(2)  # mean pulses a pair
     assert abs(ref[1] / comp[1] - 1) < 0.1  # their spread
-    assert abs(ref[2] / comp[2] - 1) < 0.06  # mean |error|, near the tolerance
-    assert abs(ref[3] / comp[3] - 1) < 0.06
+    assert abs(ref[2] / comp[2] - 1) < ratio_bound  # mean |error|, near the tolerance
+    assert abs(ref[3] / comp[3] - 1) < ratio_bound
     for k in (4, 5):  # fractions converged (as the controller reads it) and truly within
         p = float(ref[k])
         assert abs(float(ref[k]) - float(comp[k])) <= 4 * math.sqrt(max(p * (1 - p), 1e-4) * 2 / m) + 1e-9
@@ -141,9 +160,9 @@ def test_compiled_closed_loop_tuning_matches_the_reference_in_distribution(read_
         accepted = [int((r["converged"] & ~r["within_tolerance"]).sum()) for r in (reference, compiled)]
         assert min(accepted) > 0 and abs(accepted[0] - accepted[1]) <= 4 * math.sqrt(sum(accepted))
     # The unreachable pairs: the same pulses (every iteration), the same final fill.
-    assert torch.equal(reference["pulses_plus"][:200], compiled["pulses_plus"][:200])
-    fill = [(r["g_plus"][:200] / params[0, 0, :200]).mean() for r in (reference, compiled)]
-    assert abs(fill[0] - fill[1]) < 0.01
+    assert torch.equal(reference["pulses_plus"][:unreachable], compiled["pulses_plus"][:unreachable])
+    fill = [(r["g_plus"][:unreachable] / params[0, 0, :unreachable]).mean() for r in (reference, compiled)]
+    assert abs(fill[0] - fill[1]) < fill_bound
 
 
 def test_compiled_closed_loop_tuning_is_deterministic_and_advances_the_stream():

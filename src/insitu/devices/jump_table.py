@@ -124,6 +124,11 @@ class JumpTableDevice(ConductanceDevice):
         zeros = (0.0,) * len(self.mean)
         return self.replace(std=zeros, std_down=zeros if self.mean_down else ())
 
+    def compiled_tune_kernel(self):
+        from ..update.kernels.compiled_pairs import jump_table_closed_loop_tune
+
+        return jump_table_closed_loop_tune(self)
+
     def _draw(self, g, params, generator, mean, std) -> torch.Tensor:
         edges = torch.tensor(self.bin_edges, device=g.device, dtype=g.dtype)
         table_mean = torch.tensor(mean, device=g.device, dtype=g.dtype)

@@ -107,6 +107,13 @@ class ConductanceDevice(Config):
         """This device without pulse-to-pulse noise (the expected step of every pulse)."""
         raise NotImplementedError
 
+    def compiled_tune_kernel(self):
+        """The compiled closed-loop tuning of pairs of this device (a kernel of
+        :mod:`insitu.update.kernels.compiled_pairs` with :meth:`set_pulse`'s arithmetic, see
+        :func:`closed_loop_tune`), or ``None``: then the PyTorch loop tunes them. A subclass that
+        changes :meth:`set_pulse` must change this too."""
+        return None
+
 
 @register_config
 @dataclasses.dataclass
@@ -185,6 +192,11 @@ class PCMDevice(ConductanceDevice):
 
     def noise_free(self) -> "PCMDevice":
         return self.replace(dg_std=0.0)
+
+    def compiled_tune_kernel(self):
+        from ..update.kernels.compiled_pairs import pcm_closed_loop_tune
+
+        return pcm_closed_loop_tune(self)
 
     def set_pulse(self, g, pulses_since_reset, params, generator) -> torch.Tensor:
         g_max, dg, jump = params[0], params[1], params[2]
@@ -348,9 +360,12 @@ def closed_loop_tune(
         is), ``iterations`` (iterations used by the slowest pair) and ``reads`` (verify reads
         done, all pairs together: ``n`` initial reads plus one per pulse).
     """
-    if rng_state is not None and _compiled_tune_applies(device, (g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target)):
+    kernel = None if rng_state is None else _compiled_tune_kernel(
+        device, (g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target)
+    )
+    if kernel is not None:
         return _compiled_closed_loop_tune(
-            device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations,
+            kernel, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations,
             read_noise, rng_state,
         )
     g_plus, g_minus = g_plus.clone(), g_minus.clone()
@@ -393,22 +408,22 @@ def closed_loop_tune(
     }
 
 
-def _compiled_tune_applies(device, tensors) -> bool:
-    """Whether :func:`closed_loop_tune` runs compiled: a :class:`PCMDevice`, float32 CPU tensors,
-    the compiled backend."""
-    if type(device) is not PCMDevice:
-        return False
+def _compiled_tune_kernel(device, tensors):
+    """The compiled kernel :func:`closed_loop_tune` runs (the device's
+    :meth:`~ConductanceDevice.compiled_tune_kernel`), or ``None`` where the PyTorch loop runs: a
+    device without one, tensors other than float32 on the CPU, or a backend other than compiled."""
     if any(t.dtype != torch.float32 or not t.is_cpu or t.requires_grad for t in tensors):
-        return False
+        return None
     from ..update.kernels import select_backend
 
-    return select_backend(tensors[0].device) == "compiled"
+    if select_backend(tensors[0].device) != "compiled":
+        return None
+    return device.compiled_tune_kernel()
 
 
-def _compiled_closed_loop_tune(device, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance,
+def _compiled_closed_loop_tune(kernel, g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance,
                                max_iterations, read_noise, rng_state) -> dict:
-    """:func:`closed_loop_tune` in the compiled kernel (its caller has checked that it applies)."""
-    from ..update.kernels.compiled_pairs import pcm_closed_loop_tune
+    """:func:`closed_loop_tune` in the compiled ``kernel`` (its caller has checked that it applies)."""
     from ..update.kernels.rng_state import as_views
 
     g_plus, g_minus = g_plus.contiguous().clone(), g_minus.contiguous().clone()
@@ -417,11 +432,10 @@ def _compiled_closed_loop_tune(device, g_plus, g_minus, since_plus, since_minus,
     converged = torch.zeros(g_plus.shape, dtype=torch.bool)
     within = torch.zeros(g_plus.shape, dtype=torch.bool)
     words, spare = as_views(rng_state)
-    iterations, reads = pcm_closed_loop_tune(
+    iterations, reads = kernel(
         g_plus.numpy(), g_minus.numpy(), since_plus.numpy(), since_minus.numpy(),
         params_plus.contiguous().numpy(), params_minus.contiguous().numpy(), target.contiguous().numpy(),
-        float(tolerance), int(max_iterations), float(read_noise), float(device.nonlinearity), float(device.g_min),
-        device.initial_jump > 0, float(device.jump_delay), float(device.dg_std),
+        float(tolerance), int(max_iterations), float(read_noise),
         pulses_plus.numpy(), pulses_minus.numpy(), converged.numpy(), within.numpy(), words, spare,
     )
     return {

@@ -33,7 +33,7 @@ from .rng import fill_normals, normal
 
 __all__ = [
     "pcm_pair_response", "jump_table_pair_response", "exp_step_conductance_pair_response", "exp_step_up_pulses", "pcm_set_pulses",
-    "pcm_cell_lsp_response", "pcm_cell_constants", "pcm_closed_loop_tune",
+    "pcm_cell_lsp_response", "pcm_cell_constants", "pcm_closed_loop_tune", "jump_table_closed_loop_tune",
 ]
 
 _NORMALS = 128  # the kernel's normal buffer (compiled._NORMALS)
@@ -333,77 +333,125 @@ def pcm_cell_lsp_response(signed, params, j, i, k, scale, normals, cursor, s, sp
     return w, cursor
 
 
-@njit(inline="always")
-def _noisy_set_pulse(value, pulses, params, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare):
-    """``value`` after one SET pulse on PCM device ``m`` (``params`` ``(3, n)``: ``g_max, dg, jump``):
-    :func:`_pcm_set_step` times the floored noisy factor (one normal from the scalar stream ``s``),
-    capped at ``g_max``."""
-    g_max = params[0, m]
-    step = _pcm_set_step(value, pulses, g_max, params[1, m], params[2, m], nonlinearity, low, exponent, has_jump, delay)
-    if dg_std > 0.0:
-        step = step * max(np.float32(normal(s, spare)) * std + np.float32(1.0), np.float32(0.0))
-    return min(value + step, g_max)
+def _closed_loop_tune(set_pulse):
+    """The program-and-verify loop of :func:`insitu.devices.pcm.closed_loop_tune`, compiled, around
+    ``set_pulse(value, pulses, params, m, s, spare) -> value`` (one noisy SET pulse on device ``m``
+    whose parameter planes are ``params[:, m]``, ``pulses`` SET pulses after its RESET; its noise
+    from the scalar stream ``s``).
 
+    The kernel tunes one pair at a time, in place. Pair ``m`` is read (``g⁺ − g⁻`` plus
+    ``read_noise`` times a normal), then, while its last read is more than ``tolerance`` from
+    ``target[m]`` and it has had fewer than ``max_iterations`` pulses, it gets one SET pulse (on
+    ``g⁺`` where the read was too low, else on ``g⁻``) and is read again. The reference runs the
+    pairs in lockstep (one pulse on every active pair per iteration); the pairs are independent,
+    so the order changes the draws, not the distribution. Normals come from the scalar stream ``s``
+    of the tile's kernel state.
 
-@njit(nogil=True)
-def pcm_closed_loop_tune(
-    g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations, read_noise,
-    nonlinearity, g_min, has_jump, delay, dg_std, pulses_plus, pulses_minus, converged, within, s, spare,
-):
-    """Program-and-verify of PCM pairs (:func:`insitu.devices.pcm.closed_loop_tune`), one pair at a
-    time, in place.
+    Arguments ``(g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target,
+    tolerance, max_iterations, read_noise, pulses_plus, pulses_minus, converged, within, s,
+    spare)``: ``g_*``, ``since_*`` (counted up by one per pulse, not capped, as the reference
+    counts), ``target`` float32 ``(n,)``; ``params_*`` float32 ``(planes, n)``; ``pulses_*``
+    float32 ``(n,)`` (zeros, filled with the pulses fired); ``converged``, ``within`` bool ``(n,)``
+    (the last read, and the truth, within the tolerance). Returns ``(iterations of the slowest
+    pair, verify reads)``."""
 
-    Pair ``m`` is read (``g⁺ − g⁻`` plus ``read_noise`` times a normal), then, while its last read
-    is more than ``tolerance`` from ``target[m]`` and it has had fewer than ``max_iterations``
-    pulses, it gets one SET pulse (on ``g⁺`` where the read was too low, else on ``g⁻``; the
-    arithmetic of :func:`pcm_set_pulses`, one normal for the pulse's noise) and is read again.
-    The reference runs the pairs in lockstep (one pulse on every active pair per iteration); the
-    pairs are independent, so the order changes the draws, not the distribution. Normals come from
-    the scalar stream ``s`` of the tile's kernel state.
-
-    ``g_plus, g_minus, since_plus, since_minus, target`` float32 ``(n,)``; ``params_*`` float32
-    ``(3, n)`` (``g_max, dg, jump``); ``pulses_*`` float32 ``(n,)`` (zeros, filled with the pulses
-    fired); ``converged``, ``within`` bool ``(n,)`` (the last read, and the truth, within the
-    tolerance). Returns ``(iterations of the slowest pair, verify reads)``."""
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    low = np.float32(g_min)
-    exponent = np.float32(nonlinearity)
-    std = np.float32(dg_std)
-    tol = np.float32(tolerance)
-    noise = np.float32(read_noise)
-    slowest = 0
-    reads = 0
-    for m in range(g_plus.shape[0]):
-        gp = g_plus[m]
-        gm = g_minus[m]
-        sp = since_plus[m]
-        sm = since_minus[m]
-        goal = target[m]
-        read = gp - gm
-        if read_noise > 0.0:
-            read = read + noise * np.float32(normal(s, spare))
-        reads += 1
-        used = 0
-        while abs(goal - read) > tol and used < max_iterations:
-            used += 1
-            if goal - read > zero:
-                gp = _noisy_set_pulse(gp, sp, params_plus, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare)
-                sp += one
-                pulses_plus[m] += one
-            else:
-                gm = _noisy_set_pulse(gm, sm, params_minus, m, nonlinearity, low, exponent, has_jump, delay, dg_std, std, s, spare)
-                sm += one
-                pulses_minus[m] += one
+    @njit(nogil=True)
+    def tune(g_plus, g_minus, since_plus, since_minus, params_plus, params_minus, target, tolerance, max_iterations,
+             read_noise, pulses_plus, pulses_minus, converged, within, s, spare):
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        tol = np.float32(tolerance)
+        noise = np.float32(read_noise)
+        slowest = 0
+        reads = 0
+        for m in range(g_plus.shape[0]):
+            gp = g_plus[m]
+            gm = g_minus[m]
+            sp = since_plus[m]
+            sm = since_minus[m]
+            goal = target[m]
             read = gp - gm
             if read_noise > 0.0:
                 read = read + noise * np.float32(normal(s, spare))
             reads += 1
-        g_plus[m] = gp
-        g_minus[m] = gm
-        since_plus[m] = sp
-        since_minus[m] = sm
-        converged[m] = abs(goal - read) <= tol
-        within[m] = abs(goal - (gp - gm)) <= tol
-        slowest = max(slowest, used)
-    return slowest, reads
+            used = 0
+            while abs(goal - read) > tol and used < max_iterations:
+                used += 1
+                if goal - read > zero:
+                    gp = set_pulse(gp, sp, params_plus, m, s, spare)
+                    sp += one
+                    pulses_plus[m] += one
+                else:
+                    gm = set_pulse(gm, sm, params_minus, m, s, spare)
+                    sm += one
+                    pulses_minus[m] += one
+                read = gp - gm
+                if read_noise > 0.0:
+                    read = read + noise * np.float32(normal(s, spare))
+                reads += 1
+            g_plus[m] = gp
+            g_minus[m] = gm
+            since_plus[m] = sp
+            since_minus[m] = sm
+            converged[m] = abs(goal - read) <= tol
+            within[m] = abs(goal - (gp - gm)) <= tol
+            slowest = max(slowest, used)
+        return slowest, reads
+
+    return tune
+
+
+def pcm_closed_loop_tune(device):
+    """The compiled closed-loop tuning (:func:`_closed_loop_tune`) of pairs of ``device`` (a
+    :class:`~insitu.devices.PCMDevice`, planes ``g_max, dg, jump``): per SET pulse
+    :func:`_pcm_set_step` (the arithmetic of :func:`pcm_set_pulses`, float32) times the floored
+    noisy factor ``max(1 + dg_std ξ, 0)``, capped at ``g_max``. Cached per constant set."""
+    key = ("pcm-tune", float(device.nonlinearity), float(device.g_min), float(device.initial_jump) > 0,
+           float(device.jump_delay), float(device.dg_std))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    _, nonlinearity, g_min, has_jump, delay, dg_std = key
+
+    @njit(inline="always")
+    def set_pulse(value, pulses, params, m, s, spare):
+        low = np.float32(g_min)
+        exponent = np.float32(nonlinearity)
+        g_max = params[0, m]
+        step = _pcm_set_step(value, pulses, g_max, params[1, m], params[2, m], nonlinearity, low, exponent, has_jump, delay)
+        if dg_std > 0.0:
+            step = step * max(np.float32(normal(s, spare)) * np.float32(dg_std) + np.float32(1.0), np.float32(0.0))
+        return min(value + step, g_max)
+
+    tune = _CACHE[key] = _closed_loop_tune(set_pulse)
+    return tune
+
+
+def jump_table_closed_loop_tune(device):
+    """The compiled closed-loop tuning (:func:`_closed_loop_tune`) of pairs of ``device`` (a
+    :class:`~insitu.devices.JumpTableDevice`, planes ``g_max, gain``): per SET pulse the
+    arithmetic of :meth:`JumpTableDevice.set_pulse` in float32, ``ΔG = gain (mean[b] + std[b] ξ)``
+    in the bin ``b`` of the present ``G`` (the top edge in the last bin), ``G`` kept within the
+    table's edges; one normal per pulse, drawn also where the bin's spread is 0, as the reference
+    draws. Cached per table."""
+    key = ("jump-table-tune", tuple(float(e) for e in device.bin_edges), tuple(float(m) for m in device.mean),
+           tuple(float(v) for v in device.std))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    edges = np.array(key[1], dtype=np.float32)
+    means = np.array(key[2], dtype=np.float32)
+    stds = np.array(key[3], dtype=np.float32)
+    inner = edges.shape[0] - 2  # interior edges
+
+    @njit(inline="always")
+    def set_pulse(value, pulses, params, m, s, spare):
+        b = 0
+        while b < inner and value >= edges[b + 1]:
+            b += 1
+        xi = np.float32(normal(s, spare))
+        step = params[1, m] * (means[b] + stds[b] * xi)
+        return min(max(value + step, edges[0]), edges[inner + 1])
+
+    tune = _CACHE[key] = _closed_loop_tune(set_pulse)
+    return tune
