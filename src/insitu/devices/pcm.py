@@ -347,11 +347,13 @@ def closed_loop_tune(
         read_noise: std of the Gaussian noise of each verify read, in the units of ``target``
             (0: exact reads).
         rng_state: a tile's compiled-kernel generator state (``tile.pulse_rng``). Given it, a
-            :class:`PCMDevice` on float32 CPU tensors is tuned in one compiled call on the compiled
-            backend (:func:`~insitu.update.kernels.compiled_pairs.pcm_closed_loop_tune`: pair by
-            pair, pulse noise and read noise from that stream instead of ``generator``; the same
-            tuning in distribution, other draws). Without it (or where it does not apply) the
-            PyTorch loop below runs: the reference, and the path on CUDA.
+            device with a compiled tuning (:meth:`ConductanceDevice.compiled_tune_kernel`:
+            :class:`PCMDevice`, :class:`~insitu.devices.JumpTableDevice`) on float32 CPU tensors is
+            tuned in one compiled call on the compiled backend
+            (:mod:`insitu.update.kernels.compiled_pairs`: pair by pair, pulse noise and read noise
+            from that stream instead of ``generator``; the same tuning in distribution, other
+            draws). Without it (or where it does not apply) the PyTorch loop below runs: the
+            reference, and the path on CUDA.
 
     Returns:
         dict with the new ``g_plus``, ``g_minus``, ``since_plus``, ``since_minus``, the SET pulses
