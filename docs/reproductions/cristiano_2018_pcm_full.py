@@ -222,6 +222,17 @@ CONDITIONS = {
         "two pairs, mapped (ω 0.25), LSP initial jump 0.5 of G_max (preset 0.02)",
         lambda: _two_pair(weight_scaling_omega=0.25, lsp=_two_pair().cell.lsp.replace(initial_jump=0.5)),
     ),
+    # Session 26: the linearity requirement where the reduced study found it (transfers every 10,000
+    # examples: nonlinearity 3 cost 3.1 points there, nothing at 1,000), at full size on the mapped
+    # cell, with the preset's LSP as its control.
+    "two-pair-omega-025-t10000": (
+        "two pairs, mapped (ω 0.25), transfer every 10,000 examples",
+        lambda: _two_pair(weight_scaling_omega=0.25, transfer_every=10_000),
+    ),
+    "two-pair-omega-025-t10000-lsp-nonlinearity-3": (
+        "two pairs, mapped (ω 0.25), transfer every 10,000 examples, LSP nonlinearity 3",
+        lambda: _two_pair(weight_scaling_omega=0.25, transfer_every=10_000, lsp=_two_pair().cell.lsp.replace(nonlinearity=3.0)),
+    ),
     # A measured-like PCM device in the MSP: the peer's PCM preset device measured into a jump table
     # (insitu.presets._peer_pcm_table; where its numbers come from: cristiano-2018-pcm.md, session 10).
     "two-pair-omega-025-peer-table-msp": (
