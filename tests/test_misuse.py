@@ -100,7 +100,7 @@ def test_python_dash_m_insitu_runs_the_cli():
 
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = subprocess.run([sys.executable, "-m", "insitu", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "insitu", "--help"], capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0 and "Usage: insitu" in result.stdout
 
 

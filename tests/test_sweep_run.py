@@ -112,7 +112,7 @@ def test_sigkill_mid_study_leaves_a_consistent_store_and_resume_skips_finished_p
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         completed = 0
         while completed < 1 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
