@@ -12,6 +12,7 @@ cell with the hardware's transfer (column by column, interleaved with training) 
     python docs/reproductions/cristiano_2018_pcm_full.py pack --only NAME   # commit a run's checkpoint (xz) to continue it later
     python docs/reproductions/cristiano_2018_pcm_full.py drift       # how much of a small drift a transfer keeps, per cell
     python docs/reproductions/cristiano_2018_pcm_full.py residual    # the residual transfer on the preset's devices: kept, failures
+    python docs/reproductions/cristiano_2018_pcm_full.py walk        # how far transfers alone move the weights (preset and jump-table MSP)
 
 Each run checkpoints after every epoch in ``runs/cristiano-2018-pcm-full/<name>`` and continues from
 there when the command is run again (``--epochs`` may grow). ``summarize`` copies each run's
@@ -453,9 +454,52 @@ def residual_probe(transfers: int = 20, n: int = 4000, drifts=(0.005, 0.01)) -> 
     (DATA / "residual-probe.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+WALK_CONDITIONS = ("two-pair-omega-025", "two-pair-omega-025-peer-table-msp")
+
+
+def transfer_walk(transfers: int = 20, n: int = 4000) -> None:
+    """How far the transfers alone move the weights, per cell (session 26): ``n`` weights (one row,
+    gain 1, as :func:`drift`) programmed uniformly in ±0.5 device units, then ``transfers``
+    whole-row transfers with nothing learned in between. A transfer retunes the MSP to the present
+    weight and stops anywhere within the tolerance (or fails), so each one moves a weight a little:
+    prints and saves (``transfer-walk.json``) the error of the first programming, the spread of the
+    weights' change over the transfers, and the tunings' failures, refreshes and pulses."""
+    from insitu.tile import AnalogTile
+
+    torch.set_num_threads(1)
+    start = torch.rand(1, n, generator=torch.Generator().manual_seed(1)) - 0.5
+    table = {}
+    print("| cell | programming: mean / mean abs error | change over the transfers: mean / std | failed tunings | refreshes | tuning pulses |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in WALK_CONDITIONS:
+        label, spec = CONDITIONS[name]
+        config = spec()
+        config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
+        tile = AnalogTile(1, n, config, seed=0)
+        tile.cell.program(tile, start)
+        programmed = tile.get_weights().clone()
+        before = {k: tile.cell.stats[k] for k in ("clt_failures", "refreshes", "clt_pulses")}
+        for _ in range(transfers):
+            tile.cell.invalidate()
+            tile.cell.transfer(tile, torch.arange(n))
+        change = tile.get_weights() - programmed
+        error = programmed - start
+        row = {
+            "label": label, "programming_error_mean": round(float(error.mean()), 5), "programming_error_abs": round(float(error.abs().mean()), 5),
+            "change_mean": round(float(change.mean()), 5), "change_std": round(float(change.std()), 5),
+            **{k: tile.cell.stats[k] - v for k, v in before.items()},
+        }
+        table[name] = row
+        print(f"| {label} | {row['programming_error_mean']:+.4f} / {row['programming_error_abs']:.4f} | {row['change_mean']:+.4f} / "
+              f"{row['change_std']:.4f} | {row['clt_failures']} | {row['refreshes']} | {row['clt_pulses']:.0f} |", flush=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    out = {"transfers": transfers, "weights": n, "start": "uniform in ±0.5 device units", "cells": table}
+    (DATA / "transfer-walk.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "summarize", "weights", "pack", "drift", "residual"])
+    parser.add_argument("action", choices=["run", "summarize", "weights", "pack", "drift", "residual", "walk"])
     parser.add_argument("--only", default=None, help="comma-separated condition names")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
@@ -471,6 +515,9 @@ def main() -> None:
         return
     if args.action == "residual":
         residual_probe()
+        return
+    if args.action == "walk":
+        transfer_walk()
         return
     names = list(CONDITIONS) if args.only is None else args.only.split(",")
     unknown = [n for n in names if n not in CONDITIONS]
