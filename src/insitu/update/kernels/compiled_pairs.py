@@ -22,6 +22,11 @@ normals; the response returns the new cursor.
 The device's constants (nonlinearity, jump, noise, the jump table) are frozen into each response
 by the factories below (numba compiles closures over constants), which are cached per constant
 set: one compilation per device configuration.
+
+The closed-loop tuning of pairs (program-and-verify, :func:`insitu.devices.pcm.closed_loop_tune`)
+is compiled here too: one loop (:func:`_closed_loop_tune`) around a device's noisy SET pulse, one
+kernel per device configuration (:func:`pcm_closed_loop_tune`, :func:`jump_table_closed_loop_tune`),
+which a device returns from :meth:`~insitu.devices.pcm.ConductanceDevice.compiled_tune_kernel`.
 """
 
 from __future__ import annotations
@@ -122,6 +127,16 @@ def pcm_pair_response(device):
     return respond
 
 
+@njit(inline="always")
+def _table_bin(g, edges, inner):
+    """The bin ``b`` of a jump table holding ``g``: ``edges[b] <= g < edges[b + 1]``, the top edge
+    in the last bin (as ``torch.bucketize(g, edges[1:-1], right=True)``); ``inner`` interior edges."""
+    b = 0
+    while b < inner and g >= edges[b + 1]:
+        b += 1
+    return b
+
+
 def jump_table_pair_response(device):
     """The response of a :class:`~insitu.devices.JumpTablePairDevice` pair of ``device`` (a
     :class:`~insitu.devices.JumpTableDevice`): per SET pulse ``ΔG = gain (mean[b] + std[b] ξ)`` in
@@ -144,9 +159,7 @@ def jump_table_pair_response(device):
     def set_pulses(g, since, n, params, base, j, i, k, normals, cursor, s, spare):
         gain = float(params[base + 1, j, i, k])
         for _ in range(n):
-            b = 0
-            while b < inner and g >= edges[b + 1]:
-                b += 1
+            b = _table_bin(g, edges, inner)
             step = means[b]
             if noisy:
                 xi, cursor = _draw(normals, cursor, s, spare)
@@ -446,9 +459,7 @@ def jump_table_closed_loop_tune(device):
 
     @njit(inline="always")
     def set_pulse(value, pulses, params, m, s, spare):
-        b = 0
-        while b < inner and value >= edges[b + 1]:
-            b += 1
+        b = _table_bin(value, edges, inner)
         xi = np.float32(normal(s, spare))
         step = params[1, m] * (means[b] + stds[b] * xi)
         return min(max(value + step, edges[0]), edges[inner + 1])
