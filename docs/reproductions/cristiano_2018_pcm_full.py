@@ -223,6 +223,12 @@ CONDITIONS = {
         "two pairs, mapped (ω 0.25), LSP initial jump 0.5 of G_max (preset 0.02)",
         lambda: _two_pair(weight_scaling_omega=0.25, lsp=_two_pair().cell.lsp.replace(initial_jump=0.5)),
     ),
+    # Session 26: a smaller initial jump (0.2 of G_max), between the preset's 0.02 and the 0.5 that
+    # costs 1.5 points at full size.
+    "two-pair-omega-025-lsp-jump-02": (
+        "two pairs, mapped (ω 0.25), LSP initial jump 0.2 of G_max (preset 0.02)",
+        lambda: _two_pair(weight_scaling_omega=0.25, lsp=_two_pair().cell.lsp.replace(initial_jump=0.2)),
+    ),
     # Session 26: the linearity requirement where the reduced study found it (transfers every 10,000
     # examples: nonlinearity 3 cost 3.1 points there, nothing at 1,000), at full size on the mapped
     # cell, with the preset's LSP as its control.
