@@ -379,6 +379,27 @@ DRIFT_CONDITIONS = (
 )
 
 
+def _probe_tile(config, start):
+    """A one-row tile of ``config``'s cell for the transfer probes: gain 1 (no mapping), no
+    scheduled transfers, its weights programmed to ``start`` ``(1, n)``."""
+    from insitu.tile import AnalogTile
+
+    config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
+    tile = AnalogTile(1, start.shape[1], config, seed=0)
+    tile.cell.program(tile, start)
+    return tile
+
+
+def _transfer_row(tile, drift: float = 0.0) -> None:
+    """Let the LSP's ``g⁺`` grow by ``drift`` (what the open-loop updates would gather between two
+    transfers; the tile holds the low pair g⁺, g⁻), then transfer the whole row."""
+    if drift:
+        with torch.no_grad():
+            tile.weight[0] += drift
+    tile.cell.invalidate()
+    tile.cell.transfer(tile, torch.arange(tile.weight.shape[-1]))
+
+
 def drift(transfers: int = 40, n: int = 4000, drifts=(0.002, 0.005, 0.01, 0.02)) -> None:
     """How much of a small, steady drift the transfer keeps, per cell: ``n`` independent weights
     (one row of a tile) programmed uniformly in ±0.5 device units, then ``transfers`` times: the
@@ -386,8 +407,6 @@ def drift(transfers: int = 40, n: int = 4000, drifts=(0.002, 0.005, 0.01, 0.02))
     and the whole row is transferred. Prints and saves (``transfer-drift.json`` in the docs' data)
     the mean change of the weights over ``transfers · drift``: 1 when the drift is kept, 0 when every
     transfer rounds it away."""
-    from insitu.tile import AnalogTile
-
     torch.set_num_threads(1)
     start = torch.rand(1, n, generator=torch.Generator().manual_seed(1)) - 0.5
     table = {}
@@ -396,17 +415,12 @@ def drift(transfers: int = 40, n: int = 4000, drifts=(0.002, 0.005, 0.01, 0.02))
     for name in DRIFT_CONDITIONS:
         label, spec = CONDITIONS[name]
         config = spec()
-        config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
         kept, failures = {}, 0
         for d in drifts:
-            tile = AnalogTile(1, n, config, seed=0)
-            tile.cell.program(tile, start)
+            tile = _probe_tile(config, start)
             before = tile.get_weights().clone()
             for _ in range(transfers):
-                with torch.no_grad():
-                    tile.weight[0] += d  # the LSP's g⁺ (the tile holds the low pair g⁺, g⁻)
-                tile.cell.invalidate()
-                tile.cell.transfer(tile, torch.arange(n))
+                _transfer_row(tile, d)
             kept[str(d)] = round(float((tile.get_weights() - before).mean()) / (transfers * d), 3)
             failures += tile.cell.stats["clt_failures"]
         table[name] = {"label": label, "kept": kept, "clt_failures": failures}
@@ -421,8 +435,6 @@ def residual_probe(transfers: int = 20, n: int = 4000, drifts=(0.005, 0.01)) -> 
     drift kept and the tuning failures, refreshes and pulses of ``transfers`` transfers of ``n``
     weights (as :func:`drift`), without the residual, with residual tolerances 0.003 and 0.01, and
     with an LSP without its initial jump. Prints a table; saves ``residual-probe.json``."""
-    from insitu.tile import AnalogTile
-
     torch.set_num_threads(1)
     start = torch.rand(1, n, generator=torch.Generator().manual_seed(1)) - 0.5
     lsp = _two_pair().cell.lsp
@@ -437,18 +449,13 @@ def residual_probe(transfers: int = 20, n: int = 4000, drifts=(0.005, 0.01)) -> 
     print("| cell | " + " | ".join(f"kept, drift {d}" for d in drifts) + " | tuning failures | refreshes | tuning pulses |")
     print("| --- |" + " ---: |" * (len(drifts) + 3))
     for label, config in cells.items():
-        config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
         kept, totals = {}, {"clt_failures": 0, "refreshes": 0, "clt_pulses": 0.0}
         for d in drifts:
-            tile = AnalogTile(1, n, config, seed=0)
-            tile.cell.program(tile, start)
+            tile = _probe_tile(config, start)
             before = tile.get_weights().clone()
             programmed = {k: tile.cell.stats[k] for k in totals}
             for _ in range(transfers):
-                with torch.no_grad():
-                    tile.weight[0] += d  # the LSP's g⁺
-                tile.cell.invalidate()
-                tile.cell.transfer(tile, torch.arange(n))
+                _transfer_row(tile, d)
             kept[str(d)] = round(float((tile.get_weights() - before).mean()) / (transfers * d), 3)
             for k in totals:
                 totals[k] += tile.cell.stats[k] - programmed[k]
@@ -470,8 +477,6 @@ def transfer_walk(transfers: int = 20, n: int = 4000) -> None:
     weight and stops anywhere within the tolerance (or fails), so each one moves a weight a little:
     prints and saves (``transfer-walk.json``) the error of the first programming, the spread of the
     weights' change over the transfers, and the tunings' failures, refreshes and pulses."""
-    from insitu.tile import AnalogTile
-
     torch.set_num_threads(1)
     start = torch.rand(1, n, generator=torch.Generator().manual_seed(1)) - 0.5
     table = {}
@@ -479,15 +484,11 @@ def transfer_walk(transfers: int = 20, n: int = 4000) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in WALK_CONDITIONS:
         label, spec = CONDITIONS[name]
-        config = spec()
-        config = config.replace(cell=config.cell.replace(weight_scaling_omega=0.0, transfer_every=10**9))
-        tile = AnalogTile(1, n, config, seed=0)
-        tile.cell.program(tile, start)
+        tile = _probe_tile(spec(), start)
         programmed = tile.get_weights().clone()
         before = {k: tile.cell.stats[k] for k in ("clt_failures", "refreshes", "clt_pulses")}
         for _ in range(transfers):
-            tile.cell.invalidate()
-            tile.cell.transfer(tile, torch.arange(n))
+            _transfer_row(tile)
         change = tile.get_weights() - programmed
         error = programmed - start
         row = {
