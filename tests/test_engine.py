@@ -353,6 +353,39 @@ def test_the_kernel_normals_are_standard_normal_and_seeded():
     assert not np.array_equal(bulk, other)
 
 
+def test_the_lane_normals_are_standard_normal_independent_and_seeded():
+    """The sequential kernels' cycle-to-cycle normals (Box-Muller in float32 vector lanes,
+    :func:`insitu.update.kernels.rng.fill_lane_normals`): moments, the distribution
+    (Kolmogorov-Smirnov), tail probabilities out to 4.5 sigma, no correlation within a pair or
+    between neighbours, an odd length filled, the same lanes giving the same normals."""
+    from scipy import stats
+
+    from insitu.update.kernels.rng import fill_lane_normals, lane_normal_draws, load_lanes
+    from insitu.update.kernels.rng_state import as_views, new_state
+
+    def draw(seed, n):
+        lanes = load_lanes(as_views(new_state(seed))[0])
+        out = np.full(n, np.nan, dtype=np.float32)
+        fill_lane_normals(out, np.empty(lane_normal_draws(n), dtype=np.uint64), lanes)
+        return out.astype(np.float64)
+
+    n = 2_000_001  # odd: the last pair gives one normal
+    z = draw(11, n)
+    assert np.isfinite(z).all()
+    assert abs(z.mean()) < 5 / math.sqrt(n) and abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.skew(z)) < 5 * math.sqrt(6 / n) and abs(stats.kurtosis(z)) < 5 * math.sqrt(24 / n)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    for k in (2.0, 3.0, 4.0, 4.5):
+        p = 2 * stats.norm.sf(k)
+        assert abs((np.abs(z) > k).mean() - p) < 5 * math.sqrt(p / n) + 1 / n, k
+    half = n // 2  # a pair's two normals are z[t] and z[half + t]
+    for a, b in ((z[:half], z[half : 2 * half]), (z[:-1], z[1:])):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / math.sqrt(half)
+        assert abs(np.corrcoef(a * a, b * b)[0, 1]) < 5 / math.sqrt(half)  # a shared radius would correlate these
+    assert np.array_equal(draw(11, 1000), draw(11, 1000))
+    assert not np.array_equal(draw(11, 1000), draw(12, 1000))
+
+
 def test_the_train_lanes_are_uniform_seeded_and_saved_in_the_state():
     """The 16-lane stream of the pulse trains: its 32-bit halves are uniform and uncorrelated
     between neighbours (the order the trains read them), the lanes are distinct streams, the

@@ -18,7 +18,8 @@ One rank-1 update ``ΔW ≈ -lr δ xᵀ`` of an array of ``out × in`` cross-poi
    fired rows are visited. The device steps up where ``sign(x_i) ≠ sign(δ_j)``.
 4. The device family's response function moves every device of the cell by that many pulses,
    given one standard normal ``ξ`` for the cycle-to-cycle noise of those pulses (drawn only for
-   devices that received a coincidence, and only when the device has cycle-to-cycle noise).
+   devices that received a coincidence, and only when the device has cycle-to-cycle noise; the
+   sequential kernel draws them from the train lanes, :func:`.rng.fill_lane_normals`).
 
 The response is a jitted function supplied by the device model
 (:meth:`insitu.devices.DeviceModel.compiled_response`), so a new device family brings its own
@@ -26,8 +27,9 @@ response and every kernel here serves it; kernels are compiled once per response
 dtype (about a second each, at first use).
 
 Random numbers come from the tile's own xoshiro256** streams (:mod:`.rng`: the 16 train lanes for
-the pulse trains, the scalar stream for the cycle-to-cycle normals); the kernel is serial within
-a tile, so results do not depend on the number of threads.
+the pulse trains and the sequential kernel's cycle-to-cycle normals, the scalar stream for the
+summed and stateful kernels' normals); the kernel is serial within a tile, so results do not
+depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from llvmlite import ir
 from numba import njit, prange, types, uint64
 from numba.extending import intrinsic
 
-from .rng import LANES, fill_normals, fill_uniforms, load_lanes, store_lanes
+from .rng import LANES, fill_lane_normals, fill_normals, fill_uniforms, lane_normal_draws, load_lanes, store_lanes
 
 __all__ = [
     "sequential_kernel", "stateful_sequential_kernel", "summed_kernel", "stacked_kernel", "stacked_stateful_kernel",
@@ -165,17 +167,17 @@ def _sample_trains(
 
 
 @njit
-def _top_up_normals(normals, cursor, end, need, s, spare):
-    """Move the unused normals ``normals[cursor:end]`` to the front and draw more from the scalar
-    stream, at least ``need`` in all and in steps of ``_NORMALS`` (so that the end of a kernel
-    call leaves fewer than ``_NORMALS`` unused); returns ``(0, end)``. The normals come out in the
-    stream's order, whatever the top-up points."""
+def _top_up_normals(normals, cursor, end, need, lanes, raw):
+    """Move the unused normals ``normals[cursor:end]`` to the front and draw more from the lanes
+    (:func:`.rng.fill_lane_normals`, ``raw`` its scratch), at least ``need`` in all and in steps of
+    ``_NORMALS`` (so that the end of a kernel call leaves fewer than ``_NORMALS`` unused); returns
+    ``(0, end)``. The normals come out in the stream's order, whatever the top-up points."""
     remaining = end - cursor
     for t in range(remaining):
         normals[t] = normals[cursor + t]
     end = remaining + max(-(-(need - remaining) // _NORMALS), 1) * _NORMALS
     end = min(end, normals.shape[0])
-    fill_normals(normals[remaining:end], s, spare)
+    fill_lane_normals(normals[remaining:end], raw, lanes)
     return 0, end
 
 
@@ -272,10 +274,11 @@ def _make_sequential(respond):
         drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
         hit_counts = np.empty(n_in, dtype=np.int64)
-        # Cycle-to-cycle noise from a buffer filled in bulk, topped up before each column's
-        # devices (room for all of them): a generator call inside the coincidence loop keeps
-        # the compiler from optimising the loop.
-        normals = np.empty(n_in * n_dev + _NORMALS)
+        # Cycle-to-cycle noise from a buffer filled in bulk from the lanes (Box-Muller in vector
+        # registers, float32), topped up before each column's devices (room for all of them): a
+        # generator call inside the coincidence loop keeps the compiler from optimising the loop.
+        normals = np.empty(n_in * n_dev + _NORMALS, dtype=np.float32)
+        raw = np.empty(lane_normal_draws(normals.shape[0]), dtype=np.uint64)
         next_normal = 0
         normals_end = 0  # normals[next_normal:normals_end] are drawn and unused
         for b in range(batch):
@@ -300,7 +303,7 @@ def _make_sequential(respond):
                     hit_counts[hits] = count
                     hits += count != 0
                 if c2c > 0.0 and next_normal + hits * n_dev > normals_end:
-                    next_normal, normals_end = _top_up_normals(normals, next_normal, normals_end, hits * n_dev, s, spare)
+                    next_normal, normals_end = _top_up_normals(normals, next_normal, normals_end, hits * n_dev, lanes, raw)
                 for h in range(hits):
                     r = hit_rows[h]
                     count = hit_counts[h]
@@ -311,7 +314,7 @@ def _make_sequential(respond):
                     for k in range(n_dev):
                         xi = 0.0
                         if c2c > 0.0:
-                            xi = normals[next_normal]
+                            xi = np.float64(normals[next_normal])
                             next_normal += 1
                         weights[j, i, k] = respond(weights[j, i, k], signed, params, j, i, k, c2c, xi)
             tally[1] += coincidences

@@ -5,12 +5,13 @@ generator is :mod:`.rng`.
 
 The state is 69 64-bit words and one float, kept by the tile as a tensor of 70 int64 and saved in
 its ``state_dict``: same seed, same run; a restored tile continues draw for draw. Words 0-3 are
-the scalar stream (cycle-to-cycle normals, transfers), word 4 a flag kept for the layout, words
-5-68 the 16 lanes of the pulse-train stream (four planes of 16: ``s0`` of every lane, then ``s1``,
-``s2``, ``s3``; the lanes advance together, so the compiler draws 16 numbers per step in vector
-registers), the last entry a spare float64. Every word is seeded by splitmix64 from the tile's
-seed and a stream number, so the pulse streams are independent of the torch generator that draws
-the IO noise.
+the scalar stream (the normals of the summed and stateful kernels, transfers, compiled products),
+word 4 a flag kept for the layout, words 5-68 the 16 lanes of the pulse-train stream (four planes
+of 16: ``s0`` of every lane, then ``s1``, ``s2``, ``s3``; the lanes advance together, so the
+compiler draws 16 numbers per step in vector registers; the sequential kernels also draw their
+cycle-to-cycle normals from them), the last entry a spare float64. Every word is seeded by
+splitmix64 from the tile's seed and a stream number, so the pulse streams are independent of the
+torch generator that draws the IO noise.
 
 Uniforms for pulse trains have 32 bits (two per 64-bit draw of a lane).
 """
