@@ -184,15 +184,19 @@ def draw_array(device: DeviceConfig, shape, tile) -> tuple[torch.Tensor, torch.T
 
 
 def require_pulses(cell_name: str, device: DeviceConfig, role: str) -> None:
-    """Refuse devices that cannot take whole-pulse writes: an ideal device (it has no step) and
-    a family without the closed form of n pulses."""
+    """Refuse devices that cannot take whole-pulse writes: an ideal device (it has no step) and a
+    device with per-device state (a conductance pair: its writes go through its own state
+    planes). A family without the closed form of ``n`` pulses (``closed_form`` capability: the
+    power and exponential steps, the piecewise table) is written pulse by pulse
+    (:meth:`~insitu.devices.DeviceModel.apply_signed_pulses`), exact and slower."""
     if device.is_ideal:
         raise ConfigError(
             f"{cell_name}: the {role} device is an IdealDevice, which has no pulse step; whole-pulse writes need a "
             "pulsed device (e.g. ConstantStepDevice with dw_min_std=0 and no variation for a noiseless one)."
         )
-    if not device.capabilities.closed_form:
+    if device.capabilities.per_device_state:
         raise ConfigError(
-            f"{cell_name}: the {role} device {type(device).__name__} lacks the capability 'closed_form' "
-            "(n pulses applied at once), which whole-pulse writes need; choose another device."
+            f"{cell_name}: the {role} device {type(device).__name__} has per-device state ('per_device_state' "
+            "capability: a conductance pair), which whole-pulse writes of a learning-rule cell do not update; "
+            "choose a pulsed device."
         )
