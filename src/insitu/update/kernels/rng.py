@@ -230,7 +230,10 @@ def _normal_pair(a, b, c):
     is within a few float32 ulps of the exact transform of its uniforms."""
     one = uint32(_F32_ONE)
     high = int32(a >> uint32(1))  # 31 bits, >= 0
-    # float32(high) has exponent 127 + floor(log2 high) for high >= 1 (exactly).
+    # float32(high) has exponent 127 + floor(log2 high) for high >= 1 when the conversion is exact:
+    # a value of more than 24 significant bits could round up to the next power of two (from 2^31
+    # - 64 up: u >= 1 and a NaN radius), so above 2^24 the 7 low bits are cleared (24 remain).
+    high = high if high < int32(1 << 24) else high & int32(~127)
     exponent = int32(_f32_bits(float32(high)) >> uint32(23)) - int32(127 + 31)  # -(k + 1)
     exponent = exponent if exponent >= int32(-32) else int32(-32)  # high == 0
     m = _f32_from_bits((b & uint32(_MANTISSA)) | one)  # [1, 2)
