@@ -15,8 +15,8 @@ from numba import float32, int32, njit, types, uint32, uint64
 from numba.extending import intrinsic
 
 __all__ = [
-    "next_u64", "uniform53", "normal", "fill_normals", "fill_uniforms", "fill_lane_normals", "lane_normal_draws", "load_lanes", "store_lanes",
-    "LANES",
+    "next_u64", "uniform53", "normal", "fill_normals", "fill_uniforms", "fill_lane_normals", "lane_normal_draws",
+    "load_lanes", "store_lanes", "LANES",
 ]
 
 LANES = 16  # rng_state.LANES
