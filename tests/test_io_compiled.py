@@ -252,3 +252,34 @@ def test_a_product_of_the_wrong_width_is_refused_not_read_past():
         for call, width in ((tile.forward, 59), (tile.backward, 41)):
             with pytest.raises(RuntimeError):
                 call(_inputs(1, width))
+
+
+def test_the_bias_columns_one_is_appended_inside_the_product_with_the_same_results(monkeypatch):
+    # analog_linear(bias_column=True) at batch 1 of a plain tile appends the constant 1 in the
+    # product's compiled call (no F.pad): the same outputs and draws as the product of the padded
+    # inputs on a twin tile, and the padded inputs are what the update gets.
+    from insitu.nn.functional import analog_linear
+
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=3.0)
+    fused, twin = _tile(io), _tile(io)
+    x = _inputs(1, 59)
+    padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
+    with use_backend("compiled"):
+        outputs = [analog_linear(x, fused, bias_column=True)]  # keeps the plan
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.nn.functional, "pad", lambda *a, **k: pytest.fail("padded outside the product"))
+            outputs += [analog_linear(x, fused, bias_column=True) for _ in range(3)]
+            y, inputs = fused.forward_with_bias_column(x)
+        outputs.append(y)
+        expected = [twin.forward(padded) for _ in range(5)]
+    for got, want in zip(outputs, expected):
+        assert torch.equal(got, want)
+    assert torch.equal(inputs, padded)
+    assert len({float(y[0, 0].detach()) for y in outputs}) > 1  # fresh noise at every pass
+    # The saved inputs reach the update: backward stashes (x with its 1, δ).
+    fused._pending.clear()
+    x_grad = x.clone().requires_grad_()
+    with use_backend("compiled"):
+        analog_linear(x_grad, fused, bias_column=True).sum().backward()
+    (stashed, _), = fused._pending
+    assert torch.equal(stashed, padded) and x_grad.grad.shape == x.shape

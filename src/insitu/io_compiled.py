@@ -98,9 +98,28 @@ def _kernels():
         def forward(x, w, inp_bound, out_noise, out_bound, s, spare):
             """``out[b] = clip(w @ clip(x[b]) + out_noise ξ)``: ``w`` ``(n_out, n_in)`` row by row
             (each output one contiguous dot product)."""
+            out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+            forward_into(x, w, inp_bound, out_noise, out_bound, s, spare, out)
+            return out
+
+        @njit(nogil=True, fastmath=True)
+        def forward_bias_column(x, w, inp_bound, out_noise, out_bound, s, spare):
+            """``forward`` of ``x`` ``(batch, n_in - 1)`` with the bias column's constant 1
+            appended: returns the outputs and the inputs with the 1 (what the update takes)."""
+            batch, width = x.shape
+            inputs = np.empty((batch, width + 1), dtype=np.float32)
+            for b in range(batch):
+                for i in range(width):
+                    inputs[b, i] = x[b, i]
+                inputs[b, width] = 1.0
+            out = np.empty((batch, w.shape[0]), dtype=np.float32)
+            forward_into(inputs, w, inp_bound, out_noise, out_bound, s, spare, out)
+            return out, inputs
+
+        @njit(inline="always", fastmath=True)
+        def forward_into(x, w, inp_bound, out_noise, out_bound, s, spare, out):
             batch, n_in = x.shape
             n_out = w.shape[0]
-            out = np.empty((batch, n_out), dtype=np.float32)
             clipped = np.empty(n_in, dtype=np.float32)
             noise = np.zeros(n_out)
             for b in range(batch):
@@ -113,7 +132,6 @@ def _kernels():
                     for i in range(n_in):
                         acc += w[j, i] * clipped[i]
                     out[b, j] = min(max(acc + out_noise * noise[j], -out_bound), out_bound)
-            return out
 
         @njit(nogil=True, fastmath=True)
         def backward(d, w, inp_bound, out_noise, out_bound, s, spare):
@@ -305,6 +323,7 @@ def _kernels():
 
         _KERNELS["stacked"] = stacked
         _KERNELS["forward"] = forward
+        _KERNELS["forward_bias_column"] = forward_bias_column
         _KERNELS["backward"] = backward
         _KERNELS["managed"] = managed
         _KERNELS["managed_inputs"] = managed_inputs
@@ -438,3 +457,26 @@ class ProductPlan:
     def run(self, x: torch.Tensor, transposed: bool) -> torch.Tensor:
         """The product ``(batch, out)`` forward, ``(batch, in)`` backward (:func:`compiled_mvm`)."""
         return compiled_mvm(x, self.view, self.numbers[transposed], transposed, self.stream)
+
+    def serves_bias_column(self, weight: torch.Tensor, rng_state: torch.Tensor, io, x: torch.Tensor) -> bool:
+        """Whether :meth:`run_bias_column` computes the forward pass of ``x`` ``(batch, in - 1)``
+        with the bias column's 1 appended: as :meth:`serves`, for the plain periphery (no noise
+        or bound management) at up to :data:`MAX_BATCH` vectors."""
+        numbers = self.numbers[0]
+        return (
+            self.ios[0] is io and self.current(weight, rng_state) and get_backend() != "torch"
+            and x.dim() == 2 and x.shape[1] + 1 == self.view.shape[1] and x.shape[0] <= MAX_BATCH
+            and numbers[3] == 0 and numbers[5] == 0 and x.dtype == torch.float32 and x.is_cpu
+        )
+
+    def run_bias_column(self, x: torch.Tensor) -> tuple:
+        """``(y, inputs)``: the forward pass of ``x`` with the constant 1 appended (the same
+        arithmetic and draws as :meth:`run` on the padded inputs), and the padded inputs
+        ``(batch, in)``, made in the same call (a separate ``F.pad`` costs as much as the
+        product of a small layer)."""
+        xs = x.detach()
+        if not xs.is_contiguous():
+            xs = xs.contiguous()
+        inp_bound, out_noise, out_bound = self.numbers[0][:3]
+        y, inputs = _kernels()["forward_bias_column"](xs.numpy(), self.view, inp_bound, out_noise, out_bound, *self.stream)
+        return torch.from_numpy(y), torch.from_numpy(inputs)

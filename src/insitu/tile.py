@@ -409,6 +409,17 @@ class AnalogTile(nn.Module):
         """Analog forward pass ``y = W x`` for each row of ``x`` ``(batch, in)`` -> ``(batch, out)``."""
         return self._product(x, self.config.forward, False)
 
+    def forward_with_bias_column(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass of inputs ``x`` ``(batch, in - 1)`` whose last column, the bias
+        column's, is the constant 1: ``(y, inputs)`` with ``y`` ``(batch, out)`` and ``inputs``
+        ``(batch, in)`` (``x`` with the 1 appended: what :meth:`stash` takes). At batch 1 of a
+        plain tile the appending happens in the product's compiled call."""
+        plan = self._kernel_cache.get("product")
+        if plan is not None and plan.serves_bias_column(self._parameters["weight"], self.pulse_rng, self.config.forward, x):
+            return plan.run_bias_column(x)
+        inputs = torch.nn.functional.pad(x, (0, 1), value=1.0)
+        return self.forward(inputs), inputs
+
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         """Analog backward pass ``z = Wᵀ δ`` for each row of ``d`` ``(batch, out)`` -> ``(batch, in)``."""
         return self._product(d, self.config.backward, True)

@@ -27,12 +27,18 @@ class _AnalogMatMul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, tile, bias_column):
-        if bias_column:
-            # Appended here rather than before the call: one autograd node less per layer and
-            # step (a batch-1 step is dominated by such per-operation costs).
-            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
         ctx.tile = tile
         ctx.bias_column = bias_column
+        if bias_column:
+            # Appended here rather than before the call: one autograd node less per layer and
+            # step (a batch-1 step is dominated by such per-operation costs); by the tile where
+            # it can append it inside its product.
+            append = getattr(tile, "forward_with_bias_column", None)
+            if append is not None:
+                y, x = append(x)
+                ctx.save_for_backward(x)
+                return y
+            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
         ctx.save_for_backward(x)
         return tile.forward(x)
 
