@@ -445,12 +445,15 @@ class ProductPlan:
             and rng_state is self.rng and rng_state.data_ptr() == self.rng_pointer
         )
 
-    def serves(self, weight: torch.Tensor, rng_state: torch.Tensor, io, transposed: bool, x: torch.Tensor) -> bool:
+    def serves(self, weight: torch.Tensor, rng_state: torch.Tensor, io, transposed: bool, x: torch.Tensor,
+               appended: int = 0) -> bool:
         """Whether ``run(x, transposed)`` computes the product the tile would: the same IO config
-        object, the same tensors, the compiled backend, and ``x`` a float32 CPU batch."""
+        object, the same tensors, the compiled backend, and ``x`` a float32 CPU batch
+        (``appended``: columns the call appends to ``x``, the bias column's 1 of
+        :meth:`run_bias_column`)."""
         return (
             self.ios[transposed] is io and self.current(weight, rng_state) and get_backend() != "torch"
-            and x.dim() == 2 and x.shape[1] == self.view.shape[0 if transposed else 1]
+            and x.dim() == 2 and x.shape[1] + appended == self.view.shape[0 if transposed else 1]
             and x.dtype == torch.float32 and x.is_cpu and takes_batch(self.numbers[transposed], x.shape[0])
         )
 
@@ -462,12 +465,10 @@ class ProductPlan:
         """Whether :meth:`run_bias_column` computes the forward pass of ``x`` ``(batch, in - 1)``
         with the bias column's 1 appended: as :meth:`serves`, for the plain periphery (no noise
         or bound management) at up to :data:`MAX_BATCH` vectors."""
-        numbers = self.numbers[0]
-        return (
-            self.ios[0] is io and self.current(weight, rng_state) and get_backend() != "torch"
-            and x.dim() == 2 and x.shape[1] + 1 == self.view.shape[1] and x.shape[0] <= MAX_BATCH
-            and numbers[3] == 0 and numbers[5] == 0 and x.dtype == torch.float32 and x.is_cpu
-        )
+        if not self.serves(weight, rng_state, io, False, x, appended=1):
+            return False
+        _, _, _, nm_kind, _, bm_iterations = self.numbers[0]
+        return x.shape[0] <= MAX_BATCH and nm_kind == 0 and bm_iterations == 0
 
     def run_bias_column(self, x: torch.Tensor) -> tuple:
         """``(y, inputs)``: the forward pass of ``x`` with the constant 1 appended (the same

@@ -15,6 +15,37 @@ from .update.kernels import select_backend
 __all__ = ["AnalogSGD", "ForeignOptimizerError"]
 
 
+def _hooked_step(step):
+    """``step`` with what torch wraps around every optimizer's step (the global and per-optimizer
+    pre- and post-hooks, ``_optimizer_step_code``), and the profiler's ``record_function`` label
+    only while a profiler records. Torch enters that label at every step, profiler or not: two
+    dispatched operations, about a tenth of a batch-1 step of the 2016 network, which this
+    optimizer's step is otherwise free of (:class:`torch.optim.Optimizer` leaves a step marked
+    ``hooked`` as it is)."""
+    traced = torch.optim.Optimizer.profile_hook_step(step)
+    pre_hooks = _torch_optimizer._global_optimizer_pre_hooks
+    post_hooks = _torch_optimizer._global_optimizer_post_hooks
+
+    @functools.wraps(step)
+    def wrapper(self, *args, **kwargs):
+        if torch._C._autograd._profiler_enabled():
+            return traced(self, *args, **kwargs)
+        for pre_hook in chain(pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}.")
+                args, kwargs = result
+        out = step(self, *args, **kwargs)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(), post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    wrapper.hooked = True
+    return wrapper
+
+
 class AnalogSGD(torch.optim.Optimizer):
     """Stochastic gradient descent for models with analog layers.
 
@@ -46,6 +77,26 @@ class AnalogSGD(torch.optim.Optimizer):
         self.fused = fused
         self._fused_updates: dict = {}
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """:meth:`torch.optim.Optimizer.zero_grad` without its profiler label while no profiler
+        records (the label costs more than the rest: analog weights have no ``.grad``)."""
+        if torch._C._autograd._profiler_enabled():
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                if grad.grad_fn is not None:
+                    grad.detach_()
+                else:
+                    grad.requires_grad_(False)
+                grad.zero_()
+
+    @_hooked_step
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -80,61 +131,6 @@ class AnalogSGD(torch.optim.Optimizer):
                     cached = self._fused_updates[cache_key] = FusedPulseUpdate(tiles, lr)
                 cached.apply()
         return loss
-
-
-def _zero_grad(self, set_to_none: bool = True) -> None:
-    """:meth:`torch.optim.Optimizer.zero_grad` without its profiler label while no profiler
-    records (the label costs more than the rest: analog weights have no ``.grad``)."""
-    if torch._C._autograd._profiler_enabled():
-        return torch.optim.Optimizer.zero_grad(self, set_to_none)
-    for group in self.param_groups:
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-                continue
-            if grad.grad_fn is not None:
-                grad.detach_()
-            else:
-                grad.requires_grad_(False)
-            grad.zero_()
-
-
-def _hooked_step(step):
-    """``step`` with what torch wraps around every optimizer's step (the global and per-optimizer
-    pre- and post-hooks, ``_optimizer_step_code``), and the profiler's ``record_function`` label
-    only while a profiler records. Torch enters that label at every step, profiler or not: two
-    dispatched operations, about a tenth of a batch-1 step of the 2016 network, which this
-    optimizer's step is otherwise free of (:class:`torch.optim.Optimizer` leaves a step marked
-    ``hooked`` as it is)."""
-    traced = torch.optim.Optimizer.profile_hook_step(step)
-    pre_hooks = _torch_optimizer._global_optimizer_pre_hooks
-    post_hooks = _torch_optimizer._global_optimizer_post_hooks
-
-    @functools.wraps(step)
-    def wrapper(self, *args, **kwargs):
-        if torch._C._autograd._profiler_enabled():
-            return traced(self, *args, **kwargs)
-        for pre_hook in chain(pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}.")
-                args, kwargs = result
-        out = step(self, *args, **kwargs)
-        self._optimizer_step_code()
-        for post_hook in chain(self._optimizer_step_post_hooks.values(), post_hooks.values()):
-            post_hook(self, args, kwargs)
-        return out
-
-    wrapper.hooked = True
-    return wrapper
-
-
-AnalogSGD.step = _hooked_step(AnalogSGD.step)
-AnalogSGD.zero_grad = functools.wraps(torch.optim.Optimizer.zero_grad)(_zero_grad)
 
 
 def _fusable(tile) -> bool:
