@@ -58,3 +58,19 @@ def test_zero_grad_clears_or_zeroes_the_digital_gradients():
     optimizer.zero_grad(set_to_none=False)
     assert digital.grad is not None and not digital.grad.any()
     assert model[0].tile.weight.grad is None  # analog weights never get one
+
+
+def test_a_subclass_that_overrides_step_runs_the_hooks_once():
+    class Clipped(AnalogSGD):
+        def step(self, closure=None):
+            return super().step(closure)
+
+    model = torch.nn.Sequential(AnalogLinear(4, 3, seed=0), torch.nn.Linear(3, 2))
+    optimizer = Clipped(model.parameters(), lr=0.1)
+    calls = []
+    optimizer.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    optimizer.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    model(torch.rand(1, 4)).sum().backward()
+    optimizer.step()
+    assert calls == ["pre", "post"]
+    assert model[0].tile.counters.rank1_updates == 1

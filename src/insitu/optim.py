@@ -28,6 +28,10 @@ def _hooked_step(step):
 
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
+        if type(self).step is not wrapper:
+            # Called through super() from a subclass's own step, which torch wraps with the
+            # hooks and the label already.
+            return step(self, *args, **kwargs)
         if torch._C._autograd._profiler_enabled():
             return traced(self, *args, **kwargs)
         for pre_hook in chain(pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
