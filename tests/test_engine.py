@@ -513,3 +513,26 @@ def test_replicas_in_parallel_threads_give_the_same_result():
         set_threads(numba.config.NUMBA_NUM_THREADS)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert not torch.equal(results[0][0][0], results[0][0][1])  # the replicas drew differently
+
+
+def test_the_replicas_prefetching_kernel_gives_the_same_results(monkeypatch):
+    """Above ``PREFETCH_BYTES`` of weights and parameters the replicas' kernel prefetches the
+    devices a pulse may reach (a hint to the CPU, nothing else): forced on for a small stack,
+    the same weights, counters and streams as without it, and the plan records the choice."""
+    from insitu.replicas import ReplicatedTile
+    from insitu.update.kernels import compiled
+
+    x, d = _inputs(3)
+    results = []
+    for limit in (0, 1 << 60):  # everything above the limit: prefetch; nothing: none
+        monkeypatch.setattr(compiled, "PREFETCH_BYTES", limit)
+        with use_backend("compiled"):
+            tile = ReplicatedTile(OUT, IN, [_config()] * 4, seeds=[1, 2, 3, 4])
+            tile.set_weights(torch.full((4, OUT, IN), 0.05))
+            for _ in range(3):
+                tile.stash(x.expand(4, *x.shape), d.expand(4, *d.shape))
+                tile.update(0.05)
+        assert tile._kernel_cache["stacked"][-1] is (limit == 0)
+        results.append((tile.weight.detach().clone(), tile.counters.coincidences.clone(), tile.pulse_rng.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert results[0][1].sum() > 0  # pulses met: the prefetching loop ran

@@ -534,21 +534,23 @@ class ReplicatedTile(AnalogTile):
             respond = self._kernel_model.compiled_response()
             if respond is None:
                 return False
-            from .update.kernels.compiled import stacked_kernel
+            from .update.kernels.compiled import prefetch_pays, stacked_kernel
 
             # (R, out, in, 1, P): interleaved per device, as the kernel reads them.
-            packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1))
+            packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1)).numpy()
+            weights = self.weight.detach().unsqueeze(-1).numpy()
             words, spare = rng_state.as_views(self.pulse_rng)
-            plan = (key, stacked_kernel(respond), self.weight.detach().unsqueeze(-1).numpy(), packed.numpy(), words, spare)
+            plan = (key, stacked_kernel(respond), weights, packed, words, spare, prefetch_pays(weights, packed))
             self._kernel_cache["stacked"] = plan
-        _, kernel, weights, packed, words, spare = plan
+        _, kernel, weights, packed, words, spare, prefetch = plan
         steps, bls, c2cs = self._kernel_numbers
         dtype = self.weight.dtype
         x = x.detach().to(dtype).contiguous().numpy()
         d = d.detach().to(dtype).contiguous().numpy()
         # The kernel adds each replica's pulses and coincidences to the counters' tally.
         tally = self.counters.kernel_tally()
-        kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally)
+        kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally,
+               prefetch)
         self.counters.rank1_updates += x.shape[1]
         return True
 
