@@ -282,8 +282,8 @@ def _make_sequential(respond, prefetch=False):
     # while their coincidences are counted. The arrays of 32 replicas (130 MB of weights and
     # parameters for the 2016 network's first layer) are far larger than the caches, so each
     # hit's device is a miss to memory that the hit loop would wait for: prefetched, the first
-    # layer's update of 32 replicas takes 20-30 % less time. A single array stays in the caches,
-    # where the prefetches only add instructions (25-40 % slower at batch 64): not built there.
+    # layer's update of 32 replicas takes 20-25 % less time. A single array stays in the caches,
+    # where the prefetches only add instructions (25-45 % slower at batch 64): not built there.
     @njit(nogil=True)
     def sequential(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
         """``x.shape[0]`` rank-1 pulse updates of ``weights`` ``(out, in, n)``, one after another.
