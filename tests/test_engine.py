@@ -489,25 +489,33 @@ def test_row_trains_only_in_the_slots_a_column_fired_keep_the_coincidence_statis
     assert 0.9 < counts.var() / var < 1.1
 
 
+def _updated_replicas():
+    """Four replicas of ``_config()`` (seeds 1-4, weights 0.05) after three updates with the same
+    inputs and errors for every replica."""
+    from insitu.replicas import ReplicatedTile
+
+    x, d = _inputs(3)
+    tile = ReplicatedTile(OUT, IN, [_config()] * 4, seeds=[1, 2, 3, 4])
+    tile.set_weights(torch.full((4, OUT, IN), 0.05))
+    for _ in range(3):
+        tile.stash(x.expand(4, *x.shape), d.expand(4, *d.shape))
+        tile.update(0.05)
+    return tile
+
+
 def test_replicas_in_parallel_threads_give_the_same_result():
     """The stacked kernel runs replicas in parallel threads; each has its own stream, so one or
     two threads give the same weights and counters."""
     import numba
 
-    from insitu.replicas import ReplicatedTile
     from insitu.update.kernels import set_threads
 
-    x, d = _inputs(3)
     results = []
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             set_threads(threads)
             with use_backend("compiled"):
-                tile = ReplicatedTile(OUT, IN, [_config()] * 4, seeds=[1, 2, 3, 4])
-                tile.set_weights(torch.full((4, OUT, IN), 0.05))
-                for _ in range(3):
-                    tile.stash(x.expand(4, *x.shape), d.expand(4, *d.shape))
-                    tile.update(0.05)
+                tile = _updated_replicas()
             results.append((tile.weight.detach().clone(), tile.counters.coincidences.clone()))
     finally:
         set_threads(numba.config.NUMBA_NUM_THREADS)
@@ -519,19 +527,13 @@ def test_the_replicas_prefetching_kernel_gives_the_same_results(monkeypatch):
     """Above ``PREFETCH_BYTES`` of weights and parameters the replicas' kernel prefetches the
     devices a pulse may reach (a hint to the CPU, nothing else): forced on for a small stack,
     the same weights, counters and streams as without it, and the plan records the choice."""
-    from insitu.replicas import ReplicatedTile
     from insitu.update.kernels import compiled
 
-    x, d = _inputs(3)
     results = []
     for limit in (0, 1 << 60):  # everything above the limit: prefetch; nothing: none
         monkeypatch.setattr(compiled, "PREFETCH_BYTES", limit)
         with use_backend("compiled"):
-            tile = ReplicatedTile(OUT, IN, [_config()] * 4, seeds=[1, 2, 3, 4])
-            tile.set_weights(torch.full((4, OUT, IN), 0.05))
-            for _ in range(3):
-                tile.stash(x.expand(4, *x.shape), d.expand(4, *d.shape))
-                tile.update(0.05)
+            tile = _updated_replicas()
         assert tile._kernel_cache["stacked"][-1] is (limit == 0)
         results.append((tile.weight.detach().clone(), tile.counters.coincidences.clone(), tile.pulse_rng.clone()))
     assert all(torch.equal(a, b) for a, b in zip(*results))

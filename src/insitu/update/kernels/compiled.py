@@ -591,8 +591,9 @@ def summed_kernel(mixed):
 
 
 def stacked_kernel(respond):
-    """The sequential kernel over a leading replica axis, for device response ``respond`` (its
-    per-replica kernel prefetches the devices a pulse may reach: see :func:`_make_sequential`)."""
+    """The sequential kernel over a leading replica axis, for device response ``respond``; its
+    ``prefetch`` argument runs a second build of the per-replica kernel that prefetches the
+    devices a pulse may reach, for stacks larger than the caches (:func:`prefetch_pays`)."""
     return cached_kernel(_STACKED, respond, lambda r: _make_stacked(sequential_kernel(r), _make_sequential(r, prefetch=True)))
 
 
