@@ -540,17 +540,17 @@ class ReplicatedTile(AnalogTile):
             packed = self._kernel_model.pack_for_kernel(self.parameter_planes().unsqueeze(-1)).numpy()
             weights = self.weight.detach().unsqueeze(-1).numpy()
             words, spare = rng_state.as_views(self.pulse_rng)
-            plan = (key, stacked_kernel(respond), weights, packed, words, spare, prefetch_pays(weights, packed))
+            prefetch = prefetch_pays(weights, packed)
+            plan = (key, stacked_kernel(respond, prefetch), weights, packed, words, spare, prefetch)
             self._kernel_cache["stacked"] = plan
-        _, kernel, weights, packed, words, spare, prefetch = plan
+        _, kernel, weights, packed, words, spare, _ = plan
         steps, bls, c2cs = self._kernel_numbers
         dtype = self.weight.dtype
         x = x.detach().to(dtype).contiguous().numpy()
         d = d.detach().to(dtype).contiguous().numpy()
         # The kernel adds each replica's pulses and coincidences to the counters' tally.
         tally = self.counters.kernel_tally()
-        kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally,
-               prefetch)
+        kernel(weights, packed, x, d, float(lr), steps, bls, update.update_management, update.dynamic_bl, c2cs, words, spare, tally)
         self.counters.rank1_updates += x.shape[1]
         return True
 

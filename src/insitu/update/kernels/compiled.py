@@ -278,8 +278,8 @@ def _coincidences(col_bits, a, row_bits, r, words):
 
 def _make_sequential(respond, prefetch=False):
     # ``prefetch`` (fixed when the kernel is built, so the other kernel has no trace of it): the
-    # replicas' kernel (_make_stacked) asks for the devices of every fired row to be prefetched
-    # while their coincidences are counted. The arrays of 32 replicas (130 MB of weights and
+    # replicas' kernel (stacked_kernel) of a large stack asks for the devices of every fired row
+    # to be prefetched while their coincidences are counted. The arrays of 32 replicas (130 MB of weights and
     # parameters for the 2016 network's first layer) are far larger than the caches, so each
     # hit's device is a miss to memory that the hit loop would wait for: prefetched, the first
     # layer's update of 32 replicas takes 20-25 % less time. A single array stays in the caches,
@@ -295,10 +295,10 @@ def _make_sequential(respond, prefetch=False):
         (running sums: the caller reads them).
         """
         n_out, n_in, n_dev = weights.shape
-        # Byte addresses and strides for the prefetches (unused without them).
-        w_address, p_address = uint64(weights.ctypes.data), uint64(params.ctypes.data)
-        w_strides = (uint64(weights.strides[0]), uint64(weights.strides[1]))
-        p_strides = (uint64(params.strides[0]), uint64(params.strides[1]))
+        if prefetch:  # byte addresses and strides of the arrays (a constant: pruned in the other build)
+            w_address, p_address = uint64(weights.ctypes.data), uint64(params.ctypes.data)
+            w_strides = (uint64(weights.strides[0]), uint64(weights.strides[1]))
+            p_strides = (uint64(params.strides[0]), uint64(params.strides[1]))
         batch = x.shape[0]
         col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
         lanes = load_lanes(s)
@@ -328,8 +328,9 @@ def _make_sequential(respond, prefetch=False):
                 # Counts of all fired rows first, then the devices with a coincidence, compacted
                 # without branches (half the pairs have none: a branch there mispredicts).
                 hits = 0
-                w_row = w_address + uint64(j) * w_strides[0]
-                p_row = p_address + uint64(j) * p_strides[0]
+                if prefetch:
+                    w_row = w_address + uint64(j) * w_strides[0]
+                    p_row = p_address + uint64(j) * p_strides[0]
                 for r in range(n_rows):
                     if prefetch:
                         i = uint64(rows[r])
@@ -500,28 +501,21 @@ def _make_summed(mixed):
     return summed
 
 
-def _make_stacked(sequential, prefetching):
+def _make_stacked(sequential):
     @njit(nogil=True, parallel=True)
-    def stacked(weights, params, x, d, lr, steps, bls, update_management, dynamic_bl, c2cs, s, spare, tally, prefetch):
+    def stacked(weights, params, x, d, lr, steps, bls, update_management, dynamic_bl, c2cs, s, spare, tally):
         """The sequential update of ``R`` independent arrays on a leading axis (replicas in
         lockstep): weights ``(R, out, in, n)``, params ``(R, out, in, n, P)``, x ``(R, B, in)``,
         d ``(R, B, out)``; per replica its nominal step, BL, cycle-to-cycle spread, generator
         state ``s[r]``, ``spare[r]`` and ``tally[r]``. Each replica draws from its own stream and
         writes only its own arrays, so the replicas run in parallel threads (numba's thread
         count, :func:`insitu.update.kernels.set_threads`) with results that do not depend on
-        the number of threads. ``prefetch``: run the kernel that prefetches the devices a pulse
-        may reach (:func:`prefetch_pays`; the same results)."""
+        the number of threads."""
         for r in prange(weights.shape[0]):
-            if prefetch:
-                prefetching(
-                    weights[r], params[r], x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl, c2cs[r],
-                    s[r], spare[r], tally[r],
-                )
-            else:
-                sequential(
-                    weights[r], params[r], x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl, c2cs[r],
-                    s[r], spare[r], tally[r],
-                )
+            sequential(
+                weights[r], params[r], x[r], d[r], lr, steps[r], bls[r], update_management, dynamic_bl, c2cs[r],
+                s[r], spare[r], tally[r],
+            )
 
     return stacked
 
@@ -590,11 +584,15 @@ def summed_kernel(mixed):
     return cached_kernel(_SUMMED, mixed, _make_summed)
 
 
-def stacked_kernel(respond):
-    """The sequential kernel over a leading replica axis, for device response ``respond``; its
-    ``prefetch`` argument runs a second build of the per-replica kernel that prefetches the
-    devices a pulse may reach, for stacks larger than the caches (:func:`prefetch_pays`)."""
-    return cached_kernel(_STACKED, respond, lambda r: _make_stacked(sequential_kernel(r), _make_sequential(r, prefetch=True)))
+def stacked_kernel(respond, prefetch=False):
+    """The sequential kernel over a leading replica axis, for device response ``respond``; with
+    ``prefetch`` its per-replica kernel prefetches the devices a pulse may reach, for stacks
+    larger than the caches (:func:`prefetch_pays`; the same results). Each is compiled at its
+    first use only (a few seconds), so runs without large stacks never build the second."""
+    def make(key):
+        return _make_stacked(_make_sequential(respond, prefetch=True) if prefetch else sequential_kernel(respond))
+
+    return cached_kernel(_STACKED, (respond, bool(prefetch)), make)
 
 
 def stacked_stateful_kernel(respond):
