@@ -196,9 +196,15 @@ def test_kill_9_at_a_random_point_then_resume_loses_nothing_and_blocks_a_second_
     process = subprocess.Popen(_cli(out, "--epochs", "4"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert _wait_for(lambda: _epochs_done(out) >= 1, 180, process), process.stderr.read().decode() if process.poll() is not None else "no epoch in 180 s"
-        if process.poll() is None:
-            second = subprocess.run(_cli(out, "--epochs", "4", "--resume"), env=_env(), capture_output=True, text=True, timeout=180)
-            assert second.returncode == 2 and "Another `insitu train` is running" in second.stderr, second.stderr
+        # Held still (with its lock) while the second run starts: its last epochs take about a
+        # second, less than a Python start, so a running first run could otherwise end first.
+        process.send_signal(signal.SIGSTOP)
+        try:
+            if process.poll() is None:
+                second = subprocess.run(_cli(out, "--epochs", "4", "--resume"), env=_env(), capture_output=True, text=True, timeout=180)
+                assert second.returncode == 2 and "Another `insitu train` is running" in second.stderr, second.stderr
+        finally:
+            process.send_signal(signal.SIGCONT)
         time.sleep(random.Random().uniform(0.0, 1.0))
         process.kill()
         process.wait(timeout=10)
