@@ -195,15 +195,16 @@ def test_kill_9_at_a_random_point_then_resume_loses_nothing_and_blocks_a_second_
     update backend: what is tested does not depend on it, and each process would otherwise spend
     about 14 s compiling the kernels.)"""
     out = tmp_path / "run"
-    process = subprocess.Popen(_cli(out, "--epochs", "4", "--backend", "torch"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = ("--epochs", "4", "--backend", "torch")  # the same run each time
+    process = subprocess.Popen(_cli(out, *args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert _wait_for(lambda: _epochs_done(out) >= 1, 180, process), process.stderr.read().decode() if process.poll() is not None else "no epoch in 180 s"
-        # Held still (with its lock) while the second run starts: its last epochs take about a
-        # second, less than a Python start, so a running first run could otherwise end first.
+        # Held still (with its lock) while the second run starts: a Python start takes seconds,
+        # about as long as the first run's remaining epochs, so it could otherwise end first.
         process.send_signal(signal.SIGSTOP)
         try:
             if process.poll() is None:
-                second = subprocess.run(_cli(out, "--epochs", "4", "--backend", "torch", "--resume"), env=_env(), capture_output=True, text=True, timeout=180)
+                second = subprocess.run(_cli(out, *args, "--resume"), env=_env(), capture_output=True, text=True, timeout=180)
                 assert second.returncode == 2 and "Another `insitu train` is running" in second.stderr, second.stderr
         finally:
             process.send_signal(signal.SIGCONT)
@@ -215,7 +216,7 @@ def test_kill_9_at_a_random_point_then_resume_loses_nothing_and_blocks_a_second_
             process.kill()
     before = json.loads((out / "results.json").read_text())["epochs"]
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == len(before)  # results and checkpoint agree
-    resumed = subprocess.run(_cli(out, "--epochs", "4", "--backend", "torch", "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_cli(out, *args, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads((out / "results.json").read_text())
     assert after["status"] == "completed" and [e["epoch"] for e in after["epochs"]] == [1, 2, 3, 4]

@@ -277,13 +277,13 @@ def _coincidences(col_bits, a, row_bits, r, words):
 
 
 def _make_sequential(respond, prefetch=False):
-    # ``prefetch`` (fixed when the kernel is built, so the other kernel has no trace of it): the
-    # replicas' kernel (stacked_kernel) of a large stack asks for the devices of every fired row
-    # to be prefetched while their coincidences are counted. The arrays of 32 replicas (130 MB of weights and
-    # parameters for the 2016 network's first layer) are far larger than the caches, so each
-    # hit's device is a miss to memory that the hit loop would wait for: prefetched, the first
-    # layer's update of 32 replicas takes 20-25 % less time. A single array stays in the caches,
-    # where the prefetches only add instructions (25-45 % slower at batch 64): not built there.
+    # ``prefetch`` (a constant of the build: the other build has no trace of it): the replicas'
+    # kernel of a large stack (stacked_kernel) prefetches the devices of every fired row while
+    # their coincidences are counted. The arrays of 32 replicas (130 MB of weights and parameters
+    # for the 2016 network's first layer) are far larger than the caches, so each hit's device
+    # is a miss to memory that the hit loop would wait for: prefetched, the first layer's update
+    # of 32 replicas takes 20-25 % less time. A single array stays in the caches, where the
+    # prefetches only add instructions (25-45 % slower at batch 64): not built there.
     @njit(nogil=True)
     def sequential(weights, params, x, d, lr, step, bl_max, update_management, dynamic_bl, c2c, s, spare, tally):
         """``x.shape[0]`` rank-1 pulse updates of ``weights`` ``(out, in, n)``, one after another.
@@ -561,8 +561,9 @@ _STACKED_STATEFUL: dict = {}
 
 
 def cached_kernel(store: dict, respond, make):
-    """``make(respond)``, built once per device response and kept in ``store`` (numba compiles a
-    kernel at its first call, about a second: every kernel factory of the engine caches this way)."""
+    """``make(respond)``, built once per key (a device response; for the replicas' kernel the
+    response and its variant) and kept in ``store`` (numba compiles a kernel at its first call,
+    about a second: every kernel factory of the engine caches this way)."""
     kernel = store.get(respond)
     if kernel is None:
         kernel = store[respond] = make(respond)
@@ -589,10 +590,8 @@ def stacked_kernel(respond, prefetch=False):
     ``prefetch`` its per-replica kernel prefetches the devices a pulse may reach, for stacks
     larger than the caches (:func:`prefetch_pays`; the same results). Each is compiled at its
     first use only (a few seconds), so runs without large stacks never build the second."""
-    def make(key):
-        return _make_stacked(_make_sequential(respond, prefetch=True) if prefetch else sequential_kernel(respond))
-
-    return cached_kernel(_STACKED, (respond, bool(prefetch)), make)
+    per_replica = (lambda: _make_sequential(respond, prefetch=True)) if prefetch else (lambda: sequential_kernel(respond))
+    return cached_kernel(_STACKED, (respond, bool(prefetch)), lambda _key: _make_stacked(per_replica()))
 
 
 def stacked_stateful_kernel(respond):
