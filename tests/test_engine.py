@@ -489,6 +489,44 @@ def test_row_trains_only_in_the_slots_a_column_fired_keep_the_coincidence_statis
     assert 0.9 < counts.var() / var < 1.1
 
 
+@pytest.mark.parametrize("p, m", [(0.02, 10), (0.3, 10), (1.0, 10), (0.01, 64), (0.5, 3)])
+def test_a_quiet_line_is_drawn_as_independent_slots(p, m):
+    """A column line's train is drawn as a whole first (one uniform decides whether and where it
+    first fires, the later slots one by one: ``compiled._quiet_line``): each slot fires with
+    probability ``p``, independently (pairs ``p²``, none ``(1 - p)^m``), only in the listed slots,
+    and with at most ``1 + (m + 1) // 2`` draws."""
+    pytest.importorskip("numba")
+    from numba import njit
+
+    from insitu.update.kernels.compiled import _quiet_line
+
+    @njit
+    def trains(p, slots, m, draws, n):
+        words = np.empty(n, dtype=np.uint64)
+        used = np.empty(n, dtype=np.int64)
+        cursor = 0
+        for t in range(n):
+            start = cursor
+            words[t], cursor = _quiet_line(p, slots, m, draws, cursor)
+            used[t] = cursor - start
+        return words, used
+
+    n = 100_000
+    slots = np.array([(5 * k + 3) % 64 for k in range(m)], dtype=np.int64)  # scattered bit positions
+    draws = np.random.default_rng(7).integers(0, 2**64 - 1, size=n * (2 + m), dtype=np.uint64, endpoint=True)
+    words, used = trains(p, slots, m, draws, n)
+    assert used.max() <= 1 + (m + 1) // 2
+    fired = (words[:, None] >> slots.astype(np.uint64)[None, :]) & np.uint64(1)
+    assert int(np.bitwise_or.reduce(words)) & ~int(sum(1 << int(k) for k in slots)) == 0  # listed slots only
+    se = math.sqrt(p * (1 - p) / n) + 1e-12
+    assert np.all(np.abs(fired.mean(0) - p) < 5 * se)
+    for a, b in ((0, 1), (0, m - 1), (m // 2, m - 1)):
+        both = (fired[:, a] & fired[:, b]).mean()
+        assert abs(both - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n) + 1e-12
+    none = (words == 0).mean()
+    assert abs(none - (1 - p) ** m) < 5 * math.sqrt((1 - p) ** m * (1 - (1 - p) ** m) / n) + 1e-12
+
+
 def _updated_replicas():
     """Four replicas of ``_config()`` (seeds 1-4, weights 0.05) after three updates with the same
     inputs and errors for every replica."""

@@ -70,13 +70,16 @@ def batch_moments(xs, ds, lr, bl=BL, um=False):
     return sum(means), sum(vars_)
 
 
-def check_mean(sample_mean, mean, var, n, what=""):
-    """Per-device |z| <= Z and sum z² within Z sigma of its chi-square expectation."""
+def check_mean(sample_mean, mean, var, n, what="", independent=True):
+    """Per-device |z| <= Z and, for ``independent`` devices, sum z² within Z sigma of its
+    chi-square expectation."""
     sample_mean = sample_mean.double()
     live = var > 0
     assert torch.allclose(sample_mean[~live], mean[~live], rtol=1e-5, atol=1e-12), f"{what}: deterministic devices"
     z = (sample_mean[live] - mean[live]) / (var[live] / n).sqrt()
     assert z.abs().max() <= Z, f"{what}: worst z-score {z.abs().max():.2f}\n{z}"
+    if not independent:
+        return
     dof = z.numel()
     chi2 = float((z**2).sum())
     assert abs(chi2 - dof) <= Z * math.sqrt(2 * dof), f"{what}: chi2 {chi2:.1f} for {dof} devices"
@@ -180,7 +183,12 @@ def test_probability_clipping_saturates_the_update():
     w = one_batch(tile, x.double().expand(n, -1), d.double().expand(n, -1), lr)
     assert w.abs().max() < 90
     p = pd[:, None] * px[None, :]
-    check_mean(w / n, saturated.double(), (DW**2 * BL * p * (1 - p)).double(), n, "clipped")
+    # Not independent: a device whose row fires in every slot (px = 1) replicates its column's
+    # train, so the three such devices of column 0 (and the two of row 1 with pd = 1) share one
+    # z-score, and the sum of z² is not chi-square with 6 degrees of freedom (its bound failed for
+    # this seed once the column trains were drawn as a whole, session 30: column 0's z-score 2.69;
+    # over 40 other seeds its mean 0.13, spread 0.94).
+    check_mean(w / n, saturated.double(), (DW**2 * BL * p * (1 - p)).double(), n, "clipped", independent=False)
 
 
 # ---------------------------------------------------------------------------------------------

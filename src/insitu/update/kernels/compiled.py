@@ -166,7 +166,7 @@ def _sample_trains(
         for k in range(n):
             slots[0, w, k] = k
         n_slots[0, w] = n
-    n_cols, p_cols, cursor = _draw_lines(d[b], cd, words, slots[0], n_slots[0], col_bits, cols, row_negative, False, draws, cursor, lanes)
+    n_cols, p_cols, cursor = _draw_lines(d[b], cd, words, slots[0], n_slots[0], col_bits, cols, row_negative, False, draws, cursor, lanes, True)
     if n_cols == 0:
         p_rows = 0.0
         for i in range(n_in):
@@ -182,7 +182,7 @@ def _sample_trains(
                 slots[1, w, m] = k
                 m += 1
         n_slots[1, w] = m
-    n_rows, p_rows, cursor = _draw_lines(x[b], cx, words, slots[1], n_slots[1], row_bits, rows, row_negative, True, draws, cursor, lanes)
+    n_rows, p_rows, cursor = _draw_lines(x[b], cx, words, slots[1], n_slots[1], row_bits, rows, row_negative, True, draws, cursor, lanes, False)
     return n_cols, n_rows, words, bl * (p_cols + p_rows), cursor
 
 
@@ -217,18 +217,21 @@ def _refill(draws, cursor, lanes):
 
 
 @njit(inline="always")
-def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, lanes):
+def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, lanes, quiet):
     """The trains of one side of a sample: line ``l`` fires in each slot ``slots[w, :n_slots[w]]``
     of word ``w`` with probability ``p_l = min(scale |values[l]|, 1)``. The fired lines are listed
     compactly (``ids[:count]``, their slots in ``bits[:count]``, with ``signs`` their signs in
     ``negative[:count]``). Returns ``(count, Σ p_l, cursor)``.
+
+    ``quiet``: draw each line first as a whole (:func:`_quiet_line`; one train of up to 64 slots).
 
     The lines go in blocks, each of which finds enough uniforms in the buffer: the refill test is
     made between blocks, outside the loop that draws a block."""
     count = 0
     p_sum = 0.0
     n_lines = values.shape[0]
-    per_line = 0
+    quiet = quiet and words == 1
+    per_line = 1 if quiet else 0  # a quiet line's whole-train draw
     for w in range(words):
         per_line += (n_slots[w] + 1) // 2
     block = max(1, (draws.shape[0] // 2) // max(per_line, 1))
@@ -237,14 +240,46 @@ def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs
         if cursor + (stop - start) * per_line > draws.shape[0]:
             cursor = _refill(draws, cursor, lanes)
         count, p_block, cursor = _draw_block(
-            values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count
+            values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet
         )
         p_sum += p_block
     return count, p_sum, cursor
 
 
+@njit(inline="always")
+def _quiet_line(p, slots, m, draws, cursor):
+    """The train of a line that fires in each of the ``m`` slots ``slots[:m]`` (bit positions in
+    a word, ``m <= 64``) with probability ``p``, drawn for the most part with one uniform: with
+    ``v = 1 - u`` uniform in (0, 1], the first slot that fires is the smallest ``k`` with
+    ``v > (1 - p)^(k+1)`` (probability ``(1 - p)^k p``), none when ``v <= (1 - p)^m``; the slots
+    after the first one that fires are drawn one by one (:func:`_slot_bits`). The same
+    distribution as ``m`` independent draws, exactly; for a quiet line (most column lines: a
+    small ``p``, and about nine in ten of them never fire in a 2016 network's update) one draw
+    instead of ``m / 2``. Returns ``(word, cursor)``; uses at most ``1 + (m + 1) // 2`` draws."""
+    v = 1.0 - np.float64(draws[cursor] >> uint64(11)) * 1.1102230246251565e-16  # (0, 1]
+    cursor += 1
+    stay = 1.0 - p
+    quiet_all = 1.0  # (1 - p)^m by squaring (m is the same for every line: predicted)
+    power = stay
+    e = m
+    while e > 0:
+        if e & 1:
+            quiet_all *= power
+        power *= power
+        e >>= 1
+    if v <= quiet_all:
+        return uint64(0), cursor
+    k = 0
+    level = stay
+    while k < m - 1 and v <= level:  # the first slot k: v > (1 - p)^(k+1)
+        level *= stay
+        k += 1
+    rest, cursor = _slot_bits(p, slots[k + 1 :], m - k - 1, draws, cursor)
+    return rest | (uint64(1) << uint64(slots[k])), cursor
+
+
 @njit
-def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count):
+def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet):
     """Lines ``start:stop`` of :func:`_draw_lines`, with enough uniforms in ``draws[cursor:]``;
     returns ``(count, Σ p_l, cursor)``."""
     p_sum = 0.0
@@ -253,10 +288,15 @@ def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, ne
         p_sum += p
         if p > 0.0:
             fired = False
-            for w in range(words):
-                word, cursor = _slot_bits(p, slots[w], n_slots[w], draws, cursor)
-                bits[count, w] = word
-                fired |= word != uint64(0)
+            if quiet:
+                word, cursor = _quiet_line(p, slots[0], n_slots[0], draws, cursor)
+                bits[count, 0] = word
+                fired = word != uint64(0)
+            else:
+                for w in range(words):
+                    word, cursor = _slot_bits(p, slots[w], n_slots[w], draws, cursor)
+                    bits[count, w] = word
+                    fired |= word != uint64(0)
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
             ids[count] = line
             if signs:
@@ -312,6 +352,10 @@ def _make_sequential(respond, prefetch=False):
         raw = np.empty(lane_normal_draws(normals.shape[0]), dtype=np.uint64)
         next_normal = 0
         normals_end = 0  # normals[next_normal:normals_end] are drawn and unused
+        # The fired rows of each slot (trains of one word), listed when a column first needs them.
+        slot_rows = np.empty((min(bl_max, 64), n_in), dtype=np.int64)
+        slot_hits = np.empty(min(bl_max, 64), dtype=np.int64)
+        slot_sample = np.full(min(bl_max, 64), -1, dtype=np.int64)  # the sample each list is of
         for b in range(batch):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
@@ -325,21 +369,46 @@ def _make_sequential(respond, prefetch=False):
             for a in range(n_cols):
                 j = cols[a]
                 d_negative = d[b, j] < 0
-                # Counts of all fired rows first, then the devices with a coincidence, compacted
-                # without branches (half the pairs have none: a branch there mispredicts).
                 hits = 0
                 if prefetch:
                     w_row = w_address + uint64(j) * w_strides[0]
                     p_row = p_address + uint64(j) * p_strides[0]
-                for r in range(n_rows):
-                    if prefetch:
-                        i = uint64(rows[r])
-                        _prefetch(w_row + i * w_strides[1])
-                        _prefetch(p_row + i * p_strides[1])
-                    count = _coincidences(col_bits, a, row_bits, r, words)
-                    hit_rows[hits] = r
-                    hit_counts[hits] = count
-                    hits += count != 0
+                column_word = col_bits[a, 0]
+                if words == 1 and (column_word & (column_word - uint64(1))) == uint64(0):
+                    # A column that fired in one slot (most of them: about 19 in 20 in a 2016
+                    # network's update) meets the rows that fired in that slot, once each: the
+                    # slot's list of rows, drawn up once per sample and slot, shared by every
+                    # column that fired there alone (the same hits, in the same order, as the
+                    # counts below would give).
+                    slot = int(_ctpop((column_word & (~column_word + uint64(1))) - uint64(1)))
+                    if slot_sample[slot] != b:
+                        slot_sample[slot] = b
+                        listed = 0
+                        for r in range(n_rows):
+                            slot_rows[slot, listed] = r
+                            listed += (row_bits[r, 0] >> uint64(slot)) & uint64(1)
+                        slot_hits[slot] = listed
+                    hits = slot_hits[slot]
+                    for h in range(hits):
+                        r = slot_rows[slot, h]
+                        if prefetch:
+                            i = uint64(rows[r])
+                            _prefetch(w_row + i * w_strides[1])
+                            _prefetch(p_row + i * p_strides[1])
+                        hit_rows[h] = r
+                        hit_counts[h] = 1
+                else:
+                    # Counts of all fired rows first, then the devices with a coincidence, compacted
+                    # without branches (half the pairs have none: a branch there mispredicts).
+                    for r in range(n_rows):
+                        if prefetch:
+                            i = uint64(rows[r])
+                            _prefetch(w_row + i * w_strides[1])
+                            _prefetch(p_row + i * p_strides[1])
+                        count = _coincidences(col_bits, a, row_bits, r, words)
+                        hit_rows[hits] = r
+                        hit_counts[hits] = count
+                        hits += count != 0
                 if c2c > 0.0 and next_normal + hits * n_dev > normals_end:
                     next_normal, normals_end = _top_up_normals(normals, next_normal, normals_end, hits * n_dev, lanes, raw)
                 if n_dev == 1:
