@@ -166,16 +166,42 @@ def test_settings_it_does_not_cover_run_the_reference(change):
     assert not torch.equal(tile.generator.get_state(), before)  # analog_mvm drew from the torch generator
 
 
-def test_large_batches_of_the_plain_periphery_and_the_torch_backend_run_the_reference():
-    # Managed IO runs compiled at any batch (above); the plain periphery only up to MAX_BATCH, so
-    # that evaluations at large batches draw from the torch generator, not the update's stream.
+def test_evaluations_at_large_batches_of_the_plain_periphery_and_the_torch_backend_run_the_reference():
+    # Managed IO runs compiled at any batch (above); the plain periphery above MAX_BATCH only in
+    # training, so that evaluations (eval()) draw from the torch generator, not the update's stream.
     io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
-    for backend, batch in (("compiled", MAX_BATCH + 1), ("torch", 1)):
-        tile = _tile(io)
+    for backend, batch, training in (("compiled", MAX_BATCH + 1, False), ("torch", 1, True), ("torch", 1, False)):
+        tile = _tile(io).train(training)
         with use_backend(backend):
             before = tile.generator.get_state()
             tile.forward(_inputs(batch, 60))
         assert not torch.equal(tile.generator.get_state(), before)
+
+
+def test_training_at_large_batches_of_the_plain_periphery_runs_compiled_on_the_kernel_stream():
+    """In training the plain periphery above MAX_BATCH is compiled: its noise comes from the
+    tile's kernel stream (the torch generator untouched), seeded, and equal to the reference's
+    product without noise."""
+    io = IOConfig(inp_bound=1.0, out_noise=0.06, out_bound=12.0)
+    x, d = _inputs(MAX_BATCH + 5, 60), _inputs(MAX_BATCH + 5, 40, seed=2)
+    runs = []
+    for _ in range(2):
+        tile = _tile(io)
+        with use_backend("compiled"):
+            generator, stream = tile.generator.get_state(), tile.pulse_rng.clone()
+            runs.append((tile.forward(x), tile.backward(d)))
+        assert torch.equal(tile.generator.get_state(), generator)
+        assert not torch.equal(tile.pulse_rng, stream)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))  # same seed, same products
+    quiet = _tile(io.replace(out_noise=0.0))
+    with use_backend("compiled"):
+        y, z = quiet.forward(x), quiet.backward(d)
+    w = quiet.get_weights()
+    torch.testing.assert_close(y, analog_mvm(x, w.t(), io.replace(out_noise=0.0)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, analog_mvm(d, w, io.replace(out_noise=0.0)), rtol=1e-5, atol=1e-5)
+    # the noise: output minus the noiseless product, its spread the configured 0.06 (unsaturated)
+    noise = (runs[0][0] - analog_mvm(x, _tile(io).get_weights().t(), io.replace(out_noise=0.0))).flatten()
+    assert abs(noise.std().item() - 0.06) < 0.015 and abs(noise.mean().item()) < 0.02
 
 
 def _plan_products(tile, x, d):
@@ -227,13 +253,15 @@ def test_the_kept_plan_is_left_when_its_weights_config_or_backend_change():
         before = tile.generator.get_state()
         tile.forward(x)
     assert not torch.equal(tile.generator.get_state(), before)
-    # A large batch of the plain periphery goes to the reference as well; with noise management
-    # it runs on the plan: the product of the kept weights, no torch draw.
+    # A large batch of the plain periphery in evaluation goes to the reference as well; with noise
+    # management it runs on the plan: the product of the kept weights, no torch draw.
     tile.config = tile.config.replace(forward=io.replace(out_noise=0.06))
     x_large = _inputs(MAX_BATCH + 5, 60)
     with use_backend("compiled"):
         before = tile.generator.get_state()
+        tile.eval()
         tile.forward(x_large)
+        tile.train()
         assert not torch.equal(tile.generator.get_state(), before)
         managed = io.replace(noise_management="abs_max")
         tile.config = tile.config.replace(forward=managed)

@@ -460,7 +460,7 @@ class AnalogTile(nn.Module):
             # the config object itself is kept, so that a reused id never answers for another
             known = memo[id(io)] = (io, io_numbers(io) if covers_io(io) else None)
         numbers = known[1]
-        return numbers if numbers is not None and covers_tensors(x, w) and takes_batch(numbers, x.shape[0]) else None
+        return numbers if numbers is not None and covers_tensors(x, w) and takes_batch(numbers, x.shape[0], self.training) else None
 
     def _weights_view(self, w: torch.Tensor):
         """A C-contiguous numpy view of the effective weights ``w``, kept while ``w`` is the same
