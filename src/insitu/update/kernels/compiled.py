@@ -365,6 +365,8 @@ def _make_sequential(respond, prefetch=False):
             tally[0] += pulses
             if n_cols == 0:
                 continue
+            # Counted where the hits are listed, not in the loops that move the devices (there the
+            # compiler kept the running sum in memory: one more dependency from hit to hit).
             coincidences = 0
             for a in range(n_cols):
                 j = cols[a]
@@ -389,6 +391,7 @@ def _make_sequential(respond, prefetch=False):
                             listed += (row_bits[r, 0] >> uint64(slot)) & uint64(1)
                         slot_hits[slot] = listed
                     hits = slot_hits[slot]
+                    coincidences += hits
                     for h in range(hits):
                         r = slot_rows[slot, h]
                         if prefetch:
@@ -406,6 +409,7 @@ def _make_sequential(respond, prefetch=False):
                             _prefetch(w_row + i * w_strides[1])
                             _prefetch(p_row + i * p_strides[1])
                         count = _coincidences(col_bits, a, row_bits, r, words)
+                        coincidences += count
                         hit_rows[hits] = r
                         hit_counts[hits] = count
                         hits += count != 0
@@ -422,7 +426,6 @@ def _make_sequential(respond, prefetch=False):
                     for h in range(hits):
                         r = uint64(hit_rows[h])
                         count = hit_counts[h]
-                        coincidences += count
                         signed = count if row_negative[r] != d_negative else -count
                         i = uint64(rows[r])
                         xi = np.float64(normals[uint64(next_normal) + uint64(h)]) if noisy else 0.0
@@ -433,7 +436,6 @@ def _make_sequential(respond, prefetch=False):
                 for h in range(hits):
                     r = hit_rows[h]
                     count = hit_counts[h]
-                    coincidences += count
                     # ΔW = -lr δ xᵀ: up where sign(x_i) ≠ sign(δ_j).
                     signed = count if row_negative[r] != d_negative else -count
                     i = rows[r]
