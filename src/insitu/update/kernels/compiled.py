@@ -223,7 +223,8 @@ def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs
     compactly (``ids[:count]``, their slots in ``bits[:count]``, with ``signs`` their signs in
     ``negative[:count]``). Returns ``(count, Σ p_l, cursor)``.
 
-    ``quiet``: draw each line first as a whole (:func:`_quiet_line`; one train of up to 64 slots).
+    ``quiet``: draw each line first as a whole (:func:`_quiet_line`) when its train is one word
+    (up to 64 slots; longer trains are drawn slot by slot).
 
     The lines go in blocks, each of which finds enough uniforms in the buffer: the refill test is
     made between blocks, outside the loop that draws a block."""
@@ -377,8 +378,8 @@ def _make_sequential(respond, prefetch=False):
                     p_row = p_address + uint64(j) * p_strides[0]
                 column_word = col_bits[a, 0]
                 if words == 1 and (column_word & (column_word - uint64(1))) == uint64(0):
-                    # A column that fired in one slot (most of them: about 19 in 20 in a 2016
-                    # network's update) meets the rows that fired in that slot, once each: the
+                    # A column that fired in one slot (most of them: 93 % in a 2016 network's
+                    # batch-64 update) meets the rows that fired in that slot, once each: the
                     # slot's list of rows, drawn up once per sample and slot, shared by every
                     # column that fired there alone (the same hits, in the same order, as the
                     # counts below would give).
