@@ -317,6 +317,15 @@ def _coincidences(col_bits, a, row_bits, r, words):
     return count
 
 
+@njit(inline="always")
+def _prefetch_device(w_row, w_strides, p_row, p_strides, i):
+    """Prefetch the weight and the packed parameters of device ``i`` of the column whose rows
+    start at the byte addresses ``w_row`` and ``p_row`` (the replicas' prefetching build)."""
+    i = uint64(i)
+    _prefetch(w_row + i * w_strides[1])
+    _prefetch(p_row + i * p_strides[1])
+
+
 def _make_sequential(respond, prefetch=False):
     # ``prefetch`` (a constant of the build: the other build has no trace of it): the replicas'
     # kernel of a large stack (stacked_kernel) prefetches the devices of every fired row while
@@ -383,7 +392,7 @@ def _make_sequential(respond, prefetch=False):
                     # slot's list of rows, drawn up once per sample and slot, shared by every
                     # column that fired there alone (the same hits, in the same order, as the
                     # counts below would give).
-                    slot = int(_ctpop((column_word & (~column_word + uint64(1))) - uint64(1)))
+                    slot = int(_ctpop((column_word & (~column_word + uint64(1))) - uint64(1)))  # its trailing zeros
                     if slot_sample[slot] != b:
                         slot_sample[slot] = b
                         listed = 0
@@ -396,9 +405,7 @@ def _make_sequential(respond, prefetch=False):
                     for h in range(hits):
                         r = slot_rows[slot, h]
                         if prefetch:
-                            i = uint64(rows[r])
-                            _prefetch(w_row + i * w_strides[1])
-                            _prefetch(p_row + i * p_strides[1])
+                            _prefetch_device(w_row, w_strides, p_row, p_strides, rows[r])
                         hit_rows[h] = r
                         hit_counts[h] = 1
                 else:
@@ -406,9 +413,7 @@ def _make_sequential(respond, prefetch=False):
                     # without branches (half the pairs have none: a branch there mispredicts).
                     for r in range(n_rows):
                         if prefetch:
-                            i = uint64(rows[r])
-                            _prefetch(w_row + i * w_strides[1])
-                            _prefetch(p_row + i * p_strides[1])
+                            _prefetch_device(w_row, w_strides, p_row, p_strides, rows[r])
                         count = _coincidences(col_bits, a, row_bits, r, words)
                         coincidences += count
                         hit_rows[hits] = r
