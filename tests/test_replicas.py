@@ -96,6 +96,38 @@ def test_compiled_replica_products_are_each_replicas_compiled_product_on_its_own
                     assert not torch.equal(stream, before[r])  # it did draw (output noise)
 
 
+@pytest.mark.parametrize("preset", ["gokmen-vlasov-2016", "gokmen-2017-cnn-nm-bm-um"])
+def test_compiled_replica_products_in_parallel_threads_give_the_same_outputs_and_draws(preset):
+    # stacked_mvm runs the replicas in numba's threads: each reads its own weights and stream and
+    # writes only its outputs, so one or two threads give the same outputs and streams.
+    import numba
+
+    from insitu.update.kernels import compiled_available, set_threads, use_backend
+
+    if not compiled_available():
+        pytest.skip("numba is not installed")
+    base = get_preset(preset)
+    configs = [base, base.replace(forward=base.forward.replace(out_noise=0.2, out_bound=3.0)), base, base]
+    results = []
+    previous = (torch.get_num_threads(), numba.get_num_threads())
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            set_threads(threads)
+            tile = ReplicatedTile(40, 30, configs, seeds=[0, 1, 2, 3])
+            tile.weight.data.uniform_(-0.6, 0.6, generator=torch.Generator().manual_seed(0))
+            g = torch.Generator().manual_seed(1)
+            with use_backend("compiled"):
+                outputs = [tile.forward(torch.randn(4, 2, 30, generator=g) * 2), tile.backward(torch.randn(4, 2, 40, generator=g))]
+            results.append((outputs, tile.pulse_rng.clone()))
+    finally:
+        torch.set_num_threads(previous[0])
+        numba.set_num_threads(previous[1])
+    (first, first_streams), (second, second_streams) = results
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert torch.equal(first_streams, second_streams)
+    assert not torch.equal(first[0][0], first[0][2])  # replicas with equal configs drew their own noise
+
+
 def test_bound_management_of_replicas_equals_the_single_array_version():
     io = IOConfig(inp_bound=1.0, out_noise=0.0, out_bound=1.0, noise_management="abs_max", bound_management="iterative")
     g = torch.Generator().manual_seed(3)

@@ -16,7 +16,8 @@ management, iterative bound management) for the IO settings it covers (:func:`co
   :func:`takes_batch`).
 
 Replicas in lockstep (:class:`~insitu.replicas.ReplicatedTile`) run the products of all
-replicas in one call at up to :data:`MAX_BATCH` vectors (:func:`stacked_mvm`), each replica's as a
+replicas in one call at up to :data:`MAX_BATCH` vectors (:func:`stacked_mvm`; the replicas in
+numba's parallel threads, with results that do not depend on their number), each replica's as a
 single array's on its own stream, with its own input bound, output noise and output bound
 (:func:`replica_io_numbers`). Every other setting (quantisation, input or weight noise, IR drop,
 noise asymmetry, the shift bound management; larger replica batches) stays on
@@ -95,7 +96,7 @@ def takes_batch(numbers, batch: int, training: bool = False) -> bool:
 
 def _kernels():
     if not _KERNELS:
-        from numba import njit
+        from numba import njit, prange
 
         from .update.kernels.rng import fill_lane_normals, fill_normals, lane_normal_draws, load_lanes, store_lanes
 
@@ -310,18 +311,21 @@ def _kernels():
                         repeat_pass(x[b], scales[b], w, transposed, inp_bound, out_noise, out_bound, bm_iterations,
                                     z, acc, row_noise, s, spare, y[b])
 
-        @njit(nogil=True)
+        @njit(nogil=True, parallel=True)
         def stacked(x, w, transposed, inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations, s, spare):
             """The products of ``R`` replicas in lockstep, each exactly the single array's
             (``forward``/``backward`` for the plain periphery, ``managed`` otherwise) on its own
             weights ``w[r]`` ``(out, in)``, IO numbers ``inp_bound[r]``, ``out_noise[r]``,
             ``out_bound[r]`` and stream ``s[r]``, ``spare[r]``: ``x`` ``(R, batch, n)`` ->
-            ``(R, batch, out)`` forward, ``(R, batch, in)`` backward."""
+            ``(R, batch, out)`` forward, ``(R, batch, in)`` backward. Each replica reads its own
+            arrays and stream and writes only ``out[r]``, so the replicas run in numba's parallel
+            threads (:func:`insitu.update.kernels.set_threads`), as the replicas' update kernel
+            does, with results that do not depend on the number of threads."""
             n_rep, batch, _ = x.shape
             n_result = w.shape[2] if transposed else w.shape[1]
             out = np.empty((n_rep, batch, n_result), dtype=np.float32)
             plain = nm_kind == 0 and bm_iterations == 0
-            for r in range(n_rep):
+            for r in prange(n_rep):
                 if plain and transposed:
                     out[r] = backward(x[r], w[r], inp_bound[r], out_noise[r], out_bound[r], s[r], spare[r])
                 elif plain:
