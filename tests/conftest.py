@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real datasets beside the repository, and single-threaded torch."""
+"""Shared test fixtures: the real datasets beside the repository, one thread for torch and numba."""
 
 from __future__ import annotations
 
@@ -29,3 +29,19 @@ def _default_update_backend():
     set_backend("auto")
     yield
     set_backend("auto")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Each test starts on one PyTorch thread and one numba thread (results do not depend on
+    either; tests of that set two themselves, and CLI tests run in this process and set them):
+    the two test processes of CI share two cores, and a process on one thread never compiles
+    the parallel build of the replicas' products (``io_compiled.stacked_mvm``)."""
+    torch.set_num_threads(1)
+    from insitu.update.kernels import compiled_available
+
+    if compiled_available():
+        import numba
+
+        numba.set_num_threads(1)
+    yield

@@ -549,6 +549,7 @@ def test_replicas_in_parallel_threads_give_the_same_result():
     from insitu.update.kernels import set_threads
 
     results = []
+    previous = (torch.get_num_threads(), numba.get_num_threads())
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             set_threads(threads)
@@ -556,7 +557,8 @@ def test_replicas_in_parallel_threads_give_the_same_result():
                 tile = _updated_replicas()
             results.append((tile.weight.detach().clone(), tile.counters.coincidences.clone()))
     finally:
-        set_threads(numba.config.NUMBA_NUM_THREADS)
+        torch.set_num_threads(previous[0])
+        numba.set_num_threads(previous[1])
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert not torch.equal(results[0][0][0], results[0][0][1])  # the replicas drew differently
 

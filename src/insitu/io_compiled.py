@@ -311,16 +311,14 @@ def _kernels():
                         repeat_pass(x[b], scales[b], w, transposed, inp_bound, out_noise, out_bound, bm_iterations,
                                     z, acc, row_noise, s, spare, y[b])
 
-        @njit(nogil=True, parallel=True)
         def stacked(x, w, transposed, inp_bound, out_noise, out_bound, nm_kind, nm_thres, bm_iterations, s, spare):
             """The products of ``R`` replicas in lockstep, each exactly the single array's
             (``forward``/``backward`` for the plain periphery, ``managed`` otherwise) on its own
             weights ``w[r]`` ``(out, in)``, IO numbers ``inp_bound[r]``, ``out_noise[r]``,
             ``out_bound[r]`` and stream ``s[r]``, ``spare[r]``: ``x`` ``(R, batch, n)`` ->
             ``(R, batch, out)`` forward, ``(R, batch, in)`` backward. Each replica reads its own
-            arrays and stream and writes only ``out[r]``, so the replicas run in numba's parallel
-            threads (:func:`insitu.update.kernels.set_threads`), as the replicas' update kernel
-            does, with results that do not depend on the number of threads."""
+            arrays and stream and writes only ``out[r]``: in the parallel build the replicas run
+            in numba's threads, with the serial build's results."""
             n_rep, batch, _ = x.shape
             n_result = w.shape[2] if transposed else w.shape[1]
             out = np.empty((n_rep, batch, n_result), dtype=np.float32)
@@ -335,7 +333,11 @@ def _kernels():
                                      nm_thres, bm_iterations, s[r], spare[r])
             return out
 
-        _KERNELS["stacked"] = stacked
+        # Two builds of one loop: the parallel one (replicas in numba's threads, as the replicas'
+        # update kernel runs them) compiles in about 8 s more than the serial one (20 against
+        # 12 s with the products it calls), so a process on one thread never builds it.
+        _KERNELS["stacked"] = njit(nogil=True)(stacked)
+        _KERNELS["stacked_parallel"] = njit(nogil=True, parallel=True)(stacked)
         _KERNELS["forward"] = forward
         _KERNELS["forward_bias_column"] = forward_bias_column
         _KERNELS["backward"] = backward
@@ -426,7 +428,11 @@ def stacked_mvm(x: torch.Tensor, weights: np.ndarray, numbers, transposed: bool,
     xs = x.detach()
     if not xs.is_contiguous():
         xs = xs.contiguous()
-    return torch.from_numpy(_kernels()["stacked"](xs.numpy(), weights, transposed, *numbers, *stream))
+    import numba
+
+    parallel = xs.shape[0] > 1 and numba.get_num_threads() > 1  # the same results either way
+    kernel = _kernels()["stacked_parallel" if parallel else "stacked"]
+    return torch.from_numpy(kernel(xs.numpy(), weights, transposed, *numbers, *stream))
 
 
 class ProductPlan:
