@@ -17,7 +17,7 @@ management, iterative bound management) for the IO settings it covers (:func:`co
 
 Replicas in lockstep (:class:`~insitu.replicas.ReplicatedTile`) run the products of all
 replicas in one call at up to :data:`MAX_BATCH` vectors (:func:`stacked_mvm`; the replicas in
-numba's parallel threads, with results that do not depend on their number), each replica's as a
+numba's parallel threads when it has more than one, with the same results), each replica's as a
 single array's on its own stream, with its own input bound, output noise and output bound
 (:func:`replica_io_numbers`). Every other setting (quantisation, input or weight noise, IR drop,
 noise asymmetry, the shift bound management; larger replica batches) stays on
