@@ -100,12 +100,9 @@ def test_compiled_replica_products_are_each_replicas_compiled_product_on_its_own
 def test_compiled_replica_products_in_parallel_threads_give_the_same_outputs_and_draws(preset):
     # stacked_mvm runs the replicas in numba's threads: each reads its own weights and stream and
     # writes only its outputs, so one or two threads give the same outputs and streams.
-    import numba
+    numba = pytest.importorskip("numba")
+    from insitu.update.kernels import set_threads, use_backend
 
-    from insitu.update.kernels import compiled_available, set_threads, use_backend
-
-    if not compiled_available():
-        pytest.skip("numba is not installed")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs a numba pool of two threads")
     base = get_preset(preset)
