@@ -493,28 +493,28 @@ def test_row_trains_only_in_the_slots_a_column_fired_keep_the_coincidence_statis
 def test_a_quiet_line_is_drawn_as_independent_slots(p, m):
     """A column line's train is drawn as a whole first (one uniform decides whether and where it
     first fires, the later slots one by one: ``compiled._quiet_line``): each slot fires with
-    probability ``p``, independently (pairs ``p²``, none ``(1 - p)^m``), only in the listed slots,
-    and with at most ``1 + (m + 1) // 2`` draws."""
+    probability ``p``, independently (pairs ``p²``, none ``(1 - p)^m``), only in its ``m`` slots
+    (the low ``m`` bits of the word), and with at most ``1 + (m + 1) // 2`` draws."""
     pytest.importorskip("numba")
     from numba import njit
 
     from insitu.update.kernels.compiled import _quiet_line
 
     @njit
-    def trains(p, slots, m, draws, n):
+    def trains(p, m, draws, n):
         words = np.empty(n, dtype=np.uint64)
         used = np.empty(n, dtype=np.int64)
         cursor = 0
         for t in range(n):
             start = cursor
-            words[t], cursor = _quiet_line(p, slots, m, draws, cursor)
+            words[t], cursor = _quiet_line(p, m, draws, cursor)
             used[t] = cursor - start
         return words, used
 
     n = 100_000
-    slots = np.array([(5 * k + 3) % 64 for k in range(m)], dtype=np.int64)  # scattered bit positions
+    slots = np.arange(m)
     draws = np.random.default_rng(7).integers(0, 2**64 - 1, size=n * (2 + m), dtype=np.uint64, endpoint=True)
-    words, used = trains(p, slots, m, draws, n)
+    words, used = trains(p, m, draws, n)
     assert used.max() <= 1 + (m + 1) // 2
     fired = (words[:, None] >> slots.astype(np.uint64)[None, :]) & np.uint64(1)
     assert int(np.bitwise_or.reduce(words)) & ~int(sum(1 << int(k) for k in slots)) == 0  # listed slots only
@@ -525,6 +525,27 @@ def test_a_quiet_line_is_drawn_as_independent_slots(p, m):
         assert abs(both - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n) + 1e-12
     none = (words == 0).mean()
     assert abs(none - (1 - p) ** m) < 5 * math.sqrt((1 - p) ** m * (1 - (1 - p) ** m) / n) + 1e-12
+
+
+def test_column_words_renumbered_by_the_slots_some_column_fired_in():
+    """Rows are drawn only in the slots in which some column fired, as the low bits of their
+    words (``compiled._compress`` renumbers a column's word the same way): bit ``k`` of the
+    result is the ``k``-th set bit of the union, so every count ``popcount(column & row)`` is
+    the one the full slot numbers give."""
+    pytest.importorskip("numba")
+    from insitu.update.kernels.compiled import _compress
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        union = int(rng.integers(1, 2**64 - 1, dtype=np.uint64, endpoint=True))
+        slots = [k for k in range(64) if union >> k & 1]
+        chosen = [k for k in slots if rng.random() < 0.3]
+        word = sum(1 << k for k in chosen)
+        expected = sum(1 << slots.index(k) for k in chosen)
+        assert int(_compress(np.uint64(word), np.uint64(union))) == expected
+        row = int(rng.integers(0, 2 ** len(slots) - 1, dtype=np.uint64, endpoint=True)) if len(slots) < 64 else union
+        full_row = sum(1 << slots[k] for k in range(len(slots)) if row >> k & 1)
+        assert bin(expected & row).count("1") == bin(word & full_row).count("1")
 
 
 def _updated_replicas():

@@ -11,11 +11,14 @@ One rank-1 update ``ΔW ≈ -lr δ xᵀ`` of an array of ``out × in`` cross-poi
    first; when none fires nothing else is drawn. Then the row lines, ``min(Cx |x_i|, 1)``, but only
    in the slots in which some column fired: a row pulse in another slot meets no column pulse and
    moves no device (pulses are counted by their expectation), so this is exact in distribution
-   and makes the row side cheap when the column side is sparse, as it is in training. A slot's
-   uniform is a 32-bit half of a draw of the tile's 16-lane train stream (:func:`.rng.fill_uniforms`,
-   vectorised), compared as an integer without a branch.
+   and makes the row side cheap when the column side is sparse, as it is in training. The rows'
+   words hold only those slots, renumbered (bit ``k``: the ``k``-th slot in which a column fired),
+   and the fired columns' words are renumbered alike. A slot's uniform is a 32-bit half of a draw
+   of the tile's 16-lane train stream (:func:`.rng.fill_uniforms`, vectorised), compared as an
+   integer without a branch.
 3. The coincidences of device ``(j, i)`` are ``popcount(col_j & row_i)``; only fired columns ×
-   fired rows are visited. The device steps up where ``sign(x_i) ≠ sign(δ_j)``.
+   fired rows are visited (a column that fired in one slot meets that slot's list of rows). The
+   device steps up where ``sign(x_i) ≠ sign(δ_j)``.
 4. The device family's response function moves every device of the cell by that many pulses,
    given one standard normal ``ξ`` for the cycle-to-cycle noise of those pulses (drawn only for
    devices that received a coincidence, and only when the device has cycle-to-cycle noise; the
@@ -85,22 +88,35 @@ _DRAWS = 1024  # lane draws held by a kernel call's uniform buffer (a multiple o
 
 
 @njit(inline="always")
-def _slot_bits(p, slots, m, draws, cursor):
-    """Independent Bernoulli(``p``) draws for the ``m`` slots ``slots[:m]`` (bit positions in a
-    word), two per lane draw: a slot fires when its 32-bit half ``h`` satisfies ``h / 2^32 < p``,
-    i.e. ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a random bit
-    mispredicts). Returns ``(word, cursor)``."""
+def _slot_bits(p, m, draws, cursor):
+    """Independent Bernoulli(``p``) draws for the ``m`` slots ``0 .. m-1`` of a word (``m <= 64``),
+    two per lane draw: a slot fires when its 32-bit half ``h`` satisfies ``h / 2^32 < p``, i.e.
+    ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a random bit
+    mispredicts); slot ``2t`` takes the high half of the ``t``-th draw, slot ``2t + 1`` the low
+    half (an odd ``m``'s last low half is drawn and not used). The shifts are constants of the
+    loop, so it runs without a table of bit positions. Returns ``(word, cursor)``."""
     threshold = uint64(math.ceil(p * 4294967296.0))
     word = uint64(0)
-    k = 0
-    while k < m:
-        r = draws[cursor]
-        cursor += 1
-        word |= uint64((r >> uint64(32)) < threshold) << uint64(slots[k])
-        if k + 1 < m:  # the same for every line of a side: predicted
-            word |= uint64((r & uint64(0xFFFFFFFF)) < threshold) << uint64(slots[k + 1])
-        k += 2
-    return word, cursor
+    n = (m + 1) // 2
+    for t in range(n):
+        r = draws[uint64(cursor + t)]  # unsigned: no wraparound test
+        pair = uint64((r >> uint64(32)) < threshold) | (uint64((r & uint64(0xFFFFFFFF)) < threshold) << uint64(1))
+        word |= pair << uint64(2 * t)
+    if m < 64:
+        word &= (uint64(1) << uint64(m)) - uint64(1)
+    return word, cursor + n
+
+
+@njit(inline="always")
+def _compress(word, union):
+    """The bits of ``word`` (a subset of ``union``) renumbered by their rank in ``union``: bit
+    ``k`` of the result is set when the ``k``-th set bit of ``union`` is set in ``word``."""
+    packed = uint64(0)
+    while word != uint64(0):
+        low = word & (~word + uint64(1))
+        packed |= uint64(1) << _ctpop(union & (low - uint64(1)))
+        word &= word - uint64(1)
+    return packed
 
 
 _NORMALS = 128
@@ -110,22 +126,22 @@ _NORMALS = 128
 def _train_buffers(n_out, n_in, bl_max):
     """The buffers :func:`_sample_trains` fills: fired column lines (bits, ids) and fired row lines
     (bits, ids, signs), kept compact so that the coincidence loops stream through contiguous memory;
-    the lane draws the trains' uniforms come from; and the slot tables of the two sides (per word,
-    the bit positions drawn, and how many)."""
+    the lane draws the trains' uniforms come from; and the slots drawn per word of the two sides
+    (``n_slots[side, w]``)."""
     words_max = (bl_max + 63) // 64
     return (
         np.empty((n_out, words_max), dtype=np.uint64), np.empty(n_out, dtype=np.int64),
         np.empty((n_in, words_max), dtype=np.uint64), np.empty(n_in, dtype=np.int64), np.empty(n_in, dtype=np.bool_),
         # Room for two lines' worst case (bl_max + words_max draws each) and a lane step.
         np.empty(max(_DRAWS, -(-(2 * (bl_max + words_max) + LANES) // LANES) * LANES), dtype=np.uint64),
-        np.empty((2, words_max, 64), dtype=np.int64), np.empty((2, words_max), dtype=np.int64),
+        np.empty((2, words_max), dtype=np.int64),
     )
 
 
 @njit(inline="always")
 def _sample_trains(
     b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
-    draws, cursor, lanes, slots, n_slots,
+    draws, cursor, lanes, n_slots,
 ):
     """Draw the trains of sample ``b``: the fired column lines (``cols[:n_cols]``, their bits in
     ``col_bits``) and, when any column fired, the fired row lines (``rows[:n_rows]``, bits in
@@ -162,27 +178,27 @@ def _sample_trains(
     # other slot meets no column pulse: it moves no device, and the pulses are counted by their
     # expectation), so a sparse column side makes the row side cheap; exact in distribution.
     for w in range(words):
-        n = min(64, bl - 64 * w)
-        for k in range(n):
-            slots[0, w, k] = k
-        n_slots[0, w] = n
-    n_cols, p_cols, cursor = _draw_lines(d[b], cd, words, slots[0], n_slots[0], col_bits, cols, row_negative, False, draws, cursor, lanes, True)
+        n_slots[0, w] = min(64, bl - 64 * w)
+    n_cols, p_cols, cursor = _draw_lines(d[b], cd, words, n_slots[0], col_bits, cols, row_negative, False, draws, cursor, lanes, True)
     if n_cols == 0:
         p_rows = 0.0
         for i in range(n_in):
             p_rows += min(cx * abs(x[b, i]), 1.0)
         return n_cols, 0, words, bl * (p_cols + p_rows), cursor
+    # The rows' words hold only the slots in which some column fired (the union of the columns'
+    # words), renumbered: bit k is the k-th such slot. The columns' words are renumbered the same
+    # way, so that every count popcount(column & row) and every slot's list of rows stays what
+    # the full slot numbers give (a bijection of the slots that matter).
     for w in range(words):
         union = uint64(0)
         for a in range(n_cols):
             union |= col_bits[a, w]
-        m = 0
-        for k in range(min(64, bl - 64 * w)):
-            if (union >> uint64(k)) & uint64(1):
-                slots[1, w, m] = k
-                m += 1
+        m = int(_ctpop(union))
         n_slots[1, w] = m
-    n_rows, p_rows, cursor = _draw_lines(x[b], cx, words, slots[1], n_slots[1], row_bits, rows, row_negative, True, draws, cursor, lanes, False)
+        if m < n_slots[0, w]:
+            for a in range(n_cols):
+                col_bits[a, w] = _compress(col_bits[a, w], union)
+    n_rows, p_rows, cursor = _draw_lines(x[b], cx, words, n_slots[1], row_bits, rows, row_negative, True, draws, cursor, lanes, False)
     return n_cols, n_rows, words, bl * (p_cols + p_rows), cursor
 
 
@@ -217,8 +233,8 @@ def _refill(draws, cursor, lanes):
 
 
 @njit(inline="always")
-def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, lanes, quiet):
-    """The trains of one side of a sample: line ``l`` fires in each slot ``slots[w, :n_slots[w]]``
+def _draw_lines(values, scale, words, n_slots, bits, ids, negative, signs, draws, cursor, lanes, quiet):
+    """The trains of one side of a sample: line ``l`` fires in each slot ``0 .. n_slots[w]-1``
     of word ``w`` with probability ``p_l = min(scale |values[l]|, 1)``. The fired lines are listed
     compactly (``ids[:count]``, their slots in ``bits[:count]``, with ``signs`` their signs in
     ``negative[:count]``). Returns ``(count, Σ p_l, cursor)``.
@@ -241,16 +257,16 @@ def _draw_lines(values, scale, words, slots, n_slots, bits, ids, negative, signs
         if cursor + (stop - start) * per_line > draws.shape[0]:
             cursor = _refill(draws, cursor, lanes)
         count, p_block, cursor = _draw_block(
-            values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet
+            values, start, stop, scale, words, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet
         )
         p_sum += p_block
     return count, p_sum, cursor
 
 
 @njit(inline="always")
-def _quiet_line(p, slots, m, draws, cursor):
-    """The train of a line that fires in each of the ``m`` slots ``slots[:m]`` (bit positions in
-    a word, ``m <= 64``) with probability ``p``, drawn for the most part with one uniform: with
+def _quiet_line(p, m, draws, cursor):
+    """The train of a line that fires in each of the ``m`` slots ``0 .. m-1`` of a word
+    (``m <= 64``) with probability ``p``, drawn for the most part with one uniform: with
     ``v = 1 - u`` uniform in (0, 1], the first slot that fires is the smallest ``k`` with
     ``v > (1 - p)^(k+1)`` (probability ``(1 - p)^k p``), none when ``v <= (1 - p)^m``; the slots
     after the first one that fires are drawn one by one (:func:`_slot_bits`). The same
@@ -275,12 +291,15 @@ def _quiet_line(p, slots, m, draws, cursor):
     while k < m - 1 and v <= level:  # the first slot k: v > (1 - p)^(k+1)
         level *= stay
         k += 1
-    rest, cursor = _slot_bits(p, slots[k + 1 :], m - k - 1, draws, cursor)
-    return rest | (uint64(1) << uint64(slots[k])), cursor
+    rest, cursor = _slot_bits(p, m - k - 1, draws, cursor)
+    first = uint64(1) << uint64(k)
+    if k + 1 < 64:  # (a shift by 64 is undefined; there is no later slot then)
+        first |= rest << uint64(k + 1)
+    return first, cursor
 
 
 @njit
-def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet):
+def _draw_block(values, start, stop, scale, words, n_slots, bits, ids, negative, signs, draws, cursor, count, quiet):
     """Lines ``start:stop`` of :func:`_draw_lines`, with enough uniforms in ``draws[cursor:]``;
     returns ``(count, Σ p_l, cursor)``."""
     p_sum = 0.0
@@ -290,12 +309,12 @@ def _draw_block(values, start, stop, scale, words, slots, n_slots, bits, ids, ne
         if p > 0.0:
             fired = False
             if quiet:
-                word, cursor = _quiet_line(p, slots[0], n_slots[0], draws, cursor)
+                word, cursor = _quiet_line(p, n_slots[0], draws, cursor)
                 bits[count, 0] = word
                 fired = word != uint64(0)
             else:
                 for w in range(words):
-                    word, cursor = _slot_bits(p, slots[w], n_slots[w], draws, cursor)
+                    word, cursor = _slot_bits(p, n_slots[w], draws, cursor)
                     bits[count, w] = word
                     fired |= word != uint64(0)
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
@@ -396,7 +415,7 @@ def _make_sequential(respond, prefetch=False):
             w_strides = (uint64(weights.strides[0]), uint64(weights.strides[1]))
             p_strides = (uint64(params.strides[0]), uint64(params.strides[1]))
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, n_slots = _train_buffers(n_out, n_in, bl_max)
         lanes = load_lanes(s)
         drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
@@ -416,7 +435,7 @@ def _make_sequential(respond, prefetch=False):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
                 b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
-                draws, drawn, lanes, slots, n_slots,
+                draws, drawn, lanes, n_slots,
             )
             tally[0] += pulses
             if n_cols == 0:
@@ -517,7 +536,7 @@ def _make_stateful_sequential(respond):
         """
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, n_slots = _train_buffers(n_out, n_in, bl_max)
         lanes = load_lanes(s)
         drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         hit_rows = np.empty(n_in, dtype=np.int64)
@@ -528,7 +547,7 @@ def _make_stateful_sequential(respond):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
                 b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
-                draws, drawn, lanes, slots, n_slots,
+                draws, drawn, lanes, n_slots,
             )
             tally[0] += pulses
             if n_cols == 0:
@@ -570,7 +589,7 @@ def _make_summed(mixed):
         visited in the order they first received a coincidence."""
         n_out, n_in, n_dev = weights.shape
         batch = x.shape[0]
-        col_bits, cols, row_bits, rows, row_negative, draws, slots, n_slots = _train_buffers(n_out, n_in, bl_max)
+        col_bits, cols, row_bits, rows, row_negative, draws, n_slots = _train_buffers(n_out, n_in, bl_max)
         lanes = load_lanes(s)
         drawn = _refill(draws, draws.shape[0], lanes)  # the next unused lane draw
         n_up = np.zeros((n_out, n_in), dtype=np.int64)
@@ -581,7 +600,7 @@ def _make_summed(mixed):
             tally[2] += 1.0
             n_cols, n_rows, words, pulses, drawn = _sample_trains(
                 b, x, d, lr, step, bl_max, update_management, dynamic_bl, col_bits, cols, row_bits, rows, row_negative,
-                draws, drawn, lanes, slots, n_slots,
+                draws, drawn, lanes, n_slots,
             )
             tally[0] += pulses
             coincidences = 0
