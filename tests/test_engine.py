@@ -527,6 +527,44 @@ def test_a_quiet_line_is_drawn_as_independent_slots(p, m):
     assert abs(none - (1 - p) ** m) < 5 * math.sqrt((1 - p) ** m * (1 - (1 - p) ** m) / n) + 1e-12
 
 
+@pytest.mark.parametrize("response", ["constant_step_response", "linear_step_response"])
+def test_the_single_coincidence_hit_loop_moves_devices_as_the_counted_one(response):
+    """A column that fired in one slot moves its devices from the slot's row list with a count of
+    ±1 (``hits_single``, where the compiler folds the count into the response); the loop for
+    counted hits given counts of 1 must write the same weights, bit for bit, with and without
+    cycle-to-cycle noise and with rows of both signs."""
+    pytest.importorskip("numba")
+    from insitu.update.kernels import compiled
+
+    hits_counted, hits_single = compiled._make_hit_loops(getattr(compiled, response))
+    rng = np.random.default_rng(11)
+    n_out, n_in, planes = 5, 40, 6 if response == "linear_step_response" else 4
+    weights = rng.uniform(-0.5, 0.5, (n_out, n_in, 1)).astype(np.float32)
+    params = np.empty((n_out, n_in, 1, planes), dtype=np.float32)
+    params[..., 0] = rng.uniform(0.001, 0.003, (n_out, n_in, 1))  # dw_up
+    params[..., 1] = rng.uniform(0.001, 0.003, (n_out, n_in, 1))  # dw_down
+    if planes == 6:
+        params[..., 2] = rng.uniform(-1.5, -0.5, (n_out, n_in, 1))  # slope_up
+        params[..., 3] = rng.uniform(-1.5, -0.5, (n_out, n_in, 1))  # slope_down
+    params[..., planes - 2] = -0.49  # w_min: some devices sit at a bound
+    params[..., planes - 1] = 0.49
+    rows = np.sort(rng.choice(n_in, 25, replace=False)).astype(np.int64)
+    row_negative = rng.random(25) < 0.4
+    hit_rows = np.sort(rng.choice(25, 18, replace=False)).astype(np.int64)
+    normals = rng.standard_normal(64).astype(np.float32)
+    for c2c in (0.0, 0.3):
+        for j, d_negative in ((1, False), (3, True)):
+            single, counted = weights.copy(), weights.copy()
+            hits_single(single, params, j, hit_rows, 18, rows, row_negative, d_negative, normals, 5, c2c)
+            hits_counted(counted, params, j, hit_rows, np.ones(18, dtype=np.int64), 18, rows, row_negative, d_negative, normals, 5, c2c)
+            assert np.array_equal(single, counted)
+            moved = rows[hit_rows]
+            assert not np.array_equal(single[j, moved], weights[j, moved])
+            untouched = np.setdiff1d(np.arange(n_in), moved)
+            assert np.array_equal(single[j, untouched], weights[j, untouched])
+            assert np.array_equal(np.delete(single, j, axis=0), np.delete(weights, j, axis=0))
+
+
 def test_column_words_renumbered_by_the_slots_some_column_fired_in():
     """Rows are drawn only in the slots in which some column fired, as the low bits of their
     words (``compiled._compress`` renumbers a column's word the same way): bit ``k`` of the
