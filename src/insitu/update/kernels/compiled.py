@@ -89,22 +89,28 @@ _DRAWS = 1024  # lane draws held by a kernel call's uniform buffer (a multiple o
 
 @njit(inline="always")
 def _slot_bits(p, m, draws, cursor):
-    """Independent Bernoulli(``p``) draws for the ``m`` slots ``0 .. m-1`` of a word (``m <= 64``),
-    two per lane draw: a slot fires when its 32-bit half ``h`` satisfies ``h / 2^32 < p``, i.e.
+    """Independent Bernoulli(``p``) draws for the ``m`` slots ``0 .. m-1`` of a word (``m <= 64``)
+    from the ``(m + 1) // 2`` lane draws at ``draws[cursor:]`` (the caller moves its cursor past
+    them): a slot fires when its 32-bit half ``h`` satisfies ``h / 2^32 < p``, i.e.
     ``h < ceil(p 2^32)`` (an integer comparison, no branch: a branch on a random bit
     mispredicts); slot ``2t`` takes the high half of the ``t``-th draw, slot ``2t + 1`` the low
-    half (an odd ``m``'s last low half is drawn and not used). The shifts are constants of the
-    loop, so it runs without a table of bit positions. Returns ``(word, cursor)``."""
+    half (an odd ``m``'s last low half is drawn and not used). The word is built from its last
+    pair of slots down, a shift of the word so far: a recurrence the compiler does not
+    vectorise (for the few pairs of a word the vector loop cost more than it gained). Returns
+    the word."""
     threshold = uint64(math.ceil(p * 4294967296.0))
+    start = uint64(cursor)  # unsigned indices: no wraparound test
     word = uint64(0)
-    n = (m + 1) // 2
-    for t in range(n):
-        r = draws[uint64(cursor + t)]  # unsigned: no wraparound test
-        pair = uint64((r >> uint64(32)) < threshold) | (uint64((r & uint64(0xFFFFFFFF)) < threshold) << uint64(1))
-        word |= pair << uint64(2 * t)
+    t = uint64((m + 1) // 2)
+    while t > uint64(0):
+        t -= uint64(1)
+        r = draws[start + t]
+        high = uint64((r >> uint64(32)) < threshold)  # slot 2t
+        low = uint64((r & uint64(0xFFFFFFFF)) < threshold)  # slot 2t + 1
+        word = (word << uint64(2)) | (low << uint64(1)) | high
     if m < 64:
         word &= (uint64(1) << uint64(m)) - uint64(1)
-    return word, cursor + n
+    return word
 
 
 @njit(inline="always")
@@ -301,7 +307,8 @@ def _quiet_line(p, m, draws, cursor):
     while k < m - 1 and v <= level:  # the first slot k: v > (1 - p)^(k+1)
         level *= stay
         k += 1
-    rest, cursor = _slot_bits(p, m - k - 1, draws, cursor)
+    rest = _slot_bits(p, m - k - 1, draws, cursor)
+    cursor += (m - k) // 2
     first = uint64(1) << uint64(k)
     if k + 1 < 64:  # (a shift by 64 is undefined; there is no later slot then)
         first |= rest << uint64(k + 1)
@@ -310,13 +317,10 @@ def _quiet_line(p, m, draws, cursor):
 
 @njit
 def _draw_block_one_word(values, start, stop, scale, m, bits, ids, negative, signs, draws, cursor, count):
-    """:func:`_draw_block` for trains of one word drawn slot by slot (the rows): the same draws
-    and words. The word is built from its last pair of slots down (a shift of the word so far:
-    a recurrence the compiler does not vectorise, which for the few pairs of a word cost more
-    than it gained), with unsigned indices."""
+    """:func:`_draw_block` for trains of one word drawn slot by slot (the rows), with unsigned
+    indices: the same draws and words."""
     p_sum = 0.0
     pairs = uint64((m + 1) // 2)
-    keep = (uint64(1) << uint64(m)) - uint64(1) if m < 64 else ~uint64(0)
     position = uint64(cursor)
     listed = uint64(count)
     for line in range(uint64(start), uint64(stop)):
@@ -324,17 +328,8 @@ def _draw_block_one_word(values, start, stop, scale, m, bits, ids, negative, sig
         p = min(scale * abs(value), 1.0)
         p_sum += p
         if p > 0.0:
-            threshold = uint64(math.ceil(p * 4294967296.0))
-            word = uint64(0)
-            t = pairs
-            while t > uint64(0):
-                t -= uint64(1)
-                r = draws[position + t]
-                high = uint64((r >> uint64(32)) < threshold)  # slot 2t
-                low = uint64((r & uint64(0xFFFFFFFF)) < threshold)  # slot 2t + 1
-                word = (word << uint64(2)) | (low << uint64(1)) | high
+            word = _slot_bits(p, m, draws, position)
             position += pairs
-            word &= keep
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
             bits[listed, 0] = word
             ids[listed] = line
@@ -383,7 +378,8 @@ def _draw_block(values, start, stop, scale, words, n_slots, bits, ids, negative,
         if p > 0.0:
             fired = False
             for w in range(words):
-                word, cursor = _slot_bits(p, n_slots[w], draws, cursor)
+                word = _slot_bits(p, n_slots[w], draws, cursor)
+                cursor += (n_slots[w] + 1) // 2
                 bits[count, w] = word
                 fired |= word != uint64(0)
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
@@ -517,7 +513,7 @@ def _make_sequential(respond, prefetch=False):
                 d_negative = d[b, j] < 0
                 hits = 0
                 single = False  # the hits are slot_rows[slot, :hits], one coincidence each
-                slot = int(_ctpop(uint64(0)))  # (typed as below)
+                slot = uint64(0)
                 if prefetch:
                     w_row = w_address + uint64(j) * w_strides[0]
                     p_row = p_address + uint64(j) * p_strides[0]
@@ -528,7 +524,7 @@ def _make_sequential(respond, prefetch=False):
                     # slot's list of rows, drawn up once per sample and slot, shared by every
                     # column that fired there alone (the same hits, in the same order, as the
                     # counts below would give).
-                    slot = int(_ctpop((column_word & (~column_word + uint64(1))) - uint64(1)))  # its trailing zeros
+                    slot = _ctpop((column_word & (~column_word + uint64(1))) - uint64(1))  # its trailing zeros
                     if slot_sample[slot] != b:
                         slot_sample[slot] = b
                         listed = 0
