@@ -291,6 +291,10 @@ def _quiet_line(p, m, draws, cursor):
     instead of ``m / 2``. Returns ``(word, cursor)``; uses at most ``1 + (m + 1) // 2`` draws."""
     v = 1.0 - np.float64(draws[cursor] >> uint64(11)) * 1.1102230246251565e-16  # (0, 1]
     cursor += 1
+    if v < 1.0 - m * p - 1e-12:
+        # Quiet without computing (1 - p)^m, which is at least 1 - m p (Bernoulli's inequality;
+        # the margin covers the rounding of both sides): about nine in ten column lines.
+        return uint64(0), cursor
     stay = 1.0 - p
     quiet_all = 1.0  # (1 - p)^m by squaring (m is the same for every line: predicted)
     power = stay
@@ -341,10 +345,8 @@ def _draw_block_one_word(values, start, stop, scale, m, bits, ids, negative, sig
 
 @njit
 def _draw_block_quiet(values, start, stop, scale, m, bits, ids, draws, cursor, count):
-    """:func:`_draw_block` for quiet lines without signs (the columns), with unsigned indices:
-    the same draws and words. A line whose uniform ``v`` lies below ``1 - m p`` is quiet
-    without computing ``(1 - p)^m`` (which is at least that, Bernoulli's inequality; the margin
-    of 1e-12 covers the rounding of both sides): about nine in ten column lines."""
+    """:func:`_draw_block` for quiet lines (:func:`_quiet_line`) without signs (the columns),
+    with unsigned indices: the same draws and words."""
     p_sum = 0.0
     position = uint64(cursor)
     listed = uint64(count)
@@ -352,13 +354,8 @@ def _draw_block_quiet(values, start, stop, scale, m, bits, ids, draws, cursor, c
         p = min(scale * abs(values[line]), 1.0)
         p_sum += p
         if p > 0.0:
-            v = 1.0 - np.float64(draws[position] >> uint64(11)) * 1.1102230246251565e-16  # as _quiet_line's
-            if v < 1.0 - m * p - 1e-12:
-                word = uint64(0)
-                position += uint64(1)
-            else:
-                word, next_position = _quiet_line(p, m, draws, np.int64(position))
-                position = uint64(next_position)
+            word, next_position = _quiet_line(p, m, draws, np.int64(position))
+            position = uint64(next_position)
             # Listed without a branch (whether a line fired is a coin flip: a branch mispredicts).
             bits[listed, 0] = word
             ids[listed] = line
